@@ -51,3 +51,238 @@ def frechet_distance(
 def frechet_distance_from_features(feats1: torch.Tensor, feats2: torch.Tensor) -> float:
     """Fréchet distance between two feature sets (N1, D) and (N2, D)."""
     return frechet_distance(*feature_stats(feats1), *feature_stats(feats2))
+
+
+# ---------------------------------------------------------------------------
+# torchmetrics path, reference-statistics cache and feature-extractor helpers.
+# ---------------------------------------------------------------------------
+
+
+class FeatureBackendError(ValueError):
+    """An optional feature backend (Inception weights, torch-fidelity, ...) is unavailable."""
+
+
+def min_images_for_fd(num_features: int) -> int:
+    """Fewest images whose covariance can be full rank for ``num_features``-dim features."""
+    return int(num_features) + 1
+
+
+class PrecomputedFeatures(torch.nn.Module):
+    """Identity "extractor" for torchmetrics: ``update`` receives feature rows (N, D).
+
+    Features are computed (possibly sharded over processes and gathered) before they
+    reach torchmetrics, so the metric object only does the statistics and the distance.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats
+
+
+class WithNumFeatures(torch.nn.Module):
+    """Wraps an extractor that lacks ``num_features`` (torchmetrics needs it, or a size)."""
+
+    def __init__(self, module: torch.nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.module = module
+        self.num_features = int(num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images)
+
+
+def torchmetrics_fd_metric(extractor: torch.nn.Module, num_features: int | None = None):
+    """``torchmetrics`` ``FrechetInceptionDistance`` with a custom ``feature=`` module.
+
+    ``extractor`` must expose ``num_features`` or ``num_features`` must be given.
+    Real statistics are kept across ``reset()`` (``reset_real_features=False``).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if not hasattr(extractor, "num_features"):
+        if num_features is None:
+            raise ValueError(
+                "the feature extractor has no `num_features`; pass num_features= explicitly"
+            )
+        extractor = WithNumFeatures(extractor, num_features)
+    return FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=False)
+
+
+def set_real_stats(metric, mu: torch.Tensor, sigma: torch.Tensor, n: int = 2) -> None:
+    """Load reference statistics (μ, Σ) into a torchmetrics FID metric as its "real" side.
+
+    torchmetrics keeps sums (Σx, Σxxᵀ, n); any n ≥ 2 reproduces μ and Σ exactly
+    (up to float64 rounding) in ``compute()``.
+    """
+    n = max(int(n), 2)
+    mu = mu.to(torch.float64).reshape(-1)
+    sigma = sigma.to(torch.float64)
+    metric.real_features_sum = mu * n
+    metric.real_features_cov_sum = sigma * (n - 1) + n * torch.outer(mu, mu)
+    metric.real_features_num_samples = torch.tensor(n, dtype=torch.long)
+
+
+def torchmetrics_fd_from_features(
+    fake: torch.Tensor,
+    real: torch.Tensor | None = None,
+    *,
+    real_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    real_n: int = 2,
+) -> float:
+    """Fréchet distance computed by torchmetrics from precomputed feature rows.
+
+    The "real" side is either feature rows ``real`` or statistics ``real_stats=(μ, Σ)``.
+    """
+    if (real is None) == (real_stats is None):
+        raise ValueError("give exactly one of real= (features) or real_stats= (mu, sigma)")
+    d = fake.shape[1]
+    metric = torchmetrics_fd_metric(PrecomputedFeatures(d))
+    if real is not None:
+        metric.update(real.to(torch.float64), real=True)
+    else:
+        set_real_stats(metric, *real_stats, n=real_n)
+    metric.update(fake.to(torch.float64), real=False)
+    return float(metric.compute())
+
+
+def fd_with_check(
+    fake: torch.Tensor,
+    real: torch.Tensor | None = None,
+    *,
+    real_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-6,
+) -> tuple[float, float]:
+    """(torchmetrics FD, accel float64 FD) on the same data; warns if they disagree."""
+    import warnings
+
+    tm = torchmetrics_fd_from_features(fake, real, real_stats=real_stats)
+    stats_real = feature_stats(real) if real is not None else real_stats
+    ref = frechet_distance(*feature_stats(fake), *stats_real)
+    if abs(tm - ref) > atol + rtol * abs(ref):
+        warnings.warn(
+            f"torchmetrics FD {tm:.6g} disagrees with accel.eval.fid's float64 value {ref:.6g}; "
+            "the covariance is probably ill-conditioned (too few images for the feature size?)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return tm, ref
+
+
+def extractor_fingerprint(module: torch.nn.Module) -> str:
+    """Short stable id of an extractor: class name + hash of its parameters/buffers."""
+    import hashlib
+
+    h = hashlib.sha256(type(module).__qualname__.encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir():
+    """``$ACCEL_CACHE_DIR`` or ``~/.cache/accel``, with an ``fd_stats`` subfolder."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel"
+    return Path(root) / "fd_stats"
+
+
+def cached_reference_stats(
+    extractor_key: str,
+    data_key: str,
+    compute,
+    cache_dir=None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Reference (μ, Σ, n) from a safetensors cache keyed by extractor + data.
+
+    ``compute()`` must return feature rows (N, D) or a tuple (μ, Σ, n); it runs only on a
+    cache miss. The file is written atomically (temp file + rename).
+    """
+    import hashlib
+    import os
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha256(f"{extractor_key}\0{data_key}".encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{extractor_key}-{data_key}")[:80]
+    path = cache_dir / f"{safe}-{digest}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return t["mu"], t["sigma"], int(t["n"].item())
+        except Exception:  # corrupt cache entry: recompute below
+            pass
+    out = compute()
+    if isinstance(out, torch.Tensor):
+        mu, sigma = feature_stats(out)
+        n = out.shape[0]
+    else:
+        mu, sigma, n = out
+        mu, sigma = mu.to(torch.float64), sigma.to(torch.float64)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+        os.close(fd)
+        save_file(
+            {"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([int(n)])},
+            tmp,
+            metadata={"extractor": extractor_key, "data": data_key},
+        )
+        os.replace(tmp, path)
+    except OSError:  # read-only home etc.: the cache is an optimisation only
+        pass
+    return mu, sigma, int(n)
+
+
+class InceptionFeatures(torch.nn.Module):
+    """Inception-v3 pool features (2048) from a user-supplied local weights file.
+
+    Takes float images (N, C, H, W) in [0, 1]; grey images are repeated to 3 channels.
+    Needs torch-fidelity (imported lazily); nothing is ever downloaded.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights_path) -> None:
+        super().__init__()
+        import os
+
+        if not weights_path or not os.path.isfile(str(weights_path)):
+            raise FeatureBackendError(
+                f"--inception-weights {weights_path!r}: file not found. Real Inception FID needs "
+                "the FID Inception-v3 weights (pt_inception-2015-12-05) as a local file; "
+                "nothing is downloaded."
+            )
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            self.net = NoTrainInceptionV3(
+                name="inception-v3-compat",
+                features_list=["2048"],
+                feature_extractor_weights_path=str(weights_path),
+            )
+        except Exception as exc:  # noqa: BLE001 - any backend failure becomes one message
+            raise FeatureBackendError(
+                "Inception FID is unavailable: building torchmetrics' NoTrainInceptionV3 from "
+                f"{weights_path!r} failed ({type(exc).__name__}: {exc}). It needs the optional "
+                "`torch-fidelity` package (which must not pull a CUDA torchvision into a CPU "
+                "install). Without it, use the default model's FD-digits."
+            ) from exc
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return self.net(x).reshape(x.shape[0], -1).to(torch.float64)

@@ -1,0 +1,84 @@
+"""Wall-clock timing: pinned threads, warm-up, interleaved repeats, medians and ratios."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+
+def pin_threads(n: int | None) -> int:
+    """``torch.set_num_threads(n)`` when n is given; returns the thread count in use."""
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"--threads must be >= 1, got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def synchronize(device) -> None:
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn: Callable[[], object], device="cpu") -> tuple[object, float]:
+    """Run ``fn()`` between device synchronisations; return (result, seconds)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+@dataclass
+class Timing:
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """Half the interquartile range (0 with fewer than 2 samples)."""
+        if len(self.times) < 2:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4, method="inclusive")
+        return (q[2] - q[0]) / 2
+
+
+def interleaved(
+    names: Sequence[str], run: Callable[[str], float], repeats: int = 3, warmup: int = 1
+) -> dict[str, Timing]:
+    """Time ``run(name)`` (which returns seconds) for every name, round-robin.
+
+    Each round visits all names once (rotating the start so no method is always first),
+    after ``warmup`` untimed rounds. Interleaving spreads slow drifts of a shared
+    machine (other jobs, clocks, caches) evenly over the methods.
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    names = list(names)
+    for _ in range(warmup):
+        for n in names:
+            run(n)
+    out = {n: Timing() for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            out[n].times.append(run(n))
+    return out
+
+
+def speedup(base: Timing, other: Timing) -> tuple[float, float]:
+    """(ratio of medians base/other, spread of the per-round paired ratios)."""
+    ratio = base.median / other.median
+    pairs = [b / o for b, o in zip(base.times, other.times) if o > 0]
+    if len(pairs) < 2:
+        return ratio, 0.0
+    q = statistics.quantiles(pairs, n=4, method="inclusive")
+    return ratio, (q[2] - q[0]) / 2
