@@ -12,6 +12,8 @@ Where neither is available the value is ``None``.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -72,3 +74,11 @@ def measure_peak(fn, device="cpu"):
     with PeakMemory(device) as pm:
         out = fn()
     return out, pm.peak_mb
+
+
+def memory_kind(device="cpu") -> str | None:
+    """What ``peak_mem_mb`` means on this device: the measurement used, or None."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return "cuda_max_memory_allocated"
+    return "cpu_vmhwm" if _read_vmhwm_kb() is not None and os.access("/proc/self/clear_refs", os.W_OK) else None

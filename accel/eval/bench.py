@@ -1,0 +1,563 @@
+"""`accel bench`: paired quality / fidelity / speed / memory comparison of methods.
+
+One run = one pipeline, one workload (seeds + classes/prompts), the baseline and every
+requested method on exactly those seeds. Per method:
+
+* quality: Fréchet distance of its images' features to reference statistics (FD-digits
+  for the embedded default model, Inception FID with user-supplied weights, or a custom
+  extractor), via torchmetrics, checked against ``accel.eval.fid``; with
+  ``seed_sets=K`` repeated over K disjoint seed sets and the spread reported;
+* fidelity: PSNR / SSIM (optionally LPIPS) against the baseline images of the same seeds;
+* speed: interleaved, warmed-up repeats on a (smaller) timing batch; median time, the
+  ratio to the baseline, and the hardware-independent block-evaluation counts;
+* memory: peak per method (CUDA allocator or the CPU high-water mark, see memory.py).
+
+Generation for quality/fidelity can be sharded over processes (``accelerate``'s
+``PartialState``; whole batches per rank, per-image results gathered on rank 0).
+Timing runs on rank 0 only, while the other ranks wait.
+
+Methods are looked up only through ``accel.methods()`` and applied with ``accel.apply``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import statistics
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from . import fid as fidmod
+from .fidelity import per_image_lpips, per_image_mse, per_image_ssim, psnr_from_mse, try_lpips
+from .memory import PeakMemory, memory_kind
+from .timing import interleaved, speedup, timed
+from .workload import Workload, generate, make_workload
+
+BASELINE = "baseline"
+FOUNDATION_ENV = "ACCEL_BENCH_FOUNDATION"
+
+
+class BenchInputError(ValueError):
+    """Bad user input (exit code 2, nothing written)."""
+
+
+# ---------------------------------------------------------------------------
+# foundation access (methods registry + apply)
+# ---------------------------------------------------------------------------
+
+
+def foundation():
+    """The module providing ``methods()`` and ``apply()``: ``accel`` itself.
+
+    ``$ACCEL_BENCH_FOUNDATION=some.module`` substitutes another module with the same two
+    functions (used by the tests' stand-in; also a hook for out-of-tree method sets).
+    """
+    name = os.environ.get(FOUNDATION_ENV) or "accel"
+    mod = importlib.import_module(name)
+    missing = [f for f in ("methods", "apply") if not callable(getattr(mod, f, None))]
+    if missing:
+        raise BenchInputError(
+            f"{name} does not provide {', '.join(missing)}(); this install of accel lacks the "
+            "method registry that `accel bench` needs"
+        )
+    return mod
+
+
+# ---------------------------------------------------------------------------
+# method specs
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class MethodSpec:
+    label: str
+    components: list[tuple[str, dict]] = field(default_factory=list)
+    configs: list[Any] = field(default_factory=list)
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.configs
+
+    def config_record(self) -> list[dict]:
+        out = []
+        for (name, _), cfg in zip(self.components, self.configs):
+            params = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+            out.append({"name": name, "params": _jsonable(params)})
+        return out
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _literal(text: str):
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _convert(value: str, annotation, where: str):
+    """Convert the string ``value`` to the field type ``annotation``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation in (typing.Any, None) or annotation is dataclasses.MISSING:
+        return _literal(value)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except BenchInputError as exc:
+                errors.append(str(exc))
+        raise BenchInputError(errors[0] if errors else f"{where}: cannot parse {value!r}")
+    if origin is typing.Literal:
+        for a in args:
+            if str(a) == value or (not isinstance(a, str) and _literal(value) == a):
+                return a
+        raise BenchInputError(f"{where}: {value!r} is not one of {list(args)}")
+    if origin in (list, tuple) or annotation in (list, tuple):
+        items = [v for v in value.replace(";", " ").replace("|", " ").split() if v]
+        inner = args[0] if args else typing.Any
+        conv = [_convert(v, inner, where) for v in items]
+        return tuple(conv) if (origin or annotation) is tuple else conv
+    if annotation is bool:
+        lit = _literal(value)
+        if isinstance(lit, bool):
+            return lit
+        if lit in (0, 1):
+            return bool(lit)
+        raise BenchInputError(f"{where}: expected true/false, got {value!r}")
+    if annotation is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise BenchInputError(f"{where}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise BenchInputError(f"{where}: expected a number, got {value!r}") from None
+    if annotation is str:
+        return value
+    return _literal(value)
+
+
+def build_config(name: str, cls: type, raw: dict[str, str]):
+    """``cls(**kwargs)`` with each ``key=val`` string converted to the field's type."""
+    if dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - unresolved annotations: fall back to literals
+            hints = {}
+        fields = {f.name: hints.get(f.name, typing.Any) for f in dataclasses.fields(cls) if f.init}
+    else:
+        fields = {k: typing.Any for k in inspect_params(cls)}
+    kwargs = {}
+    for key, val in raw.items():
+        if key not in fields:
+            raise BenchInputError(
+                f"method {name!r} has no option {key!r}; valid options: "
+                f"{', '.join(sorted(fields)) or '(none)'}"
+            )
+        kwargs[key] = _convert(val, fields[key], f"{name}:{key}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise BenchInputError(f"invalid settings for method {name!r}: {exc}") from None
+
+
+def inspect_params(cls) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(cls).parameters if p != "self"]
+
+
+def _component(text: str, registry: dict[str, type]) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise BenchInputError(f"empty method name in {text!r}")
+    if name != BASELINE and name not in registry:
+        raise BenchInputError(
+            f"unknown method {name!r}; available: {', '.join([BASELINE, *sorted(registry)])}"
+        )
+    kw: dict[str, str] = {}
+    if rest.strip():
+        for item in rest.split(","):
+            _kv(item, kw, name)
+    return name, kw
+
+
+def _kv(item: str, kw: dict, name: str) -> None:
+    key, eq, val = item.partition("=")
+    key, val = key.strip(), val.strip()
+    if not eq or not key or not val:
+        raise BenchInputError(f"bad option {item!r} for method {name!r}: expected key=value")
+    if key in kw:
+        raise BenchInputError(f"option {key!r} given twice for method {name!r}")
+    kw[key] = val
+
+
+def parse_methods(spec: str | None, registry: dict[str, type]) -> list[MethodSpec]:
+    """Parse ``baseline,NAME[:key=val,...][+NAME2[:...]],...``.
+
+    Commas separate methods and also ``key=val`` options: an item holding ``=`` but no
+    ``:`` continues the options of the method before it. ``+`` stacks configs into one
+    method. The baseline is always included (first). ``None`` means baseline + every
+    registered method at default settings.
+    """
+    if spec is None or not spec.strip():
+        groups: list[list[tuple[str, dict]]] = [[(n, {})] for n in registry]
+    else:
+        groups = []
+        for tok in spec.split(","):
+            tok = tok.strip()
+            if not tok:
+                raise BenchInputError(f"empty entry in --methods {spec!r}")
+            pieces = tok.split("+")
+            first = pieces[0].strip()
+            if "=" in first and ":" not in first:
+                if not groups:
+                    raise BenchInputError(f"option {first!r} comes before any method in --methods")
+                name, kw = groups[-1][-1]
+                _kv(first, kw, name)
+            else:
+                groups.append([_component(first, registry)])
+            for p in pieces[1:]:
+                groups[-1].append(_component(p.strip(), registry))
+    out: list[MethodSpec] = [MethodSpec(BASELINE)]
+    seen = {BASELINE}
+    for comps in groups:
+        if [n for n, _ in comps] == [BASELINE]:
+            if comps[0][1]:
+                raise BenchInputError("the baseline takes no options")
+            continue
+        if any(n == BASELINE for n, _ in comps):
+            raise BenchInputError("'baseline' cannot be stacked with other methods")
+        configs = [build_config(n, registry[n], kw) for n, kw in comps]
+        label = "+".join(
+            n + (":" + ",".join(f"{k}={v}" for k, v in kw.items()) if kw else "") for n, kw in comps
+        )
+        if label in seen:
+            raise BenchInputError(f"method {label!r} listed twice")
+        seen.add(label)
+        out.append(MethodSpec(label, comps, configs))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------
+
+
+class _Single:
+    process_index = 0
+    num_processes = 1
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+
+def _gather(state, obj):
+    if state.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+# ---------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class BenchResult:
+    records: list[dict]
+    grid: dict[str, torch.Tensor]  # label -> (G, C, H, W)
+    notes: list[str]
+    meta: dict
+
+
+def _apply(found, pipe, spec: MethodSpec):
+    return found.apply(pipe, *spec.configs)
+
+
+def _stats_counts(handle) -> tuple[int | None, int | None]:
+    try:
+        tot = handle.stats()["total"]
+        return int(tot["block_evals"]), int(tot["block_total"])
+    except Exception:  # noqa: BLE001 - counts are optional extras
+        return None, None
+
+
+def _features(extractor, images: torch.Tensor, device) -> torch.Tensor:
+    with torch.inference_mode():
+        f = extractor(images.to(device))
+    return f.detach().to("cpu", torch.float64).reshape(images.shape[0], -1)
+
+
+def run_bench(
+    pipe,
+    methods: Sequence[MethodSpec],
+    *,
+    num_images: int,
+    steps: int,
+    seed: int = 0,
+    guidance: float | None = None,
+    batch_size: int = 50,
+    seed_sets: int = 1,
+    repeats: int = 3,
+    warmup: int = 1,
+    timing_images: int | None = None,
+    extractor: torch.nn.Module | None = None,
+    reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fd_name: str | None = None,
+    device: str | torch.device = "cpu",
+    state=None,
+    num_classes: int | None = None,
+    prompts: Sequence[str] | None = None,
+    lpips: bool = False,
+    grid_cols: int = 8,
+    progress: bool = True,
+    found=None,
+    meta: dict | None = None,
+) -> BenchResult | None:
+    """Run the paired benchmark; returns the result on the main process, None elsewhere.
+
+    ``extractor`` maps images (N, C, H, W) in [0, 1] to features (N, D) and exposes
+    ``num_features``. With ``reference_stats=(μ, Σ)`` the FD is to those statistics;
+    without, to the baseline's images of the same seeds ("vs baseline"). No extractor:
+    no FD.
+    """
+    from tqdm.auto import tqdm
+
+    found = found or foundation()
+    state = state or _Single()
+    rank, world = state.process_index, state.num_processes
+    main = state.is_main_process
+    methods = list(methods)
+    if not methods or not methods[0].is_baseline:
+        raise ValueError("methods[0] must be the baseline")
+    notes: list[str] = []
+    if seed_sets < 1:
+        raise BenchInputError(f"--seed-sets must be >= 1, got {seed_sets}")
+    if extractor is not None:
+        need = fidmod.min_images_for_fd(extractor.num_features)
+        if num_images < need:
+            raise BenchInputError(
+                f"--num-images {num_images} is too few for a stable covariance of "
+                f"{extractor.num_features}-dim features: at least {need} images are required "
+                f"(several times more for a low-noise FD), or pass --no-fd"
+            )
+    lp_metric = None
+    if lpips:
+        lp_metric, why = try_lpips(device)
+        if lp_metric is None:
+            notes.append(why)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+
+    # per method, per seed set: gathered lists
+    feats: dict[str, list[torch.Tensor]] = {m.label: [] for m in methods}
+    mse: dict[str, list[torch.Tensor]] = {m.label: [] for m in methods}
+    ssim_v: dict[str, list[torch.Tensor]] = {m.label: [] for m in methods}
+    lp_v: dict[str, list[torch.Tensor]] = {m.label: [] for m in methods}
+    counts: dict[str, list[int | None]] = {m.label: [0, 0] for m in methods}
+    grid: dict[str, torch.Tensor] = {}
+
+    workloads = [
+        make_workload(
+            pipe, num_images, seed, steps, guidance=guidance, batch_size=batch_size, seed_set=k,
+            num_classes=num_classes, prompts=prompts,
+        )
+        for k in range(seed_sets)
+    ]
+    total_batches = sum(len(w.batches(rank, world)) for w in workloads) * len(methods)
+    bar = tqdm(total=total_batches, desc="generating", disable=not (progress and main), unit="batch")
+    for k, wl in enumerate(workloads):
+        my_batches = wl.batches(rank, world)
+        base_imgs: dict[int, torch.Tensor] = {}
+        for m in methods:
+            handle = _apply(found, pipe, m)
+            try:
+                if hasattr(handle, "reset_stats"):
+                    handle.reset_stats()
+                rows: list[tuple[int, Any]] = []
+                for idx in my_batches:
+                    bar.set_postfix_str(f"set {k + 1}/{seed_sets} {m.label}")
+                    imgs = generate(pipe, wl, idx)
+                    f = _features(extractor, imgs, device) if extractor is not None else None
+                    if m.is_baseline:
+                        for j, i in enumerate(idx):
+                            base_imgs[i] = imgs[j]
+                    ref = torch.stack([base_imgs[i] for i in idx])
+                    e = per_image_mse(imgs, ref)
+                    s = per_image_ssim(imgs, ref)
+                    lpv = per_image_lpips(lp_metric, imgs, ref) if lp_metric is not None else None
+                    for j, i in enumerate(idx):
+                        rows.append((i, (
+                            None if f is None else f[j],
+                            float(e[j]), float(s[j]),
+                            None if lpv is None else float(lpv[j]),
+                            imgs[j] if (k == 0 and i < grid_cols) else None,
+                        )))
+                    bar.update(1)
+                ev, tot = _stats_counts(handle)
+            finally:
+                handle.remove()
+            gathered = _gather(state, (rows, ev, tot))
+            if main:
+                allrows = sorted((r for part in gathered for r in part[0]), key=lambda r: r[0])
+                if [r[0] for r in allrows] != list(range(len(wl))):
+                    raise RuntimeError("gathered image indices are incomplete or duplicated")
+                if extractor is not None:
+                    feats[m.label].append(torch.stack([r[1][0] for r in allrows]))
+                mse[m.label].append(torch.tensor([r[1][1] for r in allrows], dtype=torch.float64))
+                ssim_v[m.label].append(torch.tensor([r[1][2] for r in allrows], dtype=torch.float64))
+                if lp_metric is not None:
+                    lp_v[m.label].append(torch.tensor([r[1][3] for r in allrows], dtype=torch.float64))
+                if k == 0:
+                    g = [r[1][4] for r in allrows if r[1][4] is not None]
+                    if g:
+                        grid[m.label] = torch.stack(g)
+                for part in gathered:
+                    if part[1] is None or counts[m.label][0] is None:
+                        counts[m.label] = [None, None]
+                    else:
+                        counts[m.label][0] += part[1]
+                        counts[m.label][1] += part[2]
+    bar.close()
+
+    # ---- timing + memory, rank 0 only ------------------------------------
+    timings = peaks = None
+    t_imgs = min(timing_images or batch_size, batch_size, num_images)
+    if main:
+        wl0 = workloads[0]
+        tidx = list(range(t_imgs))
+        peaks = {m.label: None for m in methods}
+        by_label = {m.label: m for m in methods}
+        tbar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress,
+                    unit="call")
+
+        def run_one(label: str) -> float:
+            spec = by_label[label]
+            handle = _apply(found, pipe, spec)
+            try:
+                with PeakMemory(device) as pm:
+                    _, secs = timed(lambda: generate(pipe, wl0, tidx), device)
+            finally:
+                handle.remove()
+            if pm.peak_mb is not None:
+                peaks[label] = max(peaks[label] or 0.0, pm.peak_mb)
+            tbar.update(1)
+            return secs
+
+        timings = interleaved([m.label for m in methods], run_one, repeats=repeats, warmup=warmup)
+        tbar.close()
+        if t_imgs < num_images:
+            notes.append(
+                f"timing: {repeats} interleaved repeats after {warmup} warm-up round(s) on a batch "
+                f"of {t_imgs} image(s) (seeds {wl0.seeds[0]}..{wl0.seeds[t_imgs - 1]}), smaller than "
+                f"the {num_images} used for quality"
+            )
+    state.wait_for_everyone()
+    if not main:
+        return None
+
+    # ---- assemble records -------------------------------------------------
+    base = methods[0].label
+    meta = dict(meta or {})
+    meta.update(
+        num_images=num_images, steps=steps, seed=seed, seed_sets=seed_sets, guidance=guidance,
+        batch_size=batch_size, timing_images=t_imgs, repeats=repeats, warmup=warmup,
+        world_size=world, device=str(device), threads=torch.get_num_threads(),
+        torch_version=torch.__version__, diffusers_version=_version("diffusers"),
+        memory_kind=memory_kind(device),
+    )
+    records = []
+    for m in methods:
+        lab = m.label
+        fd_vals, fd_checks = [], []
+        if extractor is not None:
+            for k in range(seed_sets):
+                fake = feats[lab][k]
+                if reference_stats is not None:
+                    tm, ref = fidmod.fd_with_check(fake, real_stats=reference_stats)
+                else:
+                    tm, ref = fidmod.fd_with_check(fake, feats[base][k])
+                fd_vals.append(tm)
+                fd_checks.append(ref)
+        all_mse = torch.cat(mse[lab])
+        t_med = timings[lab].median
+        sp, sp_spread = speedup(timings[base], timings[lab])
+        ev, tot = counts[lab]
+        ideal = (tot / ev) if (ev and tot) else None
+        rec = {
+            "method": lab,
+            "config": m.config_record(),
+            "fd": statistics.fmean(fd_vals) if fd_vals else None,
+            "fd_name": fd_name if fd_vals else None,
+            "fd_check": statistics.fmean(fd_checks) if fd_checks else None,
+            "fd_per_set": fd_vals if fd_vals else None,
+            "fd_spread": statistics.stdev(fd_vals) if len(fd_vals) >= 2 else None,
+            "psnr": psnr_from_mse(all_mse),
+            "ssim": float(torch.cat(ssim_v[lab]).mean()),
+            "lpips": float(torch.cat(lp_v[lab]).mean()) if lp_v[lab] else None,
+            "speedup": sp,
+            "speedup_spread": sp_spread,
+            "time_s": t_med,
+            "time_spread_s": timings[lab].spread,
+            "peak_mem_mb": peaks[lab],
+            "block_evals": ev,
+            "block_total": tot,
+            "ideal_speedup": ideal,
+            "achieved_over_ideal": (sp / ideal) if ideal else None,
+        }
+        if len(fd_vals) >= 2 and feats.get(base):
+            base_fd = records[0]["fd_per_set"] if records else fd_vals
+            deltas = [a - b for a, b in zip(fd_vals, base_fd)]
+            rec["fd_delta"] = statistics.fmean(deltas)
+            rec["fd_delta_spread"] = statistics.stdev(deltas)
+        rec.update(meta)
+        records.append(rec)
+    return BenchResult(records, grid, notes, meta)
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(pkg)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def nan_to_none(x):
+    return None if isinstance(x, float) and math.isnan(x) else x

@@ -1,0 +1,277 @@
+"""Outputs of `accel bench`: results.json (+ schema check), results.csv, pareto.png, grid.png,
+and the table printed on stdout.
+
+JSON is strict (no NaN/Infinity tokens): a non-finite float such as the PSNR of images
+identical to the baseline is written as the string ``"inf"`` (or ``"-inf"``/``"nan"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+SCHEMA_VERSION = 1
+
+_NUM = "number"  # int/float, or "inf"/"-inf"/"nan" strings
+# field -> (allowed types, required)
+RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
+    "method": (("str",), True),
+    "config": (("list",), True),
+    "fd": ((_NUM, "null"), True),
+    "fd_name": (("str", "null"), True),
+    "fd_check": ((_NUM, "null"), False),
+    "fd_per_set": (("list", "null"), False),
+    "fd_spread": ((_NUM, "null"), False),
+    "fd_delta": ((_NUM, "null"), False),
+    "fd_delta_spread": ((_NUM, "null"), False),
+    "psnr": ((_NUM, "null"), True),
+    "ssim": ((_NUM, "null"), True),
+    "lpips": ((_NUM, "null"), False),
+    "speedup": ((_NUM, "null"), True),
+    "speedup_spread": ((_NUM, "null"), False),
+    "time_s": ((_NUM, "null"), True),
+    "time_spread_s": ((_NUM, "null"), False),
+    "peak_mem_mb": ((_NUM, "null"), True),
+    "block_evals": (("int", "null"), True),
+    "block_total": (("int", "null"), False),
+    "ideal_speedup": ((_NUM, "null"), True),
+    "achieved_over_ideal": ((_NUM, "null"), False),
+    "device": (("str",), True),
+    "torch_version": (("str",), True),
+    "diffusers_version": (("str", "null"), True),
+    "num_images": (("int",), True),
+    "steps": (("int",), True),
+    "seed": (("int",), True),
+    "seed_sets": (("int",), False),
+    "threads": (("int",), False),
+    "memory_kind": (("str", "null"), False),
+}
+
+
+def _type_ok(v: Any, t: str) -> bool:
+    if t == "null":
+        return v is None
+    if t == "str":
+        return isinstance(v, str)
+    if t == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "list":
+        return isinstance(v, list)
+    if t == _NUM:
+        if isinstance(v, bool):
+            return False
+        return isinstance(v, (int, float)) or v in ("inf", "-inf", "nan")
+    raise AssertionError(t)
+
+
+def validate_results(obj: Any) -> None:
+    """Raise ValueError listing every schema violation of a parsed results.json."""
+    errs: list[str] = []
+    if not isinstance(obj, dict):
+        raise ValueError("results.json must hold an object")
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        errs.append(f"schema_version must be {SCHEMA_VERSION}, got {obj.get('schema_version')!r}")
+    recs = obj.get("records")
+    if not isinstance(recs, list) or not recs:
+        errs.append("records must be a non-empty list")
+        recs = []
+    if not isinstance(obj.get("notes", []), list):
+        errs.append("notes must be a list")
+    for i, r in enumerate(recs):
+        if not isinstance(r, dict):
+            errs.append(f"records[{i}] is not an object")
+            continue
+        for key, (types, required) in RECORD_SCHEMA.items():
+            if key not in r:
+                if required:
+                    errs.append(f"records[{i}] ({r.get('method')}): missing {key!r}")
+                continue
+            if not any(_type_ok(r[key], t) for t in types):
+                errs.append(f"records[{i}].{key} = {r[key]!r}: expected {' or '.join(types)}")
+        for j, c in enumerate(r.get("config") or []):
+            if not (isinstance(c, dict) and isinstance(c.get("name"), str)
+                    and isinstance(c.get("params"), dict)):
+                errs.append(f"records[{i}].config[{j}] must be {{name: str, params: object}}")
+    if recs and isinstance(recs[0], dict):
+        if recs[0].get("method") != "baseline":
+            errs.append("records[0] must be the baseline")
+        if recs[0].get("config") not in ([], None):
+            errs.append("the baseline record's config must be []")
+    if errs:
+        raise ValueError("results.json schema violations:\n  " + "\n  ".join(errs))
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def results_document(records: Sequence[dict], notes: Sequence[str] = (), meta: dict | None = None) -> dict:
+    return _finite({"schema_version": SCHEMA_VERSION, "records": list(records),
+                    "notes": list(notes), "meta": dict(meta or {})})
+
+
+def write_json(path: Path, doc: dict) -> None:
+    validate_results(doc)
+    Path(path).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+CSV_COLUMNS = [
+    "method", "fd", "fd_name", "fd_spread", "fd_delta", "psnr", "ssim", "lpips", "speedup",
+    "speedup_spread", "time_s", "time_spread_s", "peak_mem_mb", "block_evals", "block_total",
+    "ideal_speedup", "achieved_over_ideal", "num_images", "steps", "seed", "seed_sets",
+    "device", "threads", "torch_version", "diffusers_version", "config",
+]
+
+
+def write_csv(path: Path, records: Sequence[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in _finite(list(records)):
+            row = dict(r)
+            row["config"] = json.dumps(r.get("config", []))
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+
+
+def _num(x):
+    if isinstance(x, str):
+        return float(x)
+    return x
+
+
+def _pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[int]:
+    """Indices of points not dominated (higher speedup and better quality)."""
+    idx = []
+    for i, (s, q) in enumerate(points):
+        dominated = False
+        for j, (s2, q2) in enumerate(points):
+            better_q = q2 < q if lower_is_better else q2 > q
+            same_q = q2 <= q if lower_is_better else q2 >= q
+            if j != i and s2 >= s and same_q and (s2 > s or better_q):
+                dominated = True
+                break
+        if not dominated:
+            idx.append(i)
+    return sorted(idx, key=lambda i: points[i][0])
+
+
+def plot_pareto(path: Path, records: Sequence[dict]) -> None:
+    """Quality vs speedup: FD (lower is better) if measured, and PSNR to the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_fd = any(r.get("fd") is not None for r in records)
+    panels = (["fd"] if has_fd else []) + ["psnr"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        pts, labels = [], []
+        for r in records:
+            s, q = r.get("speedup"), _num(r.get(key))
+            if s is None or q is None:
+                continue
+            if key == "psnr" and not math.isfinite(q):
+                continue  # the baseline (identical images) has no finite PSNR
+            pts.append((float(s), float(q)))
+            labels.append(r["method"])
+        if key == "fd":
+            err = [r.get("fd_spread") or 0.0 for r in records if r.get("speedup") is not None
+                   and r.get("fd") is not None]
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, fmt="o", capsize=3)
+            name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
+            ax.set_ylabel(f"{name} (lower is better)")
+        else:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o")
+            ax.set_ylabel("PSNR to baseline, dB (higher is better)")
+        for (x, y), lab in zip(pts, labels):
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if len(pts) >= 2:
+            front = _pareto_front(pts, lower_is_better=(key == "fd"))
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", alpha=0.5,
+                    label="Pareto front")
+            ax.legend(fontsize=7)
+        ax.axvline(1.0, color="grey", lw=0.5)
+        ax.set_xlabel("speedup vs baseline (measured)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_grid(path: Path, grid: dict[str, torch.Tensor]) -> None:
+    """One row per method, the same seeds in the same columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(grid)
+    if not labels:
+        labels = ["(no images)"]
+    cols = max((g.shape[0] for g in grid.values()), default=1)
+    fig, axes = plt.subplots(len(labels), cols, figsize=(1.3 * cols + 1.6, 1.3 * len(labels)),
+                             squeeze=False)
+    for r, lab in enumerate(labels):
+        imgs = grid.get(lab)
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if imgs is not None and c < imgs.shape[0]:
+                im = imgs[c].clamp(0, 1).permute(1, 2, 0).numpy()
+                if im.shape[2] == 1:
+                    ax.imshow(im[..., 0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(im[..., :3])
+            if c == 0:
+                ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(x, spec=".3g"):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return format(x, spec)
+
+
+def format_table(records: Sequence[dict]) -> str:
+    fd_name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
+    head = ["method", fd_name, "PSNR dB", "SSIM", "speedup", "ideal", "ach/ideal", "time s",
+            "peak MB", "block evals"]
+    rows = []
+    for r in records:
+        fd = _fmt(r.get("fd"))
+        if r.get("fd_spread") is not None:
+            fd += f" ±{_fmt(r['fd_spread'], '.2g')}"
+        sp = _fmt(r.get("speedup"), ".2f")
+        if r.get("speedup_spread"):
+            sp += f" ±{_fmt(r['speedup_spread'], '.2f')}"
+        t = _fmt(r.get("time_s"), ".3g")
+        if r.get("time_spread_s"):
+            t += f" ±{_fmt(r['time_spread_s'], '.1g')}"
+        rows.append([
+            r["method"], fd, _fmt(r.get("psnr"), ".1f"), _fmt(r.get("ssim"), ".3f"), sp,
+            _fmt(r.get("ideal_speedup"), ".2f"), _fmt(r.get("achieved_over_ideal"), ".2f"), t,
+            _fmt(r.get("peak_mem_mb"), ".0f"), _fmt(r.get("block_evals"), "d"),
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])

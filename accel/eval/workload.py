@@ -1,0 +1,132 @@
+"""What a benchmark generates: seeds, conditions (class ids or prompts), sampler settings.
+
+Every method in a run uses the same workload, so its images are paired with the
+baseline's: image ``i`` always gets seed ``seeds[i]`` through its own
+``torch.Generator`` (created on the CPU so the noise is device-independent) and
+condition ``conditions[i]``. Images are generated in fixed global batches; under
+several processes whole batches are dealt out round-robin, so a batch holds the same
+images whatever the process count.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_PROMPTS = (
+    "a photo of a red fox in the snow",
+    "a watercolor painting of a lighthouse at dawn",
+    "a bowl of ramen on a wooden table",
+    "an astronaut riding a horse, digital art",
+    "a city street at night in the rain",
+    "a close-up of a sunflower",
+    "a cozy cabin in a pine forest",
+    "a sailing boat on a calm lake",
+)
+
+
+@dataclass
+class Workload:
+    seeds: list[int]
+    conditions: list[Any]
+    kind: str  # "class" or "prompt"
+    steps: int
+    guidance: float | None = None
+    batch_size: int = 50
+    extra_kwargs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def batches(self, rank: int = 0, world_size: int = 1, limit: int | None = None) -> list[list[int]]:
+        """Index batches of this process: global batches dealt round-robin over ranks."""
+        n = len(self) if limit is None else min(limit, len(self))
+        all_b = [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
+        return all_b[rank::world_size]
+
+
+def pipeline_kind(pipe) -> str:
+    """"class" for class-conditional pipelines (DiT), "prompt" for text-to-image ones."""
+    params = inspect.signature(pipe.__call__).parameters
+    if "class_labels" in params:
+        return "class"
+    if "prompt" in params:
+        return "prompt"
+    raise ValueError(
+        f"{type(pipe).__name__} takes neither class_labels nor prompt; not a supported pipeline"
+    )
+
+
+def infer_num_classes(pipe, default: int = 1000) -> int:
+    labels = getattr(pipe, "labels", None)
+    if isinstance(labels, dict) and labels:
+        return len(set(labels.values()))
+    return default
+
+
+def make_workload(
+    pipe,
+    num_images: int,
+    seed: int,
+    steps: int,
+    *,
+    guidance: float | None = None,
+    batch_size: int = 50,
+    seed_set: int = 0,
+    num_classes: int | None = None,
+    prompts: Sequence[str] | None = None,
+) -> Workload:
+    """Seeds ``seed + seed_set*num_images + i``; classes ``i % num_classes`` or prompts cycled."""
+    if num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {num_images}")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    kind = pipeline_kind(pipe)
+    base = seed + seed_set * num_images
+    seeds = [base + i for i in range(num_images)]
+    if kind == "class":
+        k = num_classes or infer_num_classes(pipe)
+        conds: list[Any] = [i % k for i in range(num_images)]
+    else:
+        ps = list(prompts or DEFAULT_PROMPTS)
+        conds = [ps[i % len(ps)] for i in range(num_images)]
+    return Workload(seeds, conds, kind, steps, guidance, batch_size)
+
+
+def _to_nchw(images) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        x = images.detach().float().cpu()
+        return x if x.shape[1] in (1, 3, 4) and x.ndim == 4 else x.permute(0, 3, 1, 2)
+    if isinstance(images, list):  # PIL images
+        images = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+        if images.ndim == 3:
+            images = images[..., None]
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32))
+    if x.ndim == 3:
+        x = x[..., None]
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def generate(pipe, workload: Workload, indices: Sequence[int]) -> torch.Tensor:
+    """Images (len(indices), C, H, W) float32 in [0, 1] on the CPU, called exactly as stock."""
+    gens = [torch.Generator().manual_seed(int(workload.seeds[i])) for i in indices]
+    conds = [workload.conditions[i] for i in indices]
+    kwargs: dict[str, Any] = dict(
+        num_inference_steps=workload.steps, generator=gens, output_type="np", **workload.extra_kwargs
+    )
+    if workload.guidance is not None:
+        kwargs["guidance_scale"] = workload.guidance
+    if workload.kind == "class":
+        kwargs["class_labels"] = conds
+    else:
+        kwargs["prompt"] = conds
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    images = out.images if hasattr(out, "images") else out[0]
+    return _to_nchw(images).clamp(0, 1)
