@@ -28,6 +28,7 @@ import os
 import statistics
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -561,3 +562,280 @@ def _version(pkg: str) -> str | None:
 
 def nan_to_none(x):
     return None if isinstance(x, float) and math.isnan(x) else x
+
+
+# ---------------------------------------------------------------------------
+# CLI orchestration: resolve model / extractor / reference, run, write atomically
+# ---------------------------------------------------------------------------
+
+
+class DigitsFeatures(torch.nn.Module):
+    """FD-digits extractor: pipeline images in [0, 1] -> the default classifier's features."""
+
+    def __init__(self, classifier, to_input) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.to_input = to_input
+        self.num_features = int(classifier.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dev = next(self.classifier.parameters()).device
+        return self.classifier.features(self.to_input(images.cpu()).to(dev))
+
+
+def resolve_device(name: str | None, state=None) -> torch.device:
+    if state is not None and getattr(state, "num_processes", 1) > 1 and name in (None, "auto"):
+        return torch.device(state.device)
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise BenchInputError(f"--device {name!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchInputError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and state is not None and getattr(state, "num_processes", 1) > 1:
+        return torch.device(state.device)
+    return dev
+
+
+def _dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise BenchInputError(f"--dtype {name!r}: choose one of float32, float16, bfloat16")
+    return table[name]
+
+
+def _load_any_pipeline(path_or_id: str, device, dtype):
+    """Load a non-default pipeline through accel.pipelines.load_pipeline (the foundation).
+
+    Falls back to ``DiffusionPipeline.from_pretrained(local_files_only=True)`` only while
+    the foundation loader is absent.
+    """
+    try:
+        from accel.pipelines import load_pipeline  # type: ignore[attr-defined]
+    except ImportError:
+        load_pipeline = None
+    if load_pipeline is not None:
+        try:
+            return load_pipeline(path_or_id, device=device, dtype=dtype)
+        except ValueError as exc:  # ModelNotFoundError / UnsupportedModelError
+            raise BenchInputError(str(exc)) from None
+    # TODO(foundation): remove this fallback once accel.pipelines.load_pipeline is everywhere.
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path_or_id, local_files_only=True, torch_dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad --model
+        raise BenchInputError(
+            f"--model {path_or_id!r} is not a loadable diffusers pipeline (local files only): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    if getattr(pipe, "transformer", None) is None:
+        raise BenchInputError(
+            f"--model {path_or_id!r} is a {type(pipe).__name__} without a diffusion transformer; "
+            "accel supports transformer pipelines (DiT, PixArt, SD3, Flux, Sana)"
+        )
+    return pipe.to(device)
+
+
+def _set_scheduler(pipe, name: str | None):
+    if name is None:
+        return
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    table = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler,
+             "euler": EulerDiscreteScheduler}
+    if name not in table:
+        raise BenchInputError(f"--scheduler {name!r}: choose one of {', '.join(table)}")
+    try:
+        pipe.scheduler = table[name].from_config(pipe.scheduler.config)
+    except Exception as exc:  # noqa: BLE001
+        raise BenchInputError(f"--scheduler {name}: cannot be used with this pipeline ({exc})") from None
+
+
+def _load_features_factory(spec: str):
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise BenchInputError(f"--features {spec!r}: expected MODULE:FACTORY")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        ext = fn()
+    except Exception as exc:  # noqa: BLE001
+        raise BenchInputError(f"--features {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(ext, "num_features"):
+        raise BenchInputError(f"--features {spec!r}: the extractor must expose num_features")
+    return ext
+
+
+@dataclass
+class Prepared:
+    pipe: Any
+    methods: list[MethodSpec]
+    extractor: Any
+    reference_stats: Any
+    fd_name: str | None
+    steps: int
+    guidance: float | None
+    device: torch.device
+    num_classes: int | None
+    notes: list[str]
+    model_name: str
+    scheduler: str | None
+
+
+def prepare(args, state=None) -> Prepared:
+    """Validate everything and load the model; raises BenchInputError on bad input."""
+    found = foundation()
+    registry = dict(found.methods())
+    if args.methods is None:
+        # default list: every registered method that accelerates (utilities left out)
+        registry_default = {k: v for k, v in registry.items() if getattr(v, "accelerates", True)}
+        methods = parse_methods(",".join(["baseline", *registry_default]), registry)
+    else:
+        methods = parse_methods(args.methods, registry)
+    device = resolve_device(args.device, state)
+    dtype = _dtype(args.dtype)
+    notes: list[str] = []
+    extractor = reference = fd_name = None
+    num_classes = None
+    steps, guidance, scheduler = args.steps, args.guidance, args.scheduler
+    if args.model == "default":
+        try:
+            from accel import models as M
+
+            sampler = dict(M.DEFAULT_SAMPLER)
+            scheduler = scheduler or sampler.get("scheduler")
+            pipe = M.load_default_pipeline(scheduler=scheduler, device=device, dtype=dtype)
+            if not args.no_fd and args.inception_weights is None and args.features is None:
+                extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
+                reference = M.load_reference_stats()
+                fd_name = "FD-digits"
+            num_classes = getattr(M, "NUM_CLASSES", None) or 10
+        except BenchInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - missing weights, bad scheduler, ...
+            raise BenchInputError(f"the embedded default model could not be loaded: {exc}") from None
+        steps = steps if steps is not None else int(sampler.get("steps", 50))
+        guidance = guidance if guidance is not None else sampler.get("guidance_scale")
+    else:
+        pipe = _load_any_pipeline(args.model, device, dtype)
+        _set_scheduler(pipe, scheduler)
+        steps = steps if steps is not None else 50
+    if not args.no_fd:
+        if args.inception_weights is not None:
+            try:
+                extractor = fidmod.InceptionFeatures(args.inception_weights).to(device)
+            except fidmod.FeatureBackendError as exc:
+                raise BenchInputError(str(exc)) from None
+            reference, fd_name = None, "FID-Inception-vs-baseline"
+        elif args.features is not None:
+            extractor = _load_features_factory(args.features)
+            reference, fd_name = None, "FD-vs-baseline"
+        elif extractor is None:
+            notes.append(
+                "FD skipped: no feature extractor for this model (FD-digits is for the default "
+                "model; pass --inception-weights PATH for Inception FID vs the baseline)"
+            )
+    return Prepared(pipe, methods, extractor, reference, fd_name, steps, guidance, device,
+                    num_classes, notes, args.model, scheduler)
+
+
+def _commit_outputs(tmp: Path, out: Path) -> None:
+    """Move a finished temp dir into place: rename if possible, else replace file by file."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    if not out.is_dir():
+        raise BenchInputError(f"--out {out} exists and is not a directory")
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def write_outputs(out: Path, result: BenchResult) -> Path:
+    """Write results.json/.csv, pareto.png, grid.png into a temp dir next to ``out``, then move."""
+    import shutil
+    import tempfile
+
+    from . import report
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        doc = report.results_document(result.records, result.notes, result.meta)
+        report.write_json(tmp / "results.json", doc)
+        report.write_csv(tmp / "results.csv", result.records)
+        report.plot_pareto(tmp / "pareto.png", result.records)
+        report.plot_grid(tmp / "grid.png", result.grid)
+        _commit_outputs(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _distributed_state(device_arg: str | None):
+    """accelerate's PartialState when launched with several processes, else a stub."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Single()
+    from accelerate import PartialState
+
+    cpu = device_arg == "cpu" or (device_arg in (None, "auto") and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
+
+
+def bench_command(args) -> int:
+    """`accel bench`; returns the exit code (2 on bad input, nothing written then)."""
+    import sys
+
+    from . import report
+    from .timing import pin_threads
+
+    try:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise BenchInputError(f"--out {out} exists and is not a directory")
+        threads = pin_threads(args.threads)
+        state = _distributed_state(args.device)
+        prep = prepare(args, state)
+        if args.num_images < 1 or args.batch_size < 1 or args.repeats < 1 or args.seed_sets < 1:
+            raise BenchInputError("--num-images, --batch-size, --repeats and --seed-sets must be >= 1")
+        main = state.is_main_process
+        if main:
+            print(
+                f"accel bench: model={prep.model_name} device={prep.device} threads={threads} "
+                f"processes={state.num_processes} images={args.num_images} steps={prep.steps} "
+                f"seed={args.seed} seed_sets={args.seed_sets} guidance={prep.guidance} "
+                f"methods={', '.join(m.label for m in prep.methods)}",
+                file=sys.stderr,
+            )
+        result = run_bench(
+            prep.pipe, prep.methods, num_images=args.num_images, steps=prep.steps, seed=args.seed,
+            guidance=prep.guidance, batch_size=args.batch_size, seed_sets=args.seed_sets,
+            repeats=args.repeats, warmup=args.warmup, timing_images=args.timing_images,
+            extractor=prep.extractor, reference_stats=prep.reference_stats, fd_name=prep.fd_name,
+            device=prep.device, state=state, num_classes=prep.num_classes, lpips=args.lpips,
+            progress=not args.quiet,
+            meta={"model": prep.model_name, "scheduler": prep.scheduler},
+        )
+    except BenchInputError as exc:
+        print(f"accel bench: error: {exc}", file=sys.stderr)
+        return 2
+    if result is None:  # non-main process
+        return 0
+    result.notes[:0] = prep.notes
+    write_outputs(Path(args.out), result)
+    print(report.format_table(result.records))
+    for n in result.notes:
+        print(f"note: {n}")
+    print(f"peak memory: {result.meta.get('memory_kind') or 'unavailable'}; "
+          f"threads: {result.meta['threads']}; wrote {args.out}/results.json, results.csv, "
+          "pareto.png, grid.png")
+    return 0

@@ -1,0 +1,78 @@
+"""The ``accel`` command line: ``accel bench ...`` (more subcommands plug in the same way).
+
+Each subcommand registers itself with ``_add_<name>(subparsers)`` and sets ``func`` to a
+callable taking the parsed args and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="paired quality/fidelity/speed/memory benchmark of acceleration methods",
+        description=(
+            "Run the baseline and every requested method on the same seeds and classes/prompts; "
+            "write DIR/results.json, results.csv, pareto.png and grid.png. Several processes: "
+            "`torchrun --nproc_per_node N -m accel.cli bench ...` or "
+            "`accelerate launch --multi_gpu --num_processes N -m accel.cli bench ...` (on CPU add "
+            "--device cpu); each rank generates whole batches, rank 0 gathers and writes."
+        ),
+    )
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--methods", default=None,
+                   help="comma list: baseline,NAME[:key=val,...],A+B (stacked); default: baseline "
+                        "plus every method of accel.methods() at default settings")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 50)")
+    p.add_argument("--num-images", type=int, default=300, help="images per method and seed set (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed+i")
+    p.add_argument("--seed-sets", type=int, default=1,
+                   help="repeat over K disjoint seed sets and report FD's spread")
+    p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
+    p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=50, help="images per pipeline call (default 50)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=int, default=8,
+                   help="images per timed call (default 8; timing uses this smaller batch)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="local FID Inception-v3 weights: Inception FID vs the baseline (needs torch-fidelity)")
+    p.add_argument("--features", default=None, metavar="MODULE:FACTORY",
+                   help="custom feature extractor factory (module exposing num_features): FD vs the baseline")
+    p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
+    p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def run(args) -> int:
+        from accel.eval.bench import bench_command
+
+        return bench_command(args)
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accel", description="accelerate diffusers diffusion transformers")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
