@@ -1,0 +1,52 @@
+"""accel: measured acceleration for diffusers diffusion transformers.
+
+    handle = accel.apply(pipe, accel.methods()["trace"]())
+    images = pipe(...)            # the pipeline is called exactly as before
+    handle.stats(); handle.remove()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import Handle, apply
+from .attention import AttentionConfig
+from .config import MethodConfig, registered_methods
+from .errors import (
+    AccelError,
+    AlreadyAcceleratedError,
+    BackendUnavailableError,
+    ModelNotFoundError,
+    UnsupportedModelError,
+)
+from .trace import TraceConfig
+
+__version__ = "0.1.0"
+
+
+def methods() -> dict[str, type[MethodConfig]]:
+    """CLI name -> config class of every method (utilities have `accelerates = False`)."""
+    _load_methods()
+    return registered_methods()
+
+
+def _load_methods() -> None:
+    """Import the method subpackages so their `@register_method` runs."""
+    import importlib
+
+    for mod in ("accel.caching", "accel.tokens"):
+        importlib.import_module(mod)
+
+
+def default_pipeline(**kwargs: Any):
+    """The embedded default model's stock `DiTPipeline` (see `accel.models`)."""
+    from .models import load_default_pipeline
+
+    return load_default_pipeline(**kwargs)
+
+
+__all__ = [
+    "apply", "methods", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
+    "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",
+    "UnsupportedModelError",
+]

@@ -1,0 +1,172 @@
+"""`accel.apply` and the `Handle` it returns."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import Installed, MethodConfig
+from .context import ContextHook, CountHook, SchedulerProbe, StepTracker
+from .errors import AlreadyAcceleratedError, UnsupportedModelError
+from .families import BlockRef, Family, blocks_of, family_of
+from .hooks import HookSet
+
+# model -> its live handle; weak so a dropped model is not kept alive by accel.
+_HANDLES: "weakref.WeakKeyDictionary[torch.nn.Module, Handle]" = weakref.WeakKeyDictionary()
+
+CONTEXT_HOOK = "accel.context"
+COUNT_HOOK = "accel.count"
+
+
+@dataclass
+class Target:
+    """What a method installs onto: the transformer, its family, its blocks and the step tracker."""
+
+    model: torch.nn.Module
+    family: Family
+    blocks: list[BlockRef]
+    tracker: StepTracker
+    pipeline: Any | None = None
+
+
+def resolve(pipe_or_model: Any) -> tuple[Any | None, torch.nn.Module]:
+    """(pipeline or None, transformer) of what the user handed over."""
+    if isinstance(pipe_or_model, torch.nn.Module):
+        family_of(pipe_or_model)
+        return None, pipe_or_model
+    model = getattr(pipe_or_model, "transformer", None)
+    if isinstance(model, torch.nn.Module):
+        family_of(model)
+        return pipe_or_model, model
+    raise UnsupportedModelError(
+        f"{type(pipe_or_model).__name__} is neither a diffusion transformer nor a pipeline with a "
+        "`.transformer`; accel accelerates DiT-style pipelines (UNet pipelines are not supported)."
+    )
+
+
+class Handle:
+    """The accelerations applied to one model. `remove()` restores it exactly; usable as a context manager."""
+
+    def __init__(self, model: torch.nn.Module, pipeline: Any | None, configs: tuple[MethodConfig, ...]):
+        self.model = model
+        self.pipeline = pipeline
+        self.configs = configs
+        family = family_of(model)
+        blocks = blocks_of(model)
+        self._tracker = StepTracker(model, family, len(blocks))
+        self.target = Target(model, family, blocks, self._tracker, pipeline)
+        self._hooks = HookSet(model)
+        self._scheduler_probe: SchedulerProbe | None = None
+        self._installed: list[tuple[MethodConfig, Installed]] = []
+        self._removed = False
+
+    # -- installation -----------------------------------------------------------------------
+    def _install(self) -> None:
+        tracker = self._tracker
+        for ref in self.target.blocks:  # innermost: counts only blocks that really run
+            self._hooks.add(ref.module, CountHook(tracker), COUNT_HOOK)
+        before = self._follow_scheduler if self.pipeline is not None else None
+        self._hooks.add(self.model, ContextHook(tracker, before), CONTEXT_HOOK)
+        if self.pipeline is not None:
+            self._follow_scheduler()
+        for config in self.configs:
+            self._installed.append((config, config.install(self.target)))
+
+    def _follow_scheduler(self) -> None:
+        """Keep the step probe on the pipeline's current scheduler (users swap schedulers)."""
+        scheduler = getattr(self.pipeline, "scheduler", None)
+        probe = self._scheduler_probe
+        if probe is not None and probe.scheduler is scheduler:
+            return
+        if probe is not None:
+            probe.remove()
+        self._scheduler_probe = None
+        if scheduler is None or not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step")):
+            self._tracker.scheduler_driven = False  # fall back to reading timesteps
+            return
+        self._scheduler_probe = SchedulerProbe(scheduler, self._tracker)
+        self._tracker.scheduler_driven = True
+        if probe is not None:  # swapped in mid-life: its set_timesteps for this call already ran
+            self._tracker.begin_call()
+
+    # -- public -----------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Undo everything, in reverse order. Idempotent."""
+        if self._removed:
+            return
+        self._removed = True
+        try:
+            for _, installed in reversed(self._installed):
+                installed.remove()
+            self._installed.clear()
+        finally:
+            if self._scheduler_probe is not None:
+                self._scheduler_probe.remove()
+                self._scheduler_probe = None
+            self._hooks.remove()
+            if _HANDLES.get(self.model) is self:
+                del _HANDLES[self.model]
+
+    @property
+    def active(self) -> bool:
+        return not self._removed
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per pipeline call and in total, plus each method's own counters under its CLI name."""
+        tracker = self._tracker
+        out: dict[str, Any] = {"calls": [dict(c, call=i) for i, c in enumerate(tracker.calls)],
+                               "total": tracker.totals()}
+        for config, installed in self._installed:
+            out[config.cli_name] = installed.stats()
+        return out
+
+    def reset_stats(self) -> None:
+        self._tracker.reset_stats()
+        for _, installed in self._installed:
+            installed.reset_stats()
+
+    def __enter__(self) -> "Handle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        names = "+".join(c.cli_name for c in self.configs) or "baseline"
+        state = "active" if self.active else "removed"
+        return f"<accel.Handle {names} on {type(self.model).__name__} ({state})>"
+
+
+def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
+    """Accelerate a diffusers pipeline (or its transformer) with the given method configs.
+
+    With no configs only the counters are installed (the baseline of `accel bench`).
+    Two configs of the same kind (e.g. two block caches) are refused; so is a model
+    that already carries a live handle. On any error the model is left untouched.
+    """
+    for c in configs:
+        if not isinstance(c, MethodConfig):
+            raise TypeError(f"accel.apply takes method configs (see accel.methods()), got {type(c).__name__}")
+    kinds = [c.kind for c in configs if c.kind != "probe"]
+    for kind in set(kinds):
+        if kinds.count(kind) > 1:
+            names = [c.cli_name for c in configs if c.kind == kind]
+            raise ValueError(f"configs {names} are all of kind {kind!r}; stack at most one of each kind")
+    pipeline, model = resolve(pipe_or_model)
+    existing = _HANDLES.get(model)
+    if existing is not None and existing.active:
+        raise AlreadyAcceleratedError(
+            f"{type(model).__name__} is already accelerated ({existing!r}). Call .remove() on that handle "
+            "first, or pass all configs to one accel.apply(...) call to stack them."
+        )
+    handle = Handle(model, pipeline, configs)
+    try:
+        handle._install()
+    except BaseException:
+        handle.remove()
+        raise
+    _HANDLES[model] = handle
+    return handle

@@ -1,0 +1,121 @@
+"""Base of every method config, the method registry, and validation helpers.
+
+A method is one frozen dataclass (its settings, validated on construction) whose
+`install(target)` puts hooks on the model and returns an `Installed` (undo + stats).
+`@register_method("cli-name")` makes it reachable by name for the CLI and benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .api import Target
+
+_METHODS: dict[str, type["MethodConfig"]] = {}
+
+
+def register_method(cli_name: str):
+    """Class decorator: register a `MethodConfig` subclass under `cli_name`."""
+
+    def deco(cls: type[MethodConfig]) -> type[MethodConfig]:
+        if cli_name in _METHODS and _METHODS[cli_name] is not cls:
+            raise ValueError(f"method name {cli_name!r} is taken by {_METHODS[cli_name].__name__}")
+        cls.cli_name = cli_name
+        _METHODS[cli_name] = cls
+        return cls
+
+    return deco
+
+
+def registered_methods() -> dict[str, type["MethodConfig"]]:
+    return dict(_METHODS)
+
+
+class MethodConfig:
+    """Mixin for method config dataclasses.
+
+    kind: methods of the same kind cannot be stacked (two block caches would fight
+        over the same blocks); "probe" methods stack with anything.
+    accelerates: False for utilities (tracing, attention backend) that `accel bench`
+        leaves out of its default method list.
+    """
+
+    cli_name: ClassVar[str] = ""
+    kind: ClassVar[str] = "probe"
+    accelerates: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and its allowed range."""
+
+    def install(self, target: "Target") -> "Installed":
+        raise NotImplementedError
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+class Installed:
+    """What a method leaves on a model: an undo and its counters."""
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def reset_stats(self) -> None:
+        pass
+
+
+class CallCounters:
+    """Integer counters kept per pipeline call, e.g. blocks computed vs reused."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, call: int, key: str, n: int = 1) -> None:
+        self._calls[call][key] += n
+
+    def as_dict(self) -> dict[str, Any]:
+        calls = [{"call": c, **dict(v)} for c, v in sorted(self._calls.items())]
+        total: dict[str, int] = defaultdict(int)
+        for c in calls:
+            for k, v in c.items():
+                if k != "call":
+                    total[k] += v
+        return {"calls": calls, "total": dict(total)}
+
+    def clear(self) -> None:
+        self._calls.clear()
+
+
+def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """ValueError unless lo <= value <= hi (open ends excluded when asked)."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float))
+    if not bad and lo is not None:
+        bad = value <= lo if lo_open else value < lo
+    if not bad and hi is not None:
+        bad = value >= hi if hi_open else value > hi
+    if bad:
+        left = ("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}")
+        right = ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]")
+        raise ValueError(f"{name} must be in {left}, {right}, got {value!r}")
+
+
+def check_int(name: str, value: int, lo: int | None = None, hi: int | None = None) -> None:
+    """ValueError unless `value` is an int in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    check_range(name, value, lo, hi)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")

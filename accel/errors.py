@@ -1,0 +1,23 @@
+"""Errors accel raises on purpose; each message says what to do next."""
+
+from __future__ import annotations
+
+
+class AccelError(Exception):
+    """Base class of accel's own errors."""
+
+
+class UnsupportedModelError(AccelError, ValueError):
+    """The model (or the pipeline's transformer) is not a supported diffusion transformer."""
+
+
+class AlreadyAcceleratedError(AccelError, RuntimeError):
+    """`accel.apply` was called on a model that already carries an accel handle."""
+
+
+class ModelNotFoundError(AccelError, FileNotFoundError):
+    """Weights for a requested model are not on this machine."""
+
+
+class BackendUnavailableError(AccelError, RuntimeError):
+    """An optional backend (e.g. xformers) was requested but cannot be imported."""

@@ -1,0 +1,39 @@
+"""`trace`: records the step context of every transformer call (a probe; changes nothing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .api import Target
+from .config import Installed, MethodConfig, register_method
+from .context import StepInfo
+
+
+@register_method("trace")
+@dataclass(frozen=True)
+class TraceConfig(MethodConfig):
+    """Record (call, step, branch, branch_name) of each transformer call; outputs are untouched."""
+
+    kind = "probe"
+    accelerates = False
+
+    def install(self, target: Target) -> "_Trace":
+        return _Trace(target)
+
+
+class _Trace(Installed):
+    def __init__(self, target: Target):
+        self.events: list[StepInfo] = []
+        self._listeners = target.tracker.listeners
+        self._listeners.append(self.events.append)
+
+    def remove(self) -> None:
+        if self.events.append in self._listeners:
+            self._listeners.remove(self.events.append)
+
+    def stats(self) -> dict[str, Any]:
+        return {"events": [(e.call, e.step, e.branch, e.branch_name) for e in self.events]}
+
+    def reset_stats(self) -> None:
+        self.events.clear()

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny random-init instances of every supported family (built once per session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accel.testing import FAMILIES, tiny_pipeline
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipes() -> dict:
+    """family -> stock diffusers pipeline around a 3-block random transformer (built lazily)."""
+
+    class _Lazy(dict):
+        def __missing__(self, family):
+            self[family] = tiny_pipeline(family)
+            return self[family]
+
+    return _Lazy()
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
