@@ -622,6 +622,10 @@ def _load_any_pipeline(path_or_id: str, device, dtype):
             return load_pipeline(path_or_id, device=device, dtype=dtype)
         except ValueError as exc:  # ModelNotFoundError / UnsupportedModelError
             raise BenchInputError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - any other loader failure is a bad --model too
+            raise BenchInputError(
+                f"--model {path_or_id!r} could not be loaded: {type(exc).__name__}: {exc}"
+            ) from None
     # TODO(foundation): remove this fallback once accel.pipelines.load_pipeline is everywhere.
     from diffusers import DiffusionPipeline
 
