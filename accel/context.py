@@ -52,6 +52,7 @@ class StepTracker:
         self.family = family
         self.num_blocks = num_blocks
         self.info: StepInfo | None = None
+        self.num_steps: int | None = None  # scheduler steps of the current call, when a pipeline tells
         self.calls: list[dict[str, int]] = []  # per pipeline call counters
         self.listeners: list[Callable[[StepInfo], None]] = []
         self.scheduler_driven = False
@@ -70,6 +71,7 @@ class StepTracker:
         self._call += 1
         self._step, self._branch = 0, -1
         self._last_t = None
+        self.num_steps = None
         self.calls.append({"transformer_calls": 0, "steps": 0, "block_evals": 0, "block_total": 0})
 
     def end_step(self) -> None:
@@ -165,9 +167,14 @@ class SchedulerProbe:
     def __init__(self, scheduler: Any, tracker: StepTracker):
         self.scheduler = scheduler
         self._saved: dict[str, Any] = {}
-        for name, event in (("set_timesteps", tracker.begin_call), ("step", tracker.end_step)):
+        def after_set_timesteps() -> None:
+            timesteps = getattr(scheduler, "timesteps", None)
+            tracker.num_steps = len(timesteps) if timesteps is not None else None
+
+        for name, before, after in (("set_timesteps", tracker.begin_call, after_set_timesteps),
+                                    ("step", None, tracker.end_step)):
             self._saved[name] = scheduler.__dict__.get(name, _MISSING)
-            setattr(scheduler, name, _wrap(getattr(scheduler, name), event, after=(name == "step")))
+            setattr(scheduler, name, _wrap(getattr(scheduler, name), before, after))
 
     def remove(self) -> None:
         for name, old in self._saved.items():
@@ -181,14 +188,14 @@ class SchedulerProbe:
 _MISSING = object()
 
 
-def _wrap(fn: Callable, event: Callable[[], None], after: bool) -> Callable:
+def _wrap(fn: Callable, before: Callable[[], None] | None, after: Callable[[], None] | None) -> Callable:
     @functools.wraps(fn)  # keeps the signature visible to diffusers' retrieve_timesteps()
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not after:
-            event()
+        if before is not None:
+            before()
         out = fn(*args, **kwargs)
-        if after:
-            event()
+        if after is not None:
+            after()
         return out
 
     return wrapper
