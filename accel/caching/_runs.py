@@ -1,0 +1,230 @@
+"""Shared machinery of the block caches: runs of blocks passed through with a stored offset.
+
+A *run* is a half-open range `[start, stop)` of global block indices (`blocks_of`
+order, all stacks). For one transformer call a `Plan` says, per block, what happens:
+
+* computed (fast path: the hook calls the block and nothing else),
+* computed and recorded: a run that starts here remembers the block's input, a run
+  that ends here turns `output - recorded input` into its offset Δ (hidden and, for
+  pair blocks, encoder stream) and hands it to `RunCache.finished`,
+* skipped: the block is not evaluated; inside a skipped run the input is passed on
+  unchanged and the run's last block returns `recorded input + Δ` in the block's own
+  return format (`BlockIO.pack`), so the fresh input of this step still flows through.
+
+Blocks are only ever called through their own forward (the hook chain); a skipped
+block's inner hooks (the step counter) do not run, so `block_evals` counts real work.
+
+`RunCache` is the `Installed` every cache method subclasses: it keeps one
+`BranchState` per CFG branch (`tracker.info.branch`), drops all state when a new
+pipeline call starts, picks a plan per transformer call (`choose`) and keeps the
+per-call counters. Per block the only Python work is a list lookup and, for blocks
+that start or end a run, a subtraction or addition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from diffusers.hooks import ModelHook
+
+from ..api import Target
+from ..config import CallCounters, Installed
+from ..context import StepInfo
+from ..hooks import HookSet
+
+Run = tuple[int, int]  # [start, stop) in global block indices
+Delta = tuple[torch.Tensor, "torch.Tensor | None"]  # (hidden, encoder) offsets
+
+
+@dataclass(frozen=True)
+class BlockOp:
+    """What one block does in a plan (None in `Plan.ops` means: just compute)."""
+
+    skip: bool = False
+    starts: tuple[Run, ...] = ()  # runs whose input is recorded at this block's input
+    ends: tuple[Run, ...] = ()  # runs whose offset is formed (computed) or applied (skipped) here
+
+
+class Plan:
+    """Per-block operations of one transformer call.
+
+    skip: runs replaced by `fresh input + stored Δ`; store/watch: runs that are
+    computed and whose Δ goes to `RunCache.finished` (the method decides what to keep).
+    """
+
+    def __init__(self, num_blocks: int, skip: Iterable[Run] = (), store: Iterable[Run] = ()):
+        self.skip = tuple(skip)
+        self.store = tuple(store)
+        runs = self.skip + self.store
+        for start, stop in runs:
+            if not 0 <= start < stop <= num_blocks:
+                raise ValueError(f"run [{start}, {stop}) is outside the model's {num_blocks} blocks")
+        skipped = [any(a <= i < b for a, b in self.skip) for i in range(num_blocks)]
+        self.reused = sum(skipped)
+        self.ops: list[BlockOp | None] = []
+        for i in range(num_blocks):
+            starts = tuple(r for r in runs if r[0] == i)
+            ends = tuple(r for r in runs if r[1] - 1 == i)
+            if skipped[i] and len([r for r in ends if r in self.skip]) > 1:
+                raise ValueError(f"two skipped runs end at block {i}")
+            if skipped[i] and any(r in self.store for r in starts + ends):
+                raise ValueError(f"block {i} is skipped but also computed for a stored run")
+            self.ops.append(BlockOp(skipped[i], starts, ends) if skipped[i] or starts or ends else None)
+
+
+class BranchState:
+    """Offsets kept for one CFG branch during one pipeline call."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[Run, tuple[int, torch.Tensor, torch.Tensor | None]] = {}  # run -> (step, dh, de)
+        self.previous: dict[Run, tuple[int, torch.Tensor, torch.Tensor | None]] = {}  # the one before (forecast)
+        self.head: torch.Tensor | None = None  # residual-cache: head residual of the last computed step
+        self.consecutive = 0  # residual-cache: reuses since the last computed step
+
+    def store(self, run: Run, step: int, dh: torch.Tensor, de: torch.Tensor | None, keep_previous: bool) -> None:
+        if keep_previous and run in self.deltas and self.deltas[run][0] != step:
+            self.previous[run] = self.deltas[run]
+        self.deltas[run] = (step, dh, de)
+
+
+class RunHook(ModelHook):
+    """On one block: run the current plan's operation for this block."""
+
+    def __init__(self, cache: "RunCache", index: int, io: Any):
+        super().__init__()
+        self.cache = cache
+        self.index = index
+        self.io = io
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        op = self.cache.plan.ops[self.index]
+        if op is None:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        return self.cache.run_block(self, op, args, kwargs)
+
+
+class RunCache(Installed):
+    """Base of the cache methods: hooks on every block, per-branch state, plans and counters.
+
+    Subclasses implement `choose(info, state) -> Plan` (called once per transformer call,
+    before its blocks run) and may override `finished(run, dh, de)` (a computed run's
+    offset; default: store it for the branch). `switch(plan)` changes the plan mid-call
+    (residual-cache decides after its first blocks).
+    """
+
+    forecast = False  # extrapolate Δ linearly from the last two computed steps instead of reusing it
+
+    def __init__(self, target: Target, hook_name: str):
+        self.tracker = target.tracker
+        self.num_blocks = len(target.blocks)
+        self.plain = Plan(self.num_blocks)
+        self.plan = self.plain
+        self.counters = CallCounters()
+        self.info: StepInfo | None = None
+        self.state = BranchState()
+        self._states: dict[int, BranchState] = {}
+        self._call: int | None = None
+        self._inputs: dict[Run, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._hooks = HookSet(target.model)
+        try:
+            for ref in target.blocks:
+                self._hooks.add(ref.module, RunHook(self, ref.global_index, ref.io), hook_name)
+        except BaseException:
+            self._hooks.remove()
+            raise
+        self.tracker.listeners.append(self._on_call)
+
+    # -- per transformer call -------------------------------------------------------------
+    def _on_call(self, info: StepInfo) -> None:
+        if info.call != self._call:  # a new pipeline call: nothing carries over
+            self._states.clear()
+            self._call = info.call
+        state = self._states.get(info.branch)
+        if state is None:
+            state = self._states[info.branch] = BranchState()
+        self.info, self.state = info, state
+        self._inputs.clear()
+        self.plan = self.plain  # in case choose() raises
+        plan = self.choose(info, state)
+        c, counters = info.call, self.counters
+        counters.add(c, "transformer_calls")
+        counters.add(c, "steps", int(info.branch == 0))
+        counters.add(c, "cached_calls", int(plan.reused > 0))
+        counters.add(c, "blocks_computed", self.num_blocks - plan.reused)
+        counters.add(c, "blocks_reused", plan.reused)
+        self.plan = plan
+
+    def switch(self, plan: Plan) -> None:
+        """Replace the current call's plan for the blocks still to come (counters follow)."""
+        old, c = self.plan, self.info.call
+        if (old.reused > 0) != (plan.reused > 0):
+            self.counters.add(c, "cached_calls", 1 if plan.reused else -1)
+        self.counters.add(c, "blocks_computed", old.reused - plan.reused)
+        self.counters.add(c, "blocks_reused", plan.reused - old.reused)
+        self.plan = plan
+
+    def choose(self, info: StepInfo, state: BranchState) -> Plan:
+        raise NotImplementedError
+
+    def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
+        self.state.store(run, self.info.step, dh, de, self.forecast)
+
+    def delta(self, run: Run) -> Delta:
+        """The offset applied to a skipped run: the stored one, or its linear forecast."""
+        step, dh, de = self.state.deltas[run]
+        prev = self.state.previous.get(run) if self.forecast else None
+        if prev is None:
+            return dh, de
+        s0, ph, pe = prev
+        w = (self.info.step - step) / (step - s0)
+        return dh + w * (dh - ph), None if de is None or pe is None else de + w * (de - pe)
+
+    # -- per block --------------------------------------------------------------------------
+    def run_block(self, hook: RunHook, op: BlockOp, args: tuple, kwargs: dict) -> Any:
+        io = hook.io
+        h, e = io.inputs(args, kwargs)
+        for run in op.starts:
+            self._inputs[run] = (h, e)
+        if op.skip:
+            if not op.ends:
+                return io.pack(h, e)  # inside a skipped run: pass the input on
+            run = op.ends[0]
+            h0, e0 = self._inputs.pop(run, (h, e))
+            dh, de = self.delta(run)
+            return io.pack(h0 + dh, None if de is None or e0 is None else e0 + de)
+        out = hook.fn_ref.original_forward(*args, **kwargs)
+        if op.ends:
+            ho, eo = io.outputs(out)
+            for run in op.ends:
+                if run not in self._inputs:  # the run's first block was not called (e.g. SD3 skip_layers)
+                    continue
+                h0, e0 = self._inputs.pop(run)
+                self.finished(run, ho - h0, None if eo is None or e0 is None else eo - e0)
+        return out
+
+    # -- Installed --------------------------------------------------------------------------
+    def remove(self) -> None:
+        if self._on_call in self.tracker.listeners:
+            self.tracker.listeners.remove(self._on_call)
+        self._hooks.remove()
+        self._states.clear()
+        self._inputs.clear()
+        self.state = BranchState()
+        self.plan = self.plain
+
+    def stats(self) -> dict[str, Any]:
+        return self.counters.as_dict()
+
+    def reset_stats(self) -> None:
+        self.counters.clear()
+
+
+def resolve_count(name: str, value: float | int, total: int, what: str) -> int:
+    """An int is a count (must be <= total); a float in (0, 1] a fraction of `total`, rounded half up, >= 1."""
+    if isinstance(value, int):
+        if value > total:
+            raise ValueError(f"{name}={value} exceeds the model's {total} {what}")
+        return value
+    return max(1, min(total, int(value * total + 0.5)))

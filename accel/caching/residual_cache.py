@@ -1,0 +1,120 @@
+"""`residual-cache`: adaptive caching decided by the first blocks' residual (FirstBlockCache / DBCache).
+
+Every transformer call computes the first `front_blocks` (Fn) blocks. Their residual
+
+    r = output of block Fn-1 − input of block 0        (image stream)
+
+is compared with r_prev, the same branch's residual at the last *computed* step (the
+step whose middle offset is cached; comparing with it, as diffusers' FirstBlockCache
+and cache-dit do, lets slow drift accumulate until it forces a recompute):
+
+    diff = mean|r − r_prev| / mean|r_prev|
+
+If diff < `threshold` the middle blocks Fn .. N−Bn−1 are skipped and their stored
+offset Δ_mid (hidden and encoder stream) is added to their fresh input; otherwise they
+are computed and Δ_mid is refreshed. The last `back_blocks` (Bn) blocks always run.
+The first `warmup` steps are always computed, and at most `max_consecutive` steps in a
+row reuse. One `.item()` per transformer call syncs for the decision.
+
+`forecast=True` replaces plain reuse by a first-order Taylor extrapolation of Δ_mid
+from the last two computed steps: Δ(s) = Δ1 + (Δ1 − Δ0)·(s − s1)/(s1 − s0) (one more
+stored offset per branch).
+
+Works on every family through `families.BlockIO` (it needs no cache context from the
+pipeline, unlike diffusers' FirstBlockCache, which fails on DiT, PixArt and SD3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..api import Target
+from ..config import MethodConfig, check_int, check_range, register_method
+from ..context import StepInfo
+from ._runs import BranchState, Plan, Run, RunCache
+
+
+@register_method("residual-cache")
+@dataclass(frozen=True)
+class ResidualCacheConfig(MethodConfig):
+    """threshold: relative L1 change of the first blocks' residual below which the middle blocks are
+        reused (0 = never reuse; FirstBlockCache uses 0.05, cache-dit 0.08).
+    front_blocks: Fn, blocks always computed first; their residual drives the decision (>= 1).
+    back_blocks: Bn, last blocks always computed (refine the reused features; may be 0).
+    warmup: leading steps always computed (cache-dit uses 8 of 28-50 steps; 2 suits 20-25).
+    max_consecutive: cap on consecutive reused steps per branch (None = no cap).
+    forecast: extrapolate the middle offset linearly from the last two computed steps.
+    """
+
+    threshold: float = 0.08
+    front_blocks: int = 1
+    back_blocks: int = 0
+    warmup: int = 2
+    max_consecutive: int | None = 3
+    forecast: bool = False
+
+    kind = "cache"
+
+    def validate(self) -> None:
+        check_range("threshold", self.threshold, 0.0)
+        check_int("front_blocks", self.front_blocks, 1)
+        check_int("back_blocks", self.back_blocks, 0)
+        check_int("warmup", self.warmup, 0)
+        if self.max_consecutive is not None:
+            check_int("max_consecutive", self.max_consecutive, 1)
+        if not isinstance(self.forecast, bool):
+            raise ValueError(f"forecast must be True or False, got {self.forecast!r}")
+
+    def install(self, target: Target) -> "ResidualCache":
+        n = len(target.blocks)
+        if self.front_blocks + self.back_blocks >= n:
+            raise ValueError(
+                f"front_blocks + back_blocks must be < the model's {n} blocks (something must be cached), "
+                f"got front_blocks={self.front_blocks}, back_blocks={self.back_blocks}"
+            )
+        return ResidualCache(target, self)
+
+
+class ResidualCache(RunCache):
+    def __init__(self, target: Target, config: ResidualCacheConfig):
+        super().__init__(target, "accel.residual-cache")
+        self.config = config
+        self.forecast = config.forecast
+        n = self.num_blocks
+        self.head: Run = (0, config.front_blocks)
+        self.middle: Run = (config.front_blocks, n - config.back_blocks)
+        # identical ops on the head blocks, so the plan can switch once the head has run
+        self.compute_plan = Plan(n, store=[self.head, self.middle])
+        self.reuse_plan = Plan(n, skip=[self.middle], store=[self.head])
+
+    def choose(self, info: StepInfo, state: BranchState) -> Plan:
+        return self.compute_plan  # the decision comes in finished(head)
+
+    def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
+        if run != self.head:
+            return super().finished(run, dh, de)
+        cfg, state = self.config, self.state
+        prev = state.head
+        reuse = (
+            cfg.threshold > 0
+            and prev is not None
+            and self.info.step >= cfg.warmup
+            and self.middle in state.deltas
+            and (cfg.max_consecutive is None or state.consecutive < cfg.max_consecutive)
+            and prev.shape == dh.shape
+        )
+        if reuse:
+            diff = ((dh - prev).abs().mean() / prev.abs().mean()).item()
+            reuse = diff < cfg.threshold
+        if reuse:
+            state.consecutive += 1
+            self.switch(self.reuse_plan)
+        else:
+            state.consecutive = 0
+            state.head = dh
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "threshold": self.config.threshold}
