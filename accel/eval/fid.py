@@ -94,11 +94,15 @@ class WithNumFeatures(torch.nn.Module):
         return self.module(images)
 
 
-def torchmetrics_fd_metric(extractor: torch.nn.Module, num_features: int | None = None):
+def torchmetrics_fd_metric(
+    extractor: torch.nn.Module, num_features: int | None = None, sync_on_compute: bool = False
+):
     """``torchmetrics`` ``FrechetInceptionDistance`` with a custom ``feature=`` module.
 
     ``extractor`` must expose ``num_features`` or ``num_features`` must be given.
     Real statistics are kept across ``reset()`` (``reset_real_features=False``).
+    ``sync_on_compute`` is off by default: accel gathers features itself (on rank 0 only),
+    so torchmetrics must not all-reduce across processes that never call ``compute``.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -108,7 +112,9 @@ def torchmetrics_fd_metric(extractor: torch.nn.Module, num_features: int | None 
                 "the feature extractor has no `num_features`; pass num_features= explicitly"
             )
         extractor = WithNumFeatures(extractor, num_features)
-    return FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=False)
+    return FrechetInceptionDistance(
+        feature=extractor, reset_real_features=False, normalize=False, sync_on_compute=sync_on_compute
+    )
 
 
 def set_real_stats(metric, mu: torch.Tensor, sigma: torch.Tensor, n: int = 2) -> None:
@@ -145,7 +151,7 @@ def torchmetrics_fd_from_features(
     else:
         set_real_stats(metric, *real_stats, n=real_n)
     metric.update(fake.to(torch.float64), real=False)
-    return float(metric.compute())
+    return max(float(metric.compute()), 0.0)  # d² >= 0; rounding can dip a hair below
 
 
 def fd_with_check(
