@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -223,9 +224,16 @@ def test_two_processes_same_fd_as_one(use_standin, tmp_path):
                 ACCEL_BENCH_FOUNDATION="standin_foundation", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--standalone", "-m", "accel.cli", *_args(env, out2, *common)]
-    proc = subprocess.run(cmd, env=penv, capture_output=True, text=True, timeout=240,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # own session, so that a timeout can end the launcher *and* its worker processes
+    proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail("2-process bench timed out:\n" + err[-3000:])
+    assert proc.returncode == 0, err[-3000:]
     r1 = json.loads((out1 / "results.json").read_text())["records"]
     r2 = json.loads((out2 / "results.json").read_text())["records"]
     assert r2[0]["world_size"] == 2 and r1[0]["world_size"] == 1
