@@ -61,9 +61,10 @@ class DeltaCacheConfig(MethodConfig):
         (paper: 21/28 = 0.75), int = block count (1 .. depth).
     """
 
+    # int first: `accel bench --methods delta-cache:boundary=12` parses "12" as a step, "0.6" as a fraction
     interval: int = 2
-    boundary: float | int = 0.6
-    cached_blocks: float | int = 0.75
+    boundary: int | float = 0.6
+    cached_blocks: int | float = 0.75
 
     kind = "cache"
 
@@ -116,6 +117,8 @@ class DeltaCache(RunCache):
         num_steps = self.tracker.num_steps
         last = next_full if num_steps is None else min(next_full, num_steps)
         need = frozenset(self.run_at(t, b) for t in range(s + 1, last))
+        for run in [r for r in state.deltas if r not in need]:  # the other stage's Δ is stale now
+            del state.deltas[run]
         plan = self._store.get(need)
         if plan is None:
             plan = self._store[need] = Plan(self.num_blocks, store=sorted(need))
