@@ -48,12 +48,15 @@ class _Probe:
 
         for ref in self.blocks:
             self._hooks.add(ref.module, Ran(ref.global_index), "test.probe")
-        a, b = self.blocks[first], self.blocks[last]
-        self._torch.append(a.module.register_forward_pre_hook(
-            lambda m, args, kwargs: self.calls[-1].__setitem__("h_in", a.io.inputs(args, kwargs)) and None,
-            with_kwargs=True))
-        self._torch.append(b.module.register_forward_hook(
-            lambda m, args, out: self.calls[-1].__setitem__("out", b.io.outputs(out)) and None))
+        self._first, self._last = self.blocks[first], self.blocks[last]
+        self._torch.append(self._first.module.register_forward_pre_hook(self._record_in, with_kwargs=True))
+        self._torch.append(self._last.module.register_forward_hook(self._record_out))
+
+    def _record_in(self, module, args, kwargs) -> None:
+        self.calls[-1]["h_in"] = self._first.io.inputs(args, kwargs)
+
+    def _record_out(self, module, args, out) -> None:
+        self.calls[-1]["out"] = self._last.io.outputs(out)
 
     def attach(self, handle: accel.Handle) -> "_Probe":
         handle.target.tracker.listeners.insert(0, lambda info: self.calls.append({"info": info, "ran": []}))
