@@ -29,8 +29,8 @@ from ._runs import BranchState, Plan, RunCache
 @dataclass(frozen=True)
 class IntervalCacheConfig(MethodConfig):
     """interval: compute every `interval`-th step, reuse the residual in between (1 = no caching;
-        3 is FORA's main setting, about 2.5x fewer block evaluations).
-    warmup: leading steps that are always computed (the outline forms in the first steps).
+        3 with warmup 1 computes 8 of 20 steps: 2.5x fewer block evaluations).
+    warmup: leading steps that are always computed (the first steps change the latent most).
     """
 
     interval: int = 3
