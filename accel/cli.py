@@ -46,6 +46,9 @@ def _add_bench(sub) -> None:
                    help="local FID Inception-v3 weights: Inception FID vs the baseline (needs torch-fidelity)")
     p.add_argument("--features", default=None, metavar="MODULE:FACTORY",
                    help="custom feature extractor factory (module exposing num_features): FD vs the baseline")
+    p.add_argument("--reference-images", default=None, metavar="DIR",
+                   help="FD against a folder of real images instead of the baseline (statistics cached "
+                        "in $ACCEL_CACHE_DIR or ~/.cache/accel, keyed by extractor + image data)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -243,3 +243,33 @@ def test_two_processes_same_fd_as_one(use_standin, tmp_path):
         assert b["psnr"] == a["psnr"] or b["psnr"] == pytest.approx(a["psnr"], rel=1e-9)
         assert b["block_evals"] == a["block_evals"]
     assert r1[1]["fd"] > 0
+
+
+def test_reference_images_folder_is_cached(use_standin, tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8), mode="L").save(ref / f"{i}.png")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(cache))
+    extra = ["--methods", "baseline", "--features", "tiny_features:make", "--reference-images", str(ref),
+             "--num-images", "8", "--repeats", "1"]
+    fds = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        assert main(_args(use_standin, out, *extra)) == 0
+        rec = json.loads((out / "results.json").read_text())["records"][0]
+        assert rec["fd_name"] == "FD" and rec["fd"] > 0
+        fds.append(rec["fd"])
+        assert len(list((cache / "fd_stats").glob("*.safetensors"))) == 1
+    assert fds[0] == pytest.approx(fds[1], rel=1e-12)
+    # too few reference images for the feature size: exit 2, nothing written
+    for p in list(ref.iterdir())[4:]:
+        p.unlink()
+    out = tmp_path / "few"
+    assert main(_args(use_standin, out, *extra)) == 2
+    assert "at least 7" in capsys.readouterr().err and not out.exists()

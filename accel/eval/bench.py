@@ -727,6 +727,12 @@ def prepare(args, state=None) -> Prepared:
         pipe = _load_any_pipeline(args.model, device, dtype)
         _set_scheduler(pipe, scheduler)
         steps = steps if steps is not None else 50
+    ref_images = getattr(args, "reference_images", None)
+    if ref_images is not None and (args.no_fd or (extractor is None and args.inception_weights is None
+                                                  and args.features is None)):
+        raise BenchInputError(
+            "--reference-images needs a feature extractor: --inception-weights PATH or --features"
+        )
     if not args.no_fd:
         if args.inception_weights is not None:
             try:
@@ -742,8 +748,43 @@ def prepare(args, state=None) -> Prepared:
                 "FD skipped: no feature extractor for this model (FD-digits is for the default "
                 "model; pass --inception-weights PATH for Inception FID vs the baseline)"
             )
+    if ref_images is not None and extractor is not None:
+        reference, fd_name = _reference_from_folder(extractor, ref_images, pipe, device, fd_name, notes)
     return Prepared(pipe, methods, extractor, reference, fd_name, steps, guidance, device,
                     num_classes, notes, args.model, scheduler)
+
+
+def _image_channels(pipe) -> int:
+    """Channels of the pipeline's output images (VAE out_channels; 1 for 1-channel pixel DiTs)."""
+    vae_cfg = getattr(getattr(pipe, "vae", None), "config", None)
+    ch = getattr(vae_cfg, "out_channels", None) if vae_cfg is not None else None
+    if isinstance(ch, int):
+        return 1 if ch == 1 else 3
+    tr_cfg = getattr(getattr(pipe, "transformer", None), "config", None)
+    return 1 if getattr(tr_cfg, "in_channels", 3) == 1 else 3
+
+
+def _reference_from_folder(extractor, folder, pipe, device, fd_name, notes):
+    """(μ, Σ) of a folder of real images through the extractor, cached on disk."""
+    try:
+        paths, data_key = fidmod.image_folder_key(folder)
+    except ValueError as exc:
+        raise BenchInputError(f"--reference-images: {exc}") from None
+    need = fidmod.min_images_for_fd(extractor.num_features)
+    if len(paths) < need:
+        raise BenchInputError(
+            f"--reference-images {folder}: {len(paths)} images are too few for a stable covariance "
+            f"of {extractor.num_features}-dim features; at least {need} are required"
+        )
+    channels = _image_channels(pipe)
+    ext_key = f"{type(extractor).__name__}-{fidmod.extractor_fingerprint(extractor)}"
+    mu, sigma, n = fidmod.cached_reference_stats(
+        ext_key, data_key, lambda: fidmod.folder_features(extractor, paths, channels, device=device)
+    )
+    notes.append(f"reference: {n} images from {folder} (statistics cached as {ext_key}/{data_key})")
+    name = (fd_name or "FD").replace("-vs-baseline", "")
+    return (mu, sigma), name
+
 
 
 def _commit_outputs(tmp: Path, out: Path) -> None:

@@ -292,3 +292,46 @@ class InceptionFeatures(torch.nn.Module):
             x = x.repeat(1, 3, 1, 1)
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         return self.net(x).reshape(x.shape[0], -1).to(torch.float64)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def image_folder_key(folder) -> tuple[list, str]:
+    """(sorted image paths, content hash) of a folder of reference images."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"reference image folder {folder} does not exist")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"reference image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.relative_to(folder).as_posix().encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return paths, f"images{len(paths)}-{h.hexdigest()[:16]}"
+
+
+def folder_features(extractor, paths, channels: int, batch_size: int = 64, device="cpu") -> torch.Tensor:
+    """Features (N, D) of image files as float (1, C, H, W) in [0, 1], one size-group at a time."""
+    import numpy as np
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    groups: dict[tuple, list] = {}
+    for p in paths:
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr)
+        t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+        groups.setdefault(tuple(t.shape), []).append(t)
+    out = []
+    with torch.inference_mode():
+        for imgs in groups.values():
+            for i in range(0, len(imgs), batch_size):
+                x = torch.stack(imgs[i : i + batch_size]).to(device)
+                out.append(extractor(x).detach().to("cpu", torch.float64).reshape(x.shape[0], -1))
+    return torch.cat(out)
