@@ -100,3 +100,19 @@ def test_method_spec_labels_are_stable():
     specs = parse_methods(None, reg)
     assert specs[0].label == "baseline" and isinstance(specs[0], MethodSpec)
     assert all(s.label in reg for s in specs[1:])
+
+
+def test_conflicting_stack_is_bad_input_before_generation():
+    accel, reg = _real_registry()
+    by_kind: dict = {}
+    for n, c in reg.items():
+        if getattr(c, "accelerates", True) and getattr(c, "kind", "probe") != "probe":
+            by_kind.setdefault(c.kind, []).append(n)
+    pair = next((v[:2] for v in by_kind.values() if len(v) >= 2), None)
+    if pair is None:
+        pytest.skip("no two stackable-conflicting methods registered")
+    from accel.eval.bench import BenchInputError
+
+    with pytest.raises(BenchInputError, match="cannot be applied"):
+        run_bench(_tiny_pipe(), parse_methods("+".join(pair), reg), num_images=4, steps=2,
+                  progress=False, found=accel)

@@ -377,6 +377,11 @@ def run_bench(
                 f"{extractor.num_features}-dim features: at least {need} images are required "
                 f"(several times more for a low-noise FD), or pass --no-fd"
             )
+    for m in methods[1:]:  # stacking conflicts etc. surface now, before any image is made
+        try:
+            _apply(found, pipe, m).remove()
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise BenchInputError(f"method {m.label!r} cannot be applied to this pipeline: {exc}") from None
     lp_metric = None
     if lpips:
         lp_metric, why = try_lpips(device)
@@ -742,6 +747,8 @@ def prepare(args, state=None) -> Prepared:
             reference, fd_name = None, "FID-Inception-vs-baseline"
         elif args.features is not None:
             extractor = _load_features_factory(args.features)
+            if isinstance(extractor, torch.nn.Module):
+                extractor = extractor.to(device)
             reference, fd_name = None, "FD-vs-baseline"
         elif extractor is None:
             notes.append(
