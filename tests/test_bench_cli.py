@@ -149,7 +149,7 @@ def test_bench_end_to_end(use_standin, tmp_path, capsys):
     env = use_standin
     out = tmp_path / "out"
     rc = main(_args(env, out, "--methods", "baseline,skip-blocks", "--features",
-                    "tiny_features:make", "--seed-sets", "2"))
+                    "tiny_features:make", "--seed-sets", "2", "--lpips"))
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "pareto.png", "results.csv", "results.json"]
     doc = json.loads((out / "results.json").read_text())
@@ -173,6 +173,10 @@ def test_bench_end_to_end(use_standin, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "skip-blocks" in stdout and "FD-vs-baseline" in stdout and "timing" in stdout
     assert (out / "results.csv").read_text().count("\n") == 3
+    notes = " ".join(doc["notes"])
+    assert "timing:" in notes
+    if skip["lpips"] is None:  # no local LPIPS backend: said so, nothing downloaded
+        assert "LPIPS unavailable" in notes
     assert not list(tmp_path.glob(".out.tmp-*"))
 
 
