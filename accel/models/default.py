@@ -221,7 +221,10 @@ def load_generator(
     state = _load_safetensors(wdir / GENERATOR_WEIGHTS, TRAIN_GENERATOR_CMD, meta.get("sha256"))
     model = build_generator(config)
     _load_state(model, state, wdir / GENERATOR_WEIGHTS, TRAIN_GENERATOR_CMD)
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    return model.eval()
 
 
 def load_default_pipeline(
@@ -246,7 +249,7 @@ def load_default_pipeline(
         transformer=transformer, vae=IdentityVAE(), scheduler=sched, id2label=id2label
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    return pipe.to(device)
 
 
 # ----------------------------------------------------------------------------- classifier
