@@ -88,7 +88,7 @@ ID2LABEL = {i: str(i) for i in range(NUM_CLASSES)}
 SCHEDULERS = ("dpm++", "ddim", "ddpm", "euler")
 
 # Chosen by FD-digits (benchmarks/default_model_quality.py), see weights/MODEL_CARD.md.
-DEFAULT_SAMPLER: dict[str, Any] = {"scheduler": "dpm++", "steps": 50, "guidance_scale": 1.5}
+DEFAULT_SAMPLER: dict[str, Any] = {"scheduler": "dpm++", "steps": 50, "guidance_scale": 2.0}
 
 
 # ----------------------------------------------------------------------------- helpers
