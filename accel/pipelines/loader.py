@@ -34,7 +34,7 @@ def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: to
         raise ModelNotFoundError(f"no such folder: {path_or_id} (a hub id looks like 'org/name')")
     kwargs = dict(from_pretrained_kwargs)
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs["dtype"] = dtype
     try:
         pipe = DiffusionPipeline.from_pretrained(path_or_id, local_files_only=True, **kwargs)
     except (OSError, EnvironmentError, ValueError) as exc:
