@@ -1,6 +1,6 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's on the same model, seeds and counters.
 
-    python benchmarks/caching.py [--num-images 200] [--out bench-out/caching] [--quick]
+    python benchmarks/caching.py [--num-images 100] [--methods core|full] [--skip dpm20] [--out bench-out/caching]
 
 Workloads (one process, every method paired on the same seeds and classes):
   1. embedded default model, 50 DDIM steps, CFG (the issue's targets are judged here);
@@ -62,6 +62,23 @@ def peer_specs(steps: int, mag_ratios: tuple) -> list[MethodSpec]:
     return [MethodSpec(label, [(label.split(":")[0], {})], [cfg]) for label, cfg in specs]
 
 
+CORE = (  # the settings run by default: two speed levels per method, CPU time is scarce
+    "delta-cache", "delta-cache:interval=3", "interval-cache:interval=3",
+    "residual-cache:threshold=0.15", "residual-cache:threshold=0.25,max_consecutive=4",
+    "diffusers-fbc:threshold=0.15", "diffusers-taylorseer:cache_interval=3", "diffusers-magcache:threshold=0.15",
+    "cache-dit-dbcache:F1B0,threshold=0.08", "cache-dit-dbcache:F1B0,threshold=0.24",
+)
+
+
+def _select(specs: list[MethodSpec], args) -> list[MethodSpec]:
+    if args.methods == "full":
+        return specs
+    if args.methods == "core":
+        return [s for s in specs if s.label in CORE]
+    wanted = args.methods.split(";")
+    return [s for s in specs if s.label in wanted]
+
+
 def _ideal_from_baseline(records: list[dict]) -> None:
     """Ideal speedup = baseline block evaluations / the method's, on the same seeds and steps.
 
@@ -83,9 +100,7 @@ def default_model_workload(scheduler: str, steps: int, args) -> dict:
     mag_ratios = calibrate_magcache(
         pipe, lambda: pipe(class_labels=classes, num_inference_steps=steps, guidance_scale=guidance,
                            generator=torch.Generator().manual_seed(0), output_type="np"), steps)
-    methods = [MethodSpec("baseline")] + accel_specs(steps) + peer_specs(steps, mag_ratios)
-    if args.quick:
-        methods = methods[:2] + methods[6:7] + methods[9:10]
+    methods = [MethodSpec("baseline")] + _select(accel_specs(steps) + peer_specs(steps, mag_ratios), args)
     extractor = DigitsFeatures(M.load_digits_classifier(), M.to_classifier_input)
     result = run_bench(
         pipe, methods, num_images=args.num_images, steps=steps, seed=args.seed, guidance=guidance,
@@ -113,7 +128,7 @@ def tiny_pixart_workload(args) -> dict:
         return pipe(**{**kw, "generator": torch.Generator().manual_seed(0)}).images
 
     mag = calibrate_magcache(pipe, run, steps)
-    methods = [MethodSpec("baseline")] + accel_specs(steps) + peer_specs(steps, mag)
+    methods = [MethodSpec("baseline")] + _select(accel_specs(steps) + peer_specs(steps, mag), args)
     records, outs, handles, times = [], {}, {}, {}
     for spec in methods:  # apply once per method; time only generation (warm-up run first)
         with accel.apply(pipe, *spec.configs) as h:
@@ -140,13 +155,14 @@ def tiny_pixart_workload(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num-images", type=int, default=200)
+    ap.add_argument("--num-images", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--timing-images", type=int, default=20)
+    ap.add_argument("--timing-images", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="baseline + one setting of each kind (smoke run)")
+    ap.add_argument("--methods", default="core",
+                    help="core (default: 2 settings per method), full, or ';'-separated labels")
     ap.add_argument("--skip", default="", help="comma list of workloads to skip: ddim50,dpm20,pixart")
     ap.add_argument("--out", type=Path, default=Path("bench-out/caching"))
     args = ap.parse_args()
