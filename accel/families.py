@@ -168,9 +168,12 @@ def blocks_of(model: torch.nn.Module) -> list[BlockRef]:
     """Every transformer block of `model`, in execution order (all stacks, front to back)."""
     fam = family_of(model)
     refs: list[BlockRef] = []
-    io_by_class: dict[type, BlockIO] = {}
+    io_by_class: dict[tuple[type, str], BlockIO] = {}
     for stack in fam.stacks:
         for i, block in enumerate(getattr(model, stack.attr)):
-            io = io_by_class.setdefault((type(block), stack.attr), BlockIO(block, stack))
+            key = (type(block), stack.attr)
+            if key not in io_by_class:  # bind each block class's signature once
+                io_by_class[key] = BlockIO(block, stack)
+            io = io_by_class[key]
             refs.append(BlockRef(block, stack, i, len(refs), io))
     return refs
