@@ -201,3 +201,23 @@ def transformer_inputs(family: str, model: torch.nn.Module, batch: int = 2, seed
             return_dict=False,
         )
     raise ValueError(f"unknown tiny family {family!r}; choose from {FAMILIES}")
+
+
+def tiny_class_pipeline(num_layers: int = 2, seed: int = 0) -> Any:
+    """A 1-channel, 10-class stock DiTPipeline (8x8 pixels): the embedded model's shape, tiny and random."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    model = d.DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1, num_layers=num_layers,
+        sample_size=8, patch_size=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000,
+    ).eval()
+    vae = d.AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=1, block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        layers_per_block=1, norm_num_groups=4, sample_size=8,
+    )
+    pipe = d.DiTPipeline(transformer=model, vae=vae, scheduler=d.DDIMScheduler(clip_sample=False),
+                         id2label={i: str(i) for i in range(10)})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from accel.cli import main
+from accel.testing import tiny_class_pipeline
 from accel.eval import report
 
 STANDIN = textwrap.dedent(
@@ -106,21 +107,7 @@ FEATURES = textwrap.dedent(
 
 
 def build_tiny_pipeline(path: Path) -> None:
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    tr = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1, num_layers=2,
-        sample_size=8, patch_size=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000,
-    )
-    vae = AutoencoderKL(
-        in_channels=1, out_channels=1, latent_channels=1, block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        layers_per_block=1, norm_num_groups=4, sample_size=8,
-    )
-    pipe = DiTPipeline(transformer=tr, vae=vae, scheduler=DDIMScheduler(clip_sample=False),
-                       id2label={i: str(i) for i in range(10)})
-    pipe.save_pretrained(str(path))
+    tiny_class_pipeline(num_layers=2).save_pretrained(str(path))
 
 
 @pytest.fixture(scope="module")

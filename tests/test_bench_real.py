@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from accel.cli import main
+from accel.testing import tiny_class_pipeline
 from accel.eval import report
 from accel.eval.bench import MethodSpec, parse_methods, run_bench
 
@@ -28,22 +29,7 @@ def _real_registry():
 
 
 def _tiny_pipe():
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    tr = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1, num_layers=4,
-        sample_size=8, patch_size=2, norm_type="ada_norm_zero", num_embeds_ada_norm=1000,
-    ).eval()
-    vae = AutoencoderKL(
-        in_channels=1, out_channels=1, latent_channels=1, block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        layers_per_block=1, norm_num_groups=4, sample_size=8,
-    )
-    pipe = DiTPipeline(transformer=tr, vae=vae, scheduler=DDIMScheduler(clip_sample=False),
-                       id2label={i: str(i) for i in range(10)})
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_class_pipeline(num_layers=4)
 
 
 class _Feats(torch.nn.Module):
