@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +12,6 @@ from .context import ContextHook, CountHook, SchedulerProbe, StepTracker
 from .errors import AlreadyAcceleratedError, UnsupportedModelError
 from .families import BlockRef, Family, blocks_of, family_of
 from .hooks import HookSet
-
-# model -> its live handle; weak so a dropped model is not kept alive by accel.
-_HANDLES: "weakref.WeakKeyDictionary[torch.nn.Module, Handle]" = weakref.WeakKeyDictionary()
 
 CONTEXT_HOOK = "accel.context"
 COUNT_HOOK = "accel.count"
@@ -48,7 +44,14 @@ def resolve(pipe_or_model: Any) -> tuple[Any | None, torch.nn.Module]:
 
 
 class Handle:
-    """The accelerations applied to one model. `remove()` restores it exactly; usable as a context manager."""
+    """The accelerations applied to one model. `remove()` restores it exactly; usable as a context manager.
+
+    A live handle is found again through the model's own context hook (`handle_of`), not a
+    global table, so a pipeline the user drops is freed with its handle (hooks, model and
+    handle form one garbage-collectable cycle). A handle is not thread-safe: one model
+    with one handle runs one pipeline call at a time (the step context and cached tensors
+    are per model); use one pipeline copy per thread.
+    """
 
     def __init__(self, model: torch.nn.Module, pipeline: Any | None, configs: tuple[MethodConfig, ...]):
         self.model = model
@@ -69,7 +72,7 @@ class Handle:
         for ref in self.target.blocks:  # innermost: counts only blocks that really run
             self._hooks.add(ref.module, CountHook(tracker), COUNT_HOOK)
         before = self._follow_scheduler if self.pipeline is not None else None
-        self._hooks.add(self.model, ContextHook(tracker, before), CONTEXT_HOOK)
+        self._hooks.add(self.model, ContextHook(tracker, before, handle=self), CONTEXT_HOOK)
         if self.pipeline is not None:
             self._follow_scheduler()
         for config in self.configs:
@@ -91,6 +94,7 @@ class Handle:
         self._tracker.scheduler_driven = True
         if probe is not None:  # swapped in mid-life: its set_timesteps for this call already ran
             self._tracker.begin_call()
+            self._tracker.read_schedule(scheduler)
 
     # -- public -----------------------------------------------------------------------------
     def remove(self) -> None:
@@ -107,8 +111,6 @@ class Handle:
                 self._scheduler_probe.remove()
                 self._scheduler_probe = None
             self._hooks.remove()
-            if _HANDLES.get(self.model) is self:
-                del _HANDLES[self.model]
 
     @property
     def active(self) -> bool:
@@ -122,6 +124,14 @@ class Handle:
         for config, installed in self._installed:
             out[config.cli_name] = installed.stats()
         return out
+
+    def held_bytes(self) -> int:
+        """Bytes of tensors accel holds for this model right now (cached offsets, call arguments).
+
+        0 between pipeline calls of a pipeline (everything is freed after its last step); a
+        bare transformer cannot say when a call ends, so its caches are freed at the next call.
+        """
+        return self._tracker.held_bytes() + sum(i.held_bytes() for _, i in self._installed)
 
     def reset_stats(self) -> None:
         self._tracker.reset_stats()
@@ -156,7 +166,7 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
             names = [c.cli_name for c in configs if c.kind == kind]
             raise ValueError(f"configs {names} are all of kind {kind!r}; stack at most one of each kind")
     pipeline, model = resolve(pipe_or_model)
-    existing = _HANDLES.get(model)
+    existing = handle_of(model)
     if existing is not None and existing.active:
         raise AlreadyAcceleratedError(
             f"{type(model).__name__} is already accelerated ({existing!r}). Call .remove() on that handle "
@@ -168,5 +178,11 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
     except BaseException:
         handle.remove()
         raise
-    _HANDLES[model] = handle
     return handle
+
+
+def handle_of(model: torch.nn.Module) -> Handle | None:
+    """The live accel handle on `model`, read from its context hook (None if not accelerated)."""
+    registry = model.__dict__.get("_diffusers_hook")
+    hook = registry.get_hook(CONTEXT_HOOK) if registry is not None else None
+    return getattr(hook, "handle", None)

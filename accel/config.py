@@ -72,6 +72,10 @@ class Installed:
     def reset_stats(self) -> None:
         pass
 
+    def held_bytes(self) -> int:
+        """Bytes of tensors this method keeps between transformer calls (see `Handle.held_bytes`)."""
+        return 0
+
 
 class CallCounters:
     """Integer counters kept per pipeline call, e.g. blocks computed vs reused."""

@@ -45,7 +45,13 @@ class _NoState:
 
 
 class StepTracker:
-    """Counts pipeline calls, steps, branches and block evaluations for one accelerated transformer."""
+    """Counts pipeline calls, steps, branches and block evaluations for one accelerated transformer.
+
+    `listeners` hear every transformer call (its `StepInfo`); `end_listeners` hear the end
+    of a scheduler-driven pipeline call (its last `scheduler.step`), where methods drop
+    what they cached for that call. The transformer's call arguments are held only while
+    the transformer runs (for `token_grid`).
+    """
 
     def __init__(self, model: torch.nn.Module, family: Family, num_blocks: int):
         self.model = model
@@ -53,13 +59,15 @@ class StepTracker:
         self.num_blocks = num_blocks
         self.info: StepInfo | None = None
         self.num_steps: int | None = None  # scheduler steps of the current call, when a pipeline tells
-        self.calls: list[dict[str, int]] = []  # per pipeline call counters
+        self.calls: list[dict[str, int]] = []  # per pipeline call counters (since the last reset_stats)
         self.listeners: list[Callable[[StepInfo], None]] = []
+        self.end_listeners: list[Callable[[], None]] = []
         self.scheduler_driven = False
         self._call, self._step, self._branch = -1, -1, -1
+        self._entry: dict[str, int] | None = None  # counters of the current call, made on first use
         self._last_t: float | None = None
-        self._last_args: tuple = ()
-        self._last_kwargs: dict = {}
+        self._args: tuple = ()
+        self._kwargs: dict = {}
         params = list(inspect.signature(type(model).forward).parameters)[1:]
         self._t_pos = params.index(family.timestep_arg) if family.timestep_arg in params else None
         # diffusers' cache_context() sets names on stateful hooks' StateManagers.
@@ -72,51 +80,86 @@ class StepTracker:
         self._step, self._branch = 0, -1
         self._last_t = None
         self.num_steps = None
-        self.calls.append({"transformer_calls": 0, "steps": 0, "block_evals": 0, "block_total": 0})
+        self._entry = None
+
+    def read_schedule(self, scheduler: Any) -> None:
+        """Steps this call runs: the scheduler's timesteps from its begin index (img2img truncates them)."""
+        timesteps = getattr(scheduler, "timesteps", None)
+        if timesteps is None:
+            self.num_steps = None
+            return
+        begin = getattr(scheduler, "begin_index", None)
+        self.num_steps = len(timesteps) - (begin if isinstance(begin, int) else 0)
 
     def end_step(self) -> None:
-        """The scheduler finished a denoising step."""
-        if self._call >= 0:
-            self._step += 1
-            self._branch = -1
-            self.calls[-1]["steps"] = self._step
+        """The scheduler finished a denoising step; after the last one the pipeline call is over."""
+        if self._call < 0:
+            return
+        self._step += 1
+        self._branch = -1
+        if self._entry is not None:
+            self._entry["steps"] += 1
+        if self.num_steps is not None and self._step == self.num_steps:
+            for listener in self.end_listeners:
+                listener()
 
     def on_transformer_call(self, args: tuple, kwargs: dict) -> StepInfo:
+        stepped = False
         if not self.scheduler_driven or self._call < 0:
-            self._advance_from_timestep(args, kwargs)
+            stepped = self._advance_from_timestep(args, kwargs)
         self._branch += 1
         ctx = self.names._context
         name = ctx.name if ctx is not None else "batch"
         self.info = StepInfo(self._call, self._step, self._branch, name)
-        counters = self.calls[-1]
+        counters = self._counters()
         counters["transformer_calls"] += 1
         counters["block_total"] += self.num_blocks
-        if not self.scheduler_driven:
-            counters["steps"] = self._step + 1
-        self._last_args, self._last_kwargs = args, kwargs
+        if stepped:
+            counters["steps"] += 1
+        self._args, self._kwargs = args, kwargs
         for listener in self.listeners:
             listener(self.info)
         return self.info
 
-    def _advance_from_timestep(self, args: tuple, kwargs: dict) -> None:
+    def after_transformer_call(self) -> None:
+        self._args, self._kwargs = (), {}
+
+    def _advance_from_timestep(self, args: tuple, kwargs: dict) -> bool:
+        """Read the step from the timestep; True when this call starts a new step."""
         t = kwargs.get(self.family.timestep_arg)
         if t is None and self._t_pos is not None and self._t_pos < len(args):
             t = args[self._t_pos]
         t = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else (None if t is None else float(t))
+        stepped = True
         if self._call < 0 or (t is not None and self._last_t is not None and t > self._last_t):
             self.begin_call()  # timesteps only go down within a call: a rise starts a new one
         elif t is None or self._last_t is None or t < self._last_t:
             self._step += 1
             self._branch = -1
+        else:
+            stepped = False
         self._last_t = t
+        return stepped
 
     def count_block(self) -> None:
-        self.calls[-1]["block_evals"] += 1
+        self._counters()["block_evals"] += 1
+
+    def _counters(self) -> dict[str, int]:
+        if self._entry is None:
+            self._entry = {"transformer_calls": 0, "steps": 0, "block_evals": 0, "block_total": 0}
+            self.calls.append(self._entry)
+        return self._entry
 
     # -- queries ----------------------------------------------------------------------------
     def token_grid(self) -> tuple[int, int]:
         """(rows, cols) of the image tokens in the current transformer call."""
-        return self.family.token_grid(self.model, self._last_args, self._last_kwargs)
+        if not self._args and not self._kwargs:
+            raise RuntimeError("token_grid() is known only during a transformer call (read from its arguments)")
+        return self.family.token_grid(self.model, self._args, self._kwargs)
+
+    def held_bytes(self) -> int:
+        """Bytes of tensors the tracker still references (the running call's arguments)."""
+        return tensor_bytes((self._args, self._kwargs))
 
     def totals(self) -> dict[str, int]:
         keys = ("transformer_calls", "steps", "block_evals", "block_total")
@@ -125,7 +168,28 @@ class StepTracker:
         return total
 
     def reset_stats(self) -> None:
-        self.calls = [dict.fromkeys(self.calls[-1], 0)] if self.calls else []
+        """Forget all counters; a call in progress counts on in a fresh entry."""
+        self.calls = []
+        self._entry = None
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Total bytes of the tensors in nested tuples / lists / dicts (each tensor once)."""
+    seen: set[int] = set()
+
+    def walk(x: Any) -> int:
+        if isinstance(x, torch.Tensor):
+            if id(x) in seen:
+                return 0
+            seen.add(id(x))
+            return x.numel() * x.element_size()
+        if isinstance(x, dict):
+            return sum(walk(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(walk(v) for v in x)
+        return 0
+
+    return walk(obj)
 
 
 class ContextHook(ModelHook):
@@ -133,17 +197,23 @@ class ContextHook(ModelHook):
 
     _is_stateful = True  # so diffusers' cache_context() reaches `tracker.names`
 
-    def __init__(self, tracker: StepTracker, before_call: Callable[[], None] | None = None):
+    def __init__(self, tracker: StepTracker, before_call: Callable[[], None] | None = None,
+                 handle: Any = None):
         super().__init__()
         self.tracker = tracker
         self.state_manager = tracker.names
         self.before_call = before_call
+        self.handle = handle  # the accel.Handle that owns this model's hooks (see api.handle_of)
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
         if self.before_call is not None:
             self.before_call()
         self.tracker.on_transformer_call(args, kwargs)
         return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.tracker.after_transformer_call()
+        return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         return module
@@ -167,12 +237,11 @@ class SchedulerProbe:
     def __init__(self, scheduler: Any, tracker: StepTracker):
         self.scheduler = scheduler
         self._saved: dict[str, Any] = {}
-        def after_set_timesteps() -> None:
-            timesteps = getattr(scheduler, "timesteps", None)
-            tracker.num_steps = len(timesteps) if timesteps is not None else None
-
-        for name, before, after in (("set_timesteps", tracker.begin_call, after_set_timesteps),
-                                    ("step", None, tracker.end_step)):
+        read = functools.partial(tracker.read_schedule, scheduler)
+        wraps = [("set_timesteps", tracker.begin_call, read), ("step", None, tracker.end_step)]
+        if hasattr(scheduler, "set_begin_index"):  # img2img pipelines start part-way into the schedule
+            wraps.append(("set_begin_index", None, read))
+        for name, before, after in wraps:
             self._saved[name] = scheduler.__dict__.get(name, _MISSING)
             setattr(scheduler, name, _wrap(getattr(scheduler, name), before, after))
 

@@ -36,8 +36,12 @@ def test_blocks_grid_and_io(name):
 
     handles = [r.module.register_forward_hook(probe(r), with_kwargs=True) for r in refs]
     with accel.apply(model) as h:
+        grids = []  # the grid is read from the call's arguments, held only while the call runs
+        h.target.tracker.listeners.append(lambda info: grids.append(h.target.tracker.token_grid()))
         model(**transformer_inputs(name, model))
-        assert h.target.tracker.token_grid() == EXPECTED[name][1]
+        assert grids == [EXPECTED[name][1]]
+        with pytest.raises(RuntimeError, match="during a transformer call"):
+            h.target.tracker.token_grid()
     for hd in handles:
         hd.remove()
     rows, cols = EXPECTED[name][1]

@@ -15,10 +15,15 @@ Blocks are only ever called through their own forward (the hook chain); a skippe
 block's inner hooks (the step counter) do not run, so `block_evals` counts real work.
 
 `RunCache` is the `Installed` every cache method subclasses: it keeps one
-`BranchState` per CFG branch (`tracker.info.branch`), drops all state when a new
-pipeline call starts, picks a plan per transformer call (`choose`) and keeps the
-per-call counters. Per block the only Python work is a list lookup and, for blocks
-that start or end a run, a subtraction or addition.
+`BranchState` per CFG branch (`tracker.info.branch`), drops all state when the
+pipeline call ends (its last scheduler step) or a new one starts, picks a plan per
+transformer call (`choose`) and keeps the per-call counters. Per block the only Python
+work is a list lookup and, for blocks that start or end a run, a subtraction or addition.
+
+The batch may change within a call (diffusers' `SD3CFGCutoffCallback` drops the
+unconditional half part-way): a skipped run whose stored Δ no longer has the shape of
+its fresh input is computed instead (counted as `shape_recomputes`) and its Δ
+re-stored, never broadcast.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from diffusers.hooks import ModelHook
 
 from ..api import Target
 from ..config import CallCounters, Installed
-from ..context import StepInfo
+from ..context import StepInfo, tensor_bytes
 from ..hooks import HookSet
 
 Run = tuple[int, int]  # [start, stop) in global block indices
@@ -84,9 +89,20 @@ class BranchState:
         self.consecutive = 0  # residual-cache: reuses since the last computed step
 
     def store(self, run: Run, step: int, dh: torch.Tensor, de: torch.Tensor | None, keep_previous: bool) -> None:
-        if keep_previous and run in self.deltas and self.deltas[run][0] != step:
-            self.previous[run] = self.deltas[run]
+        old = self.deltas.get(run)
+        if keep_previous and old is not None and old[0] != step and old[1].shape == dh.shape:
+            self.previous[run] = old
+        else:
+            self.previous.pop(run, None)  # a forecast needs two offsets of the same shape
         self.deltas[run] = (step, dh, de)
+
+    def fits(self, run: Run, h: torch.Tensor, e: torch.Tensor | None) -> bool:
+        """Whether the stored offset of `run` can be added to a fresh input (h, e)."""
+        _, dh, de = self.deltas[run]
+        return dh.shape == h.shape and (de is None or e is None or de.shape == e.shape)
+
+    def held_bytes(self) -> int:
+        return tensor_bytes((list(self.deltas.values()), list(self.previous.values()), self.head))
 
 
 class RunHook(ModelHook):
@@ -135,6 +151,7 @@ class RunCache(Installed):
             self._hooks.remove()
             raise
         self.tracker.listeners.append(self._on_call)
+        self.tracker.end_listeners.append(self._on_end)
 
     # -- per transformer call -------------------------------------------------------------
     def _on_call(self, info: StepInfo) -> None:
@@ -155,6 +172,16 @@ class RunCache(Installed):
         counters.add(c, "blocks_computed", self.num_blocks - plan.reused)
         counters.add(c, "blocks_reused", plan.reused)
         self.plan = plan
+
+    def _on_end(self) -> None:
+        """The pipeline call is over: free every cached tensor (the next call starts afresh)."""
+        self._states.clear()
+        self._inputs.clear()
+        self.state = BranchState()
+
+    def held_bytes(self) -> int:
+        """Bytes of cached tensors this cache still holds (0 between pipeline calls)."""
+        return sum(s.held_bytes() for s in self._states.values()) + tensor_bytes(list(self._inputs.values()))
 
     def switch(self, plan: Plan) -> None:
         """Replace the current call's plan for the blocks still to come (counters follow)."""
@@ -186,6 +213,8 @@ class RunCache(Installed):
         io = hook.io
         h, e = io.inputs(args, kwargs)
         for run in op.starts:
+            if op.skip and run in self.plan.skip and not self.state.fits(run, h, e):
+                return self._recompute(hook, run, args, kwargs)
             self._inputs[run] = (h, e)
         if op.skip:
             if not op.ends:
@@ -204,10 +233,22 @@ class RunCache(Installed):
                 self.finished(run, ho - h0, None if eo is None or e0 is None else eo - e0)
         return out
 
+    def _recompute(self, hook: RunHook, run: Run, args: tuple, kwargs: dict) -> Any:
+        """The stored Δ of `run` no longer fits its input (the batch changed): compute and re-store it."""
+        plan = self.plan
+        self.counters.add(self.info.call, "shape_recomputes")
+        self.switch(Plan(self.num_blocks, skip=[r for r in plan.skip if r != run], store=[*plan.store, run]))
+        op = self.plan.ops[hook.index]
+        if op is None:
+            return hook.fn_ref.original_forward(*args, **kwargs)
+        return self.run_block(hook, op, args, kwargs)
+
     # -- Installed --------------------------------------------------------------------------
     def remove(self) -> None:
         if self._on_call in self.tracker.listeners:
             self.tracker.listeners.remove(self._on_call)
+        if self._on_end in self.tracker.end_listeners:
+            self.tracker.end_listeners.remove(self._on_end)
         self._hooks.remove()
         self._states.clear()
         self._inputs.clear()

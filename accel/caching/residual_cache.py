@@ -104,8 +104,10 @@ class ResidualCache(RunCache):
             and self.info.step >= cfg.warmup
             and self.middle in state.deltas
             and (cfg.max_consecutive is None or state.consecutive < cfg.max_consecutive)
-            and prev.shape == dh.shape
         )
+        if reuse and prev.shape != dh.shape:  # the batch changed within the call: compute, re-store
+            self.counters.add(self.info.call, "shape_recomputes")
+            reuse = False
         if reuse:
             diff = ((dh - prev).abs().mean() / prev.abs().mean()).item()
             reuse = diff < cfg.threshold
