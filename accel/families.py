@@ -29,6 +29,17 @@ class BlockStack:
     attention / cross_attention / norm / mlp: attribute names inside a block of the
         self (or joint) attention, the text cross-attention, the adaLN-modulated norm
         before attention and the feed-forward (None where the block has none).
+    tokenwise_mlp: the feed-forward acts on each token alone (False for Sana's conv
+        over the token grid: token methods must not merge or drop its tokens).
+    text_prefix: the attention/MLP sub-layers see [text, image] tokens concatenated
+        (Flux single blocks); the text length is the block's encoder_hidden_states length.
+    rotary_arg: keyword of the attention call carrying per-token rotary rows over
+        [text, image] tokens (Flux), which must follow merged image tokens.
+    attention_bias: the self-attention honours an additive `attention_mask` over keys
+        (used for ToMe's proportional attention).
+    config_key: the model-config entry holding this stack's depth (what depth pruning rewrites).
+    fixed_last: the stack's last block is built differently from the others (SD3's
+        `context_pre_only` block), so depth pruning must keep it.
     """
 
     attr: str
@@ -37,6 +48,12 @@ class BlockStack:
     cross_attention: str | None = None
     norm: str = "norm1"
     mlp: str | None = "ff"
+    tokenwise_mlp: bool = True
+    text_prefix: bool = False
+    rotary_arg: str | None = None
+    attention_bias: bool = False
+    config_key: str = "num_layers"
+    fixed_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,26 +96,28 @@ def register(family: Family) -> Family:
 
 register(Family(
     name="dit", class_name="DiTTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks"),),
+    stacks=(BlockStack("transformer_blocks", attention_bias=True),),
 ))
 register(Family(
     name="pixart", class_name="PixArtTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2"),),
+    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", attention_bias=True),),
 ))
 register(Family(
     name="sd3", class_name="SD3Transformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", returns_pair=True, attention="attn"),),
+    stacks=(BlockStack("transformer_blocks", returns_pair=True, attention="attn", fixed_last=True),),
 ))
 register(Family(
     name="flux", class_name="FluxTransformer2DModel", token_grid=_grid_from_img_ids,
     stacks=(
-        BlockStack("transformer_blocks", returns_pair=True, attention="attn"),
-        BlockStack("single_transformer_blocks", returns_pair=True, attention="attn", norm="norm", mlp="proj_mlp"),
+        BlockStack("transformer_blocks", returns_pair=True, attention="attn", rotary_arg="image_rotary_emb"),
+        BlockStack("single_transformer_blocks", returns_pair=True, attention="attn", norm="norm", mlp="proj_mlp",
+                   text_prefix=True, rotary_arg="image_rotary_emb",
+                   config_key="num_single_layers"),
     ),
 ))
 register(Family(
     name="sana", class_name="SanaTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2"),),
+    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", tokenwise_mlp=False),),
 ))
 
 

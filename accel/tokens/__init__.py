@@ -1,0 +1,11 @@
+"""Token compression inside transformer blocks: fewer image tokens through attention/MLP,
+the full token set restored before each block's residual.
+
+* `tome` (TomeConfig): ToMe/ToMeSD bipartite merging with unmerge.
+
+Methods here are of kind "tokens": they stack with one block cache through one `accel.apply`.
+"""
+
+from .tome import TomeConfig
+
+__all__ = ["TomeConfig"]

@@ -1,0 +1,146 @@
+"""Token merging as pure tensor functions: bipartite soft matching, merge, unmerge.
+
+ToMe's bipartite soft matching with ToMeSD's destinations: the image tokens form a
+(rows, cols) grid; each `sy x sx` window holds one destination (at a random place in
+the window when a generator is given, else its top-left corner), every other token is
+a source. Each source picks its most similar destination (cosine); the `r` most
+similar sources are merged into their destinations by a size-weighted mean. The
+result is a `Matching` of index tensors: `merge` gathers/averages a (B, N, C) tensor
+into (B, N - r, C), `unmerge` copies every merged token back to all its members.
+
+Kept tokens stay in their original order, so a positional table (e.g. Flux's rotary
+rows) follows the merged tokens with `follow(table, matching)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Matching:
+    """Which tokens of a (B, N) sequence merge where; all index tensors are int64 on the tokens' device.
+
+    keep: (B, N - r) original indices of the tokens that remain, ascending.
+    index: (B, N) position in the merged sequence of every original token (its own
+        position when kept, its destination's when merged away).
+    size: (B, N - r) number of original tokens each merged token stands for.
+    """
+
+    keep: torch.Tensor
+    index: torch.Tensor
+    size: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return self.index.shape[1]
+
+    @property
+    def num_merged(self) -> int:
+        return self.keep.shape[1]
+
+    @property
+    def r(self) -> int:
+        return self.num_tokens - self.num_merged
+
+    def same_for_batch(self) -> bool:
+        """True when every sample kept the same tokens (one positional table serves the batch)."""
+        return bool((self.keep == self.keep[:1]).all())
+
+    def select(self, i: int) -> "Matching":
+        """The matching of sample `i` alone (batch of one)."""
+        return Matching(self.keep[i:i + 1], self.index[i:i + 1], self.size[i:i + 1])
+
+
+def grid_destinations(rows: int, cols: int, sx: int = 2, sy: int = 2,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Flat indices of one destination per full `sy x sx` window of a row-major (rows, cols) grid.
+
+    With a generator the destination sits at a random place in its window (ToMeSD's
+    `use_rand`), drawn independently per window; without one, at the top-left corner.
+    Rows/cols left over when the grid does not divide by the strides hold only sources.
+    """
+    hs, ws = rows // sy, cols // sx
+    if hs == 0 or ws == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+    if generator is not None:
+        off = torch.randint(sy * sx, (hs, ws), generator=generator, device=generator.device).to(device)
+    else:
+        off = torch.zeros(hs, ws, dtype=torch.long, device=device)
+    wr = torch.arange(hs, device=device)[:, None] * sy + off // sx
+    wc = torch.arange(ws, device=device)[None, :] * sx + off % sx
+    return (wr * cols + wc).flatten()
+
+
+def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> Matching:
+    """Match the `r` sources most similar to a destination, per sample.
+
+    metric: (B, N, C) features to compare (cosine similarity); dst: (D,) destination
+    indices shared by the batch. `r` is clipped to the number of sources.
+    """
+    b, n, _ = metric.shape
+    device = metric.device
+    is_dst = torch.zeros(n, dtype=torch.bool, device=device)
+    is_dst[dst] = True
+    src = (~is_dst).nonzero().squeeze(1)
+    r = max(0, min(int(r), src.numel() if dst.numel() else 0))
+    arange = torch.arange(n, device=device).expand(b, n)
+    if r == 0:
+        return Matching(arange.clone(), arange.clone(), torch.ones(b, n, dtype=torch.long, device=device))
+    with torch.no_grad():
+        m = metric.float()
+        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        scores = m[:, src] @ m[:, dst].transpose(1, 2)  # (B, S, D)
+        best, best_dst = scores.max(dim=-1)  # (B, S)
+        order = best.argsort(dim=-1, descending=True)[:, :r]  # (B, r) most similar sources
+    merged_src = src[order]  # (B, r) original indices of merged-away sources
+    merged_dst = dst[best_dst.gather(1, order)]  # (B, r) original index of each one's destination
+    keep_mask = torch.ones(b, n, dtype=torch.bool, device=device)
+    keep_mask.scatter_(1, merged_src, False)
+    keep = torch.argsort((~keep_mask).to(torch.int8), dim=1, stable=True)[:, : n - r]
+    pos = torch.empty(b, n, dtype=torch.long, device=device)
+    pos.scatter_(1, keep, torch.arange(n - r, device=device).expand(b, n - r))
+    index = pos.clone()
+    index.scatter_(1, merged_src, pos.gather(1, merged_dst))
+    size = torch.zeros(b, n - r, dtype=torch.long, device=device)
+    size.scatter_add_(1, index, torch.ones_like(index))
+    return Matching(keep, index, size)
+
+
+def match_grid(metric: torch.Tensor, r: int, grid: tuple[int, int], sx: int = 2, sy: int = 2,
+               generator: torch.Generator | None = None) -> Matching:
+    """`bipartite_soft_matching` with ToMeSD's strided-grid destinations over a (rows, cols) token grid."""
+    rows, cols = grid
+    if rows * cols != metric.shape[1]:
+        raise ValueError(f"token grid {rows}x{cols} does not match {metric.shape[1]} tokens")
+    dst = grid_destinations(rows, cols, sx, sy, generator, metric.device)
+    return bipartite_soft_matching(metric, r, dst)
+
+
+def merge(x: torch.Tensor, m: Matching) -> torch.Tensor:
+    """(B, N, C) -> (B, N - r, C): kept tokens, each the size-weighted mean of its members."""
+    if m.r == 0:
+        return x
+    b, n, c = x.shape
+    out = x.new_zeros(b, m.num_merged, c)
+    out.scatter_add_(1, m.index.unsqueeze(-1).expand(b, n, c), x)
+    return out / m.size.unsqueeze(-1).to(x.dtype)
+
+
+def unmerge(y: torch.Tensor, m: Matching) -> torch.Tensor:
+    """(B, N - r, C) -> (B, N, C): every original token gets its merged token's value."""
+    if m.r == 0:
+        return y
+    return y.gather(1, m.index.unsqueeze(-1).expand(*m.index.shape, y.shape[-1]))
+
+
+def follow(table: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Rows of a per-token table (N, D) for the kept tokens `keep` (N - r,) of one sample."""
+    return table.index_select(0, keep)
+
+
+def size_bias(m: Matching, dtype: torch.dtype) -> torch.Tensor:
+    """ToMe's proportional attention: log(size) of each key, shape (B, 1, N - r), as an additive logit bias."""
+    return m.size.to(dtype).log().unsqueeze(1)
