@@ -38,8 +38,9 @@ class BlockStack:
     attention_bias: the self-attention honours an additive `attention_mask` over keys
         (used for ToMe's proportional attention).
     config_key: the model-config entry holding this stack's depth (what depth pruning rewrites).
-    fixed_last: the stack's last block is built differently from the others (SD3's
-        `context_pre_only` block), so depth pruning must keep it.
+    keep_blocks: blocks of this stack depth pruning must keep (negative: from the end):
+        SD3's last block is built differently (`context_pre_only`); DiT's output head
+        reads block 0's conditioning embedding.
     """
 
     attr: str
@@ -53,7 +54,7 @@ class BlockStack:
     rotary_arg: str | None = None
     attention_bias: bool = False
     config_key: str = "num_layers"
-    fixed_last: bool = False
+    keep_blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def register(family: Family) -> Family:
 
 register(Family(
     name="dit", class_name="DiTTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", attention_bias=True),),
+    stacks=(BlockStack("transformer_blocks", attention_bias=True, keep_blocks=(0,)),),
 ))
 register(Family(
     name="pixart", class_name="PixArtTransformer2DModel", token_grid=_grid_from_latents,
@@ -104,7 +105,7 @@ register(Family(
 ))
 register(Family(
     name="sd3", class_name="SD3Transformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", returns_pair=True, attention="attn", fixed_last=True),),
+    stacks=(BlockStack("transformer_blocks", returns_pair=True, attention="attn", keep_blocks=(-1,)),),
 ))
 register(Family(
     name="flux", class_name="FluxTransformer2DModel", token_grid=_grid_from_img_ids,

@@ -32,6 +32,8 @@ def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: to
         )
     if not local and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1):
         raise ModelNotFoundError(f"no such folder: {path_or_id} (a hub id looks like 'org/name')")
+    if local:
+        _import_accel_components(path_or_id)
     kwargs = dict(from_pretrained_kwargs)
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -48,3 +50,20 @@ def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: to
         ) from exc
     resolve(pipe)  # UnsupportedModelError unless pipe.transformer is a supported family
     return pipe.to(device)
+
+
+def _import_accel_components(folder: str) -> None:
+    """Import accel's own component modules a saved folder names (e.g. the default model's identity
+    VAE in a pruned copy), so diffusers can resolve them; other libraries are left to diffusers."""
+    import importlib
+    import json
+
+    try:
+        with open(os.path.join(folder, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return
+    for value in index.values():
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+            if value[0] == "accel" or value[0].startswith("accel."):
+                importlib.import_module(value[0])
