@@ -51,6 +51,16 @@ def _add_bench(sub) -> None:
     p.add_argument("--reference-images", default=None, metavar="DIR",
                    help="FD against a folder of real images instead of the baseline (statistics cached "
                         "in $ACCEL_CACHE_DIR or ~/.cache/accel, keyed by extractor + image data)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="text-to-image prompts: .txt (one per line), .csv/.tsv with a header, .json/.jsonl "
+                        "(COCO captions, PartiPrompts); cycled over the images")
+    p.add_argument("--prompt-column", default=None, metavar="NAME",
+                   help="caption column of a CSV/TSV/JSON prompt file (default: caption, prompt or text)")
+    p.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
+    p.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt of every image")
+    p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
+                   help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,6 +70,11 @@ def _add_bench(sub) -> None:
 
         return bench_command(args)
 
+    def error(message: str) -> None:  # one line on stderr and exit 2, like every other bad input
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error  # type: ignore[method-assign]
     p.set_defaults(func=run)
 
 
@@ -73,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["accel", *(sys.argv[1:] if argv is None else argv)]
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

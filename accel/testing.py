@@ -221,3 +221,59 @@ def tiny_class_pipeline(num_layers: int = 2, seed: int = 0) -> Any:
                          id2label={i: str(i) for i in range(10)})
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+_WORDS = ("a photo of the red blue green fox cat dog in on snow sea city at night painting house tree "
+          "watercolor lighthouse dawn bowl ramen wooden table astronaut riding horse digital art street rain").split()
+
+
+def tiny_tokenizer(max_length: int = 16) -> Any:
+    """A word-level fast tokenizer built offline (lowercase words; unknown words map to [UNK])."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "</s>", *_WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="</s>",
+                                   model_max_length=max_length)
+
+
+def _tiny_t5(seed: int) -> torch.nn.Module:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(vocab_size=len(_WORDS) + 3, d_model=_TEXT_DIM, d_kv=8, d_ff=32, num_layers=1,
+                                   num_heads=2, relative_attention_num_buckets=8)).eval()
+
+
+def _tiny_clip(seed: int, hidden: int, projection: int) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    return CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(_WORDS) + 3, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=16, projection_dim=projection,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )).eval()
+
+
+def tiny_text_pipeline(family: str, with_text_encoders: bool = True, num_layers: int = 2, seed: int = 0) -> Any:
+    """`tiny_pipeline(family)` for "pixart" or "sd3" with tiny random text encoders and an offline
+    word-level tokenizer, so that it takes plain-text prompts (and round-trips `save_pretrained`)."""
+    pipe = tiny_pipeline(family, num_layers=num_layers, seed=seed)
+    if not with_text_encoders:
+        return pipe
+    if family == "pixart":
+        pipe.register_modules(tokenizer=tiny_tokenizer(), text_encoder=_tiny_t5(seed))
+    elif family == "sd3":
+        half = _TEXT_DIM // 2  # the two CLIP widths concatenated fill the T5 width
+        pipe.register_modules(
+            tokenizer=tiny_tokenizer(), text_encoder=_tiny_clip(seed, half, _POOLED_DIM // 2),
+            tokenizer_2=tiny_tokenizer(), text_encoder_2=_tiny_clip(seed + 1, half, _POOLED_DIM // 2),
+            tokenizer_3=tiny_tokenizer(), text_encoder_3=_tiny_t5(seed + 2),
+        )
+    else:
+        raise ValueError(f"tiny text pipelines exist for 'pixart' and 'sd3', not {family!r}")
+    return pipe

@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
 from _common import machine, median  # noqa: E402
-from accel.eval.bench import DigitsFeatures, MethodSpec, run_bench  # noqa: E402
+from accel.eval.bench import run_bench  # noqa: E402
+from accel.eval.methods import MethodSpec  # noqa: E402
+from accel.eval.prepare import DigitsFeatures  # noqa: E402
 from accel.eval.fidelity import psnr  # noqa: E402
 from accel.eval.report import format_table  # noqa: E402
 from peers import (  # noqa: E402

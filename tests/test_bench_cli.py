@@ -1,8 +1,9 @@
-"""`accel bench` end to end on a tiny random-init DiT pipeline, bad input, and 2 processes.
+"""`accel bench` end to end on a tiny random-init DiT pipeline with the real method registry,
+bad input (every one: one line on stderr, exit 2, nothing written), and 2 processes.
 
-The method registry is a small stand-in (``$ACCEL_BENCH_FOUNDATION``) that drops every
-other transformer block and counts block evaluations, so these tests do not depend on
-which methods exist; test_bench_real_foundation exercises the real ``accel.methods()``.
+`interval-cache:interval=2,warmup=1` is the method of choice here because its block
+counts are exact: of 3 steps it computes steps 0 and 1 and reuses step 2, so with 2
+blocks a pipeline call evaluates 4 of 6 blocks (ideal speedup 1.5).
 """
 
 from __future__ import annotations
@@ -17,70 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
+import accel
 from accel.cli import main
-from accel.testing import tiny_class_pipeline
 from accel.eval import report
+from accel.testing import tiny_class_pipeline
 
-STANDIN = textwrap.dedent(
-    '''
-    import dataclasses
-    import torch
-
-
-    @dataclasses.dataclass
-    class SkipBlocks:
-        every: int = 2
-
-        def __post_init__(self):
-            if self.every < 2:
-                raise ValueError(f"every must be >= 2, got {self.every}")
-
-
-    def methods():
-        return {"skip-blocks": SkipBlocks}
-
-
-    class Handle:
-        def __init__(self, pipe, configs):
-            tr = pipe.transformer
-            self.tr = tr
-            self.orig_list = tr.transformer_blocks
-            self.orig = list(self.orig_list)
-            keep = list(range(len(self.orig)))
-            for c in configs:
-                keep = [i for i in keep if i % c.every != c.every - 1]
-            self.evals = self.total = 0
-            self.blocks = torch.nn.ModuleList([self.orig[i] for i in keep])
-            tr.transformer_blocks = self.blocks
-            n = len(self.orig)
-
-            def count_total(mod, args):
-                self.total += n
-
-            def count_eval(mod, args):
-                self.evals += 1
-
-            self.hooks = [tr.register_forward_pre_hook(count_total)]
-            self.hooks += [b.register_forward_pre_hook(count_eval) for b in self.blocks]
-
-        def stats(self):
-            return {"total": {"block_evals": self.evals, "block_total": self.total}}
-
-        def reset_stats(self):
-            self.evals = self.total = 0
-
-        def remove(self):
-            for h in self.hooks:
-                h.remove()
-            self.tr.transformer_blocks = self.orig_list
-
-
-    def apply(pipe, *configs):
-        return Handle(pipe, configs)
-    '''
-)
+IC = "interval-cache:interval=2,warmup=1"
 
 FEATURES = textwrap.dedent(
     '''
@@ -106,22 +50,24 @@ FEATURES = textwrap.dedent(
 )
 
 
-def build_tiny_pipeline(path: Path) -> None:
-    tiny_class_pipeline(num_layers=2).save_pretrained(str(path))
+def _strict_load(text: str):
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    (root / "standin_foundation.py").write_text(STANDIN)
     (root / "tiny_features.py").write_text(FEATURES)
-    build_tiny_pipeline(root / "tiny-dit")
+    tiny_class_pipeline(num_layers=2).save_pretrained(str(root / "tiny-dit"))
+    (root / "prompts.txt").write_text("a red fox\n")
     return root
 
 
 @pytest.fixture
-def use_standin(env, monkeypatch):
-    monkeypatch.setenv("ACCEL_BENCH_FOUNDATION", "standin_foundation")
+def features_on_path(env, monkeypatch):
     monkeypatch.syspath_prepend(str(env))
     return env
 
@@ -132,39 +78,54 @@ def _args(env, out, *extra):
             "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out), *extra]
 
 
-def test_bench_end_to_end(use_standin, tmp_path, capsys):
-    env = use_standin
+def test_bench_end_to_end(features_on_path, tmp_path, capsys):
+    env = features_on_path
     out = tmp_path / "out"
-    rc = main(_args(env, out, "--methods", "baseline,skip-blocks", "--features",
-                    "tiny_features:make", "--seed-sets", "2", "--lpips"))
-    assert rc == 0
+    argv = _args(env, out, "--methods", f"baseline,{IC}", "--features", "tiny_features:make", "--seed-sets", "2",
+                 "--lpips")
+    assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "pareto.png", "results.csv", "results.json"]
-    doc = json.loads((out / "results.json").read_text())
+    doc = _strict_load((out / "results.json").read_text())
     report.validate_results(doc)
-    base, skip = doc["records"]
-    assert [base["method"], skip["method"]] == ["baseline", "skip-blocks"]
-    assert base["psnr"] == "inf" and base["ssim"] == pytest.approx(1.0)
-    assert base["fd"] == pytest.approx(0.0, abs=1e-9) and skip["fd"] > 0
-    assert skip["fd_name"] == "FD-vs-baseline" and len(skip["fd_per_set"]) == 2
-    assert skip["fd_spread"] is not None and skip["fd_check"] == pytest.approx(skip["fd"], rel=1e-3)
-    assert math.isfinite(skip["psnr"]) and skip["ssim"] < 1
-    assert skip["config"] == [{"name": "skip-blocks", "params": {"every": 2}}]
-    # 2 blocks, 1 evaluated, 3 steps, CFG batch: counts are exact
-    assert skip["block_total"] == 2 * skip["block_evals"] and skip["ideal_speedup"] == pytest.approx(2.0)
-    assert base["ideal_speedup"] == pytest.approx(1.0)
-    assert base["block_evals"] == 2 * 3 * (16 // 4) * 2  # blocks*steps*batches*seed_sets
-    assert skip["speedup"] > 0 and skip["time_s"] > 0
+    base, ic = doc["records"]
+    assert [base["method"], ic["method"]] == ["baseline", IC]
+    # identical images: infinite PSNR, written as null with a note
+    assert base["psnr"] is None and base["ssim"] == pytest.approx(1.0)
+    assert "psnr null = identical to baseline (infinite): baseline" in doc["notes"]
+    assert base["fd"] == pytest.approx(0.0, abs=1e-9) and ic["fd"] > 0
+    assert ic["fd_name"] == "FD-vs-baseline" and len(ic["fd_per_set"]) == 2
+    assert ic["fd_spread"] is not None and ic["fd_check"] == pytest.approx(ic["fd"], rel=1e-3)
+    assert math.isfinite(ic["psnr"]) and ic["ssim"] < 1
+    assert ic["config"] == [{"name": "interval-cache", "params": {"interval": 2, "warmup": 1}}]
+    # block counts of one timed call (2 blocks x 3 steps), exact: the cache really reuses
+    assert (base["block_evals"], base["block_total"], base["ideal_speedup"]) == (6, 6, 1.0)
+    assert (ic["block_evals"], ic["block_total"]) == (4, 6) and ic["ideal_speedup"] == pytest.approx(1.5)
+    assert ic["achieved_over_ideal"] == pytest.approx(ic["speedup"] / 1.5)
+    assert ic["speedup"] > 0 and ic["time_s"] > 0
     assert base["num_images"] == 16 and base["steps"] == 3 and base["threads"] == 1
     if sys.platform == "linux":
-        assert skip["peak_mem_mb"] > 0
+        assert ic["peak_mem_mb"] > 0
+    meta = doc["meta"]
+    assert meta["command"] == ["accel", *argv]
+    assert set(meta["versions"]) >= {"torch", "diffusers", "accelerate", "torchmetrics", "accel"}
+    assert meta["versions"]["accel"] == accel.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(accel.__file__).parent).stdout.strip()
+    assert (meta["git_commit"] or "").startswith(head) if head else meta["git_commit"] is None
     stdout = capsys.readouterr().out
-    assert "skip-blocks" in stdout and "FD-vs-baseline" in stdout and "timing" in stdout
+    assert IC in stdout and "FD-vs-baseline" in stdout and "inf" in stdout  # the table keeps "inf"
     assert (out / "results.csv").read_text().count("\n") == 3
     notes = " ".join(doc["notes"])
-    assert "timing:" in notes
-    if skip["lpips"] is None:  # no local LPIPS backend: said so, nothing downloaded
+    assert "timing:" in notes and "per timed call" in notes
+    if ic["lpips"] is None:  # no local LPIPS backend: said so, nothing downloaded
         assert "LPIPS unavailable" in notes
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def _error_lines(err: str) -> list[str]:
+    """stderr without the run header and the loaders' progress bars: what must be one error line."""
+    return [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("accel bench: model=")
+            and "it/s]" not in ln]
 
 
 def _bad(argv, capsys):
@@ -173,46 +134,100 @@ def _bad(argv, capsys):
     return exc.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "extra, msg",
-    [
-        (["--methods", "baseline,warp-drive"], "unknown method 'warp-drive'"),
-        (["--methods", "skip-blocks:every"], "key=value"),
-        (["--methods", "skip-blocks:every=1"], "every must be >= 2"),
-        (["--methods", "skip-blocks:speed=3"], "no option 'speed'"),
-        (["--features", "tiny_features:make", "--num-images", "4"], "at least 7 images"),
-        (["--steps", "nope"], "invalid int"),
-    ],
-)
-def test_bad_input_exits_2_and_writes_nothing(use_standin, tmp_path, capsys, extra, msg):
+BAD_FLAGS = [
+    (["--methods", "baseline,warp-drive"], "unknown method 'warp-drive'"),
+    (["--methods", "interval-cache:interval"], "key=value"),
+    (["--methods", "interval-cache:interval=0"], "interval must be"),
+    (["--methods", "interval-cache:speed=3"], "no option 'speed'"),
+    (["--methods", "delta-cache:boundary=soon"], "delta-cache:boundary: expected int or float, got 'soon'"),
+    (["--methods", "residual-cache:max_consecutive=1.5"], "residual-cache:max_consecutive: expected int or none"),
+    (["--methods", "delta-cache+interval-cache"], "cannot be applied"),
+    (["--methods", "attention:backend=xformers"], "xformers"),  # BackendUnavailableError (not installed here)
+    (["--features", "tiny_features:make", "--num-images", "4"], "at least 7 images"),
+    (["--steps", "nope"], "invalid int"),
+    (["--steps", "-1"], "--steps must be >= 1"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--num-images", "0"], "--num-images must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--seed-sets", "0"], "--seed-sets must be >= 1"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--timing-images", "0"], "--timing-images must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--seed", "-3"], "--seed must be >= 0"),
+    (["--height", "0"], "--height must be >= 1"),
+    (["--guidance", "nan"], "--guidance must be a finite number"),
+    (["--dtype", "float64"], "--dtype 'float64'"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--device", "not-a-device"], "--device 'not-a-device'"),
+    (["--device", "cuda:99"], "--device cuda:99"),
+    (["--scheduler", "warp"], "--scheduler 'warp'"),
+    (["--prompt-column", "caption"], "--prompt-column needs --prompts"),
+    (["--prompts", "{env}/prompts.txt"], "class-conditional"),
+    (["--negative-prompt", "blurry"], "--negative-prompt: DiTPipeline.__call__ takes no 'negative_prompt'"),
+    (["--width", "16"], "DiTPipeline.__call__ takes no 'width'"),
+    (["--pipeline-kwargs", "{bad"], "--pipeline-kwargs is not valid JSON"),
+    (["--pipeline-kwargs", "[1, 2]"], "--pipeline-kwargs must be a JSON object"),
+    (["--pipeline-kwargs", '{"foo": 1}'], "DiTPipeline.__call__ takes no 'foo'"),
+    (["--pipeline-kwargs", '{"num_inference_steps": 3}'], "'num_inference_steps' is set by the bench; use --steps"),
+]
+
+
+@pytest.mark.parametrize("extra, msg", BAD_FLAGS, ids=[" ".join(e) for e, _ in BAD_FLAGS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(features_on_path, tmp_path, capsys, extra, msg):
     out = tmp_path / "out"
-    args = _args(use_standin, out)
+    extra = [e.replace("{env}", str(features_on_path)) for e in extra]
     # later flags win in argparse, so appended extras override the defaults above
-    code, err = _bad(args + extra, capsys)
-    assert code == 2 and msg in err
+    code, err = _bad(_args(features_on_path, out, *extra), capsys)
+    lines = _error_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("accel bench: error: "), err
+    assert msg in lines[0] and "Traceback" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_bad_model_path_exits_2(use_standin, tmp_path, capsys):
-    bad = tmp_path / "not-a-model"
-    bad.mkdir()
-    (bad / "readme.txt").write_text("hi")
-    out = tmp_path / "out"
-    args = _args(use_standin, out)
-    args[args.index("--model") + 1] = str(bad)
-    code, err = _bad(args, capsys)
-    assert code == 2 and "not-a-model" in err
-    assert not out.exists()
+def test_model_errors_exit_2(features_on_path, tmp_path, capsys, monkeypatch):
+    """ModelNotFoundError, UnsupportedModelError (a folder, a pipeline without a transformer),
+    AlreadyAcceleratedError (the loaded model already carries a handle)."""
+    import diffusers as d
+
+    unet = tmp_path / "unet-pipe"
+    d.DDPMPipeline(unet=d.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,),
+                                      layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D",),
+                                      up_block_types=("UpBlock2D",)),
+                   scheduler=d.DDPMScheduler()).save_pretrained(str(unet))
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hi")
+    cases = [(str(tmp_path / "missing" / "dir"), "no such folder"), (str(folder), "no model_index.json"),
+             (str(unet), "UNet pipelines are not supported")]
+    for model, msg in cases:
+        args = _args(features_on_path, tmp_path / "out")
+        args[args.index("--model") + 1] = model
+        code, err = _bad(args, capsys)
+        assert code == 2 and len(_error_lines(err)) == 1 and msg in err and "Traceback" not in err, err
+    import accel.pipelines
+
+    held = []
+
+    def accelerated(path, device="cpu", dtype=None):
+        pipe = tiny_class_pipeline(num_layers=2)
+        held.append(accel.apply(pipe))
+        return pipe
+
+    monkeypatch.setattr(accel.pipelines, "load_pipeline", accelerated)
+    code, err = _bad(_args(features_on_path, tmp_path / "out"), capsys)
+    assert code == 2 and "already accelerated" in err and len(_error_lines(err)) == 1
+    assert not (tmp_path / "out").exists()
 
 
-def test_two_processes_same_fd_as_one(use_standin, tmp_path):
-    env = use_standin
-    common = ["--methods", "baseline,skip-blocks", "--features", "tiny_features:make",
-              "--num-images", "12", "--batch-size", "3"]
+def test_two_processes_same_fd_as_one(features_on_path, tmp_path):
+    env = features_on_path
+    common = ["--methods", f"baseline,{IC}", "--features", "tiny_features:make", "--num-images", "12",
+              "--batch-size", "3"]
     out1, out2 = tmp_path / "one", tmp_path / "two"
     assert main(_args(env, out1, *common)) == 0
     penv = dict(os.environ, PYTHONPATH=os.pathsep.join([str(env), os.environ.get("PYTHONPATH", "")]),
-                ACCEL_BENCH_FOUNDATION="standin_foundation", OMP_NUM_THREADS="1")
+                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--standalone", "-m", "accel.cli", *_args(env, out2, *common)]
     # own session, so that a timeout can end the launcher *and* its worker processes
@@ -233,10 +248,10 @@ def test_two_processes_same_fd_as_one(use_standin, tmp_path):
         assert b["fd"] == pytest.approx(a["fd"], rel=1e-9, abs=1e-12)
         assert b["psnr"] == a["psnr"] or b["psnr"] == pytest.approx(a["psnr"], rel=1e-9)
         assert b["block_evals"] == a["block_evals"]
-    assert r1[1]["fd"] > 0
+    assert r1[1]["fd"] > 0 and r1[1]["block_evals"] < r1[1]["block_total"]
 
 
-def test_reference_images_folder_is_cached(use_standin, tmp_path, monkeypatch, capsys):
+def test_reference_images_folder_is_cached(features_on_path, tmp_path, monkeypatch, capsys):
     import numpy as np
     from PIL import Image
 
@@ -252,7 +267,7 @@ def test_reference_images_folder_is_cached(use_standin, tmp_path, monkeypatch, c
     fds = []
     for k in range(2):
         out = tmp_path / f"out{k}"
-        assert main(_args(use_standin, out, *extra)) == 0
+        assert main(_args(features_on_path, out, *extra)) == 0
         rec = json.loads((out / "results.json").read_text())["records"][0]
         assert rec["fd_name"] == "FD" and rec["fd"] > 0
         fds.append(rec["fd"])
@@ -262,5 +277,5 @@ def test_reference_images_folder_is_cached(use_standin, tmp_path, monkeypatch, c
     for p in list(ref.iterdir())[4:]:
         p.unlink()
     out = tmp_path / "few"
-    assert main(_args(use_standin, out, *extra)) == 2
+    assert main(_args(features_on_path, out, *extra)) == 2
     assert "at least 7" in capsys.readouterr().err and not out.exists()

@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 from accel.eval import fid, fidelity, report
-from accel.eval.bench import BenchInputError, parse_methods
+from accel.eval.methods import BenchInputError, parse_methods
 
 
 def _scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,11 +157,20 @@ def _record(**kw):
     return r
 
 
+_META = {"command": ["accel", "bench"], "git_commit": None, "versions": {"torch": "2"}}
+
+
 def test_results_schema_check():
     doc = report.results_document([_record(), _record(method="tome", config=[{"name": "tome", "params": {}}],
-                                                      psnr=30.0, fd_spread=0.1)])
+                                                      psnr=30.0, fd_spread=0.1, fd=math.nan)], meta=_META)
     report.validate_results(json.loads(json.dumps(doc, allow_nan=False)))
-    assert doc["records"][0]["psnr"] == "inf"
+    assert doc["records"][0]["psnr"] is None and doc["records"][1]["fd"] is None
+    assert doc["notes"] == ["psnr null = identical to baseline (infinite): baseline",
+                            "records[1].fd null = nan (not a JSON number)"]
+    with pytest.raises(ValueError, match="meta: missing 'git_commit'"):
+        report.validate_results({**doc, "meta": {"command": [], "versions": {}}})
+    with pytest.raises(ValueError, match="expected number or null"):
+        report.validate_results({**doc, "records": [_record(psnr=math.inf)]})
     broken = json.loads(json.dumps(doc))
     del broken["records"][1]["speedup"]
     broken["records"][0]["block_evals"] = 1.5
@@ -169,4 +178,4 @@ def test_results_schema_check():
         report.validate_results(broken)
     assert "block_evals" in str(exc.value)
     with pytest.raises(ValueError, match="baseline"):
-        report.validate_results(report.results_document([_record(method="tome")]))
+        report.validate_results(report.results_document([_record(method="tome")], meta=_META))

@@ -91,10 +91,11 @@ def try_lpips(device="cpu"):
 
 
 def per_image_lpips(metric, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N,) LPIPS per image with a metric from :func:`try_lpips`."""
+    """(N,) LPIPS per image with a metric from :func:`try_lpips` (images moved to the metric's device)."""
+    device = getattr(metric, "device", None) or next(metric.parameters()).device
     vals = []
     for p, t in zip(preds, target):
-        p, t = p[None].float(), t[None].float()
+        p, t = p[None].to(device, torch.float32), t[None].to(device, torch.float32)
         if p.shape[1] == 1:
             p, t = p.repeat(1, 3, 1, 1), t.repeat(1, 3, 1, 1)
         metric.reset()

@@ -1,8 +1,10 @@
 """Outputs of `accel bench`: results.json (+ schema check), results.csv, pareto.png, grid.png,
 and the table printed on stdout.
 
-JSON is strict (no NaN/Infinity tokens): a non-finite float such as the PSNR of images
-identical to the baseline is written as the string ``"inf"`` (or ``"-inf"``/``"nan"``).
+JSON is strict (``json.dumps(allow_nan=False)``): a non-finite float, such as the PSNR of
+images identical to the baseline, is written as ``null`` and a note says so ("psnr null =
+identical to baseline (infinite)"). ``meta`` carries the command line, the git commit and
+package versions (see provenance.py). The stdout table still prints ``inf``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any, Sequence
 
 import torch
 
-SCHEMA_VERSION = 1
+from .provenance import strict_json
 
-_NUM = "number"  # int/float, or "inf"/"-inf"/"nan" strings
+SCHEMA_VERSION = 2
+
+_NUM = "number"  # a finite int/float (non-finite ones are written as null)
 # field -> (allowed types, required)
 RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
     "method": (("str",), True),
@@ -53,6 +57,13 @@ RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 
 
+META_SCHEMA: dict[str, tuple[str, ...]] = {
+    "command": ("list",),
+    "git_commit": ("str", "null"),
+    "versions": ("dict",),
+}
+
+
 def _type_ok(v: Any, t: str) -> bool:
     if t == "null":
         return v is None
@@ -62,10 +73,10 @@ def _type_ok(v: Any, t: str) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
     if t == "list":
         return isinstance(v, list)
+    if t == "dict":
+        return isinstance(v, dict)
     if t == _NUM:
-        if isinstance(v, bool):
-            return False
-        return isinstance(v, (int, float)) or v in ("inf", "-inf", "nan")
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     raise AssertionError(t)
 
 
@@ -82,6 +93,15 @@ def validate_results(obj: Any) -> None:
         recs = []
     if not isinstance(obj.get("notes", []), list):
         errs.append("notes must be a list")
+    meta = obj.get("meta")
+    if not isinstance(meta, dict):
+        errs.append("meta must be an object")
+        meta = {}
+    for key, types in META_SCHEMA.items():
+        if key not in meta:
+            errs.append(f"meta: missing {key!r}")
+        elif not any(_type_ok(meta[key], t) for t in types):
+            errs.append(f"meta.{key} = {meta[key]!r}: expected {' or '.join(types)}")
     for i, r in enumerate(recs):
         if not isinstance(r, dict):
             errs.append(f"records[{i}] is not an object")
@@ -106,19 +126,21 @@ def validate_results(obj: Any) -> None:
         raise ValueError("results.json schema violations:\n  " + "\n  ".join(errs))
 
 
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
+def _null_note(where: str, records: Sequence[dict]) -> str:
+    """Why a value is null, e.g. "psnr null = identical to baseline (infinite): baseline"."""
+    path, _, value = where.partition(" = ")
+    if path.startswith("records[") and path.endswith("].psnr") and value == "inf":
+        method = records[int(path[len("records["):-len("].psnr")])].get("method")
+        return f"psnr null = identical to baseline (infinite): {method}"
+    return f"{path} null = {value} (not a JSON number)"
 
 
 def results_document(records: Sequence[dict], notes: Sequence[str] = (), meta: dict | None = None) -> dict:
-    return _finite({"schema_version": SCHEMA_VERSION, "records": list(records),
-                    "notes": list(notes), "meta": dict(meta or {})})
+    """The results.json object; non-finite numbers become null with a note each."""
+    doc, replaced = strict_json({"schema_version": SCHEMA_VERSION, "records": list(records),
+                                 "notes": list(notes), "meta": dict(meta or {})})
+    doc["notes"] += [_null_note(w, records) for w in replaced]
+    return doc
 
 
 def write_json(path: Path, doc: dict) -> None:
@@ -138,16 +160,10 @@ def write_csv(path: Path, records: Sequence[dict]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         w.writeheader()
-        for r in _finite(list(records)):
+        for r in records:
             row = dict(r)
             row["config"] = json.dumps(r.get("config", []))
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
-
-
-def _num(x):
-    if isinstance(x, str):
-        return float(x)
-    return x
 
 
 def _pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[int]:
@@ -179,7 +195,7 @@ def plot_pareto(path: Path, records: Sequence[dict]) -> None:
     for ax, key in zip(axes[0], panels):
         pts, labels = [], []
         for r in records:
-            s, q = r.get("speedup"), _num(r.get(key))
+            s, q = r.get("speedup"), r.get(key)
             if s is None or q is None:
                 continue
             if key == "psnr" and not math.isfinite(q):

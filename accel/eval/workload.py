@@ -79,8 +79,12 @@ def make_workload(
     seed_set: int = 0,
     num_classes: int | None = None,
     prompts: Sequence[str] | None = None,
+    extra_kwargs: dict | None = None,
 ) -> Workload:
-    """Seeds ``seed + seed_set*num_images + i``; classes ``i % num_classes`` or prompts cycled."""
+    """Seeds ``seed + seed_set*num_images + i``; classes ``i % num_classes`` or prompts cycled.
+
+    ``extra_kwargs`` (height, width, negative_prompt, ...) go into every pipeline call.
+    """
     if num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {num_images}")
     if steps < 1:
@@ -96,7 +100,7 @@ def make_workload(
     else:
         ps = list(prompts or DEFAULT_PROMPTS)
         conds = [ps[i % len(ps)] for i in range(num_images)]
-    return Workload(seeds, conds, kind, steps, guidance, batch_size)
+    return Workload(seeds, conds, kind, steps, guidance, batch_size, dict(extra_kwargs or {}))
 
 
 def _to_nchw(images) -> torch.Tensor:

@@ -1,0 +1,258 @@
+"""From `accel bench` flags to what a run needs: checked values, model, methods, workload
+settings, feature extractor and reference statistics.
+
+Everything here raises :class:`BenchInputError` (or an ``AccelError``) on bad input before
+any image is generated, so a bad flag costs seconds and writes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import fid as fidmod
+from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
+from .prompts import load_prompts
+from .runtime import parse_dtype, resolve_device, set_scheduler
+from .workload import infer_num_classes, pipeline_kind
+
+# The embedded model's sampler uses 50 steps; `accel bench` without --steps uses 20 so that the
+# no-flag run (baseline + every method, 200 images) fits 10 minutes on 2 CPU cores. FD-digits of
+# this model barely moves between 10 and 50 steps (see accel/models/weights/MODEL_CARD.md).
+BENCH_DEFAULT_STEPS = 20
+OTHER_MODEL_STEPS = 50
+SCHEDULERS = ("ddim", "dpm++", "ddpm", "euler")
+# call kwargs the bench sets itself (from which flag)
+RESERVED_KWARGS = {"prompt": "--prompts", "class_labels": "(the workload)", "generator": "--seed",
+                   "num_inference_steps": "--steps", "guidance_scale": "--guidance", "output_type": "(the bench)",
+                   "return_dict": "(the bench)"}
+
+
+@dataclass
+class Prepared:
+    """Everything `run_bench` needs, resolved from the flags."""
+
+    pipe: Any
+    methods: list[MethodSpec]
+    steps: int
+    guidance: float | None
+    device: torch.device
+    model_name: str
+    scheduler: str | None
+    num_classes: int | None = None
+    prompts: list[str] | None = None
+    call_kwargs: dict = field(default_factory=dict)
+    extractor: Any = None
+    reference_stats: Any = None
+    fd_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_args(args: Any) -> None:
+    """Range checks of the numeric and named flags (before anything is loaded)."""
+    def at_least(flag: str, value: int | None, lo: int) -> None:
+        if value is not None and value < lo:
+            raise BenchInputError(f"{flag} must be >= {lo}, got {value}")
+
+    for flag, lo in (("--steps", 1), ("--num-images", 1), ("--batch-size", 1), ("--repeats", 1),
+                     ("--seed-sets", 1), ("--warmup", 0), ("--timing-images", 1), ("--threads", 1),
+                     ("--seed", 0), ("--height", 1), ("--width", 1)):
+        at_least(flag, getattr(args, flag[2:].replace("-", "_"), None), lo)
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise BenchInputError(f"--guidance must be a finite number, got {args.guidance}")
+    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
+        raise BenchInputError(f"--scheduler {args.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+    parse_dtype(args.dtype)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BenchInputError(f"--out {out} exists and is not a directory")
+    if getattr(args, "prompt_column", None) and not getattr(args, "prompts", None):
+        raise BenchInputError("--prompt-column needs --prompts FILE")
+
+
+class DigitsFeatures(torch.nn.Module):
+    """FD-digits extractor: pipeline images in [0, 1] -> the default classifier's features."""
+
+    def __init__(self, classifier, to_input) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.to_input = to_input
+        self.num_features = int(classifier.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dev = next(self.classifier.parameters()).device
+        return self.classifier.features(self.to_input(images.cpu()).to(dev))
+
+
+def _load_default(args, device, dtype, prep_fd: bool) -> tuple[Any, dict, Any, Any]:
+    """(pipe, sampler defaults, FD-digits extractor or None, reference stats or None)."""
+    try:
+        from accel import models as M
+
+        sampler = dict(M.DEFAULT_SAMPLER)
+        pipe = M.load_default_pipeline(scheduler=args.scheduler or sampler.get("scheduler"), device=device,
+                                       dtype=dtype)
+        if not prep_fd:
+            return pipe, sampler, None, None
+        extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
+        return pipe, sampler, extractor, M.load_reference_stats()
+    except Exception as exc:  # noqa: BLE001 - missing weights and the like
+        raise BenchInputError(f"the embedded default model could not be loaded: {exc}") from None
+
+
+def load_model(args, device, dtype) -> Prepared:
+    """The pipeline and its sampler defaults (steps, guidance, scheduler, classes)."""
+    if args.model == "default":
+        digits_fd = not args.no_fd and args.inception_weights is None and args.features is None
+        pipe, sampler, extractor, reference = _load_default(args, device, dtype, digits_fd)
+        return Prepared(
+            pipe, [], args.steps or BENCH_DEFAULT_STEPS,
+            args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, "default",
+            args.scheduler or sampler.get("scheduler"), num_classes=infer_num_classes(pipe, default=10),
+            extractor=extractor,
+            reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
+        )
+    from accel.errors import AccelError
+    from accel.pipelines import load_pipeline
+
+    try:
+        pipe = load_pipeline(args.model, device=device, dtype=dtype)
+    except AccelError:  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other loader failure is a bad --model too
+        raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+    set_scheduler(pipe, args.scheduler)
+    return Prepared(pipe, [], args.steps or OTHER_MODEL_STEPS, args.guidance, device, args.model, args.scheduler)
+
+
+def _load_features_factory(spec: str, device) -> Any:
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise BenchInputError(f"--features {spec!r}: expected MODULE:FACTORY")
+    try:
+        ext = getattr(importlib.import_module(mod_name), fn_name)()
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is a bad --features
+        raise BenchInputError(f"--features {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(ext, "num_features"):
+        raise BenchInputError(f"--features {spec!r}: the extractor must expose num_features")
+    return ext.to(device) if isinstance(ext, torch.nn.Module) else ext
+
+
+def choose_features(args, prep: Prepared) -> None:
+    """Extractor, reference statistics and FD name from --no-fd/--inception-weights/--features/--reference-images."""
+    if args.no_fd:
+        prep.extractor = prep.reference_stats = prep.fd_name = None
+    elif args.inception_weights is not None:
+        try:
+            prep.extractor = fidmod.InceptionFeatures(args.inception_weights).to(prep.device)
+        except fidmod.FeatureBackendError as exc:
+            raise BenchInputError(str(exc)) from None
+        prep.reference_stats, prep.fd_name = None, "FID-Inception-vs-baseline"
+    elif args.features is not None:
+        prep.extractor = _load_features_factory(args.features, prep.device)
+        prep.reference_stats, prep.fd_name = None, "FD-vs-baseline"
+    elif prep.extractor is None:
+        prep.notes.append(
+            "FD skipped: no feature extractor for this model (FD-digits is for the default model; pass "
+            "--inception-weights PATH for Inception FID vs the baseline)"
+        )
+    if args.reference_images is not None:
+        if prep.extractor is None:
+            raise BenchInputError("--reference-images needs a feature extractor: --inception-weights PATH or --features")
+        prep.reference_stats = _reference_from_folder(prep, args.reference_images)
+        prep.fd_name = (prep.fd_name or "FD").replace("-vs-baseline", "")
+
+
+def _image_channels(pipe) -> int:
+    """Channels of the pipeline's output images (VAE out_channels; 1 for 1-channel pixel DiTs)."""
+    vae_cfg = getattr(getattr(pipe, "vae", None), "config", None)
+    ch = getattr(vae_cfg, "out_channels", None) if vae_cfg is not None else None
+    if isinstance(ch, int):
+        return 1 if ch == 1 else 3
+    tr_cfg = getattr(getattr(pipe, "transformer", None), "config", None)
+    return 1 if getattr(tr_cfg, "in_channels", 3) == 1 else 3
+
+
+def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, Σ) of a folder of real images through the extractor, cached on disk."""
+    ext = prep.extractor
+    try:
+        paths, data_key = fidmod.image_folder_key(folder)
+    except ValueError as exc:
+        raise BenchInputError(f"--reference-images: {exc}") from None
+    need = fidmod.min_images_for_fd(ext.num_features)
+    if len(paths) < need:
+        raise BenchInputError(
+            f"--reference-images {folder}: {len(paths)} images are too few for a stable covariance "
+            f"of {ext.num_features}-dim features; at least {need} are required"
+        )
+    channels = _image_channels(prep.pipe)
+    ext_key = f"{type(ext).__name__}-{fidmod.extractor_fingerprint(ext)}"
+    mu, sigma, n = fidmod.cached_reference_stats(
+        ext_key, data_key, lambda: fidmod.folder_features(ext, paths, channels, device=prep.device)
+    )
+    prep.notes.append(f"reference: {n} images from {folder} (statistics cached as {ext_key}/{data_key})")
+    return mu, sigma
+
+
+def _json_object(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchInputError(f"--pipeline-kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(obj, dict):
+        raise BenchInputError(f"--pipeline-kwargs must be a JSON object such as '{{\"key\": 1}}', got {text}")
+    return obj
+
+
+def call_kwargs(args, pipe) -> dict:
+    """Extra pipeline-call kwargs from --height/--width/--negative-prompt/--pipeline-kwargs, checked
+    against the pipeline's ``__call__`` signature."""
+    kwargs = _json_object(args.pipeline_kwargs) if args.pipeline_kwargs else {}
+    flags = {"height": ("--height", args.height), "width": ("--width", args.width),
+             "negative_prompt": ("--negative-prompt", args.negative_prompt)}
+    for key, (flag, value) in flags.items():
+        if value is None:
+            continue
+        if key in kwargs:
+            raise BenchInputError(f"{flag} and --pipeline-kwargs both set {key!r}; give it once")
+        kwargs[key] = value
+    params = inspect.signature(pipe.__call__).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    name = f"{type(pipe).__name__}.__call__"
+    for key in kwargs:
+        flag = next((f for k, (f, v) in flags.items() if k == key and v is not None), "--pipeline-kwargs")
+        if key in RESERVED_KWARGS:
+            raise BenchInputError(f"{flag}: {key!r} is set by the bench; use {RESERVED_KWARGS[key]}")
+        if key not in params and not open_ended:
+            known = ", ".join(p for p in params if p not in RESERVED_KWARGS and p not in ("self", "kwargs"))
+            raise BenchInputError(f"{flag}: {name} takes no {key!r}; it takes: {known}")
+    return kwargs
+
+
+def prepare(args: Any, state: Any = None) -> Prepared:
+    """Check the flags, load the model, parse the methods; BenchInputError/AccelError on bad input."""
+    import accel
+
+    check_args(args)
+    registry = dict(accel.methods())
+    methods = default_methods(registry) if args.methods is None else parse_methods(args.methods, registry)
+    prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
+    prep.methods = methods
+    kind = pipeline_kind(prep.pipe)
+    if args.prompts is not None:
+        if kind != "prompt":
+            raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")
+        prep.prompts = load_prompts(args.prompts, args.prompt_column)
+        if len(prep.prompts) < args.num_images:
+            prep.notes.append(f"prompts: {len(prep.prompts)} in {args.prompts}, cycled over {args.num_images} images")
+    prep.call_kwargs = call_kwargs(args, prep.pipe)
+    choose_features(args, prep)
+    return prep

@@ -1,0 +1,99 @@
+"""Prompt files for `accel bench --prompts FILE`, as benchmark prompt sets come.
+
+* ``.txt`` (or any other suffix): one prompt per line, blank lines skipped;
+* ``.csv`` / ``.tsv``: a header row and a caption column (PartiPrompts is a TSV with ``Prompt``);
+* ``.json``: a list of strings, a list of objects, or an object holding such a list under
+  ``annotations`` (COCO captions), ``data``, ``prompts`` or ``captions``;
+* ``.jsonl``: one string or object per line.
+
+The caption column is ``--prompt-column NAME`` or else the first of ``caption``,
+``prompt``, ``text`` present (compared case-insensitively).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from .methods import BenchInputError
+
+CAPTION_COLUMNS = ("caption", "prompt", "text")
+_JSON_LIST_KEYS = ("annotations", "data", "prompts", "captions")
+
+
+def _column(names: list[str], wanted: str | None, path: Path) -> str:
+    by_lower = {n.lower(): n for n in names}
+    for c in ([wanted] if wanted else CAPTION_COLUMNS):
+        if c in names:
+            return c
+        if c.lower() in by_lower:
+            return by_lower[c.lower()]
+    need = f"column {wanted!r}" if wanted else f"a {'/'.join(CAPTION_COLUMNS)} column (or --prompt-column NAME)"
+    raise BenchInputError(f"--prompts {path}: no {need}; columns: {', '.join(names) or '(none)'}")
+
+
+def _from_rows(rows: list[Any], column: str | None, path: Path) -> list[str]:
+    if all(isinstance(r, str) for r in rows):
+        if column:
+            raise BenchInputError(f"--prompts {path}: holds plain strings, --prompt-column {column!r} does not apply")
+        return rows
+    if not all(isinstance(r, dict) for r in rows):
+        raise BenchInputError(f"--prompts {path}: expected strings or objects, one per prompt")
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    col = _column(names, column, path)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r.get(col), str)), None)
+    if bad is not None:
+        raise BenchInputError(f"--prompts {path}: entry {bad} has no text in column {col!r}")
+    return [r[col] for r in rows]
+
+
+def _json_rows(path: Path, text: str) -> list[Any]:
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BenchInputError(f"--prompts {path}: line {n} is not JSON ({exc.msg})") from None
+        return rows
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchInputError(f"--prompts {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(doc, dict):
+        key = next((k for k in _JSON_LIST_KEYS if isinstance(doc.get(k), list)), None)
+        if key is None:
+            raise BenchInputError(
+                f"--prompts {path}: a JSON object needs a list under one of {', '.join(_JSON_LIST_KEYS)}"
+            )
+        doc = doc[key]
+    if not isinstance(doc, list):
+        raise BenchInputError(f"--prompts {path}: expected a JSON list of prompts")
+    return doc
+
+
+def load_prompts(path: str | Path, column: str | None = None) -> list[str]:
+    """The prompts of ``path`` in file order (whitespace stripped, empty ones dropped)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchInputError(f"--prompts {path}: cannot be read ({exc})") from None
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        prompts = _from_rows(_json_rows(path, text), column, path)
+    elif suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        col = _column(list(reader.fieldnames or []), column, path)
+        prompts = [row.get(col) or "" for row in reader]
+    else:
+        if column:
+            raise BenchInputError(f"--prompts {path}: --prompt-column needs a .csv, .tsv, .json or .jsonl file")
+        prompts = text.splitlines()
+    prompts = [p.strip() for p in prompts if p and p.strip()]
+    if not prompts:
+        raise BenchInputError(f"--prompts {path}: no prompts found")
+    return prompts

@@ -1,0 +1,69 @@
+"""What every result file records about its run, and strict JSON for it.
+
+``run_meta()`` gives the command line, the project's git commit (None outside a git
+checkout) and the versions of the packages that shape the numbers. ``strict_json``
+replaces non-finite floats (JSON has no Infinity/NaN) by ``null`` and says where, so
+the caller can add a note such as "psnr null = identical to baseline (infinite)".
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+PACKAGES = ("torch", "diffusers", "accelerate", "torchmetrics", "transformers", "accel")
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package (None when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for p in packages:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """HEAD of the git checkout holding ``path`` (default: this package), ``+dirty`` if modified; else None."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def run_meta(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{command, git_commit, versions}`` of this run (``argv`` defaults to ``sys.argv``)."""
+    return {
+        "command": list(sys.argv if argv is None else argv),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+    }
+
+
+def strict_json(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``(obj with every non-finite float replaced by None, the dotted paths replaced)``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [f"{path or '(root)'} = {obj}"]
+    if isinstance(obj, dict):
+        out, where = {}, []
+        for k, v in obj.items():
+            out[k], w = strict_json(v, f"{path}.{k}" if path else str(k))
+            where += w
+        return out, where
+    if isinstance(obj, (list, tuple)):
+        items = [strict_json(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return [v for v, _ in items], [w for _, ws in items for w in ws]
+    return obj, []

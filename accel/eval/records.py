@@ -1,0 +1,114 @@
+"""One results record per method: FD, fidelity, speed, memory and block counts, plus notes.
+
+The speed fields and the block counts both describe the timed calls (see paired.py):
+``ideal_speedup = block_total / block_evals`` of those calls, and ``achieved_over_ideal``
+above :data:`NOISE_RATIO` means the measured speedup exceeds what skipping blocks can
+give, i.e. the timing is noise: the record says so in the notes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Sequence
+
+import torch
+
+from . import fid as fidmod
+from .methods import MethodSpec
+from .paired import MethodImages, TimedMethod
+from .fidelity import psnr_from_mse
+from .timing import speedup
+
+NOISE_RATIO = 1.05
+
+
+def _fd(images: MethodImages, base: MethodImages, reference_stats) -> tuple[list[float], list[float]]:
+    """(FD, independent FD check) per seed set, to the reference statistics or the baseline's features."""
+    vals, checks = [], []
+    for k, fake in enumerate(images.features):
+        if reference_stats is not None:
+            v, c = fidmod.fd_with_check(fake, real_stats=reference_stats)
+        else:
+            v, c = fidmod.fd_with_check(fake, base.features[k])
+        vals.append(v)
+        checks.append(c)
+    return vals, checks
+
+
+def method_record(
+    spec: MethodSpec,
+    images: MethodImages,
+    timed: TimedMethod,
+    *,
+    base_images: MethodImages,
+    base_timed: TimedMethod,
+    base_fd: list[float] | None,
+    reference_stats=None,
+    fd_name: str | None = None,
+) -> dict[str, Any]:
+    fd_vals, fd_checks = _fd(images, base_images, reference_stats)
+    sp, sp_spread = speedup(base_timed.timing, timed.timing)
+    ev, tot = timed.block_evals, timed.block_total
+    ideal = (tot / ev) if (ev and tot) else None
+    rec = {
+        "method": spec.label,
+        "config": spec.config_record(),
+        "fd": statistics.fmean(fd_vals) if fd_vals else None,
+        "fd_name": fd_name if fd_vals else None,
+        "fd_check": statistics.fmean(fd_checks) if fd_checks else None,
+        "fd_per_set": fd_vals or None,
+        "fd_spread": statistics.stdev(fd_vals) if len(fd_vals) >= 2 else None,
+        "psnr": psnr_from_mse(torch.cat(images.mse)),
+        "ssim": float(torch.cat(images.ssim).mean()),
+        "lpips": float(torch.cat(images.lpips).mean()) if images.lpips else None,
+        "speedup": sp,
+        "speedup_spread": sp_spread,
+        "time_s": timed.timing.median,
+        "time_spread_s": timed.timing.spread,
+        "peak_mem_mb": timed.peak_mb,
+        "block_evals": ev,
+        "block_total": tot,
+        "ideal_speedup": ideal,
+        "achieved_over_ideal": (sp / ideal) if ideal else None,
+    }
+    if len(fd_vals) >= 2 and base_fd:
+        deltas = [a - b for a, b in zip(fd_vals, base_fd)]
+        rec["fd_delta"] = statistics.fmean(deltas)
+        rec["fd_delta_spread"] = statistics.stdev(deltas)
+    return rec
+
+
+def build_records(
+    methods: Sequence[MethodSpec],
+    images: dict[str, MethodImages],
+    timed: dict[str, TimedMethod],
+    *,
+    reference_stats=None,
+    fd_name: str | None = None,
+    common: dict | None = None,
+) -> tuple[list[dict], list[str]]:
+    """(records, notes): one record per method, the baseline first; ``common`` fields copied into each."""
+    base = methods[0].label
+    records: list[dict] = []
+    for m in methods:
+        rec = method_record(m, images[m.label], timed[m.label], base_images=images[base],
+                            base_timed=timed[base], base_fd=records[0]["fd_per_set"] if records else None,
+                            reference_stats=reference_stats, fd_name=fd_name)
+        rec.update(common or {})
+        records.append(rec)
+    return records, timing_notes(records, timed)
+
+
+def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list[str]:
+    """Flags: achieved/ideal above NOISE_RATIO (noise), block counts that differed between timed calls."""
+    notes = []
+    for r in records:
+        ratio = r.get("achieved_over_ideal")
+        if ratio is not None and ratio > NOISE_RATIO:
+            notes.append(
+                f"{r['method']}: achieved/ideal speedup {ratio:.2f} > {NOISE_RATIO}: faster than its skipped "
+                "block evaluations allow, so this speedup is timing noise (raise --repeats or --timing-images)"
+            )
+        if timed[r["method"]].counts_vary:
+            notes.append(f"{r['method']}: block evaluations differed between timed calls; the mean is reported")
+    return notes

@@ -1,0 +1,100 @@
+"""Where `accel bench` runs: processes (accelerate), device, dtype, threads, scheduler.
+
+Every function turns a bad value into a :class:`BenchInputError` that names the flag.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .methods import BenchInputError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+class SingleProcess:
+    """The one-process stand-in for accelerate's ``PartialState``."""
+
+    process_index = 0
+    num_processes = 1
+    is_main_process = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def distributed_state(device_arg: str | None) -> Any:
+    """accelerate's ``PartialState`` when launched with several processes, else :class:`SingleProcess`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return SingleProcess()
+    from accelerate import PartialState
+
+    cpu = device_arg == "cpu" or (device_arg in (None, "auto") and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
+
+
+def gather(state: Any, obj: Any) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if state.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def resolve_device(name: str | None, state: Any = None) -> torch.device:
+    """``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``; several processes use their own GPU."""
+    multi = state is not None and getattr(state, "num_processes", 1) > 1
+    if name in (None, "auto"):
+        if multi:
+            return torch.device(state.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise BenchInputError(f"--device {name!r}: {exc}; choose auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise BenchInputError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchInputError(f"--device {name}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BenchInputError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+        if multi:
+            return torch.device(state.device)
+    return dev
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise BenchInputError(f"--dtype {name!r}: choose one of float32, float16, bfloat16")
+    return DTYPES[name]
+
+
+def pin_threads(n: int | None) -> int:
+    """``torch.set_num_threads(n)`` when given; the thread count in use."""
+    if n is not None:
+        if n < 1:
+            raise BenchInputError(f"--threads must be >= 1, got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    """Swap the pipeline's scheduler for ``ddim``, ``dpm++``, ``ddpm`` or ``euler`` (same config)."""
+    if name is None:
+        return
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    table = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler,
+             "euler": EulerDiscreteScheduler}
+    if name not in table:
+        raise BenchInputError(f"--scheduler {name!r}: choose one of {', '.join(table)}")
+    try:
+        pipe.scheduler = table[name].from_config(pipe.scheduler.config)
+    except Exception as exc:  # noqa: BLE001 - any failure means this scheduler does not fit the pipeline
+        raise BenchInputError(f"--scheduler {name}: cannot be used with this pipeline ({exc})") from None
