@@ -78,10 +78,51 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_prune(sub) -> None:
+    from accel.pruning.prune import SELECTORS
+
+    p = sub.add_parser(
+        "prune",
+        help="remove transformer blocks (LAPTOP-Diff scores, knapsack / evolutionary selection)",
+        description=(
+            "Score every transformer block on calibration calls drawn from the pipeline's own sampling, "
+            "choose the blocks to keep and write DIR: the full pipeline with a smaller transformer of the "
+            "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
+        ),
+    )
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a pipeline folder or hub id")
+    p.add_argument("--keep", required=True,
+                   help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
+    p.add_argument("--selector", default="laptop", choices=SELECTORS,
+                   help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "
+                        "search on calibration error; cosine (ShortGPT); first; last; uniform; random")
+    p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
+                   help="per-block cost the --keep fraction budgets (default: count of blocks)")
+    p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
+    p.add_argument("--calib-images", type=int, default=20, help="calibration images (default 20)")
+    p.add_argument("--calib-steps", type=int, default=20, help="sampling steps of the calibration runs (default 20)")
+    p.add_argument("--calib-calls", type=int, default=32,
+                   help="transformer calls kept for scoring, strided over all steps (default 32)")
+    p.add_argument("--evo-evaluations", type=int, default=100, help="fitness evaluations of --selector evo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--quiet", action="store_true")
+
+    def run(args) -> int:
+        from accel.pruning.cli import prune_command
+
+        return prune_command(args)
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel", description="accelerate diffusers diffusion transformers")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_bench(sub)
+    _add_prune(sub)
     return parser
 
 

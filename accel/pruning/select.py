@@ -174,10 +174,10 @@ def block_costs(model: torch.nn.Module, kind: str, call: tuple[tuple, dict] | No
         names = {id(m): n for n, m in model.named_modules()}
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(*args, **kwargs)
-        counts = counter.get_flop_counts()
+        counts = counter.get_flop_counts()  # keyed "<RootClass>.<module path>"
         out = []
         for r in refs:
-            per_op = counts.get(names[id(r.module)], {})
+            per_op = counts.get(f"{type(model).__name__}.{names[id(r.module)]}", {})
             out.append(float(sum(per_op.values())))
         return out
     if kind == "latency":
