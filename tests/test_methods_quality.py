@@ -1,0 +1,67 @@
+"""Every registered method, at its default settings, on the embedded default model.
+
+Binds the methods to the product: each one must really save work (a cache reuses
+blocks) and keep PSNR to the uncached images above a floor measured on this workload
+(8 paired images, classes 0-7, 10 DPM-Solver++ steps, guidance 2.0; 2-core CPU,
+torch 2.13). Measured PSNR / floor (dB): delta-cache 28.2 / 25, interval-cache 21.4 / 18,
+residual-cache 34.0 / 30. A cache that reused nothing would fail the first check, one
+that reused the wrong offset (or dropped the fresh input) the second: skipping the same
+blocks without adding the offset gives 9.7 / 5.2 / 14.0 dB here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import accel
+from accel.eval.fidelity import per_image_mse, psnr_from_mse
+from accel.eval.workload import generate, make_workload
+
+STEPS, IMAGES = 10, 8
+PSNR_FLOOR_DB = {"delta-cache": 25.0, "interval-cache": 18.0, "residual-cache": 30.0}
+
+
+def _accelerating() -> list[str]:
+    return sorted(n for n, c in accel.methods().items() if c.accelerates)
+
+
+@pytest.fixture(scope="module")
+def paired():
+    pipe = accel.default_pipeline()
+    workload = make_workload(pipe, IMAGES, 0, STEPS, guidance=2.0, batch_size=IMAGES, num_classes=10)
+    return pipe, workload, generate(pipe, workload, range(IMAGES))
+
+
+def test_every_method_has_a_measured_floor():
+    assert set(_accelerating()) == set(PSNR_FLOOR_DB), "measure and add a PSNR floor for each new method"
+
+
+def _saved_work(kind: str, stats: dict, name: str) -> bool:
+    if kind == "cache":
+        return 0 < stats["total"]["block_evals"] < stats["total"]["block_total"]
+    raise AssertionError(f"say how a {kind!r} method ({name}) shows that it saved work")
+
+
+@pytest.mark.parametrize("name", _accelerating())
+def test_default_settings_save_work_and_keep_fidelity(paired, name):
+    pipe, workload, baseline = paired
+    config = accel.methods()[name]()
+    with accel.apply(pipe, config) as handle:
+        images = generate(pipe, workload, range(IMAGES))
+        stats = handle.stats()
+    assert _saved_work(config.kind, stats, name)
+    psnr = psnr_from_mse(per_image_mse(images, baseline))
+    assert PSNR_FLOOR_DB[name] <= psnr < float("inf")
+
+
+def test_floor_catches_a_cache_that_drops_its_offset(paired, monkeypatch):
+    """Control: the same plan with a zero offset (fresh input passed straight through) fails the floor."""
+    from accel.caching._runs import RunCache
+
+    pipe, workload, baseline = paired
+    monkeypatch.setattr(RunCache, "delta", lambda self, run: tuple(
+        None if d is None else torch.zeros_like(d) for d in self.state.deltas[run][1:]))
+    with accel.apply(pipe, accel.methods()["delta-cache"]()):
+        images = generate(pipe, workload, range(IMAGES))
+    assert psnr_from_mse(per_image_mse(images, baseline)) < PSNR_FLOOR_DB["delta-cache"]
