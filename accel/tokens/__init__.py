@@ -2,10 +2,12 @@
 the full token set restored before each block's residual.
 
 * `tome` (TomeConfig): ToMe/ToMeSD bipartite merging with unmerge.
+* `toca` (TocaConfig): token-wise feature caching, recompute the stalest / fastest-changing tokens.
 
 Methods here are of kind "tokens": they stack with one block cache through one `accel.apply`.
 """
 
+from .toca import TocaConfig
 from .tome import TomeConfig
 
-__all__ = ["TomeConfig"]
+__all__ = ["TocaConfig", "TomeConfig"]

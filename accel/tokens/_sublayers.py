@@ -116,8 +116,11 @@ class SublayerHook(ModelHook):
             m = call.matching if call.matching.r > 0 and call.matching.num_tokens == n else None
         self._count(call, x, n, m, kwargs)
         if m is None:
-            return fwd(*args, **kwargs)
-        img = merge(x[:, prefix:], m)
+            out = fwd(*args, **kwargs)
+            if self.merger.observes:
+                self.merger.observe(call, self, _first(out)[:, prefix:])
+            return out
+        img = self.merger.compress(x[:, prefix:], m)
         xm = torch.cat([x[:, :prefix], img], dim=1) if prefix else img
         rows = kwargs.get(self.rotary) if self.rotary else None
         if rows is not None and x.shape[0] > 1 and not m.same_for_batch():
@@ -145,9 +148,10 @@ class SublayerHook(ModelHook):
     def _unmerge(self, out: Any, m: Matching, prefix: int) -> Any:
         if isinstance(out, tuple):
             return (self._unmerge(out[0], m, prefix), *out[1:])
+        call = self.merger.calls.get(self.ref.global_index)
         if prefix:
-            return torch.cat([out[:, :prefix], unmerge(out[:, prefix:], m)], dim=1)
-        return unmerge(out, m)
+            return torch.cat([out[:, :prefix], self.merger.restore(call, self, out[:, prefix:], m)], dim=1)
+        return self.merger.restore(call, self, out, m)
 
     def _count(self, call: BlockCall, x: torch.Tensor, n: int, m: Matching | None, kwargs: dict) -> None:
         text = call.text_len if (self.prefix or (self.kind == "attention" and call.ref.stack.returns_pair)) else 0
@@ -159,6 +163,10 @@ class SublayerHook(ModelHook):
         b = x.shape[0]
         full, done = self.cost(n, text, keys) * b, self.cost(after, text, keys) * b
         self.merger.record(call, self.kind, n * b, after * b, full, done)
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _rows(container: Any, b: int, i: int) -> Any:
@@ -184,6 +192,7 @@ class TokenMerger(Installed):
     """
 
     proportional = False
+    observes = False  # call `observe` with the output of every uncompressed sub-layer call
 
     def __init__(self, target: Target, name: str, merge_kinds: dict[int, tuple[str, ...]]):
         self.target = target
@@ -209,6 +218,17 @@ class TokenMerger(Installed):
 
     def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
         raise NotImplementedError
+
+    def compress(self, tokens: torch.Tensor, m: Matching) -> torch.Tensor:
+        """Image tokens -> the fewer tokens the sub-layer sees (default: merge)."""
+        return merge(tokens, m)
+
+    def restore(self, call: BlockCall, hook: "SublayerHook", out: torch.Tensor, m: Matching) -> torch.Tensor:
+        """The sub-layer's output on the fewer tokens -> all image tokens (default: unmerge)."""
+        return unmerge(out, m)
+
+    def observe(self, call: BlockCall, hook: "SublayerHook", out: torch.Tensor) -> None:
+        """The image part of an uncompressed sub-layer output (only when `observes`)."""
 
     def record(self, call: BlockCall, kind: str, before: int, after: int, full: int, done: int) -> None:
         c = call.info.call if call.info is not None else 0
