@@ -1,13 +1,19 @@
-"""Helpers shared by the on-demand benchmarks: machine description and interleaved median timing."""
+"""Helpers shared by the on-demand benchmarks: machine description, interleaved median timing,
+and the JSON every benchmark writes (strict, with ``meta``: command line, git commit,
+package versions, machine)."""
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
+
+from accel.eval.provenance import run_meta, strict_json
 
 
 def machine() -> str:
@@ -21,6 +27,27 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def null_note(where: str) -> str:
+    """Why a value was written as null: "a.b.psnr = inf" -> "psnr null = identical to baseline (infinite): a.b"."""
+    path, _, value = where.partition(" = ")
+    if path.endswith(".psnr") and value == "inf":
+        return f"psnr null = identical to baseline (infinite): {path[:-len('.psnr')]}"
+    return f"{path} null = {value} (not a JSON number)"
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as strict JSON (``allow_nan=False``): non-finite numbers become null, each with a
+    note in ``doc["notes"]``; ``doc["meta"]`` gets the command line, git commit, versions and machine."""
+    doc = dict(doc)
+    doc["meta"] = {**run_meta(), "machine": machine(), **doc.get("meta", {})}
+    clean, replaced = strict_json(doc)
+    if replaced:
+        clean["notes"] = list(clean.get("notes") or []) + [null_note(w) for w in replaced]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean, indent=2, allow_nan=False, default=str) + "\n")
 
 
 def sync() -> None:

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
-from _common import machine, median  # noqa: E402
+from _common import machine, median, write_json  # noqa: E402
 from accel.eval.bench import run_bench  # noqa: E402
 from accel.eval.methods import MethodSpec  # noqa: E402
 from accel.eval.prepare import DigitsFeatures  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> None:
             if rec.get("fd_vs_baseline_pct") is not None:
                 print(f"  {rec['method']:<48} FD vs baseline {rec['fd_vs_baseline_pct']:+.1f}%")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "caching.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json(args.out / "caching.json", report)
     print(f"\nwrote {args.out / 'caching.json'}")
 
 

@@ -21,7 +21,6 @@ held-out) and pure uniform noise.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -33,6 +32,8 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_json  # noqa: E402
 
 from accel.eval.fid import feature_stats, frechet_distance  # noqa: E402
 from accel.models import (  # noqa: E402
@@ -135,8 +136,7 @@ def main(argv=None) -> int:
         res["seconds_total"] = round(time.perf_counter() - t_start, 1)
         res["table_markdown"] = "\n".join(lines)
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+            write_json(args.out, res)
 
     if args.sweep:
         sweep = []
@@ -275,8 +275,7 @@ def main(argv=None) -> int:
     res["table_markdown"] = "\n".join(lines)
     log(f"\ntotal {res['seconds_total']:.0f} s")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+        write_json(args.out, res)
     return 0
 
 

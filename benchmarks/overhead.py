@@ -10,7 +10,6 @@ the median time ratio (target: <= 1.02) and the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
-from _common import interleaved_medians, machine, median  # noqa: E402
+from _common import interleaved_medians, machine, median, write_json  # noqa: E402
 
 
 def _pipeline():
@@ -78,7 +77,7 @@ def main() -> None:
     print(f"ratio of minima: {ratio_min:.4f} (less sensitive to other load on shared cores)")
     print(f"overhead ratio (accel / bare, medians): {ratio:.4f}  -> {'OK' if ratio <= 1.02 else 'ABOVE'} the 1.02 target")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,12 @@ def run_meta(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def strict_json(obj: Any, path: str = "") -> tuple[Any, list[str]]:
-    """``(obj with every non-finite float replaced by None, the dotted paths replaced)``."""
+    """``(obj with every non-finite float replaced by None, the dotted paths replaced)``.
+
+    NumPy and 0-d torch scalars become Python numbers first; tuples become lists.
+    """
+    if not isinstance(obj, (str, bytes, dict, list, tuple)) and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None, [f"{path or '(root)'} = {obj}"]
     if isinstance(obj, dict):
