@@ -28,7 +28,7 @@ def _config(spec: str):
     ("delta-cache:cached_blocks=0.5", "cached_blocks", 0.5),
     ("residual-cache:max_consecutive=none", "max_consecutive", None),  # int | None
     ("residual-cache:max_consecutive=3", "max_consecutive", 3),
-    ("residual-cache:forecast=true", "forecast", True),
+    ("residual-cache:forecast=2", "forecast", 2),
     ("residual-cache:threshold=1", "threshold", 1.0),
 ])
 def test_union_fields_parse_to_their_member_type(spec, field, value):
@@ -40,7 +40,8 @@ def test_union_fields_parse_to_their_member_type(spec, field, value):
     ("delta-cache:boundary=late", "delta-cache:boundary: expected int or float, got 'late'"),
     ("residual-cache:max_consecutive=1.5", "residual-cache:max_consecutive: expected int or none, got '1.5'"),
     ("residual-cache:max_consecutive=many", "residual-cache:max_consecutive: expected int or none"),
-    ("residual-cache:forecast=maybe", "residual-cache:forecast: expected true/false"),
+    ("residual-cache:forecast=maybe", "residual-cache:forecast: expected an integer"),
+    ("delta-cache:forecast=3", "forecast must be one of 0"),
     ("interval-cache:interval=2.5", "interval-cache:interval: expected an integer"),
 ])
 def test_bad_union_values_name_the_field(spec, msg, tmp_path, capsys):
@@ -91,3 +92,28 @@ def test_block_counts_are_those_of_the_timed_calls():
     assert len(notes) == 2
     assert notes[0].startswith("steady: achieved/ideal speedup 1.20 > 1.05") and "timing noise" in notes[0]
     assert notes[1].startswith("adaptive: block evaluations differed between timed calls")
+
+
+def test_lpips_inputs_go_to_the_metric_device():
+    import torch
+
+    from accel.eval.fidelity import per_image_lpips
+
+    class Metric(torch.nn.Module):  # stands in for torchmetrics' LPIPS, which lives where it was moved
+        device = torch.device("meta")
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def reset(self):
+            pass
+
+        def forward(self, p, t):
+            self.seen.append((p.device, t.device, p.shape[1]))
+            return torch.tensor(0.25)
+
+    m = Metric()
+    out = per_image_lpips(m, torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
+    assert out.tolist() == [0.25, 0.25] and out.device.type == "cpu"
+    assert m.seen == [(torch.device("meta"), torch.device("meta"), 3)] * 2  # gray images repeated to RGB

@@ -228,7 +228,7 @@ def test_delta_cache_adds_stored_offset_to_fresh_input(family):
 def test_forecast_extrapolates_linearly():
     model = tiny_transformer("dit", num_layers=4)
     inputs = transformer_inputs("dit", model)
-    cfg = ResidualCacheConfig(threshold=1e9, front_blocks=1, warmup=2, max_consecutive=None, forecast=True)
+    cfg = ResidualCacheConfig(threshold=1e9, front_blocks=1, warmup=2, max_consecutive=None, forecast=1)
     with _probed(model, cfg, first=1, last=3) as (_, probe):  # the middle run
         for t in (900, 800, 700, 600):
             model(**{**inputs, "timestep": torch.full((2,), t)})
@@ -322,7 +322,10 @@ def test_dit_doubled_batch_rows_keep_their_own_offsets(dit4):
     (ResidualCacheConfig, "back_blocks", -1),
     (ResidualCacheConfig, "warmup", True),
     (ResidualCacheConfig, "max_consecutive", 0),
-    (ResidualCacheConfig, "forecast", 1),
+    (ResidualCacheConfig, "forecast", 3),
+    (ResidualCacheConfig, "forecast", True),
+    (DeltaCacheConfig, "forecast", -1),
+    (IntervalCacheConfig, "forecast", 1.0),
 ])
 def test_bad_values_name_the_field(cls, field, value):
     with pytest.raises(ValueError, match=field):
@@ -347,3 +350,60 @@ def test_registered_by_cli_name():
     assert methods["delta-cache"] is DeltaCacheConfig
     assert methods["interval-cache"] is IntervalCacheConfig
     assert methods["residual-cache"] is ResidualCacheConfig
+
+
+# -- forecasting ---------------------------------------------------------------------------------
+
+def test_extrapolate_is_exact_for_polynomials_of_its_order_at_uneven_steps():
+    from accel.caching._runs import extrapolate
+
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 2, 5, 4).unbind(0)
+    linear = lambda s: a + b * s  # noqa: E731
+    quadratic = lambda s: a + b * s + c * s * s  # noqa: E731
+    torch.testing.assert_close(extrapolate([(2, linear(2)), (5, linear(5))], 9), linear(9))
+    steps = [1, 3, 4]
+    torch.testing.assert_close(extrapolate([(s, quadratic(s)) for s in steps], 8), quadratic(8), rtol=1e-4, atol=1e-4)
+    # order 1 cannot follow a quadratic: the test above would catch a wrong order
+    assert not torch.allclose(extrapolate([(s, quadratic(s)) for s in steps[1:]], 8), quadratic(8), atol=1e-2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("order", [1, 2])
+def test_forecast_order_follows_a_polynomial_offset_through_the_cache(order):
+    """Blocks whose offset is a polynomial of the step: skipped steps get the true offset."""
+    model = tiny_transformer("dit", num_layers=3)
+    inputs = transformer_inputs("dit", model)
+    torch.manual_seed(1)
+    a, b, c = torch.randn(3, model.inner_dim).unbind(0)
+    step = {"s": 0}
+    poly = (lambda s: a + b * s) if order == 1 else (lambda s: a + b * s + c * s * s)
+
+    class PolyBlock(ModelHook):  # innermost: runs only when the cache really computes the block
+        def __init__(self, io):
+            super().__init__()
+            self.io = io
+
+        def new_forward(self, module, *args, **kwargs):
+            return self.io.inputs(args, kwargs)[0] + poly(step["s"])
+
+    fake = HookSet(model)
+    for ref in blocks_of(model):
+        fake.add(ref.module, PolyBlock(ref.io), "test.poly")
+    cfg = IntervalCacheConfig(interval=4, warmup=order + 1, forecast=order)
+    try:
+        with _probed(model, cfg) as (_, probe):
+            for s, t in enumerate((900, 800, 700, 600, 500)):
+                step["s"] = s
+                model(**{**inputs, "timestep": torch.full((2,), t)})
+    finally:
+        fake.remove()
+    ran = [len(c["ran"]) for c in probe.calls]
+    assert ran == ([3, 3, 3, 0, 0] if order == 1 else [3, 3, 3, 3, 0])  # warm-up + 1 computed, then reused
+    for s, n in enumerate(ran):
+        if n == 0:  # skipped: the forecast offset of the whole stack equals the true one
+            want = (3 * poly(s)).expand_as(probe.delta(s)[0])
+            torch.testing.assert_close(probe.delta(s)[0], want, rtol=1e-4, atol=1e-4)
+    # order 0 (reuse) would hand on the last computed offset instead, which differs
+    first_skip = ran.index(0)
+    assert not torch.allclose(probe.delta(first_skip)[0], probe.delta(first_skip - 1)[0], atol=1e-3)

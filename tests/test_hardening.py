@@ -85,11 +85,11 @@ def test_forecast_drops_an_offset_of_another_shape():
 
     state = BranchState()
     run = (0, 2)
-    state.store(run, 0, torch.ones(2, 4, 8), None, keep_previous=True)
-    state.store(run, 1, torch.ones(1, 4, 8), None, keep_previous=True)
-    assert run not in state.previous  # a forecast from offsets of batch 2 and 1 would broadcast
-    state.store(run, 2, torch.ones(1, 4, 8), None, keep_previous=True)
-    assert state.previous[run][0] == 1
+    state.store(run, 0, torch.ones(2, 4, 8), None, keep=2)
+    state.store(run, 1, torch.ones(1, 4, 8), None, keep=2)
+    assert [s for s, _, _ in state.history(run)] == [1]  # offsets of batch 2 and 1 would broadcast
+    state.store(run, 2, torch.ones(1, 4, 8), None, keep=2)
+    assert [s for s, _, _ in state.history(run)] == [1, 2]
     assert not state.fits(run, torch.ones(2, 4, 8), None) and state.fits(run, torch.ones(1, 4, 8), None)
 
 

@@ -79,22 +79,33 @@ class Plan:
             self.ops.append(BlockOp(skipped[i], starts, ends) if skipped[i] or starts or ends else None)
 
 
+Stored = tuple[int, torch.Tensor, "torch.Tensor | None"]  # (step, dh, de) of one computed step
+
+
 class BranchState:
     """Offsets kept for one CFG branch during one pipeline call."""
 
     def __init__(self) -> None:
-        self.deltas: dict[Run, tuple[int, torch.Tensor, torch.Tensor | None]] = {}  # run -> (step, dh, de)
-        self.previous: dict[Run, tuple[int, torch.Tensor, torch.Tensor | None]] = {}  # the one before (forecast)
+        self.deltas: dict[Run, Stored] = {}  # run -> its offset at the last computed step
+        self.older: dict[Run, list[Stored]] = {}  # run -> earlier offsets, oldest first (forecasting)
         self.head: torch.Tensor | None = None  # residual-cache: head residual of the last computed step
         self.consecutive = 0  # residual-cache: reuses since the last computed step
 
-    def store(self, run: Run, step: int, dh: torch.Tensor, de: torch.Tensor | None, keep_previous: bool) -> None:
+    def store(self, run: Run, step: int, dh: torch.Tensor, de: torch.Tensor | None, keep: int = 0) -> None:
+        """Make (step, dh, de) the run's offset, keeping up to `keep` earlier ones of the same shape."""
         old = self.deltas.get(run)
-        if keep_previous and old is not None and old[0] != step and old[1].shape == dh.shape:
-            self.previous[run] = old
-        else:
-            self.previous.pop(run, None)  # a forecast needs two offsets of the same shape
+        history = self.older.pop(run, [])
+        if keep and old is not None and old[0] != step and old[1].shape == dh.shape:
+            self.older[run] = (history + [old])[-keep:]  # a forecast needs offsets of one shape
         self.deltas[run] = (step, dh, de)
+
+    def drop(self, run: Run) -> None:
+        self.deltas.pop(run, None)
+        self.older.pop(run, None)
+
+    def history(self, run: Run) -> list[Stored]:
+        """The run's stored offsets, oldest first, the latest last."""
+        return self.older.get(run, []) + [self.deltas[run]]
 
     def fits(self, run: Run, h: torch.Tensor, e: torch.Tensor | None) -> bool:
         """Whether the stored offset of `run` can be added to a fresh input (h, e)."""
@@ -102,7 +113,26 @@ class BranchState:
         return dh.shape == h.shape and (de is None or e is None or de.shape == e.shape)
 
     def held_bytes(self) -> int:
-        return tensor_bytes((list(self.deltas.values()), list(self.previous.values()), self.head))
+        return tensor_bytes((list(self.deltas.values()), list(self.older.values()), self.head))
+
+
+def extrapolate(points: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
+    """Value at `step` of the polynomial through (step_i, value_i) (Newton's divided differences).
+
+    Steps may be unevenly spaced (a cached run is refreshed at irregular steps), so the
+    forecast is step-distance aware: order 1 continues a Δ that changes linearly in the
+    step exactly, order 2 a quadratic one.
+    """
+    xs = [float(x) for x, _ in points]
+    coeffs = [v for _, v in points]
+    n = len(points)
+    for level in range(1, n):  # in place: coeffs[i] becomes f[x_{i-level} .. x_i]
+        for i in range(n - 1, level - 1, -1):
+            coeffs[i] = (coeffs[i] - coeffs[i - 1]) / (xs[i] - xs[i - level])
+    out = coeffs[-1]
+    for i in range(n - 2, -1, -1):
+        out = coeffs[i] + (step - xs[i]) * out
+    return out
 
 
 class RunHook(ModelHook):
@@ -130,7 +160,7 @@ class RunCache(Installed):
     (residual-cache decides after its first blocks).
     """
 
-    forecast = False  # extrapolate Δ linearly from the last two computed steps instead of reusing it
+    forecast = 0  # order of the Δ forecast from the last computed steps (0: reuse the last Δ)
 
     def __init__(self, target: Target, hook_name: str):
         self.tracker = target.tracker
@@ -199,14 +229,19 @@ class RunCache(Installed):
         self.state.store(run, self.info.step, dh, de, self.forecast)
 
     def delta(self, run: Run) -> Delta:
-        """The offset applied to a skipped run: the stored one, or its linear forecast."""
-        step, dh, de = self.state.deltas[run]
-        prev = self.state.previous.get(run) if self.forecast else None
-        if prev is None:
+        """The offset applied to a skipped run: the stored one, or its forecast of order
+        `forecast` (fewer when fewer offsets are stored yet) at the current step."""
+        _, dh, de = self.state.deltas[run]
+        if not self.forecast:
             return dh, de
-        s0, ph, pe = prev
-        w = (self.info.step - step) / (step - s0)
-        return dh + w * (dh - ph), None if de is None or pe is None else de + w * (de - pe)
+        history = self.state.history(run)
+        if len(history) < 2:
+            return dh, de
+        s = self.info.step
+        fh = extrapolate([(t, h) for t, h, _ in history], s)
+        if de is None or any(e is None for _, _, e in history):
+            return fh, None
+        return fh, extrapolate([(t, e) for t, _, e in history], s)
 
     # -- per block --------------------------------------------------------------------------
     def run_block(self, hook: RunHook, op: BlockOp, args: tuple, kwargs: dict) -> Any:
@@ -260,6 +295,15 @@ class RunCache(Installed):
 
     def reset_stats(self) -> None:
         self.counters.clear()
+
+
+FORECAST_ORDERS = (0, 1, 2)
+
+
+def check_forecast(value: int) -> None:
+    """`forecast` is the order of the Δ forecast: 0 (reuse), 1 (linear) or 2 (quadratic)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in FORECAST_ORDERS:
+        raise ValueError(f"forecast must be one of 0 (reuse), 1 (linear), 2 (quadratic), got {value!r}")
 
 
 def resolve_count(name: str, value: float | int, total: int, what: str) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 from ..api import Target
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo
-from ._runs import BranchState, Plan, Run, RunCache, resolve_count
+from ._runs import BranchState, Plan, Run, RunCache, check_forecast, resolve_count
 
 
 def _check_int_or_fraction(name: str, value: Any, int_lo: int, frac_lo_open: bool) -> None:
@@ -59,12 +59,15 @@ class DeltaCacheConfig(MethodConfig):
         int = step index.
     cached_blocks: N_c, blocks in the cached run; float = fraction of the depth, in (0, 1]
         (paper: 21/28 = 0.75), int = block count (1 .. depth).
+    forecast: order of the Δ forecast from the run's last computed steps (0 = reuse Δ as the
+        paper does, 1 = linear, 2 = quadratic).
     """
 
     # int first: `accel bench --methods delta-cache:boundary=12` parses "12" as a step, "0.6" as a fraction
     interval: int = 2
     boundary: int | float = 0.6
     cached_blocks: int | float = 0.75
+    forecast: int = 0
 
     kind = "cache"
 
@@ -72,6 +75,7 @@ class DeltaCacheConfig(MethodConfig):
         check_int("interval", self.interval, 1)
         _check_int_or_fraction("boundary", self.boundary, 0, frac_lo_open=False)
         _check_int_or_fraction("cached_blocks", self.cached_blocks, 1, frac_lo_open=True)
+        check_forecast(self.forecast)
 
     def install(self, target: Target) -> "DeltaCache":
         return DeltaCache(target, self)
@@ -88,6 +92,7 @@ class DeltaCache(RunCache):
             )
         super().__init__(target, "accel.delta-cache")
         self.config = config
+        self.forecast = config.forecast
         self.n_c = n_c
         self.front: Run = (0, n_c)
         self.rear: Run = (n - n_c, n)
@@ -118,7 +123,7 @@ class DeltaCache(RunCache):
         last = next_full if num_steps is None else min(next_full, num_steps)
         need = frozenset(self.run_at(t, b) for t in range(s + 1, last))
         for run in [r for r in state.deltas if r not in need]:  # the other stage's Δ is stale now
-            del state.deltas[run]
+            state.drop(run)
         plan = self._store.get(need)
         if plan is None:
             plan = self._store[need] = Plan(self.num_blocks, store=sorted(need))

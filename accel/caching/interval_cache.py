@@ -22,7 +22,7 @@ from typing import Any
 from ..api import Target
 from ..config import MethodConfig, check_int, register_method
 from ..context import StepInfo
-from ._runs import BranchState, Plan, RunCache
+from ._runs import BranchState, Plan, RunCache, check_forecast
 
 
 @register_method("interval-cache")
@@ -31,16 +31,20 @@ class IntervalCacheConfig(MethodConfig):
     """interval: compute every `interval`-th step, reuse the residual in between (1 = no caching;
         3 with warmup 1 computes 8 of 20 steps: 2.5x fewer block evaluations).
     warmup: leading steps that are always computed (the first steps change the latent most).
+    forecast: order of the residual's forecast from the last computed steps (0 = reuse it,
+        1 = linear, 2 = quadratic; FORA reuses, TaylorSeer forecasts).
     """
 
     interval: int = 3
     warmup: int = 1
+    forecast: int = 0
 
     kind = "cache"
 
     def validate(self) -> None:
         check_int("interval", self.interval, 1)
         check_int("warmup", self.warmup, 0)
+        check_forecast(self.forecast)
 
     def install(self, target: Target) -> "IntervalCache":
         return IntervalCache(target, self)
@@ -50,6 +54,7 @@ class IntervalCache(RunCache):
     def __init__(self, target: Target, config: IntervalCacheConfig):
         super().__init__(target, "accel.interval-cache")
         self.config = config
+        self.forecast = config.forecast
         self.all = (0, self.num_blocks)
         self.store_plan = Plan(self.num_blocks, store=[self.all])
         self.skip_plan = Plan(self.num_blocks, skip=[self.all])

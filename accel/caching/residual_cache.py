@@ -16,9 +16,10 @@ are computed and Δ_mid is refreshed. The last `back_blocks` (Bn) blocks always 
 The first `warmup` steps are always computed, and at most `max_consecutive` steps in a
 row reuse. One `.item()` per transformer call syncs for the decision.
 
-`forecast=True` replaces plain reuse by a first-order Taylor extrapolation of Δ_mid
-from the last two computed steps: Δ(s) = Δ1 + (Δ1 − Δ0)·(s − s1)/(s1 − s0) (one more
-stored offset per branch).
+`forecast=1` replaces plain reuse by a first-order extrapolation of Δ_mid from the
+last two computed steps, Δ(s) = Δ1 + (Δ1 − Δ0)·(s − s1)/(s1 − s0); `forecast=2` adds
+the second-order term from the last three (`_runs.extrapolate`; one or two more stored
+offsets per branch).
 
 Works on every family through `families.BlockIO` (it needs no cache context from the
 pipeline, unlike diffusers' FirstBlockCache, which fails on DiT, PixArt and SD3).
@@ -34,7 +35,7 @@ import torch
 from ..api import Target
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo
-from ._runs import BranchState, Plan, Run, RunCache
+from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 
 
 @register_method("residual-cache")
@@ -46,7 +47,8 @@ class ResidualCacheConfig(MethodConfig):
     back_blocks: Bn, last blocks always computed (refine the reused features; may be 0).
     warmup: leading steps always computed (cache-dit uses 8 of 28-50 steps; 2 suits 20-25).
     max_consecutive: cap on consecutive reused steps per branch (None = no cap).
-    forecast: extrapolate the middle offset linearly from the last two computed steps.
+    forecast: order of the middle offset's forecast from the last computed steps (0 = reuse it,
+        1 = linear, 2 = quadratic).
     """
 
     threshold: float = 0.08
@@ -54,7 +56,7 @@ class ResidualCacheConfig(MethodConfig):
     back_blocks: int = 0
     warmup: int = 2
     max_consecutive: int | None = 3
-    forecast: bool = False
+    forecast: int = 0
 
     kind = "cache"
 
@@ -65,8 +67,7 @@ class ResidualCacheConfig(MethodConfig):
         check_int("warmup", self.warmup, 0)
         if self.max_consecutive is not None:
             check_int("max_consecutive", self.max_consecutive, 1)
-        if not isinstance(self.forecast, bool):
-            raise ValueError(f"forecast must be True or False, got {self.forecast!r}")
+        check_forecast(self.forecast)
 
     def install(self, target: Target) -> "ResidualCache":
         n = len(target.blocks)
