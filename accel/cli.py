@@ -118,10 +118,33 @@ def _add_prune(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_diffrate(sub) -> None:
+    p = sub.add_parser(
+        "diffrate",
+        help="learn per-block kept-token rates (DiffRate) for `diffrate:rates=FILE`",
+        description=(
+            "Record the model's own sampling calls, then train per-block kept-token rates by "
+            "self-distillation with a FLOPs target (only the rate logits train). Resumable: "
+            "re-running with the same settings continues from OUT.ckpt.safetensors."
+        ),
+    )
+    from accel.tokens.diffrate_train import add_arguments
+
+    add_arguments(p)
+
+    def run(args) -> int:
+        from accel.tokens.diffrate_train import diffrate_command
+
+        return diffrate_command(args)
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel", description="accelerate diffusers diffusion transformers")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_bench(sub)
+    _add_diffrate(sub)
     _add_prune(sub)
     return parser
 
