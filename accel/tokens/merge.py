@@ -144,3 +144,26 @@ def follow(table: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 def size_bias(m: Matching, dtype: torch.dtype) -> torch.Tensor:
     """ToMe's proportional attention: log(size) of each key, shape (B, 1, N - r), as an additive logit bias."""
     return m.size.to(dtype).log().unsqueeze(1)
+
+
+def keep_top(metric: torch.Tensor, importance: torch.Tensor, k: int) -> Matching:
+    """DiffRate-style matching: keep the `k` most important tokens per sample, merge every other
+    token into its most similar kept token (cosine on `metric`)."""
+    b, n, _ = metric.shape
+    device = metric.device
+    k = max(1, min(int(k), n))
+    arange = torch.arange(n, device=device).expand(b, n)
+    if k == n:
+        return Matching(arange.clone(), arange.clone(), torch.ones(b, n, dtype=torch.long, device=device))
+    with torch.no_grad():
+        keep = importance.topk(k, dim=1).indices.sort(dim=1).values  # (B, k)
+        m = metric.float()
+        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        kept = m.gather(1, keep.unsqueeze(-1).expand(b, k, m.shape[-1]))
+        nearest = (m @ kept.transpose(1, 2)).argmax(dim=-1)  # (B, N) position among kept
+    pos = torch.full((b, n), -1, dtype=torch.long, device=device)
+    pos.scatter_(1, keep, torch.arange(k, device=device).expand(b, k))
+    index = torch.where(pos >= 0, pos, nearest)
+    size = torch.zeros(b, k, dtype=torch.long, device=device)
+    size.scatter_add_(1, index, torch.ones_like(index))
+    return Matching(keep, index, size)

@@ -1,0 +1,141 @@
+"""`diffrate`: per-block kept-token counts learned by `accel diffrate` (DiffRate adapted to DiTs).
+
+In block b the `rates[b]` fraction of image tokens with the highest importance is
+kept; every other token is merged into its most similar kept token (cosine), the
+block's merged sub-layers run on the kept tokens and the outputs are unmerged, on
+the same merge/unmerge path as `tome`.
+
+Importance = mean attention a token receives, from q·k of a strided sample of
+`queries` query tokens (all heads, the block's own q/k projections and q/k norms;
+Sana's linear attention uses its relu(q)·relu(k) weights). Chosen over feature norm
+because it measures what the rest of the image reads from a token, which is what
+removing it changes; with a few dozen queries it costs a small fraction of the
+block. DiffRate's separate prune step is folded into the merge: in a DiT every token
+needs an output at unmerge, so a pruned token would copy its neighbour's output
+anyway; averaging it into that neighbour keeps its content too.
+
+`rates` is a JSON file written by `accel diffrate` (or a list/"0.9;0.8;..." string of
+kept fractions, one per block). All rates 1 is the identical model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..api import Target
+from ..config import MethodConfig, check_int, register_method
+from ..context import StepInfo
+from ..families import BlockRef
+from ._sublayers import SUBLAYERS, BlockCall, TokenMerger, mergeable, sublayers_of
+from .merge import Matching, keep_top
+
+
+def attention_received(attn: torch.nn.Module, tokens: torch.Tensor, queries: int = 32) -> torch.Tensor:
+    """(B, N) mean attention weight each token gets from `queries` strided query tokens."""
+    b, n, _ = tokens.shape
+    stride = max(1, n // max(1, queries))
+    with torch.no_grad():
+        q = attn.to_q(tokens[:, ::stride])
+        k = attn.to_k(tokens)
+        heads = int(getattr(attn, "heads", 1) or 1)
+        q = q.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, Q, D)
+        k = k.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, N, D)
+        if getattr(attn, "norm_q", None) is not None:
+            q = attn.norm_q(q)
+        if getattr(attn, "norm_k", None) is not None:
+            k = attn.norm_k(k)
+        q, k = q.float(), k.float()
+        if "Linear" in type(getattr(attn, "processor", None)).__name__:
+            w = torch.relu(q) @ torch.relu(k).transpose(-1, -2)
+            w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        else:
+            w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        return w.mean(dim=(1, 2))
+
+
+def read_rates(spec: Any) -> dict[str, Any]:
+    """{"rates": [...], "sublayers": [...] | None} from a rates file path, a sequence or a ';'-string."""
+    if isinstance(spec, (list, tuple)):
+        return {"rates": [float(v) for v in spec], "sublayers": None}
+    if isinstance(spec, str) and not spec.strip().endswith(".json") and not Path(spec).exists():
+        try:
+            return {"rates": [float(v) for v in spec.replace(";", " ").replace("|", " ").split()], "sublayers": None}
+        except ValueError:
+            raise ValueError(f"rates: {spec!r} is neither a rates .json file nor numbers like '1;0.8;0.5'") from None
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"rates: no such file {str(path)!r} (write one with `accel diffrate --out {path}`)")
+    try:
+        data = json.loads(path.read_text())
+        return {"rates": [float(v) for v in data["rates"]], "sublayers": data.get("sublayers"), "file": data}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"rates: {str(path)!r} is not a rates file written by `accel diffrate` ({exc})") from None
+
+
+@register_method("diffrate")
+@dataclass(frozen=True)
+class DiffRateConfig(MethodConfig):
+    """rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
+        each in (0, 1], one per block (global order).
+    queries: query tokens sampled for the attention-received importance.
+    """
+
+    rates: str | None = None
+    queries: int = 32
+
+    kind = "tokens"
+
+    def validate(self) -> None:
+        if self.rates is None:
+            raise ValueError("rates: required (a file from `accel diffrate --out rates.json`, or '1;0.8;...')")
+        if isinstance(self.rates, list):
+            object.__setattr__(self, "rates", tuple(self.rates))
+        values = read_rates(self.rates)["rates"]
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad or not values:
+            raise ValueError(f"rates: kept fractions must be in (0, 1], got {bad[0] if bad else values!r}")
+        check_int("queries", self.queries, 1)
+
+    def install(self, target: Target) -> "DiffRate":
+        data = read_rates(self.rates)
+        rates = data["rates"]
+        if len(rates) != len(target.blocks):
+            raise ValueError(f"rates: {len(rates)} rates for a model with {len(target.blocks)} blocks "
+                             "(the rates file was learned for another depth)")
+        wanted = tuple(data["sublayers"] or ("attention", "mlp"))
+        unknown = [k for k in wanted if k not in SUBLAYERS]
+        if unknown:
+            raise ValueError(f"rates: unknown sub-layer {unknown[0]!r} in the rates file; known: {SUBLAYERS}")
+        kinds = {ref.global_index: tuple(k for k in wanted if mergeable(ref, k) is None) for ref in target.blocks}
+        return DiffRate(target, self, rates, kinds)
+
+
+class DiffRate(TokenMerger):
+    def __init__(self, target: Target, config: DiffRateConfig, rates: list[float], kinds: dict[int, tuple[str, ...]]):
+        self.config = config
+        self.rates = rates
+        super().__init__(target, "accel.diffrate", kinds)
+
+    def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
+        if not self.merge_kinds.get(ref.global_index):
+            return 0
+        return n - kept_count(self.rates[ref.global_index], n)
+
+    def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
+        attn = sublayers_of(call.ref).get("attention")
+        importance = attention_received(attn, tokens, self.config.queries)
+        return keep_top(tokens, importance, tokens.shape[1] - call.r)
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "rates": list(self.rates)}
+
+
+def kept_count(rate: float, n: int) -> int:
+    """Tokens kept at kept-fraction `rate` of `n` (at least 1)."""
+    return max(1, min(n, int(round(rate * n))))
