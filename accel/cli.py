@@ -118,6 +118,48 @@ def _add_prune(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_distill(sub) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill a pruned student (from `accel prune`) towards its teacher",
+        description=(
+            "Train the pruned student's transformer towards the teacher (task + output + feature "
+            "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
+        ),
+    )
+    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
+    p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--data", default=None, metavar="DIR", help="image folder to train on")
+    p.add_argument("--teacher-samples", type=int, default=0,
+                   help="train on N images sampled by the teacher (recorded transformer calls)")
+    p.add_argument("--sample-steps", type=int, default=20, help="sampling steps of --teacher-samples")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lambda-task", type=float, default=1.0)
+    p.add_argument("--lambda-out", type=float, default=1.0)
+    p.add_argument("--lambda-feat", type=float, default=0.1)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--mixed-precision", default="auto", help="auto, no, fp16, bf16")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--raw-weights", dest="ema_weights", action="store_false",
+                   help="write the raw student weights instead of the EMA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def run(args) -> int:
+        from accel.pruning.cli import distill_command
+
+        return distill_command(args)
+
+    p.set_defaults(func=run)
+
+
 def _add_diffrate(sub) -> None:
     p = sub.add_parser(
         "diffrate",
@@ -146,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_diffrate(sub)
     _add_prune(sub)
+    _add_distill(sub)
     return parser
 
 

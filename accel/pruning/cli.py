@@ -148,3 +148,117 @@ def _prune(args: Any) -> int:
     if not args.quiet:
         print(json.dumps({k: info[k] for k in ("keep", "removed", "scores")}, default=str))
     return 0
+
+
+# ----------------------------------------------------------------------------- distill
+def distill_command(args: Any) -> int:
+    """`accel distill`: train the pruned student towards the teacher; write DIR2 (pipeline + distill.json)."""
+    try:
+        return _distill(args)
+    except InputError as exc:
+        print(f"accel distill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _student_map(student_dir: Path) -> list[int]:
+    f = student_dir / PRUNING_FILE
+    if not f.is_file():
+        raise InputError(f"--student {student_dir}: no {PRUNING_FILE} (make the student with `accel prune`)")
+    try:
+        return [int(i) for i in json.loads(f.read_text())["block_map"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--student {student_dir}: {PRUNING_FILE} has no valid block_map ({exc})") from None
+
+
+def _distill(args: Any) -> int:
+    from .distill import DistillConfig, RecordedCallData, check_student, digits_data, distill, ema_model
+    from .distill import image_folder_data
+    from .importance import record_calls
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if args.resume and not (out / "checkpoints").is_dir():
+        raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
+    if not args.resume and occupied:
+        raise InputError(f"--out {out} exists and is not empty; choose a new folder (or --resume a run there)")
+    if args.data is not None and not Path(args.data).is_dir():
+        raise InputError(f"--data {args.data}: no such folder")
+    if args.data is not None and args.teacher_samples:
+        raise InputError("--data and --teacher-samples exclude each other")
+    cfg = DistillConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                        lambda_task=args.lambda_task, lambda_out=args.lambda_out, lambda_feat=args.lambda_feat,
+                        grad_accum=args.grad_accum, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
+                        save_every=args.save_every, seed=args.seed, progress=not args.quiet)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    teacher_pipe, digits = load_source(args.teacher)
+    student_dir = Path(args.student)
+    if not student_dir.is_dir():
+        raise InputError(f"--student {student_dir}: no such folder")
+    mapping = _student_map(student_dir)
+    student_pipe, student_digits = load_source(str(student_dir))
+    try:
+        check_student(teacher_pipe.transformer, student_pipe.transformer, mapping)
+    except ValueError as exc:
+        raise InputError(f"--student {student_dir}: {exc}") from None
+    try:
+        if args.data is not None:
+            data = image_folder_data(args.data, teacher_pipe)
+            data_info = {"kind": "image-folder", "path": str(args.data), "images": len(data)}
+        elif args.teacher_samples:
+            inputs = calibration_inputs(teacher_pipe, digits, args.teacher_samples, args.sample_steps, args.seed)
+            data = RecordedCallData(record_calls(teacher_pipe, inputs))
+            data_info = {"kind": "teacher-samples", "samples": args.teacher_samples, "calls": len(data)}
+        elif digits:
+            data = digits_data()
+            data_info = {"kind": "digits", "images": len(data)}
+        else:
+            raise InputError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
+                     resume=args.resume)
+    final = ema_model(student_pipe.transformer, result["ema"]) if args.ema_weights else \
+        student_pipe.transformer.eval()
+    losses = result["losses"]
+    info = {
+        "teacher": args.teacher, "student": str(student_dir), "block_map": mapping, "data": data_info,
+        "config": {k: v for k, v in vars(cfg).items()}, "steps": result["steps"],
+        "train_seconds": round(result["elapsed_s"], 1), "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
+        "mixed_precision": result["mixed_precision"], "num_processes": result["num_processes"],
+        "device": result["device"], "weights": "ema" if args.ema_weights else "raw",
+        "first_losses": losses[:5], "last_losses": losses[-5:],
+        "accel_commit": _git_commit(),
+    }
+    files = {"distill.json": info, PRUNING_FILE: json.loads((student_dir / PRUNING_FILE).read_text())}
+    if student_digits or digits:
+        files[MARKER_FILE] = digits_marker(derived_from=str(student_dir))
+    _publish(student_pipe, final, out, files)
+    (out / "losses.jsonl").write_text("".join(json.dumps(l) + "\n" for l in losses))
+    print(f"distilled {result['steps']} steps ({result['elapsed_s'] / 60:.1f} min); wrote {out}")
+    return 0
+
+
+def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict) -> None:
+    """Write the final pipeline next to the run's checkpoints in `out` (staged in a sibling, then moved)."""
+    import os
+    import shutil
+
+    stage = out.parent / f".{out.name}.final"
+    if stage.exists():
+        shutil.rmtree(stage)
+    save_pipeline(pipe, transformer, stage, files)
+    for child in stage.iterdir():
+        dst = out / child.name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        os.replace(child, dst)
+    stage.rmdir()

@@ -1,0 +1,423 @@
+"""Recover a pruned model's quality by distillation from the original (LAPTOP-Diff's loss), on accelerate.
+
+Loss per batch (student S = the pruned model, teacher T = the original, frozen):
+
+    L = L_task + λ_out ‖ε_T − ε_S‖² + λ_feat Σ_l ‖F_T^{m(l)} − F_S^l‖² / ‖F_T^{m(l)}‖²
+
+L_task is the usual ε-prediction loss on real data (digits or an image folder); F^l is the
+hidden-state output of block l, and m(l) the teacher block student block l was copied
+from (pruning.json's `block_map`). Normalising each layer by the teacher's feature norm
+keeps a few large layers from dominating.
+
+The same code runs on one CPU, one or several GPUs and several nodes (`accelerate launch`):
+mixed precision where the device has it, gradient accumulation, EMA of the student,
+`save_state` every N steps and resume from the latest checkpoint (losing at most one
+interval). Every batch is drawn from a generator seeded by (seed, step, process), so a
+resumed run computes exactly the losses an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.hooks import ModelHook
+
+from ..families import blocks_of
+from ..hooks import HookSet
+
+CHECKPOINTS = "checkpoints"
+DISTILL_FILE = "distill.json"
+
+
+# ----------------------------------------------------------------------------- settings and state
+@dataclass
+class DistillConfig:
+    """Training settings. Stop at `steps` optimizer steps or after `minutes` of training, whichever first."""
+
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    lambda_task: float = 1.0
+    lambda_out: float = 1.0
+    lambda_feat: float = 0.1
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
+    save_every: int = 100
+    seed: int = 0
+    log_every: int = 10
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give --steps N or --minutes M")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"--steps must be positive, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"--minutes must be positive, got {self.minutes}")
+        for name in ("batch_size", "grad_accum", "save_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError(f"mixed precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
+
+
+class TrainState:
+    """Step counter, loss history, elapsed time and the EMA weights; checkpointed with the run."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.losses: list[dict[str, float]] = []
+        self.ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    def update_ema(self, model: torch.nn.Module, decay: float) -> None:
+        d = min(decay, (1 + self.step) / (10 + self.step))  # warm-up: early weights are not averaged in forever
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                e = self.ema[k]
+                if e.device != v.device:
+                    self.ema[k] = e = e.to(v.device)
+                if v.dtype.is_floating_point:
+                    e.mul_(d).add_(v.detach().float(), alpha=1 - d)
+                else:
+                    e.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "losses": json.dumps(self.losses),
+                "ema": {k: v.cpu() for k, v in self.ema.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.losses = json.loads(state["losses"])
+        self.ema = {k: v.clone() for k, v in state["ema"].items()}
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Batch:
+    """One micro-batch: the transformer call and the true noise (None: no task loss)."""
+
+    args: tuple
+    kwargs: dict
+    noise: torch.Tensor | None
+
+
+class ClassImageData:
+    """Real images with class labels (the digits set, or an image folder), noised on the fly.
+
+    x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε at t ~ U{0..T−1} on the pipeline's training noise schedule;
+    a `label_dropout` share of labels becomes the null class (CFG training).
+    """
+
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 null_class: int = 1000, label_dropout: float = 0.1):
+        self.latents, self.labels = latents, labels
+        self.alphas_cumprod = alphas_cumprod
+        self.null_class, self.label_dropout = null_class, label_dropout
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, g: torch.Generator, size: int, device: torch.device) -> Batch:
+        n, T = len(self.labels), len(self.alphas_cumprod)
+        idx = torch.randint(0, n, (size,), generator=g)
+        t = torch.randint(0, T, (size,), generator=g)
+        x0 = self.latents[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        drop = torch.rand(size, generator=g) < self.label_dropout
+        y = torch.where(drop, torch.full_like(self.labels[idx], self.null_class), self.labels[idx])
+        a = self.alphas_cumprod[t].view(-1, *([1] * (x0.ndim - 1)))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        kwargs = dict(timestep=t.to(device), class_labels=y.to(device), return_dict=False)
+        return Batch((xt.to(device),), kwargs, noise.to(device))
+
+
+class RecordedCallData:
+    """Transformer calls recorded while the teacher sampled (`--teacher-samples`): any family.
+
+    There is no ground-truth noise on the teacher's own trajectories, so the task loss
+    is off and the teacher's prediction is the target (λ_out and λ_feat terms).
+    """
+
+    def __init__(self, calls: Sequence[tuple[tuple, dict]]):
+        if not calls:
+            raise ValueError("no recorded teacher calls to distil on")
+        self.calls = list(calls)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def batch(self, g: torch.Generator, size: int, device: torch.device) -> Batch:
+        args, kwargs = self.calls[int(torch.randint(0, len(self.calls), (1,), generator=g))]
+        move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return Batch(tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}, None)
+
+
+def digits_data(label_dropout: float = 0.1) -> ClassImageData:
+    """The default model's own training data: sklearn digits (train split), 32x32 in [-1, 1]."""
+    from diffusers import DDPMScheduler
+
+    from accel.models import load_digits_split
+    from accel.models.default import TRAIN_SCHEDULER_CONFIG
+
+    images, labels = load_digits_split("train")
+    return ClassImageData(images, labels, DDPMScheduler(**TRAIN_SCHEDULER_CONFIG).alphas_cumprod, 1000,
+                          label_dropout)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float = 0.1) -> ClassImageData:
+    """`--data DIR` for a class-conditional DiT pipeline: DIR/<class id>/*.png, resized to the model's
+    resolution, encoded by the pipeline's VAE (identity for the pixel-space default model)."""
+    from diffusers import DDPMScheduler, DiTPipeline
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--data {folder}: no such folder")
+    if not isinstance(pipe, DiTPipeline):
+        raise ValueError(f"--data needs a class-conditional DiT pipeline (got {type(pipe).__name__}); "
+                         "use --teacher-samples N for text-conditioned models")
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    files = [(f, int(d.name)) for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"--data {folder}: expected class subfolders named by class id (0/, 1/, ...) "
+                         f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
+    cfg = pipe.transformer.config
+    vae = pipe.vae
+    scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
+    blocks = getattr(vae.config, "block_out_channels", None)
+    size = cfg.sample_size * (2 ** (len(blocks) - 1) if blocks else 1)  # latent size x the VAE's downsampling
+    channels = getattr(vae.config, "in_channels", cfg.in_channels)
+    mode = "L" if channels == 1 else "RGB"
+    latents = []
+    with torch.no_grad():
+        for f, _ in files:
+            im = Image.open(f).convert(mode).resize((size, size), Image.BICUBIC)
+            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).float().view(size, size, -1)
+            x = (x.permute(2, 0, 1)[None] / 127.5 - 1).to(device=pipe.device, dtype=vae.dtype)
+            enc = vae.encode(x)
+            z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.sample
+            latents.append((z * scale).float().cpu())
+    labels = torch.tensor([c for _, c in files], dtype=torch.long)
+    alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod
+    return ClassImageData(torch.cat(latents), labels, alphas, 1000, label_dropout)
+
+
+# ----------------------------------------------------------------------------- features
+class _Features(ModelHook):
+    def __init__(self, sink: dict[int, torch.Tensor], index: int, io: Any):
+        super().__init__()
+        self.sink, self.index, self.io = sink, index, io
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.sink[self.index] = self.io.outputs(output)[0]
+        return output
+
+
+def capture_features(model: torch.nn.Module, indices: Sequence[int] | None = None) -> tuple[HookSet, dict]:
+    """Hooks storing each block's hidden-state output (by global index) into the returned dict."""
+    sink: dict[int, torch.Tensor] = {}
+    hooks = HookSet(model)
+    wanted = None if indices is None else set(indices)
+    for ref in blocks_of(model):
+        if wanted is None or ref.global_index in wanted:
+            hooks.add(ref.module, _Features(sink, ref.global_index, ref.io), "accel.pruning.features")
+    return hooks, sink
+
+
+def check_student(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequence[int]) -> None:
+    """ValueError unless `student` is `teacher` with blocks removed: same class, non-block weights of the
+    same shapes, and student block l shaped like teacher block m(l)."""
+    if type(student) is not type(teacher):
+        raise ValueError(f"the student is a {type(student).__name__}, the teacher a {type(teacher).__name__}")
+    t_blocks, s_blocks = blocks_of(teacher), blocks_of(student)
+    if len(mapping) != len(s_blocks):
+        raise ValueError(f"block_map has {len(mapping)} entries but the student has {len(s_blocks)} blocks")
+    if any(not 0 <= m < len(t_blocks) for m in mapping):
+        raise ValueError(f"block_map {list(mapping)} points outside the teacher's {len(t_blocks)} blocks")
+    for l, m in enumerate(mapping):
+        ts = {k: v.shape for k, v in t_blocks[m].module.state_dict().items()}
+        ss = {k: v.shape for k, v in s_blocks[l].module.state_dict().items()}
+        if ts != ss:
+            raise ValueError(f"student block {l} does not match teacher block {m} (block shapes differ): "
+                             "the student is not a pruned copy of this teacher")
+    stacks = {r.stack.attr for r in t_blocks}
+    rest = lambda sd: {k: v.shape for k, v in sd.items() if k.split(".")[0] not in stacks}  # noqa: E731
+    if rest(teacher.state_dict()) != rest(student.state_dict()):
+        raise ValueError("the student's non-block weights differ in shape from the teacher's: "
+                         "it is not a pruned copy of this teacher")
+
+
+def _predict(model: torch.nn.Module, cfg: Any, batch: Batch) -> torch.Tensor:
+    out = model(*batch.args, **batch.kwargs)
+    out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "sample", out)
+    cin, cout = getattr(cfg, "in_channels", None), getattr(cfg, "out_channels", None)
+    if out.ndim == 4 and cin and cout == 2 * cin:
+        out = out[:, :cin]
+    return out.float()
+
+
+def distill_loss(student_pred: torch.Tensor, teacher_pred: torch.Tensor, noise: torch.Tensor | None,
+                 s_feats: dict[int, torch.Tensor], t_feats: dict[int, torch.Tensor], mapping: Sequence[int],
+                 cfg: DistillConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """(total loss, its parts) of LAPTOP-Diff's task + output + normalized per-layer feature loss."""
+    out = F.mse_loss(student_pred, teacher_pred)
+    feat = student_pred.new_zeros(())
+    for l, m in enumerate(mapping):
+        fs, ft = s_feats[l].float(), t_feats[m].float()
+        feat = feat + (fs - ft).pow(2).sum() / ft.pow(2).sum().clamp_min(1e-12)
+    total = cfg.lambda_out * out + cfg.lambda_feat * feat
+    parts = {"out": float(out.detach()), "feat": float(feat.detach())}
+    if noise is not None:
+        task = F.mse_loss(student_pred, noise.float())
+        total = total + cfg.lambda_task * task
+        parts["task"] = float(task.detach())
+    parts["loss"] = float(total.detach())
+    return total, parts
+
+
+# ----------------------------------------------------------------------------- the loop
+def _latest_checkpoint(folder: Path) -> Path | None:
+    ckpts = sorted(folder.glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1)
+    ckpts = [p for p in ckpts if (p / "done").exists()]
+    return ckpts[-1] if ckpts else None
+
+
+def _mixed_precision(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequence[int], data: Any,
+            cfg: DistillConfig, workdir: str | os.PathLike, resume: bool = False,
+            stop_after: int | None = None, on_log: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train `student` in place towards `teacher`; checkpoints under `workdir/checkpoints/step_N`.
+
+    Returns {"losses": [per-step parts], "steps", "elapsed_s", "ema": state dict}. `stop_after`
+    ends this process after that many steps without a final save (a simulated kill, for tests).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    check_student(teacher, student, mapping)
+    workdir = Path(workdir)
+    ckpt_root = workdir / CHECKPOINTS
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    device = accelerator.device
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    # eval mode on purpose: DiT's label embedding drops labels at random in train mode, and the student must
+    # see exactly the teacher's conditioning (the data does the CFG label dropout, seeded per step)
+    student = student.eval().requires_grad_(True)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
+    student, optimizer = accelerator.prepare(student, optimizer)
+    raw = accelerator.unwrap_model(student)
+    state = TrainState(raw)
+    accelerator.register_for_checkpointing(state)
+    if resume:
+        last = _latest_checkpoint(ckpt_root)
+        if last is None:
+            raise ValueError(f"--resume: no finished checkpoint under {ckpt_root}")
+        accelerator.load_state(str(last))
+        accelerator.print(f"resumed from {last} at step {state.step}")
+    s_hooks, s_feats = capture_features(raw)
+    t_hooks, t_feats = capture_features(teacher, mapping)
+    rank = accelerator.process_index
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="distill",
+               disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
+    t_last = time.perf_counter()
+    ran = 0
+
+    def done() -> bool:
+        if cfg.steps is not None and state.step >= cfg.steps:
+            return True
+        return cfg.minutes is not None and state.elapsed_s >= cfg.minutes * 60
+
+    try:
+        while not done():
+            parts_acc: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                g = torch.Generator().manual_seed(
+                    (cfg.seed * 1_000_003 + state.step * 1009 + micro * 7919 + rank * 104729) % (2**63))
+                batch = data.batch(g, cfg.batch_size, device)
+                with accelerator.accumulate(student):
+                    with torch.no_grad(), accelerator.autocast():
+                        teacher_pred = _predict(teacher, teacher.config, batch)
+                    with accelerator.autocast():
+                        student_pred = _predict(student, raw.config, batch)
+                    loss, parts = distill_loss(student_pred, teacher_pred, batch.noise, s_feats, t_feats, mapping,
+                                               cfg)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(student.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for k, v in parts.items():
+                    parts_acc[k] = parts_acc.get(k, 0.0) + v / cfg.grad_accum
+            state.update_ema(raw, cfg.ema_decay)
+            state.step += 1
+            ran += 1
+            now = time.perf_counter()
+            state.elapsed_s += now - t_last
+            t_last = now
+            parts_acc["step"] = state.step
+            state.losses.append(parts_acc)
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts_acc['loss']:.4f}", refresh=False)
+            if on_log is not None and state.step % cfg.log_every == 0:
+                on_log(parts_acc)
+            if stop_after is not None and ran >= stop_after:
+                break  # simulated kill: no save
+            if state.step % cfg.save_every == 0 or done():
+                _save(accelerator, ckpt_root, state.step)
+                t_last = time.perf_counter()
+    finally:
+        bar.close()
+        s_hooks.remove()
+        t_hooks.remove()
+    accelerator.wait_for_everyone()
+    return {"losses": state.losses, "steps": state.step, "elapsed_s": state.elapsed_s, "ema": state.ema,
+            "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
+            "device": str(device), "killed": stop_after is not None and ran >= stop_after and not done()}
+
+
+def _save(accelerator: Any, root: Path, step: int, keep: int = 2) -> None:
+    """save_state into root/step_N (marked finished with a `done` file); keep the last `keep`."""
+    accelerator.wait_for_everyone()
+    path = root / f"step_{step:07d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "done").write_text(str(step))
+        old = sorted(p for p in root.glob("step_*") if p != path)
+        for p in old[:-max(0, keep - 1)] if keep > 1 else old:
+            shutil.rmtree(p, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def config_dict(cfg: DistillConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def ema_model(student: torch.nn.Module, ema: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """`student` with the EMA weights loaded (in place), in eval mode, in the student's dtype."""
+    sd = student.state_dict()
+    student.load_state_dict({k: ema[k].to(device=v.device, dtype=v.dtype) for k, v in sd.items()})
+    return student.eval()
