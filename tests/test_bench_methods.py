@@ -117,3 +117,31 @@ def test_lpips_inputs_go_to_the_metric_device():
     out = per_image_lpips(m, torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
     assert out.tolist() == [0.25, 0.25] and out.device.type == "cpu"
     assert m.seen == [(torch.device("meta"), torch.device("meta"), 3)] * 2  # gray images repeated to RGB
+
+
+def test_default_methods_leave_out_utilities_and_methods_that_need_settings():
+    import dataclasses
+
+    from accel.eval.methods import default_methods
+
+    @dataclasses.dataclass(frozen=True)
+    class Cache:
+        interval: int = 2
+
+    @dataclasses.dataclass(frozen=True)
+    class NeedsRates:
+        rates: str = ""
+
+        def __post_init__(self):
+            if not self.rates:
+                raise ValueError("rates: required")
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe:
+        accelerates = False
+
+    notes: list[str] = []
+    specs = default_methods({"cache": Cache, "needs-rates": NeedsRates, "probe": Probe}, notes)
+    assert [s.label for s in specs] == ["baseline", "cache"]
+    assert notes == ["needs-rates left out of the default methods: it needs settings "
+                     "(invalid settings for method 'needs-rates': rates: required)"]

@@ -50,7 +50,7 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
         encode = pipe.encode_prompt
 
         def encode_prompt(prompt, *a, **kw):
-            seen["prompts"] += list(prompt)
+            seen["prompts"].append(list(prompt))
             seen["negative"].add(kw.get("negative_prompt"))
             return encode(prompt, *a, **kw)
 
@@ -77,7 +77,8 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
     assert ic["block_evals"] == 2 * n_blocks  # the cache reused step 2
     assert doc["meta"]["command"][-2:] == ["--out", str(out)]
     # the file's prompts, cycled over 4 images, with the negative prompt, at 16 x 24 (VAE factor 1)
-    assert seen["prompts"][:4] == [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[0]]
+    assert seen["prompts"][0] == [PROMPTS[0]]  # the probe call: one image with the run's kwargs
+    assert seen["prompts"][1] == [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[0]]
     assert seen["negative"] == {"blurry"}
     assert seen["latent_hw"] == {(16, 24)}  # the transformer's input is the latent grid
     assert any("prompts: 3 in" in n for n in doc["notes"])
@@ -85,10 +86,20 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
 
 def test_unknown_pipeline_kwarg_names_the_pipeline(saved, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["bench", "--model", str(saved / "sd3"), "--no-fd", "--pipeline-kwargs", '{"num_frames": 8}',
+    rc = main(["bench", "--model", str(saved / "sd3"), "--no-fd", "--methods", "baseline",
+               "--pipeline-kwargs", '{"num_frames": 8}',
                "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "StableDiffusion3Pipeline.__call__ takes no 'num_frames'" in err and not out.exists()
+
+
+def test_size_the_pipeline_rejects_is_bad_input(saved, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["bench", "--model", str(saved / "sd3"), "--no-fd", "--height", "17", "--steps", "2",
+               "--num-images", "2", "--methods", "baseline", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "accel bench: error: StableDiffusion3Pipeline rejected the call:" in err and "17" in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def _write(tmp_path, name, text):

@@ -43,7 +43,7 @@ from .prepare import prepare
 from .provenance import package_versions, run_meta
 from .records import build_records
 from .runtime import SingleProcess, distributed_state, pin_threads
-from .workload import make_workload
+from .workload import generate, make_workload
 
 
 @dataclass
@@ -83,6 +83,15 @@ def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, e
             f"features: at least {fidmod.min_images_for_fd(extractor.num_features)} images are required "
             "(several times more for a low-noise FD), or pass --no-fd"
         )
+
+
+def probe_call(pipe: Any, workload: Any) -> None:
+    """One image with the run's call kwargs, so that a call the pipeline rejects (e.g. a height
+    it cannot take) is bad input before any method runs."""
+    try:
+        generate(pipe, workload, [0])
+    except (ValueError, TypeError) as exc:
+        raise BenchInputError(f"{type(pipe).__name__} rejected the call: {exc}") from None
 
 
 def _timing_note(t_imgs: int, num_images: int, repeats: int, warmup: int, seeds: list[int]) -> str:
@@ -139,6 +148,7 @@ def run_bench(
                       num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)
         for k in range(seed_sets)
     ]
+    probe_call(pipe, workloads[0])
     images = generate_paired(pipe, methods, workloads, apply_spec, state=state, extractor=extractor, device=device,
                              lpips_metric=lpips_metric, grid_cols=grid_cols, progress=progress)
     t_imgs = min(timing_images or batch_size, batch_size, num_images)

@@ -203,7 +203,21 @@ def parse_methods(spec: str | None, registry: dict[str, type]) -> list[MethodSpe
     return out
 
 
-def default_methods(registry: dict[str, type]) -> list[MethodSpec]:
-    """The baseline + every registered method that accelerates (utilities such as `trace` left out)."""
-    return parse_methods(",".join([BASELINE, *(k for k, v in registry.items() if getattr(v, "accelerates", True))]),
-                         registry)
+def default_methods(registry: dict[str, type], notes: list[str] | None = None) -> list[MethodSpec]:
+    """The baseline + every registered method that accelerates, at default settings.
+
+    Utilities (``accelerates = False``, e.g. `trace`) are left out, and so is a method that
+    needs settings to be built at all (a note in ``notes`` says which and why).
+    """
+    names = []
+    for name, cls in registry.items():
+        if not getattr(cls, "accelerates", True):
+            continue
+        try:
+            build_config(name, cls, {})
+        except BenchInputError as exc:
+            if notes is not None:
+                notes.append(f"{name} left out of the default methods: it needs settings ({exc})")
+            continue
+        names.append(name)
+    return parse_methods(",".join([BASELINE, *names]), registry)

@@ -242,10 +242,10 @@ def prepare(args: Any, state: Any = None) -> Prepared:
     import accel
 
     check_args(args)
-    registry = dict(accel.methods())
-    methods = default_methods(registry) if args.methods is None else parse_methods(args.methods, registry)
+    registry, notes = dict(accel.methods()), []
+    methods = default_methods(registry, notes) if args.methods is None else parse_methods(args.methods, registry)
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
-    prep.methods = methods
+    prep.methods, prep.notes = methods, notes
     kind = pipeline_kind(prep.pipe)
     if args.prompts is not None:
         if kind != "prompt":
