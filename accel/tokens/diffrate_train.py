@@ -90,14 +90,17 @@ class RateTrainer:
     """Soft-compression hooks on a model, the rate logits and the FLOPs model."""
 
     def __init__(self, model: torch.nn.Module, sublayers: tuple[str, ...] = ("attention", "mlp"),
-                 candidates: tuple[float, ...] = CANDIDATES, queries: int = 32, temperature: float = 1.0):
+                 candidates: tuple[float, ...] = CANDIDATES, queries: int = 32, temperature: float = 1.0,
+                 init_keep: float = 1.0):
         self.model = model
         self.candidates = candidates
         self.queries = queries
         self.temperature = temperature
         self.text_len = 0
         self.blocks: list[_SoftBlock] = []
-        self.logits = torch.nn.Parameter(torch.zeros(len(blocks_of(model)), len(candidates)))
+        logits = torch.zeros(len(blocks_of(model)), len(candidates))
+        logits[:, 0] = init_keep  # start from the uncompressed model (DiffRate starts at full rate too)
+        self.logits = torch.nn.Parameter(logits)
         self.costs: list[dict[str, SublayerCost]] = []
         self._hooks = HookSet(model)
         self.sublayers = sublayers
@@ -182,8 +185,20 @@ def record_calls(pipe: Any, run: Callable[[], Any]) -> list[tuple[tuple, dict, t
     return calls
 
 
-def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 200, lr: float = 0.05,
-                lam: float = 5.0, sublayers: tuple[str, ...] = ("attention", "mlp"), seed: int = 0,
+def _take_rows(call: tuple, rows: int | None, gen: torch.Generator) -> tuple[tuple, dict, torch.Tensor]:
+    """A random subset of `rows` batch rows of a recorded call (every batch-shaped tensor sliced alike)."""
+    args, kwargs, target = call
+    b = target.shape[0]
+    if rows is None or rows >= b:
+        return args, kwargs, target
+    idx = torch.randperm(b, generator=gen)[:rows]
+    pick = lambda v: v[idx] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == b else v  # noqa: E731
+    return tuple(pick(a) for a in args), {k: pick(v) for k, v in kwargs.items()}, target[idx]
+
+
+def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 200, lr: float = 0.02,
+                lam: float = 5.0, rows: int | None = 4, sublayers: tuple[str, ...] = ("attention", "mlp"),
+                seed: int = 0,
                 checkpoint: Path | None = None, save_every: int = 10, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Learn the rate logits on recorded calls; returns the rates file content (a dict)."""
@@ -197,12 +212,13 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
     trainer = RateTrainer(model, sublayers)
     opt = torch.optim.Adam([trainer.logits], lr=lr)
     start = 0
-    settings = torch.tensor([flops, lam, lr, float(len(calls)), float(seed), float(trainer.logits.shape[0])])
+    settings = torch.tensor([flops, lam, lr, float(len(calls)), float(seed), float(trainer.logits.shape[0]),
+                             float(rows or 0), float(iters)])
     if checkpoint is not None and checkpoint.exists():
         state = load_file(str(checkpoint))
         if torch.allclose(state["settings"], settings):
-            trainer.logits.data.copy_(state["logits"])
-            opt.step()  # materialise Adam's state, then overwrite it
+            trainer.logits.grad = torch.zeros_like(trainer.logits)
+            opt.step()  # materialise Adam's state (a zero step), then overwrite it
             opt.zero_grad()
             st = opt.state[trainer.logits]
             st["exp_avg"].copy_(state["exp_avg"])
@@ -218,7 +234,7 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
     try:
         bar = tqdm(range(start, iters), disable=not progress, desc="diffrate", initial=start, total=iters)
         for it in bar:
-            args, kwargs, target = calls[order[it]]
+            args, kwargs, target = _take_rows(calls[order[it]], rows, torch.Generator().manual_seed(seed + it))
             out = model(*args, **kwargs)
             out = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
             distill = torch.mean((out.float() - target.float()) ** 2) / target.float().var().clamp_min(1e-12)
@@ -228,8 +244,8 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            history.append((float(distill), float(ratio)))
-            bar.set_postfix(distill=f"{float(distill):.4f}", flops=f"{float(ratio):.3f}")
+            history.append((float(distill.detach()), float(ratio.detach())))
+            bar.set_postfix(distill=f"{history[-1][0]:.4f}", flops=f"{history[-1][1]:.3f}")
             if checkpoint is not None and ((it + 1) % save_every == 0 or it + 1 == iters):
                 st = opt.state[trainer.logits]
                 save_file({"logits": trainer.logits.detach().clone(), "exp_avg": st["exp_avg"].clone(),
@@ -241,7 +257,7 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
         rates = trainer.rates()
         return {"rates": rates, "sublayers": list(sublayers), "flops_target": flops, "flops_ratio": final_ratio,
                 "candidates": list(CANDIDATES), "depth": len(rates), "iterations": iters, "lambda": lam,
-                "lr": lr, "calls": len(calls), "history": history[-20:]}
+                "lr": lr, "rows": rows, "calls": len(calls), "history": history[-20:]}
     finally:
         trainer.remove()
         for p, f in zip(params, flags):
@@ -288,7 +304,7 @@ def diffrate_command(args: Any) -> int:
                                                  output_type="np"))
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
     result = train_rates(pipe.transformer, calls, args.flops, iters=args.iters, lr=args.lr, lam=args.lam,
-                         seed=args.seed, checkpoint=ckpt, progress=not args.quiet, log=print)
+                         rows=args.rows, seed=args.seed, checkpoint=ckpt, progress=not args.quiet, log=print)
     result["model"] = args.model
     result["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -304,8 +320,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
     p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
     p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
-    p.add_argument("--iters", type=int, default=200, help="training iterations (default 200)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate of the rate logits")
+    p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
+    p.add_argument("--rows", type=int, default=4, help="batch rows of one recorded call per iteration (default 4)")
+    p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate of the rate logits")
     p.add_argument("--lam", type=float, default=5.0, help="weight of the FLOPs penalty (DiffRate: 5)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps of the calibration runs")
     p.add_argument("--calibration-images", type=int, default=8, help="images per calibration run")
