@@ -150,7 +150,7 @@ class BlockProbe:
         self._hooks = HookSet(model)
         try:
             for ref in self.blocks:
-                self._hooks.add(ref.module, _ProbeHook(self, ref), PROBE_HOOK)
+                self._hooks.add(ref.module, _ProbeHook(self, ref), f"{PROBE_HOOK}.{id(self)}")  # probes may nest
         except BaseException:
             self._hooks.remove()
             raise
