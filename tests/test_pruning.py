@@ -203,3 +203,20 @@ def test_prune_refuses_bad_keep_sets():
                      ([1, 2], "must be kept")):
         with pytest.raises(ValueError, match=msg):
             prune_model(dit, bad)
+
+
+def test_block_costs_and_cost_budgets():
+    from accel.pruning.select import block_costs
+
+    model = tiny_transformer("flux", num_layers=2)  # double blocks cost more than single blocks
+    call = ((), transformer_inputs("flux", model))
+    params = block_costs(model, "params")
+    flops = block_costs(model, "flops", call)
+    latency = block_costs(model, "latency", call, repeats=2)
+    assert len(params) == len(flops) == len(latency) == 4
+    assert params[0] > params[2] and flops[0] > flops[2] and all(t > 0 for t in latency)
+    budget = resolve_keep(0.6, flops, "flops")
+    keep = select_keep(model, "last", budget)["keep"]
+    assert sum(flops[i] for i in keep) <= 0.6 * sum(flops) and keep[-1] == 3
+    res = evolutionary_search(lambda k: -len(k), 4, budget, evaluations=20, seed=0)
+    assert budget.fits(res.keep)

@@ -84,6 +84,7 @@ def test_pruned_default_model_stays_a_digits_model(tmp_path):
     assert main(["prune", "--model", "default", "--keep", "6", "--selector", "uniform", "--out", str(out),
                  "--quiet"]) == 0
     assert is_digits_model(out) and json.loads((out / MARKER_FILE).read_text())["num_classes"] == 10
+    assert is_digits_model("default") and not is_digits_model(tmp_path)
     info = json.loads((out / "pruning.json").read_text())
     assert info["keep"] == [0, 2, 4, 7, 9, 11] and info["source_model"] == "default"
     generic = load_pipeline(str(out))  # accel.pipelines accepts the folder (identity VAE included)

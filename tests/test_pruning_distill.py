@@ -113,3 +113,19 @@ def test_distill_refuses_student_of_another_teacher(folders, tmp_path, capsys):
     assert main(["distill", "--teacher", str(folders / "teacher"), "--student", str(other_student), "--out",
                  str(out), "--steps", "2", "--teacher-samples", "1", "--quiet"]) == 2
     assert "not a pruned copy" in capsys.readouterr().err and not out.exists()
+
+
+def test_distill_on_an_image_folder(folders, tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "images"
+    for c in (0, 1):
+        (data / str(c)).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(((torch.rand(12, 12) * 255).byte()).numpy(), mode="L").save(data / str(c) / f"{i}.png")
+    out = tmp_path / "d"
+    assert main(["distill", "--teacher", str(folders / "teacher"), "--student", str(folders / "student"),
+                 "--out", str(out), "--steps", "2", "--data", str(data), "--batch-size", "2", "--quiet"]) == 0
+    info = json.loads((out / "distill.json").read_text())
+    assert info["data"] == {"kind": "image-folder", "path": str(data), "images": 4}
+    assert "task" in info["first_losses"][0]

@@ -52,12 +52,16 @@ def load_digits_model(path: str | Path, scheduler: str | None = None, device: An
     """A digits pipeline folder as `accel.models.load_default_pipeline` would build it.
 
     `scheduler`: None keeps the folder's own scheduler; "dpm++", "ddim", "ddpm" or
-    "euler" builds that scheduler on the training noise schedule.
+    "euler" builds that scheduler on the training noise schedule. `path="default"` is the
+    embedded model itself (`load_default_pipeline`), so callers can treat every digits
+    model alike: `if is_digits_model(m): pipe = load_digits_model(m, ...)`.
     """
     from diffusers import DiTPipeline, DiTTransformer2DModel
 
     from accel import models as M
 
+    if str(path) == "default":
+        return M.load_default_pipeline(scheduler=scheduler, device=device, dtype=dtype)
     path = Path(path)
     if not is_digits_model(path):
         raise ValueError(f"{path} is not a pipeline folder derived from the default digits model "
