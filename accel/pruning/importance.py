@@ -42,17 +42,6 @@ class Calibration:
     def __len__(self) -> int:
         return len(self.calls)
 
-    def split(self, held_out: int) -> tuple["Calibration", "Calibration"]:
-        """(fit, held-out): every call whose index mod (len // held_out) is the last residue goes to held-out."""
-        if not 0 < held_out < len(self.calls):
-            raise ValueError(f"held_out={held_out} must be in 1..{len(self.calls) - 1}")
-        stride = len(self.calls) // held_out
-        hold = {i for i in range(stride - 1, len(self.calls), stride)}
-        hold = set(sorted(hold)[:held_out])
-        fit = [c for i, c in enumerate(self.calls) if i not in hold]
-        held = [c for i, c in enumerate(self.calls) if i in hold]
-        return Calibration(fit, dict(self.settings, part="fit")), Calibration(held, dict(self.settings, part="held-out"))
-
 
 def _detach(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
