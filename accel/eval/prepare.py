@@ -244,15 +244,14 @@ def prepare(args: Any, state: Any = None) -> Prepared:
     check_args(args)
     registry, notes = dict(accel.methods()), []
     methods = default_methods(registry, notes) if args.methods is None else parse_methods(args.methods, registry)
+    prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
-    prep.methods, prep.notes = methods, notes
-    kind = pipeline_kind(prep.pipe)
-    if args.prompts is not None:
-        if kind != "prompt":
+    prep.methods, prep.notes, prep.prompts = methods, notes, prompts
+    if prompts is not None:
+        if pipeline_kind(prep.pipe) != "prompt":
             raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")
-        prep.prompts = load_prompts(args.prompts, args.prompt_column)
-        if len(prep.prompts) < args.num_images:
-            prep.notes.append(f"prompts: {len(prep.prompts)} in {args.prompts}, cycled over {args.num_images} images")
+        if len(prompts) < args.num_images:
+            notes.append(f"prompts: {len(prompts)} in {args.prompts}, cycled over {args.num_images} images")
     prep.call_kwargs = call_kwargs(args, prep.pipe)
     choose_features(args, prep)
     return prep
