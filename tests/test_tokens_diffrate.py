@@ -46,7 +46,7 @@ def test_rates_file_for_another_depth_and_bad_values_are_refused(tmp_path):
     with pytest.raises(ValueError, match="rates: 2 rates for a model with 3 blocks"):
         accel.apply(model, DiffRateConfig(rates=str(path)))
     assert {n: sorted(m.__dict__) for n, m in model.named_modules()} == state
-    for bad in ("1;1.5;1", "1;0;1", str(tmp_path / "missing.json"), None):
+    for bad in ("1;1.5;1", "1;0;1", str(tmp_path / "missing.json"), None, "abc"):
         with pytest.raises(ValueError, match="rates"):
             DiffRateConfig(rates=bad)
     path.write_text(json.dumps({"rates": [1.0, 0.5, 0.5], "sublayers": ["attention", "feedforward"]}))
@@ -103,6 +103,14 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
         run = pipe(class_labels=[3], num_inference_steps=2, output_type="np")
         assert run.images.shape[0] == 1 and h.stats()["diffrate"]["rates"] == data["rates"]
     assert main(["diffrate", "--flops", "1.5", "--out", str(out)]) == 2
+
+
+def test_single_rate_applies_to_every_block():
+    model = tiny_transformer("dit", num_layers=3)
+    with torch.no_grad(), accel.apply(model, DiffRateConfig()) as h:  # default: uniform 0.75
+        model(**transformer_inputs("dit", model))
+        stats = h.stats()["diffrate"]
+    assert stats["rates"] == [0.75] * 3 and stats["total"]["attention.tokens_out"] == 3 * 2 * 12
 
 
 def test_registered_everywhere():

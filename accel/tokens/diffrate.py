@@ -15,7 +15,8 @@ needs an output at unmerge, so a pruned token would copy its neighbour's output
 anyway; averaging it into that neighbour keeps its content too.
 
 `rates` is a JSON file written by `accel diffrate` (or a list/"0.9;0.8;..." string of
-kept fractions, one per block). All rates 1 is the identical model.
+kept fractions, one per block, or one number for every block). All rates 1 is the
+identical model.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ def read_rates(spec: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class DiffRateConfig(MethodConfig):
     """rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
-        each in (0, 1], one per block (global order).
+        each in (0, 1], one per block (global order); a single number is the same rate in every
+        block (the default, 0.75, is that uncalibrated uniform baseline: learn rates with
+        `accel diffrate`).
     queries: query tokens sampled for the attention-received importance.
     """
 
-    rates: str | None = None
+    rates: str | None = "0.75"
     queries: int = 32
 
     kind = "tokens"
@@ -105,6 +108,8 @@ class DiffRateConfig(MethodConfig):
     def install(self, target: Target) -> "DiffRate":
         data = read_rates(self.rates)
         rates = data["rates"]
+        if len(rates) == 1 and "file" not in data:
+            rates = rates * len(target.blocks)
         if len(rates) != len(target.blocks):
             raise ValueError(f"rates: {len(rates)} rates for a model with {len(target.blocks)} blocks "
                              "(the rates file was learned for another depth)")
