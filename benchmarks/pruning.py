@@ -76,6 +76,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--evo-evaluations", type=int, default=40)
     p.add_argument("--evo-calls", type=int, default=12, help="calibration calls per evo fitness evaluation")
     p.add_argument("--distill-keep", type=int, default=6)
+    p.add_argument("--distill-selectors", default=None,
+                   help="comma list to distil (default: laptop and the best other selector by held-out error)")
     p.add_argument("--distill-minutes", type=float, default=20.0)
     p.add_argument("--distill-steps", type=int, default=None, help="cap on steps (default: time budget only)")
     p.add_argument("--distill-batch", type=int, default=32)
@@ -243,6 +245,8 @@ def main() -> None:
     differ = {s: r for s, r in others.items() if r["keep"] != laptop_keep}
     if differ:
         targets.append(min(differ, key=lambda s: differ[s]["held_out_error"]))
+    if args.distill_selectors is not None:
+        targets = [s for s in args.distill_selectors.split(",") if s in rows]
     doc["distill_targets"] = targets
     data = digits_data()
     for sel in targets:
