@@ -32,6 +32,7 @@ class Matching:
     keep: torch.Tensor
     index: torch.Tensor
     size: torch.Tensor
+    merged_src: torch.Tensor | None = None  # (B, r) original indices of the merged-away tokens, when known
 
     @property
     def num_tokens(self) -> int:
@@ -51,7 +52,8 @@ class Matching:
 
     def select(self, i: int) -> "Matching":
         """The matching of sample `i` alone (batch of one)."""
-        return Matching(self.keep[i:i + 1], self.index[i:i + 1], self.size[i:i + 1])
+        src = None if self.merged_src is None else self.merged_src[i:i + 1]
+        return Matching(self.keep[i:i + 1], self.index[i:i + 1], self.size[i:i + 1], src)
 
 
 def grid_destinations(rows: int, cols: int, sx: int = 2, sy: int = 2,
@@ -90,9 +92,11 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> 
     if r == 0:
         return Matching(arange.clone(), arange.clone(), torch.ones(b, n, dtype=torch.long, device=device))
     with torch.no_grad():
-        m = metric.float()
-        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        scores = m[:, src] @ m[:, dst].transpose(1, 2)  # (B, S, D)
+        # cosine on the small (N, D) score matrix: no normalised copy of the (B, N, C) tokens
+        d = metric[:, dst]
+        scores = metric @ d.transpose(1, 2)  # (B, N, D)
+        norms = metric.norm(dim=-1).clamp_min(1e-12)
+        scores = (scores / norms.unsqueeze(-1) / norms[:, dst].unsqueeze(1))[:, src].float()  # (B, S, D)
         best, best_dst = scores.max(dim=-1)  # (B, S)
         order = best.argsort(dim=-1, descending=True)[:, :r]  # (B, r) most similar sources
     merged_src = src[order]  # (B, r) original indices of merged-away sources
@@ -106,7 +110,7 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> 
     index.scatter_(1, merged_src, pos.gather(1, merged_dst))
     size = torch.zeros(b, n - r, dtype=torch.long, device=device)
     size.scatter_add_(1, index, torch.ones_like(index))
-    return Matching(keep, index, size)
+    return Matching(keep, index, size, merged_src)
 
 
 def match_grid(metric: torch.Tensor, r: int, grid: tuple[int, int], sx: int = 2, sy: int = 2,
@@ -124,9 +128,14 @@ def merge(x: torch.Tensor, m: Matching) -> torch.Tensor:
     if m.r == 0:
         return x
     b, n, c = x.shape
-    out = x.new_zeros(b, m.num_merged, c)
-    out.scatter_add_(1, m.index.unsqueeze(-1).expand(b, n, c), x)
-    return out / m.size.unsqueeze(-1).to(x.dtype)
+    if m.merged_src is not None:  # kept tokens gathered, only the r merged sources scattered in
+        out = x.gather(1, m.keep.unsqueeze(-1).expand(b, m.num_merged, c))
+        src = x.gather(1, m.merged_src.unsqueeze(-1).expand(b, m.r, c))
+        out.scatter_add_(1, m.index.gather(1, m.merged_src).unsqueeze(-1).expand(b, m.r, c), src)
+    else:
+        out = x.new_zeros(b, m.num_merged, c)
+        out.scatter_add_(1, m.index.unsqueeze(-1).expand(b, n, c), x)
+    return out.div_(m.size.unsqueeze(-1).to(x.dtype))
 
 
 def unmerge(y: torch.Tensor, m: Matching) -> torch.Tensor:
@@ -166,4 +175,5 @@ def keep_top(metric: torch.Tensor, importance: torch.Tensor, k: int) -> Matching
     index = torch.where(pos >= 0, pos, nearest)
     size = torch.zeros(b, k, dtype=torch.long, device=device)
     size.scatter_add_(1, index, torch.ones_like(index))
-    return Matching(keep, index, size)
+    merged_src = (pos < 0).nonzero()[:, 1].reshape(b, n - k)
+    return Matching(keep, index, size, merged_src)
