@@ -166,14 +166,15 @@ def keep_top(metric: torch.Tensor, importance: torch.Tensor, k: int) -> Matching
         return Matching(arange.clone(), arange.clone(), torch.ones(b, n, dtype=torch.long, device=device))
     with torch.no_grad():
         keep = importance.topk(k, dim=1).indices.sort(dim=1).values  # (B, k)
-        m = metric.float()
-        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        kept = m.gather(1, keep.unsqueeze(-1).expand(b, k, m.shape[-1]))
-        nearest = (m @ kept.transpose(1, 2)).argmax(dim=-1)  # (B, N) position among kept
-    pos = torch.full((b, n), -1, dtype=torch.long, device=device)
-    pos.scatter_(1, keep, torch.arange(k, device=device).expand(b, k))
-    index = torch.where(pos >= 0, pos, nearest)
+        pos = torch.full((b, n), -1, dtype=torch.long, device=device)
+        pos.scatter_(1, keep, torch.arange(k, device=device).expand(b, k))
+        merged_src = (pos < 0).nonzero()[:, 1].reshape(b, n - k)
+        c = metric.shape[-1]
+        kept = metric.gather(1, keep.unsqueeze(-1).expand(b, k, c))
+        rest = metric.gather(1, merged_src.unsqueeze(-1).expand(b, n - k, c))
+        scores = rest @ kept.transpose(1, 2) / kept.norm(dim=-1).clamp_min(1e-12).unsqueeze(1)
+        nearest = scores.argmax(dim=-1)  # (B, N - k) position among kept (row norms do not change it)
+    index = pos.scatter(1, merged_src, nearest)
     size = torch.zeros(b, k, dtype=torch.long, device=device)
     size.scatter_add_(1, index, torch.ones_like(index))
-    merged_src = (pos < 0).nonzero()[:, 1].reshape(b, n - k)
     return Matching(keep, index, size, merged_src)
