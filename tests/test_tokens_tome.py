@@ -203,3 +203,15 @@ def test_impossible_requests_raise_at_apply_with_nothing_installed(family, kwarg
 def test_registered_as_tokens_kind():
     cls = accel.methods()["tome"]
     assert cls is TomeConfig and cls.kind == "tokens"
+
+
+def test_parse_blocks_forms():
+    from accel.tokens.tome import parse_blocks
+
+    assert parse_blocks(None, 4) == (0, 1, 2, 3)
+    assert parse_blocks("1-2;0", 4) == (0, 1, 2)
+    assert parse_blocks(0.5, 12) == tuple(range(6)) and parse_blocks("0.25", 12) == (0, 1, 2)
+    assert parse_blocks((3, 1), 4) == (1, 3) and parse_blocks(2, 4) == (2,)
+    for bad in ("4", -1, 1.5, "x"):
+        with pytest.raises(ValueError, match="blocks"):
+            parse_blocks(bad, 4)
