@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 if TYPE_CHECKING:
     from .api import Target
@@ -55,6 +55,10 @@ class MethodConfig:
 
     def install(self, target: "Target") -> "Installed":
         raise NotImplementedError
+
+    def prepare(self, pipe: Any, run: Callable[[], Any]) -> None:
+        """One-off work before measuring (e.g. a calibration); `run()` makes one pipeline call on
+        calibration inputs with nothing applied. `accel bench` calls it once per method."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

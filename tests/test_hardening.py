@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import accel
-from accel.caching import DeltaCacheConfig, IntervalCacheConfig, ResidualCacheConfig
+from accel.caching import DeltaCacheConfig, IntervalCacheConfig, ResidualCacheConfig, ScheduleCacheConfig
 from accel.testing import pipeline_inputs, run_tiny, tiny_pipeline
 
 # Settings under which the second of two steps would reuse every cached block.
@@ -19,7 +19,14 @@ REUSING_CACHES = {
     "delta-cache": DeltaCacheConfig(interval=2, boundary=0, cached_blocks=3),
     "interval-cache": IntervalCacheConfig(interval=2, warmup=0),
     "residual-cache": ResidualCacheConfig(threshold=1e9, warmup=0, front_blocks=1),
+    "schedule-cache": ScheduleCacheConfig(budget=1),
 }
+
+
+def _prepared(pipe, family: str, steps: int, config):
+    """accel.apply after the config's one-off preparation (schedule-cache calibrates)."""
+    config.prepare(pipe, lambda: pipe(**pipeline_inputs(family, steps=steps, seed=7)))
+    return accel.apply(pipe, config)
 
 
 def test_every_cache_is_covered_here():
@@ -66,7 +73,7 @@ def _sd3_with_cutoff(pipe, cutoff: int) -> torch.Tensor:
 def test_cfg_cutoff_mid_call_recomputes_instead_of_broadcasting(tiny_pipes, name):
     pipe = tiny_pipes["sd3"]
     reference = _sd3_with_cutoff(pipe, cutoff=0)  # step 0 with CFG (batch 2), step 1 without (batch 1)
-    with accel.apply(pipe, REUSING_CACHES[name]) as handle:
+    with _prepared(pipe, "sd3", 2, REUSING_CACHES[name]) as handle:
         out = _sd3_with_cutoff(pipe, cutoff=0)
         stats = handle.stats()[name]["total"]
         assert stats["shape_recomputes"] == 1
@@ -98,7 +105,7 @@ def test_forecast_drops_an_offset_of_another_shape():
 def test_cached_tensors_are_freed_when_the_call_ends(tiny_pipes, name):
     pipe = tiny_pipes["sd3"]
     held_during: list[int] = []
-    with accel.apply(pipe, REUSING_CACHES[name]) as handle:
+    with _prepared(pipe, "sd3", 3, REUSING_CACHES[name]) as handle:
         def probe(p, i, t, kw):
             held_during.append(handle.held_bytes())
             return kw

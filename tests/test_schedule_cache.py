@@ -1,0 +1,115 @@
+"""`schedule-cache`: exact DP schedules, calibration files keyed by model/sampler/steps, end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+import torch
+
+import accel
+from accel.caching import ScheduleCacheConfig, calibrate_schedule
+from accel.caching.schedule import (
+    CalibrationKey, best_schedule, load_calibration, reuse_errors, save_calibration, schedule_cost,
+    sensitivity_errors,
+)
+from accel.testing import pipeline_inputs, run_tiny, tiny_pipeline
+
+
+def _random_errors(n: int, rng: random.Random) -> list[list[float]]:
+    return [[rng.random() * (j - i) if i < j else 0.0 for j in range(n)] for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dp_equals_brute_force(seed):
+    rng = random.Random(seed)
+    n = rng.randint(2, 8)
+    errors = _random_errors(n, rng)
+    for k in range(1, n + 1):
+        brute = min(schedule_cost(errors, (0, *rest)) for rest in itertools.combinations(range(1, n), k - 1))
+        chosen = best_schedule(errors, k)
+        assert len(chosen) == k and chosen[0] == 0
+        assert schedule_cost(errors, chosen) == pytest.approx(brute, abs=1e-12)
+
+
+def test_budget_outside_the_steps_is_refused():
+    with pytest.raises(ValueError, match="budget"):
+        best_schedule(_random_errors(4, random.Random(0)), 5)
+    with pytest.raises(ValueError, match="step 0"):
+        schedule_cost(_random_errors(4, random.Random(0)), [1, 2])
+
+
+def test_reuse_errors_are_relative_l1():
+    d = [torch.ones(2, 3), 2 * torch.ones(2, 3), 4 * torch.ones(2, 3)]
+    e = reuse_errors(d)
+    assert e[0][1] == pytest.approx(0.5) and e[0][2] == pytest.approx(0.75) and e[1][2] == pytest.approx(0.5)
+    assert e[1][0] == e[2][2] == 0.0
+
+
+def test_calibration_file_for_another_key_is_refused(tmp_path):
+    key = CalibrationKey("DiT:abc:def", "DDIMScheduler:123", 4)
+    path = save_calibration(tmp_path / "cal.json", key, _random_errors(4, random.Random(1)), images=2)
+    assert load_calibration(path, key) == json.loads(path.read_text())["errors"]
+    with pytest.raises(ValueError, match="step count"):
+        load_calibration(path, CalibrationKey(key.model, key.scheduler, 8))
+    with pytest.raises(ValueError, match="another model"):
+        load_calibration(path, CalibrationKey("DiT:abc:xyz", key.scheduler, 4))
+    with pytest.raises(ValueError, match="another scheduler"):
+        load_calibration(path, CalibrationKey(key.model, "DPMSolverMultistepScheduler:1", 4))
+
+
+def test_calibration_then_the_best_schedule_for_each_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
+    pipe = tiny_pipeline("dit", num_layers=2)
+    reference = run_tiny(pipe, "dit", steps=6)
+    with pytest.raises(ValueError, match="calibrate_schedule"):  # nothing calibrated yet: say how
+        with accel.apply(pipe, ScheduleCacheConfig(budget=3)):
+            run_tiny(pipe, "dit", steps=6)
+    path = calibrate_schedule(pipe, lambda: pipe(**pipeline_inputs("dit", steps=6, seed=99)), progress=False)
+    assert path.parent == tmp_path / "schedules"
+    doc = json.loads(path.read_text())
+    assert doc["steps"] == 6 and len(doc["sensitivity"]) == 6 and doc["sensitivity"][0] == 0.0
+    assert all(v > 0 for v in doc["sensitivity"][1:])  # every single reuse changes the images
+    assert doc["errors"] == sensitivity_errors(doc["reuse"], doc["sensitivity"])
+    for budget in (1, 3, 6):
+        with accel.apply(pipe, ScheduleCacheConfig(budget=budget)) as handle:
+            out = run_tiny(pipe, "dit", steps=6)
+            stats = handle.stats()
+        want = best_schedule(doc["errors"], budget)
+        assert stats["schedule-cache"]["computed_steps"] == want
+        assert stats["total"]["block_evals"] == budget * 2  # computed steps x 2 blocks
+        assert stats["schedule-cache"]["calibration_file"] == str(path)
+        assert torch.equal(out, reference) == (budget == 6)
+    # the saved file for 6 steps is refused for a 4-step call ...
+    with accel.apply(pipe, ScheduleCacheConfig(budget=2, schedule=str(path))):
+        with pytest.raises(ValueError, match="step count"):
+            run_tiny(pipe, "dit", steps=4)
+    # ... and for another model
+    other = tiny_pipeline("dit", num_layers=2, seed=1)
+    with accel.apply(other, ScheduleCacheConfig(budget=2, schedule=str(path))):
+        with pytest.raises(ValueError, match="another model"):
+            run_tiny(other, "dit", steps=6)
+    # prepare() (what accel bench calls) keeps an existing calibration
+    mtime = path.stat().st_mtime_ns
+    ScheduleCacheConfig().prepare(pipe, lambda: pipe(**pipeline_inputs("dit", steps=6, seed=98)))
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_sensitivity_errors_scale_by_staleness_and_gap():
+    reuse = [[0.0, 0.1, 0.4], [0.0, 0.0, 0.2], [0.0, 0.0, 0.0]]
+    e = sensitivity_errors(reuse, [0.0, 3.0, 5.0])
+    assert e[0][1] == pytest.approx(3.0) and e[1][2] == pytest.approx(5.0)
+    assert e[0][2] == pytest.approx(5.0 * (0.4 / 0.2) * 2)
+
+
+def test_bad_settings_name_the_field(tmp_path):
+    for kwargs, field in (({"budget": 0}, "budget"), ({"budget": 1.5}, "budget"),
+                          ({"schedule": str(tmp_path / "missing.json")}, "schedule"), ({"forecast": 3}, "forecast")):
+        with pytest.raises(ValueError, match=field):
+            ScheduleCacheConfig(**kwargs)
+    from accel.testing import tiny_transformer
+
+    with pytest.raises(ValueError, match="pipeline"):
+        accel.apply(tiny_transformer("dit"), ScheduleCacheConfig())
