@@ -37,6 +37,9 @@ class BlockStack:
         [text, image] tokens (Flux), which must follow merged image tokens.
     attention_bias: the self-attention honours an additive `attention_mask` over keys
         (used for ToMe's proportional attention).
+    attention_kv_arg: keyword through which the self-attention takes a separate key/value
+        sequence while the queries stay `hidden_states` (token caching recomputes a subset of
+        queries against all keys); None where that keyword means text (joint attention).
     config_key: the model-config entry holding this stack's depth (what depth pruning rewrites).
     keep_blocks: blocks of this stack depth pruning must keep (negative: from the end):
         SD3's last block is built differently (`context_pre_only`); DiT's output head
@@ -53,6 +56,7 @@ class BlockStack:
     text_prefix: bool = False
     rotary_arg: str | None = None
     attention_bias: bool = False
+    attention_kv_arg: str | None = None
     config_key: str = "num_layers"
     keep_blocks: tuple[int, ...] = ()
 
@@ -97,11 +101,13 @@ def register(family: Family) -> Family:
 
 register(Family(
     name="dit", class_name="DiTTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", attention_bias=True, keep_blocks=(0,)),),
+    stacks=(BlockStack("transformer_blocks", attention_bias=True, keep_blocks=(0,),
+                       attention_kv_arg="encoder_hidden_states"),),
 ))
 register(Family(
     name="pixart", class_name="PixArtTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", attention_bias=True),),
+    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", attention_bias=True,
+                       attention_kv_arg="encoder_hidden_states"),),
 ))
 register(Family(
     name="sd3", class_name="SD3Transformer2DModel", token_grid=_grid_from_latents,
@@ -118,7 +124,8 @@ register(Family(
 ))
 register(Family(
     name="sana", class_name="SanaTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", tokenwise_mlp=False),),
+    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", tokenwise_mlp=False,
+                       attention_kv_arg="encoder_hidden_states"),),
 ))
 
 

@@ -48,11 +48,13 @@ def test_schedule_and_recomputed_counts():
     assert total["mlp.tokens_out"] == total["attention.tokens_out"]
 
 
-def test_recomputed_tokens_are_fresh_and_the_rest_reused():
-    """On a partial step the MLP output of recomputed tokens equals a fresh MLP call; others keep the cache."""
+@pytest.mark.parametrize("sub", ["ff", "attn1"])
+def test_recomputed_tokens_are_fresh_and_the_rest_reused(sub):
+    """On a partial step the output of recomputed tokens equals a fresh full call (self-attention:
+    the recomputed queries attend to every token); the other tokens keep the cached output."""
     model = tiny_transformer("dit", num_layers=1)
     kw = transformer_inputs("dit", model)
-    ff = model.transformer_blocks[0].ff
+    ff = getattr(model.transformer_blocks[0], sub)
     seen = []
     handle_in = ff.register_forward_pre_hook(lambda m, a: seen.append(("in", a[0])))
     handle_out = ff.register_forward_hook(lambda m, a, o: seen.append(("out", o)))

@@ -122,6 +122,9 @@ class SublayerHook(ModelHook):
             return out
         img = self.merger.compress(x[:, prefix:], m)
         xm = torch.cat([x[:, :prefix], img], dim=1) if prefix else img
+        extra = self.merger.extra_kwargs(self, x[:, prefix:])
+        if extra:
+            kwargs = {**kwargs, **extra}
         rows = kwargs.get(self.rotary) if self.rotary else None
         if rows is not None and x.shape[0] > 1 and not m.same_for_batch():
             # one rotary table per call: run sample by sample with its own rows
@@ -159,6 +162,8 @@ class SublayerHook(ModelHook):
         if self.kind == "cross_attention":
             enc = kwargs.get("encoder_hidden_states")
             keys = int(enc.shape[1]) if isinstance(enc, torch.Tensor) else n
+        elif self.kind == "attention" and m is not None and self.merger.full_keys:
+            keys = n  # a subset of queries against all keys (token caching)
         after = n - m.r if m is not None else n
         b = x.shape[0]
         full, done = self.cost(n, text, keys) * b, self.cost(after, text, keys) * b
@@ -193,6 +198,7 @@ class TokenMerger(Installed):
 
     proportional = False
     observes = False  # call `observe` with the output of every uncompressed sub-layer call
+    full_keys = False  # compressed self-attention still attends to every token (extra_kwargs passes them)
 
     def __init__(self, target: Target, name: str, merge_kinds: dict[int, tuple[str, ...]]):
         self.target = target
@@ -222,6 +228,10 @@ class TokenMerger(Installed):
     def compress(self, tokens: torch.Tensor, m: Matching) -> torch.Tensor:
         """Image tokens -> the fewer tokens the sub-layer sees (default: merge)."""
         return merge(tokens, m)
+
+    def extra_kwargs(self, hook: "SublayerHook", tokens: torch.Tensor) -> dict[str, Any]:
+        """Extra keyword arguments of a compressed sub-layer call, given its full image tokens."""
+        return {}
 
     def restore(self, call: BlockCall, hook: "SublayerHook", out: torch.Tensor, m: Matching) -> torch.Tensor:
         """The sub-layer's output on the fewer tokens -> all image tokens (default: unmerge)."""

@@ -7,7 +7,11 @@ its output per CFG branch. On the steps between, each block recomputes only the
 those tokens alone (with all text tokens; Flux rotary rows follow them) and their
 fresh outputs overwrite the cached ones; the other tokens reuse their cached output.
 The block's gate and residual always run on the fresh step (only sub-layer outputs
-are cached), so the timestep modulation stays current.
+are cached), so the timestep modulation stays current. Recomputed self-attention
+queries attend to all current tokens (keys/values from every token, through the
+family's `attention_kv_arg`: DiT, PixArt, Sana); where the attention has no such
+argument (SD3/Flux joint attention) it is computed in full every step and only the
+MLP (and cross-attention) are cached token-wise.
 
 Score of a token = staleness + importance:
 * staleness: steps since the token was last recomputed, divided by `interval`;
@@ -67,7 +71,9 @@ class TocaConfig(MethodConfig):
         check_range("spread", self.spread, 0, 1)
 
     def install(self, target: Target) -> "Toca":
-        kinds = {ref.global_index: tuple(k for k in SUBLAYERS if mergeable(ref, k) is None) for ref in target.blocks}
+        kinds = {ref.global_index: tuple(k for k in SUBLAYERS if mergeable(ref, k) is None
+                                         and (k != "attention" or ref.stack.attention_kv_arg))
+                 for ref in target.blocks}
         return Toca(target, self, kinds)
 
 
@@ -84,6 +90,7 @@ class _BlockCache:
 
 class Toca(TokenMerger):
     observes = True
+    full_keys = True
 
     def __init__(self, target: Target, config: TocaConfig, kinds: dict[int, tuple[str, ...]]):
         self.config = config
@@ -162,6 +169,11 @@ class Toca(TokenMerger):
         return chosen.nonzero()[:, 1].reshape(b, k)
 
     # -- outputs ----------------------------------------------------------------------------
+    def extra_kwargs(self, hook: SublayerHook, tokens: torch.Tensor) -> dict[str, Any]:
+        """Recomputed self-attention queries attend to all current tokens, not just each other."""
+        arg = hook.ref.stack.attention_kv_arg if hook.kind == "attention" else None
+        return {arg: tokens} if arg else {}
+
     def compress(self, tokens: torch.Tensor, m: Matching) -> torch.Tensor:
         return tokens.gather(1, m.keep.unsqueeze(-1).expand(*m.keep.shape, tokens.shape[-1]))
 
