@@ -2,8 +2,8 @@
 bad input (every one: one line on stderr, exit 2, nothing written), and 2 processes.
 
 `interval-cache:interval=2,warmup=1` is the method of choice here because its block
-counts are exact: of 3 steps it computes steps 0 and 1 and reuses step 2, so with 2
-blocks a pipeline call evaluates 4 of 6 blocks (ideal speedup 1.5).
+counts are exact: of 8 steps it computes steps 0, 1, 3, 5, 7 and reuses 2, 4, 6, so with
+2 blocks a pipeline call evaluates 10 of 16 blocks (ideal speedup 1.6).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def features_on_path(env, monkeypatch):
 
 
 def _args(env, out, *extra):
-    return ["bench", "--model", str(env / "tiny-dit"), "--steps", "3", "--num-images", "16",
+    return ["bench", "--model", str(env / "tiny-dit"), "--steps", "8", "--num-images", "16",
             "--batch-size", "4", "--guidance", "2.0", "--repeats", "2", "--timing-images", "2",
             "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out), *extra]
 
@@ -96,13 +96,14 @@ def test_bench_end_to_end(features_on_path, tmp_path, capsys):
     assert ic["fd_name"] == "FD-vs-baseline" and len(ic["fd_per_set"]) == 2
     assert ic["fd_spread"] is not None and ic["fd_check"] == pytest.approx(ic["fd"], rel=1e-3)
     assert math.isfinite(ic["psnr"]) and ic["ssim"] < 1
-    assert ic["config"] == [{"name": "interval-cache", "params": {"interval": 2, "warmup": 1}}]
-    # block counts of one timed call (2 blocks x 3 steps), exact: the cache really reuses
-    assert (base["block_evals"], base["block_total"], base["ideal_speedup"]) == (6, 6, 1.0)
-    assert (ic["block_evals"], ic["block_total"]) == (4, 6) and ic["ideal_speedup"] == pytest.approx(1.5)
-    assert ic["achieved_over_ideal"] == pytest.approx(ic["speedup"] / 1.5)
+    assert [c["name"] for c in ic["config"]] == ["interval-cache"]
+    assert {k: ic["config"][0]["params"][k] for k in ("interval", "warmup")} == {"interval": 2, "warmup": 1}
+    # block counts of one timed call (2 blocks x 8 steps), exact: the cache really reuses
+    assert (base["block_evals"], base["block_total"], base["ideal_speedup"]) == (16, 16, 1.0)
+    assert (ic["block_evals"], ic["block_total"]) == (10, 16) and ic["ideal_speedup"] == pytest.approx(1.6)
+    assert ic["achieved_over_ideal"] == pytest.approx(ic["speedup"] / 1.6)
     assert ic["speedup"] > 0 and ic["time_s"] > 0
-    assert base["num_images"] == 16 and base["steps"] == 3 and base["threads"] == 1
+    assert base["num_images"] == 16 and base["steps"] == 8 and base["threads"] == 1
     if sys.platform == "linux":
         assert ic["peak_mem_mb"] > 0
     meta = doc["meta"]

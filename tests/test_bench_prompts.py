@@ -19,7 +19,7 @@ from accel.eval.prompts import load_prompts
 from accel.testing import tiny_text_pipeline
 
 PROMPTS = ["a red fox in the snow", "a watercolor painting of a lighthouse at dawn", "a cat on a wooden table"]
-IC = "interval-cache:interval=2,warmup=1"  # of 3 steps: computes 0 and 1, reuses 2
+IC = "interval-cache:interval=2,warmup=1"  # of 8 steps: computes 0, 1, 3, 5, 7, reuses 2, 4, 6
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
     out = tmp_path / "out"
     argv = ["bench", "--model", str(saved / family), "--no-fd", "--prompts", str(saved / prompt_file),
             "--height", "16", "--width", "24", "--negative-prompt", "blurry", "--pipeline-kwargs", extra_kwargs,
-            "--num-images", "4", "--steps", "3", "--methods", f"baseline,{IC}", "--repeats", "1", "--warmup", "0",
+            "--num-images", "4", "--steps", "8", "--methods", f"baseline,{IC}", "--repeats", "1", "--warmup", "0",
             "--timing-images", "2", "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     doc = json.loads((out / "results.json").read_text())
@@ -73,8 +73,8 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
     assert base["psnr"] is None and ic["psnr"] > 0 and ic["ssim"] <= 1
     assert base["fd"] is None and ic["fd_name"] is None  # --no-fd
     n_blocks = 2
-    assert (base["block_evals"], base["block_total"]) == (3 * n_blocks, 3 * n_blocks)
-    assert ic["block_evals"] == 2 * n_blocks  # the cache reused step 2
+    assert (base["block_evals"], base["block_total"]) == (8 * n_blocks, 8 * n_blocks)
+    assert ic["block_evals"] == 5 * n_blocks  # the cache reused steps 2, 4, 6
     assert doc["meta"]["command"][-2:] == ["--out", str(out)]
     # the file's prompts, cycled over 4 images, with the negative prompt, at 16 x 24 (VAE factor 1)
     assert seen["prompts"][0] == [PROMPTS[0]]  # the probe call: one image with the run's kwargs

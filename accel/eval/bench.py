@@ -94,6 +94,33 @@ def probe_call(pipe: Any, workload: Any) -> None:
         raise BenchInputError(f"{type(pipe).__name__} rejected the call: {exc}") from None
 
 
+def prepare_methods(pipe: Any, methods: Sequence[MethodSpec], workload: Any, indices: list[int], state: Any) -> str | None:
+    """Each config's one-off ``prepare(pipe, run)`` (e.g. a calibration); ``run()`` is one call on
+    ``workload`` (seeds disjoint from the measured ones) with nothing applied. Rank 0 goes first, so
+    that what it stores on disk is there for the other ranks. Returns a note if any call was made."""
+    from accel.errors import AccelError
+
+    calls = []
+
+    def run() -> Any:
+        calls.append(1)
+        return generate(pipe, workload, indices)
+
+    for turn in (True, False):
+        if state.is_main_process == turn:
+            for m in methods:
+                for cfg in m.configs:
+                    try:
+                        getattr(cfg, "prepare", lambda pipe, run: None)(pipe, run)
+                    except (AccelError, ValueError, TypeError) as exc:
+                        raise BenchInputError(f"method {m.label!r} could not be prepared: {exc}") from None
+        if turn:
+            state.wait_for_everyone()
+    seeds = [workload.seeds[i] for i in indices]
+    return (f"method preparation (calibration): {len(calls)} call(s) of {len(indices)} image(s) on seeds "
+            f"{seeds[0]}..{seeds[-1]}, disjoint from the measured ones, before anything was measured") if calls else None
+
+
 def _timing_note(t_imgs: int, num_images: int, repeats: int, warmup: int, seeds: list[int]) -> str:
     return (
         f"timing: {repeats} interleaved repeats after {warmup} warm-up round(s) on one batch of {t_imgs} "
@@ -149,9 +176,13 @@ def run_bench(
         for k in range(seed_sets)
     ]
     probe_call(pipe, workloads[0])
+    t_imgs = min(timing_images or batch_size, batch_size, num_images)
+    calibration = make_workload(pipe, num_images, seed, steps, guidance=guidance, batch_size=batch_size,
+                                seed_set=seed_sets, num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)
+    note = prepare_methods(pipe, methods, calibration, list(range(t_imgs)), state)
+    notes += [note] if note else []
     images = generate_paired(pipe, methods, workloads, apply_spec, state=state, extractor=extractor, device=device,
                              lpips_metric=lpips_metric, grid_cols=grid_cols, progress=progress)
-    t_imgs = min(timing_images or batch_size, batch_size, num_images)
     if state.is_main_process:
         timed = time_methods(pipe, methods, workloads[0], list(range(t_imgs)), apply_spec, repeats=repeats,
                              warmup=warmup, device=device, progress=progress)

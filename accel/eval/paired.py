@@ -70,6 +70,7 @@ class TimedMethod:
     block_evals: int | None
     block_total: int | None
     counts_vary: bool = False  # the timed calls did not all evaluate the same number of blocks
+    flops_ratio: float | None = None  # token methods: FLOPs of the evaluated blocks / their full FLOPs
 
 
 Apply = Callable[[Any, MethodSpec], Any]  # (pipe, spec) -> handle with .remove() and .stats()
@@ -139,12 +140,18 @@ def generate_paired(
     return results if main else {}
 
 
-def _block_counts(handle: Any) -> tuple[int, int] | None:
-    stats = getattr(handle, "stats", None)
-    total = stats().get("total") if callable(stats) else None
+def _block_counts(handle: Any) -> tuple[int, int, float | None] | None:
+    """(block_evals, block_total, FLOPs ratio of the token methods or None) of a handle's calls."""
+    stats = handle.stats() if callable(getattr(handle, "stats", None)) else {}
+    total = stats.get("total")
     if not total or "block_evals" not in total:
         return None
-    return int(total["block_evals"]), int(total["block_total"])
+    ratio = None
+    for section in stats.values():  # per-method sections; token methods count their FLOPs
+        sub = section.get("total") if isinstance(section, dict) else None
+        if isinstance(sub, dict) and sub.get("flops_full"):
+            ratio = (1.0 if ratio is None else ratio) * sub["flops"] / sub["flops_full"]
+    return int(total["block_evals"]), int(total["block_total"]), ratio
 
 
 def time_methods(
@@ -163,7 +170,7 @@ def time_methods(
     from tqdm.auto import tqdm
 
     by_label = {m.label: m for m in methods}
-    calls: dict[str, list[tuple[float, float | None, tuple[int, int] | None]]] = {m.label: [] for m in methods}
+    calls: dict[str, list[tuple[float, float | None, tuple | None]]] = {m.label: [] for m in methods}
     bar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress, unit="call")
 
     def run_one(label: str) -> float:
@@ -185,10 +192,12 @@ def time_methods(
         timed_calls = calls[label][warmup:]  # run_one's first `warmup` calls per label were the warm-up
         peaks = [p for _, p, _ in calls[label] if p is not None]
         counts = [c for _, _, c in timed_calls]
-        evals = total = None
+        evals = total = ratio = None
         if counts and all(c is not None for c in counts):
             evals = round(sum(c[0] for c in counts) / len(counts))
             total = round(sum(c[1] for c in counts) / len(counts))
+            ratios = [c[2] for c in counts if c[2] is not None]
+            ratio = sum(ratios) / len(ratios) if ratios else None
         out[label] = TimedMethod(timing, max(peaks) if peaks else None, evals, total,
-                                 counts_vary=len(set(counts)) > 1)
+                                 counts_vary=len(set(counts)) > 1, flops_ratio=ratio)
     return out

@@ -43,6 +43,7 @@ RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
     "peak_mem_mb": ((_NUM, "null"), True),
     "block_evals": (("int", "null"), True),
     "block_total": (("int", "null"), False),
+    "flops_ratio": ((_NUM, "null"), False),
     "ideal_speedup": ((_NUM, "null"), True),
     "achieved_over_ideal": ((_NUM, "null"), False),
     "device": (("str",), True),
@@ -150,7 +151,7 @@ def write_json(path: Path, doc: dict) -> None:
 
 CSV_COLUMNS = [
     "method", "fd", "fd_name", "fd_spread", "fd_delta", "psnr", "ssim", "lpips", "speedup",
-    "speedup_spread", "time_s", "time_spread_s", "peak_mem_mb", "block_evals", "block_total",
+    "speedup_spread", "time_s", "time_spread_s", "peak_mem_mb", "block_evals", "block_total", "flops_ratio",
     "ideal_speedup", "achieved_over_ideal", "num_images", "steps", "seed", "seed_sets",
     "device", "threads", "torch_version", "diffusers_version", "config",
 ]
