@@ -116,19 +116,19 @@ ALL4 = [0, 1, 2, 3]
 
 def test_delta_cache_schedule_is_stage_aware(dit4):
     # 7 steps: boundary 0.6 -> step round(4.2) = 4; N_c = round(0.75 * 4) = 3; full every 2nd step
-    ran = _schedule(dit4, "dit", DeltaCacheConfig(), steps=7)
+    ran = _schedule(dit4, "dit", DeltaCacheConfig(min_steps=0), steps=7)
     rear_cached, front_cached = [0], [3]
     assert ran == {(0, 0): ALL4, (1, 0): rear_cached, (2, 0): ALL4, (3, 0): rear_cached,
                    (4, 0): ALL4, (5, 0): front_cached, (6, 0): ALL4}
     # explicit ints; interval 3, boundary 2: the full step 0 serves step 1 (rear) and step 2 (front)
-    ran = _schedule(dit4, "dit", DeltaCacheConfig(interval=3, boundary=2, cached_blocks=2), steps=5)
+    ran = _schedule(dit4, "dit", DeltaCacheConfig(min_steps=0, interval=3, boundary=2, cached_blocks=2), steps=5)
     assert ran == {(0, 0): ALL4, (1, 0): [0, 1], (2, 0): [2, 3], (3, 0): ALL4, (4, 0): [2, 3]}
 
 
 def test_interval_cache_schedule(dit4):
-    ran = _schedule(dit4, "dit", IntervalCacheConfig(interval=3, warmup=1), steps=7)
+    ran = _schedule(dit4, "dit", IntervalCacheConfig(min_steps=0, interval=3, warmup=1), steps=7)
     assert ran == {(0, 0): ALL4, (1, 0): ALL4, (2, 0): [], (3, 0): [], (4, 0): ALL4, (5, 0): [], (6, 0): []}
-    ran = _schedule(dit4, "dit", IntervalCacheConfig(interval=2, warmup=0), steps=4)
+    ran = _schedule(dit4, "dit", IntervalCacheConfig(min_steps=0, interval=2, warmup=0), steps=4)
     assert ran == {(0, 0): ALL4, (1, 0): [], (2, 0): ALL4, (3, 0): []}
 
 
@@ -201,7 +201,7 @@ def test_delta_cache_adds_stored_offset_to_fresh_input(family):
     inputs = transformer_inputs(family, model)
     ts = [900, 700] if family == "dit" else [0.9, 0.7]
     # boundary beyond the steps: step 1 caches the REAR n-1 blocks (crosses Flux's two stacks)
-    config = DeltaCacheConfig(interval=2, boundary=5, cached_blocks=n - 1)
+    config = DeltaCacheConfig(min_steps=0, interval=2, boundary=5, cached_blocks=n - 1)
     try:
         with _probed(model, config, first=1, last=n - 1) as (_, probe):
             for k, t in enumerate(ts):  # a new latent per step (the known blocks ignore the timestep)
@@ -244,7 +244,7 @@ def test_forecast_extrapolates_linearly():
 def test_noop_settings_exact_reset_between_calls_and_remove(tiny_pipes, family):
     pipe = tiny_pipes[family]
     reference = _run(pipe, family, steps=2)
-    for config in (DeltaCacheConfig(interval=1), IntervalCacheConfig(interval=1), ResidualCacheConfig(threshold=0)):
+    for config in (DeltaCacheConfig(min_steps=0, interval=1), IntervalCacheConfig(min_steps=0, interval=1), ResidualCacheConfig(threshold=0)):
         with accel.apply(pipe, config) as handle:
             assert torch.equal(_run(pipe, family, steps=2), reference), config
             assert handle.stats()[config.cli_name]["total"]["blocks_reused"] == 0
@@ -273,7 +273,7 @@ def test_apply_remove_restores_module_state(tiny_pipes):
     pipe = tiny_pipes["sd3"]
     model = pipe.transformer
     attrs = {name: sorted(m.__dict__) for name, m in model.named_modules()}
-    for config in (DeltaCacheConfig(), IntervalCacheConfig(), ResidualCacheConfig()):
+    for config in (DeltaCacheConfig(min_steps=0), IntervalCacheConfig(min_steps=0), ResidualCacheConfig()):
         handle = accel.apply(pipe, config)
         handle.remove()
         assert {name: sorted(m.__dict__) for name, m in model.named_modules()} == attrs
@@ -283,7 +283,7 @@ def test_apply_remove_restores_module_state(tiny_pipes):
 
 def test_flux_true_cfg_branches_keep_separate_offsets(tiny_pipes):
     pipe = tiny_pipes["flux"]
-    with _probed(pipe, IntervalCacheConfig(interval=2, warmup=0)) as (_, probe):  # first block in, last out
+    with _probed(pipe, IntervalCacheConfig(min_steps=0, interval=2, warmup=0)) as (_, probe):  # first block in, last out
         _run(pipe, "flux", steps=3, cfg=True)
     infos = [(c["info"].step, c["info"].branch) for c in probe.calls]
     assert infos == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
@@ -296,7 +296,7 @@ def test_flux_true_cfg_branches_keep_separate_offsets(tiny_pipes):
 
 
 def test_dit_doubled_batch_rows_keep_their_own_offsets(dit4):
-    with _probed(dit4, DeltaCacheConfig(interval=2, boundary=0, cached_blocks=4)) as (_, probe):
+    with _probed(dit4, DeltaCacheConfig(min_steps=0, interval=2, boundary=0, cached_blocks=4)) as (_, probe):
         _run(dit4, "dit", steps=2, cfg=True)
     assert [c["info"].branch for c in probe.calls] == [0, 0]
     assert [len(c["ran"]) for c in probe.calls] == [4, 0]
@@ -337,12 +337,12 @@ def test_depth_and_step_dependent_values_are_checked_at_install():
     with pytest.raises(ValueError, match="front_blocks"):
         accel.apply(model, ResidualCacheConfig(front_blocks=2, back_blocks=1))
     with pytest.raises(ValueError, match="cached_blocks"):
-        accel.apply(model, DeltaCacheConfig(boundary=3, cached_blocks=4))
+        accel.apply(model, DeltaCacheConfig(min_steps=0, boundary=3, cached_blocks=4))
     with pytest.raises(ValueError, match="boundary"):
-        accel.apply(model, DeltaCacheConfig())  # fractional boundary, bare transformer: steps unknown
+        accel.apply(model, DeltaCacheConfig(min_steps=0))  # fractional boundary, bare transformer: steps unknown
     with pytest.raises(ValueError, match="kind 'cache'"):
-        accel.apply(model, DeltaCacheConfig(boundary=3), ResidualCacheConfig())
-    accel.apply(model, DeltaCacheConfig(boundary=3)).remove()
+        accel.apply(model, DeltaCacheConfig(min_steps=0, boundary=3), ResidualCacheConfig())
+    accel.apply(model, DeltaCacheConfig(min_steps=0, boundary=3)).remove()
 
 
 def test_registered_by_cli_name():
@@ -390,7 +390,7 @@ def test_forecast_order_follows_a_polynomial_offset_through_the_cache(order):
     fake = HookSet(model)
     for ref in blocks_of(model):
         fake.add(ref.module, PolyBlock(ref.io), "test.poly")
-    cfg = IntervalCacheConfig(interval=4, warmup=order + 1, forecast=order)
+    cfg = IntervalCacheConfig(min_steps=0, interval=4, warmup=order + 1, forecast=order)
     try:
         with _probed(model, cfg) as (_, probe):
             for s, t in enumerate((900, 800, 700, 600, 500)):
@@ -407,3 +407,18 @@ def test_forecast_order_follows_a_polynomial_offset_through_the_cache(order):
     # order 0 (reuse) would hand on the last computed offset instead, which differs
     first_skip = ran.index(0)
     assert not torch.allclose(probe.delta(first_skip)[0], probe.delta(first_skip - 1)[0], atol=1e-3)
+
+
+def test_fixed_schedules_compute_in_full_below_min_steps_and_say_so(dit4):
+    for config in (DeltaCacheConfig(), IntervalCacheConfig()):
+        with accel.apply(dit4, config) as handle:
+            _run(dit4, "dit", steps=4)
+            stats = handle.stats()
+            assert stats["total"]["block_evals"] == stats["total"]["block_total"]
+            assert len(stats[config.cli_name]["warnings"]) == 1 and "min_steps=8" in stats[config.cli_name]["warnings"][0]
+            _run(dit4, "dit", steps=4)
+            assert len(handle.stats()[config.cli_name]["warnings"]) == 1  # said once
+            handle.reset_stats()
+            _run(dit4, "dit", steps=8)
+            stats = handle.stats()
+            assert stats["total"]["block_evals"] < stats["total"]["block_total"]  # from 8 steps on it caches

@@ -16,8 +16,8 @@ from accel.testing import pipeline_inputs, run_tiny, tiny_pipeline
 
 # Settings under which the second of two steps would reuse every cached block.
 REUSING_CACHES = {
-    "delta-cache": DeltaCacheConfig(interval=2, boundary=0, cached_blocks=3),
-    "interval-cache": IntervalCacheConfig(interval=2, warmup=0),
+    "delta-cache": DeltaCacheConfig(min_steps=0, interval=2, boundary=0, cached_blocks=3),
+    "interval-cache": IntervalCacheConfig(min_steps=0, interval=2, warmup=0),
     "residual-cache": ResidualCacheConfig(threshold=1e9, warmup=0, front_blocks=1),
     "schedule-cache": ScheduleCacheConfig(budget=1),
 }
@@ -38,7 +38,7 @@ def test_every_cache_is_covered_here():
 @pytest.mark.parametrize("remove", [False, True])
 def test_dropped_pipeline_with_handle_is_garbage_collected(remove):
     pipe = tiny_pipeline("dit", num_layers=2)
-    handle = accel.apply(pipe, IntervalCacheConfig(interval=2))
+    handle = accel.apply(pipe, IntervalCacheConfig(min_steps=0, interval=2))
     run_tiny(pipe, "dit", steps=2)
     if remove:
         handle.remove()
@@ -154,7 +154,7 @@ def test_delta_cache_boundary_after_scheduler_swap(tiny_pipes):
 
     pipe = tiny_pipes["dit"]
     original = pipe.scheduler
-    config = DeltaCacheConfig(interval=2, boundary=0.5, cached_blocks=1)
+    config = DeltaCacheConfig(min_steps=0, interval=2, boundary=0.5, cached_blocks=1)
     try:
         with accel.apply(pipe, config) as handle:
             pipe.scheduler = DDIMScheduler.from_config(original.config)
@@ -188,7 +188,7 @@ def test_img2img_truncated_schedule_counts_the_steps_it_runs(tiny_pipes):
     kw = pipeline_inputs("sd3", steps=4)
     kw.pop("height"), kw.pop("width")
     image = torch.rand(1, 3, 16, 16)
-    with accel.apply(pipe, DeltaCacheConfig(interval=2, boundary=0.5, cached_blocks=1)) as handle:
+    with accel.apply(pipe, DeltaCacheConfig(min_steps=0, interval=2, boundary=0.5, cached_blocks=1)) as handle:
         seen = _num_steps_seen(handle)
         pipe(**kw, image=image, strength=0.5)
         total = handle.stats()["total"]

@@ -161,6 +161,7 @@ class RunCache(Installed):
     """
 
     forecast = 0  # order of the Δ forecast from the last computed steps (0: reuse the last Δ)
+    min_steps = 0  # calls with fewer scheduler steps are computed in full (fixed schedules break there)
 
     def __init__(self, target: Target, hook_name: str):
         self.tracker = target.tracker
@@ -168,6 +169,7 @@ class RunCache(Installed):
         self.plain = Plan(self.num_blocks)
         self.plan = self.plain
         self.counters = CallCounters()
+        self.warnings: list[str] = []
         self.info: StepInfo | None = None
         self.state = BranchState()
         self._states: dict[int, BranchState] = {}
@@ -194,7 +196,13 @@ class RunCache(Installed):
         self.info, self.state = info, state
         self._inputs.clear()
         self.plan = self.plain  # in case choose() raises
-        plan = self.choose(info, state)
+        steps = self.tracker.num_steps
+        if steps is not None and steps < self.min_steps:
+            plan = self.plain
+            self._warn(f"{steps} steps < min_steps={self.min_steps}: every step computed (a fixed cache "
+                       "schedule at so few steps loses too much quality; lower min_steps to force it)")
+        else:
+            plan = self.choose(info, state)
         c, counters = info.call, self.counters
         counters.add(c, "transformer_calls")
         counters.add(c, "steps", int(info.branch == 0))
@@ -212,6 +220,11 @@ class RunCache(Installed):
     def held_bytes(self) -> int:
         """Bytes of cached tensors this cache still holds (0 between pipeline calls)."""
         return sum(s.held_bytes() for s in self._states.values()) + tensor_bytes(list(self._inputs.values()))
+
+    def _warn(self, message: str) -> None:
+        """Say once (in `.stats()["warnings"]`) that a setting cannot do what it was asked here."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def switch(self, plan: Plan) -> None:
         """Replace the current call's plan for the blocks still to come (counters follow)."""
@@ -291,7 +304,10 @@ class RunCache(Installed):
         self.plan = self.plain
 
     def stats(self) -> dict[str, Any]:
-        return self.counters.as_dict()
+        out = self.counters.as_dict()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
     def reset_stats(self) -> None:
         self.counters.clear()
