@@ -213,6 +213,40 @@ def run_quality(num_images: int, steps_list: list[int], rates_dir: Path | None, 
                     "sub-layers; interval-cache: computed/total blocks)"}
 
 
+def run_timing(images: int, steps: int, rates_dir: Path | None, only: str | None, repeats: int) -> dict:
+    """Wall speedup of each quality method on the default model: baseline and method generations of
+    `images` images interleaved (load drifts hit both), medians; the FLOPs ratio alongside."""
+    pipe = accel.default_pipeline()
+    wl = make_workload(pipe, images, seed=0, steps=steps, batch_size=images)
+    idx = list(range(images))
+    rows = []
+    for name, configs in quality_methods(steps, rates_dir, pipe.transformer).items():
+        if only and not any(o in name for o in only.split("|")):
+            continue
+        last: dict = {}
+
+        def base():
+            generate(pipe, wl, idx)
+
+        def method(configs=configs, last=last):
+            handle = accel.apply(pipe, *configs)
+            try:
+                generate(pipe, wl, idx)
+            finally:
+                last["stats"] = handle.stats()
+                handle.remove()
+
+        t = interleaved_medians({"baseline": base, name: method}, repeats=repeats, warmup=0)
+        b, a = median(t["baseline"]), median(t[name])
+        row = {"method": name, "baseline_s": b, "method_s": a, "speedup": b / a,
+               "flops_ratio": flops_of(last["stats"], configs), "baseline_times": t["baseline"],
+               "method_times": t[name]}
+        rows.append(row)
+        print(f"[timing {steps} steps, {images} images] {name:60s} x{b / a:.2f}  FLOPs {row['flops_ratio']:.3f}",
+              flush=True)
+    return {"rows": rows, "images": images, "steps": steps, "repeats": repeats}
+
+
 def plot_quality(quality: dict, path: Path) -> None:
     import matplotlib
 
@@ -241,7 +275,9 @@ def plot_quality(quality: dict, path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=("speed", "quality", "all"), default="all")
+    p.add_argument("--part", choices=("speed", "quality", "timing", "all"), default="all",
+                   help="timing: interleaved wall time of the quality methods on a small batch")
+    p.add_argument("--timing-images", type=int, default=2, help="timing: images per timed generation")
     p.add_argument("--num-images", type=int, default=40)
     p.add_argument("--steps", default="20,50", help="comma list of step counts for the quality part")
     p.add_argument("--rates-dir", default=None, help="folder with rates_0.7.json / rates_0.5.json from accel diffrate")
@@ -259,10 +295,22 @@ def main() -> int:
         write_json(out_path, doc)
     if args.part in ("quality", "all"):
         steps = [int(s) for s in args.steps.split(",") if s]
-        doc["quality"] = run_quality(args.num_images, steps, Path(args.rates_dir) if args.rates_dir else None,
-                                     args.only)
+        quality = run_quality(args.num_images, steps, Path(args.rates_dir) if args.rates_dir else None, args.only)
+        old = doc.get("quality")
+        if args.only and old and old.get("num_images") == args.num_images:
+            # a partial re-run replaces its own rows (and the baseline it was paired with) in place
+            for s, rows in quality["steps"].items():
+                new_names = {x["method"] for x in rows}  # includes "baseline"
+                kept = [r for r in old["steps"].get(s, []) if r["method"] not in new_names]
+                quality["steps"][s] = [rows[0], *kept, *rows[1:]]
+            quality["partial_reruns"] = [*old.get("partial_reruns", []), args.only]
+        doc["quality"] = quality
         write_json(out_path, doc)
         plot_quality(doc["quality"], out_path.with_suffix(".png"))
+    if args.part == "timing":
+        doc["timing"] = run_timing(args.timing_images, int(args.steps.split(",")[0]),
+                                   Path(args.rates_dir) if args.rates_dir else None, args.only, args.repeats)
+        write_json(out_path, doc)
     print(f"wrote {out_path}")
     return 0
 
