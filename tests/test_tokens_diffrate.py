@@ -103,6 +103,9 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
         run = pipe(class_labels=[3], num_inference_steps=2, output_type="np")
         assert run.images.shape[0] == 1 and h.stats()["diffrate"]["rates"] == data["rates"]
     assert main(["diffrate", "--flops", "1.5", "--out", str(out)]) == 2
+    assert main(["diffrate", "--flops", "0.6", "--sublayers", "attention,ffn", "--out", str(out)]) == 2
+    assert main([*argv, "--sublayers", "attention"]) == 0
+    assert json.loads(out.read_text())["sublayers"] == ["attention"]
 
 
 def test_single_rate_applies_to_every_block():

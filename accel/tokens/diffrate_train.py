@@ -25,7 +25,7 @@ with the same settings; the finished run writes `<out>` (JSON) and deletes the c
 from __future__ import annotations
 
 import json
-import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +35,7 @@ from diffusers.hooks import ModelHook
 
 from ..families import BlockRef, blocks_of
 from ..hooks import HookSet
-from ._sublayers import sublayers_of, mergeable
+from ._sublayers import SUBLAYERS, mergeable, sublayers_of
 from .diffrate import attention_received, kept_count
 from .flops import SublayerCost
 
@@ -278,7 +278,13 @@ def diffrate_command(args: Any) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not 0 < args.flops <= 1:
-        print(f"--flops must be in (0, 1], got {args.flops}")
+        print(f"accel diffrate: error: --flops must be in (0, 1], got {args.flops}", file=sys.stderr)
+        return 2
+    sublayers = tuple(k.strip() for k in args.sublayers.split(",") if k.strip())
+    bad = [k for k in sublayers if k not in SUBLAYERS]
+    if bad or not sublayers:
+        print(f"accel diffrate: error: --sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
+              f"choose from {', '.join(SUBLAYERS)}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     if args.model == "default":
@@ -304,7 +310,8 @@ def diffrate_command(args: Any) -> int:
                                                  output_type="np"))
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
     result = train_rates(pipe.transformer, calls, args.flops, iters=args.iters, lr=args.lr, lam=args.lam,
-                         rows=args.rows, seed=args.seed, checkpoint=ckpt, progress=not args.quiet, log=print)
+                         rows=args.rows, sublayers=sublayers, seed=args.seed, checkpoint=ckpt,
+                         progress=not args.quiet, log=print)
     result["model"] = args.model
     result["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -327,6 +334,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--steps", type=int, default=20, help="sampling steps of the calibration runs")
     p.add_argument("--calibration-images", type=int, default=8, help="images per calibration run")
     p.add_argument("--calibration-runs", type=int, default=2, help="calibration sampling runs")
+    p.add_argument("--sublayers", default="attention,mlp",
+                   help="comma list of the sub-layers that run on the kept tokens (default attention,mlp)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
