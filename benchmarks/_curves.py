@@ -1,0 +1,74 @@
+"""Speed-fidelity curves of the caching benchmark: each method's front and the matched-speed table.
+
+A *line* is one method (e.g. ``interval-cache`` with ``forecast=1``) measured at several
+settings, each a point (measured speedup, PSNR, FD). Its *front* keeps the points no other
+point of the same line beats on both speed and PSNR (a user picks the best setting for a
+speed), sorted by speed. PSNR (and FD) at a target speed is linearly interpolated between
+the two front points around it; outside the front's measured speed range the line does
+not reach that speed (no extrapolation).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+Point = tuple[float, float, "float | None"]  # (speedup, psnr, fd)
+
+
+def front(points: Iterable[Point]) -> list[Point]:
+    """Points not dominated in (speed, PSNR) by another point of the line, by increasing speed."""
+    pts = sorted((p for p in points if p[0] is not None and p[1] is not None), key=lambda p: (-p[0], -p[1]))
+    out, best = [], float("-inf")
+    for p in pts:  # fastest first: keep a point only if it has more PSNR than every faster one
+        if p[1] > best:
+            out.append(p)
+            best = p[1]
+    return out[::-1]
+
+
+def at_speed(points: Iterable[Point], speed: float) -> tuple[float, float | None] | None:
+    """(PSNR, FD) interpolated on the line's front at `speed`; None where the front does not span it."""
+    f = front(points)
+    if not f or not f[0][0] <= speed <= f[-1][0]:
+        return None
+    for (s0, p0, d0), (s1, p1, d1) in zip(f, f[1:]):
+        if s0 <= speed <= s1:
+            w = 0.0 if s1 == s0 else (speed - s0) / (s1 - s0)
+            fd = None if d0 is None or d1 is None else d0 + w * (d1 - d0)
+            return p0 + w * (p1 - p0), fd
+    return f[0][1], f[0][2]  # a single-point front exactly at `speed`
+
+
+def matched_speed_table(lines: dict[str, list[Point]], sides: dict[str, str],
+                        speeds: Sequence[float] = (1.5, 2.0, 2.5, 3.0)) -> list[dict]:
+    """Per target speed: every line's interpolated PSNR/FD, and the best line of each side
+    (``sides[line]`` is "accel" or "peer"; best = highest PSNR); None = not reached."""
+    rows = []
+    for s in speeds:
+        per_line = {name: at_speed(pts, s) for name, pts in lines.items()}
+        row: dict = {"speedup": s, "lines": {n: (None if v is None else {"psnr": v[0], "fd": v[1]})
+                                             for n, v in per_line.items()}}
+        for side in ("accel", "peer"):
+            cands = [(v[0], v[1], n) for n, v in per_line.items() if v is not None and sides.get(n) == side]
+            best = max(cands, default=None)
+            row[f"best_{side}"] = None if best is None else {"line": best[2], "psnr": best[0], "fd": best[1]}
+        a, p = row["best_accel"], row["best_peer"]
+        row["accel_ahead"] = None if a is None or p is None else a["psnr"] >= p["psnr"]
+        rows.append(row)
+    return rows
+
+
+def format_matched(rows: list[dict], fd_name: str = "FD") -> str:
+    """The matched-speed table as text: best accel vs best peer per speed ('not reached' where no line spans it)."""
+    def cell(b: dict | None) -> str:
+        if b is None:
+            return f"{'not reached':<44}"
+        fd = "" if b["fd"] is None else f", {fd_name} {b['fd']:.1f}"
+        return f"{b['line'] + ':':<26} {b['psnr']:5.2f} dB{fd}"[:44].ljust(44)
+
+    lines = [f"{'speed':>6}  {'best accel (PSNR dB' + (', ' + fd_name if fd_name else '') + ')':<44}  "
+             f"{'best peer':<44}  ahead"]
+    for r in rows:
+        ahead = "-" if r["accel_ahead"] is None else ("accel" if r["accel_ahead"] else "PEER")
+        lines.append(f"{r['speedup']:5.1f}x  {cell(r['best_accel'])}  {cell(r['best_peer'])}  {ahead}")
+    return "\n".join(lines)

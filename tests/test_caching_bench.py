@@ -1,0 +1,47 @@
+"""The caching benchmark's curve arithmetic (benchmarks/_curves.py) on hand-made curves."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from _curves import at_speed, format_matched, front, matched_speed_table  # noqa: E402
+
+
+def test_front_drops_dominated_points_and_sorts_by_speed():
+    pts = [(2.0, 30.0, 5.0), (1.5, 28.0, 6.0), (1.2, 35.0, 4.0), (3.0, 20.0, 9.0)]
+    # (1.5, 28) is beaten by (2.0, 30): faster and more PSNR
+    assert front(pts) == [(1.2, 35.0, 4.0), (2.0, 30.0, 5.0), (3.0, 20.0, 9.0)]
+
+
+def test_at_speed_interpolates_psnr_and_fd_linearly_inside_the_span_only():
+    pts = [(1.0, 40.0, 2.0), (2.0, 30.0, 4.0), (3.0, 20.0, 10.0)]
+    assert at_speed(pts, 1.5) == pytest.approx((35.0, 3.0))
+    assert at_speed(pts, 2.5) == pytest.approx((25.0, 7.0))
+    assert at_speed(pts, 3.0) == pytest.approx((20.0, 10.0))
+    assert at_speed(pts, 3.01) is None  # not reached: no extrapolation
+    assert at_speed(pts, 0.9) is None
+    assert at_speed([(2.0, 30.0, None)], 2.0) == (30.0, None)
+
+
+def test_matched_table_picks_best_line_per_side_and_says_not_reached():
+    lines = {
+        "a1": [(1.4, 38.0, 1.0), (2.1, 33.0, 1.5)],
+        "a2": [(1.2, 40.0, 1.0), (3.2, 24.0, 3.0)],
+        "p1": [(1.5, 36.0, 1.2), (2.6, 31.0, 2.0)],
+    }
+    sides = {"a1": "accel", "a2": "accel", "p1": "peer"}
+    rows = matched_speed_table(lines, sides, (1.5, 2.0, 2.5, 3.0))
+    r15, r20, r25, r30 = rows
+    # at 1.5x: a1 interpolates to 37.29, a2 to 37.6 -> a2 is best accel; p1 = 36.0
+    assert r15["best_accel"]["line"] == "a2" and r15["best_accel"]["psnr"] == pytest.approx(37.6)
+    assert r15["best_peer"]["psnr"] == pytest.approx(36.0) and r15["accel_ahead"] is True
+    assert r20["best_accel"]["line"] == "a1"
+    # at 2.5x only a2 spans on the accel side (40 - 16 * 0.65 = 29.6); the peer has 31.45
+    assert r25["best_accel"]["psnr"] == pytest.approx(29.6)
+    assert r25["best_peer"]["psnr"] == pytest.approx(36.0 - 5.0 * (1.0 / 1.1))
+    assert r25["accel_ahead"] is False
+    assert r30["best_peer"] is None and r30["accel_ahead"] is None  # the peer's curve stops at 2.6x
+    text = format_matched(rows, "FD")
+    assert "not reached" in text.splitlines()[4] and "PEER" in text.splitlines()[3]
