@@ -164,6 +164,7 @@ def run_bench(
     no FD. ``call_kwargs`` go into every pipeline call (height, width, negative_prompt, ...).
     """
     state, methods, notes = state or SingleProcess(), list(methods), []
+    provenance = run_meta(command)  # the code as it was when the run started
     _check_run(methods, num_images, seed_sets, extractor)
     check_applicable(pipe, methods)
     lpips_metric, why = try_lpips(device) if lpips else (None, None)
@@ -201,7 +202,7 @@ def run_bench(
                                    common=common)
     notes += [_timing_note(t_imgs, num_images, repeats, warmup, workloads[0].seeds)] + flags
     grid = {label: im.grid for label, im in images.items() if im.grid is not None}
-    return BenchResult(records, grid, notes, {**common, **run_meta(command)})
+    return BenchResult(records, grid, notes, {**common, **provenance})
 
 
 def _commit_outputs(tmp: Path, out: Path) -> None:
