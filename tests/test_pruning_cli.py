@@ -101,3 +101,21 @@ def test_pruned_default_model_stays_a_digits_model(tmp_path):
         expected = prediction(teacher, ((), kw))
     with torch.no_grad():
         assert torch.equal(prediction(digits.transformer, ((), kw)), expected)
+
+
+def test_bench_reports_fd_digits_for_a_pruned_default_model(tmp_path):
+    from accel.eval import report
+
+    out = tmp_path / "digits10"
+    assert main(["prune", "--model", "default", "--keep", "10", "--selector", "last", "--out", str(out),
+                 "--quiet"]) == 0
+    res = tmp_path / "bench"
+    assert main(["bench", "--model", str(out), "--methods", "baseline", "--num-images", "70", "--steps", "2",
+                 "--batch-size", "35", "--repeats", "1", "--timing-images", "2", "--quiet", "--device", "cpu",
+                 "--out", str(res)]) == 0
+    doc = json.loads((res / "results.json").read_text())
+    report.validate_results(doc)
+    rec = doc["records"][0]
+    assert rec["fd_name"] == "FD-digits" and rec["fd"] > 0
+    assert rec["block_total"] == 10 * 2  # per timed call: 10 kept blocks x 2 steps (CFG is one doubled batch)
+    assert doc["meta"]["guidance"] == 2.0 and doc["meta"]["model"] == str(out)

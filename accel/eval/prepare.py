@@ -91,30 +91,36 @@ class DigitsFeatures(torch.nn.Module):
         return self.classifier.features(self.to_input(images.cpu()).to(dev))
 
 
-def _load_default(args, device, dtype, prep_fd: bool) -> tuple[Any, dict, Any, Any]:
-    """(pipe, sampler defaults, FD-digits extractor or None, reference stats or None)."""
+def _load_digits(args, device, dtype, prep_fd: bool) -> tuple[Any, dict, Any, Any]:
+    """The embedded default model or a folder pruned / distilled from it (`accel_model.json`):
+    (pipe, sampler defaults, FD-digits extractor or None, reference stats or None)."""
     try:
         from accel import models as M
+        from accel.pruning.lineage import load_digits_model, read_marker
 
-        sampler = dict(M.DEFAULT_SAMPLER)
-        pipe = M.load_default_pipeline(scheduler=args.scheduler or sampler.get("scheduler"), device=device,
-                                       dtype=dtype)
+        marker = read_marker(args.model) if args.model != "default" else None
+        sampler = dict((marker or {}).get("sampler") or M.DEFAULT_SAMPLER)
+        pipe = load_digits_model(args.model, scheduler=args.scheduler or sampler.get("scheduler"), device=device,
+                                 dtype=dtype)
         if not prep_fd:
             return pipe, sampler, None, None
         extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
         return pipe, sampler, extractor, M.load_reference_stats()
     except Exception as exc:  # noqa: BLE001 - missing weights and the like
-        raise BenchInputError(f"the embedded default model could not be loaded: {exc}") from None
+        what = "the embedded default model" if args.model == "default" else f"digits model {args.model}"
+        raise BenchInputError(f"{what} could not be loaded: {exc}") from None
 
 
 def load_model(args, device, dtype) -> Prepared:
     """The pipeline and its sampler defaults (steps, guidance, scheduler, classes)."""
-    if args.model == "default":
+    from accel.pruning.lineage import is_digits_model
+
+    if is_digits_model(args.model):
         digits_fd = not args.no_fd and args.inception_weights is None and args.features is None
-        pipe, sampler, extractor, reference = _load_default(args, device, dtype, digits_fd)
+        pipe, sampler, extractor, reference = _load_digits(args, device, dtype, digits_fd)
         return Prepared(
             pipe, [], args.steps or BENCH_DEFAULT_STEPS,
-            args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, "default",
+            args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, args.model,
             args.scheduler or sampler.get("scheduler"), num_classes=infer_num_classes(pipe, default=10),
             extractor=extractor,
             reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
