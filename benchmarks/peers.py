@@ -7,16 +7,19 @@ counters sit innermost on every block, so blocks a peer skips are not counted).
 Stock DiT/PixArt/SD3/Sana pipelines set no diffusers cache context, which diffusers'
 hooks need; the adapter sets one per transformer call from accel's step tracker
 (named after the branch) and resets the peer's state at each new pipeline call.
+
+cache-dit is an optional, benchmark-only dependency (`pip install cache-dit==1.5.3`, or the
+`bench` extra), imported lazily; it is enabled on the pipeline before accel's hooks
+(`apply_with_peers`), see `CacheDitDBCache`.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import functools
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -137,55 +140,127 @@ def calibrate_magcache(pipe: Any, run_once, steps: int) -> tuple:
     return tuple(float(x) for x in ast.literal_eval(lines[-1]))
 
 
-class _AsMethod:
-    """Lets cache-dit's `_original_forward.__get__(model)` work when that forward is the
-    `functools.partial` that diffusers' HookRegistry (accel's step context) installed."""
+def cache_dit_available() -> bool:
+    """Whether the optional peer cache-dit is installed (`pip install cache-dit==1.5.3`)."""
+    import importlib.util
 
-    def __init__(self, fn: Any):
-        self.fn = fn
-
-    def __get__(self, obj: Any, cls: Any = None) -> Any:
-        return self.fn
+    return importlib.util.find_spec("cache_dit") is not None
 
 
-class _CacheDiT(Installed):
-    def __init__(self, pipeline: Any, config):
-        import cache_dit
+def stock_dit_pipeline(pipe: Any) -> Any:
+    """The same components in a plain `diffusers.DiTPipeline`.
 
-        self.pipeline = pipeline
-        cache_dit.enable_cache(pipeline, cache_config=config)
+    cache-dit recognises pipelines by class name and refuses subclasses such as the default
+    model's `DigitsDiTPipeline` ("DigitsDiTPipeline is not officially supported by cache-dit,
+    please set BlockAdapter instead!"). Calls that pass guidance and steps explicitly (every
+    benchmark call does) give identical images in both.
+    """
+    from diffusers import DiTPipeline
 
-    def remove(self) -> None:
-        import cache_dit
-
-        if self.pipeline is not None:
-            model = self.pipeline.transformer
-            original = model.__dict__.get("_original_forward")
-            if isinstance(original, functools.partial):
-                model._original_forward = _AsMethod(original)
-            cache_dit.disable_cache(self.pipeline)
-            self.pipeline = None
+    id2label = {int(v): k for k, v in getattr(pipe, "labels", {}).items()} or None
+    stock = DiTPipeline(transformer=pipe.transformer, vae=pipe.vae, scheduler=pipe.scheduler, id2label=id2label)
+    stock.set_progress_bar_config(disable=True)
+    return stock
 
 
 @dataclass(frozen=True)
 class CacheDitDBCache(MethodConfig):
-    """cache-dit DBCache: compute the first Fn and last Bn blocks, reuse the middle below a threshold."""
+    """cache-dit DBCache: compute the first Fn and last Bn blocks, reuse the middle below a threshold;
+    `taylorseer_order` > 0 adds cache-dit's TaylorSeer calibrator (forecasts the reused residual).
+
+    Enabled the way cache-dit's docs do it, on the whole pipeline:
+    `cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(...), calibrator_config=...)`.
+    That must happen BEFORE accel's hooks wrap the transformer's forward: cache-dit's DiT patch
+    functor replaces that forward, and a forward captured earlier by a hook would still read
+    `transformer_blocks[0].norm1` from cache-dit's `CachedBlocks` (AttributeError). So this is
+    not installed by `accel.apply`: use `apply_with_peers`, which enables it first and then
+    puts accel's counters (innermost on every block, so skipped blocks are not counted) on top.
+    """
 
     Fn: int = 1
     Bn: int = 0
     threshold: float = 0.08
     warmup: int = 8
     max_continuous_cached_steps: int = -1
+    taylorseer_order: int = 0
     cli_name = "cache-dit-dbcache"
     kind = "cache"
+    enable_before_accel = True
 
     def install(self, target: Target) -> Installed:
-        from cache_dit import DBCacheConfig
+        raise ValueError("cache-dit must be enabled before accel's hooks: use peers.apply_with_peers(pipe, configs)")
 
-        if target.pipeline is None:
-            raise ValueError("cache-dit patches a pipeline: pass the pipeline to accel.apply")
-        cfg = DBCacheConfig(
+    def enable(self, pipe: Any) -> Callable[[], None]:
+        """Enable cache-dit on `pipe`; returns the undo (`cache_dit.disable_cache(pipe)`)."""
+        import cache_dit
+
+        _quiet_cache_dit()
+        cfg = cache_dit.DBCacheConfig(
             Fn_compute_blocks=self.Fn, Bn_compute_blocks=self.Bn, residual_diff_threshold=self.threshold,
             max_warmup_steps=self.warmup, max_continuous_cached_steps=self.max_continuous_cached_steps,
         )
-        return _CacheDiT(target.pipeline, cfg)
+        extra = {}
+        if self.taylorseer_order:
+            extra["calibrator_config"] = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=self.taylorseer_order)
+        model = pipe.transformer
+        order = list(model._modules)
+        cache_dit.enable_cache(pipe, cache_config=cfg, **extra)
+
+        def undo() -> None:
+            cache_dit.disable_cache(pipe)
+            # cache-dit's DiT patch (kept after disable) registers `_norm1_emb` (block 0's norm1.emb) and
+            # re-registers `transformer_blocks` last: same modules and weights, but `parameters()` order
+            # changes, and with it schedule-cache's model fingerprint. Put the original modules first again.
+            mods = model._modules
+            keys = [k for k in order if k in mods] + [k for k in mods if k not in order]
+            if list(mods) != keys:
+                items = [(k, mods.pop(k)) for k in keys]
+                mods.update(items)
+
+        return undo
+
+
+def _quiet_cache_dit() -> None:
+    """cache-dit logs every enable/disable at INFO (and "already patched" at WARNING) through one shared handler; keep errors."""
+    import logging
+
+    from cache_dit import logger as cd_logger
+
+    handler = getattr(cd_logger, "_default_handler", None)
+    if handler is not None:
+        handler.setLevel(logging.ERROR)
+
+
+class PeerHandle:
+    """accel's handle plus the undo of peers enabled before it (removed in reverse order)."""
+
+    def __init__(self, handle: Any, undo: list[Callable[[], None]]):
+        self.handle, self.undo = handle, undo
+
+    def stats(self) -> dict:
+        return self.handle.stats()
+
+    def remove(self) -> None:
+        try:
+            self.handle.remove()
+        finally:
+            while self.undo:
+                self.undo.pop()()
+
+
+def apply_with_peers(pipe: Any, configs: Sequence[Any]) -> PeerHandle:
+    """`accel.apply(pipe, *configs)`, except that configs with `enable_before_accel` (cache-dit)
+    are enabled on the pipeline first; accel's block counters then count what really runs."""
+    import accel
+
+    undo = []
+    try:
+        for c in configs:
+            if getattr(c, "enable_before_accel", False):
+                undo.append(c.enable(pipe))
+        handle = accel.apply(pipe, *[c for c in configs if not getattr(c, "enable_before_accel", False)])
+    except BaseException:
+        while undo:
+            undo.pop()()
+        raise
+    return PeerHandle(handle, undo)
