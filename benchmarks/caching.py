@@ -1,193 +1,328 @@
-"""Block caching: accel's caches vs diffusers' and cache-dit's on the same model, seeds and counters.
+"""Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
-    python benchmarks/caching.py [--num-images 100] [--methods core|full] [--skip dpm20] [--out bench-out/caching]
+    python benchmarks/caching.py --workload dpm20|dpm50|ddim50 [--num-images 200] [--repeats 5]
+        [--settings full|quick] [--lines LINE,...] [--timing-images 8] [--out PREFIX] [--probe]
 
-Workloads (one process, every method paired on the same seeds and classes):
-  1. embedded default model, 50 DDIM steps, CFG (the issue's targets are judged here);
-  2. embedded default model, 20 DPM-Solver++ steps, CFG;
-  3. a tiny random-init PixArt (speed and block counts only: random weights carry no quality).
-Peers run through the adapters in benchmarks/peers.py (they get the cache context stock
-DiT/PixArt pipelines do not set). Prints one table per workload and writes caching.json.
-Targets (workload 1): delta-cache >= 1.6x and residual-cache >= 2.0x with FD-digits within 5%
-of the baseline; at matched speedup accel's best >= the best peer on FD-digits and PSNR.
+One run = one workload on the embedded default model, guidance 2.0 (dpm20: 20 DPM-Solver++
+steps, dpm50: 50 DPM-Solver++ steps, ddim50: 50 DDIM steps). Every method runs on the same
+seeds and classes in the same process, through accel.eval's paired machinery (generate_paired,
+time_methods, build_records), on a stock `diffusers.DiTPipeline` holding the default model
+(cache-dit refuses the `DigitsDiTPipeline` subclass by name; explicit guidance and steps make
+the images identical).
+
+Lines (one curve each, >= 4 settings spanning about 1.3-3.5x with --settings full):
+accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2)
+and schedule-cache (calibrated once on disjoint seeds, 4+ budgets; forecast 0 and 1); peers
+diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
+DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
+skipped with a note when cache-dit is not installed).
+
+Timing honesty: speed is timed on one batch (`--timing-images`, the first images of the
+quality set) with `--repeats` interleaved repeats after a warm-up round, and the block
+evaluations are counted during those same timed calls (adaptive caches decide per batch);
+achieved/ideal > 1.05 is flagged. Quality: PSNR to the baseline's images of the same seeds and
+FD-digits over all `--num-images`.
+
+Output: PREFIX.json (records, curves, matched-speed table, notes, meta), PREFIX.png (PSNR and
+FD-digits vs measured speedup, one line per method) and the tables on stdout. The matched-speed
+table interpolates PSNR along each line's measured front at 1.5/2/2.5/3x (benchmarks/_curves.py)
+and compares the best accel line with the best peer line ('not reached' where none spans it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
-from _common import machine, median, write_json  # noqa: E402
-from accel.eval.bench import run_bench  # noqa: E402
+from _common import write_json  # noqa: E402
+from _curves import format_matched, matched_speed_table  # noqa: E402
 from accel.eval.methods import MethodSpec  # noqa: E402
-from accel.eval.prepare import DigitsFeatures  # noqa: E402
-from accel.eval.fidelity import psnr  # noqa: E402
-from accel.eval.report import format_table  # noqa: E402
 from peers import (  # noqa: E402
-    CacheDitDBCache, DiffusersFBC, DiffusersMagCache, DiffusersTaylorSeer, calibrate_magcache,
+    CacheDitDBCache, DiffusersFBC, DiffusersMagCache, DiffusersTaylorSeer, apply_with_peers, cache_dit_available,
+    calibrate_magcache, stock_dit_pipeline,
 )
 
+WORKLOADS = {"dpm20": ("dpm++", 20), "dpm50": ("dpm++", 50), "ddim50": ("ddim", 50)}
+TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0)
+REPO = Path(__file__).resolve().parent.parent
 
-def accel_specs(steps: int) -> list[MethodSpec]:
+
+@dataclass
+class Setting:
+    line: str  # the curve this point belongs to
+    label: str  # row label, unique in a run
+    config: Any
+    side: str  # "accel" or "peer"
+    quick: bool = False  # part of --settings quick
+
+
+def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, ...] = (1, 3)) -> list[Setting]:
+    return [Setting(line, f"{line}:{label}", cfg, side, i in quick) for i, (label, cfg) in enumerate(items)]
+
+
+def accel_settings(steps: int) -> list[Setting]:
+    """accel's caches, >= 4 settings per line, from about 1.3x to 3.5x+ fewer block evaluations."""
     m = accel.methods()
-    D, R, I = m["delta-cache"], m["residual-cache"], m["interval-cache"]
-    specs = [
-        ("delta-cache", D()),
-        ("delta-cache:interval=3", D(interval=3)),
-        ("delta-cache:cached_blocks=0.9", D(cached_blocks=0.9)),
-        ("interval-cache:interval=2", I(interval=2)),
-        ("interval-cache:interval=3", I(interval=3)),
-        ("residual-cache:threshold=0.08", R(threshold=0.08)),
-        ("residual-cache:threshold=0.15", R(threshold=0.15)),
-        ("residual-cache:threshold=0.25,max_consecutive=4", R(threshold=0.25, max_consecutive=4)),
-    ]
-    return [MethodSpec(label, [(label.split(":")[0], {})], [cfg]) for label, cfg in specs]
+    D, I, R, S = m["delta-cache"], m["interval-cache"], m["residual-cache"], m["schedule-cache"]
+    out: list[Setting] = []
+    for f in (0, 1):
+        sfx = f"+f{f}" if f else ""
+        out += _grid(f"delta-cache{sfx}", "accel", [
+            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f))
+            for k, c in ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))])
+    for f in (0, 1, 2):
+        sfx = f"+f{f}" if f else ""
+        out += _grid(f"interval-cache{sfx}", "accel", [
+            (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f))
+            for k, w in ((2, 2 * steps // 5), (2, 1), (3, 1), (4, 1), (5, 1))])  # the first ~1.4x
+    # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
+    res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if steps < 40 else \
+        ((0.03, 3), (0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6))
+    for f in (0, 1):
+        sfx = f"+f{f}" if f else ""
+        out += _grid(f"residual-cache{sfx}", "accel", [
+            (f"threshold={t},max_consecutive={mc}", R(threshold=t, max_consecutive=mc, forecast=f)) for t, mc in res])
+    for f in (0, 1):
+        sfx = f"+f{f}" if f else ""
+        out += _grid(f"schedule-cache{sfx}", "accel", [
+            (f"budget={b}", S(budget=b, forecast=f)) for b in (0.7, 0.5, 0.4, 0.3, 0.25)])
+    return out
 
 
-def peer_specs(steps: int, mag_ratios: tuple) -> list[MethodSpec]:
-    specs = [
-        ("diffusers-fbc:threshold=0.05", DiffusersFBC(0.05)),
-        ("diffusers-fbc:threshold=0.15", DiffusersFBC(0.15)),
-        ("diffusers-taylorseer:cache_interval=3", DiffusersTaylorSeer(cache_interval=3)),
-        ("diffusers-magcache:threshold=0.06", DiffusersMagCache(0.06, num_inference_steps=steps, mag_ratios=mag_ratios)),
-        ("diffusers-magcache:threshold=0.15", DiffusersMagCache(0.15, num_inference_steps=steps, mag_ratios=mag_ratios)),
-        ("cache-dit-dbcache:F1B0,threshold=0.08", CacheDitDBCache(threshold=0.08, warmup=min(8, steps // 4))),
-        ("cache-dit-dbcache:F1B0,threshold=0.24", CacheDitDBCache(threshold=0.24, warmup=min(8, steps // 4))),
-    ]
-    return [MethodSpec(label, [(label.split(":")[0], {})], [cfg]) for label, cfg in specs]
+def peer_settings(steps: int, mag_ratios: tuple | None) -> list[Setting]:
+    """diffusers' and cache-dit's caches, >= 4 settings per line (cache-dit only when installed)."""
+    # residual-driven caches skip more per threshold at 50 steps (smaller per-step change): lower thresholds there
+    fbc = (0.08, 0.1, 0.15, 0.2, 0.35) if steps < 40 else (0.03, 0.05, 0.08, 0.1, 0.15)
+    dbc = (0.08, 0.16, 0.24, 0.4, 0.8) if steps < 40 else (0.02, 0.04, 0.08, 0.16, 0.24, 0.4)
+    out = _grid("diffusers-fbc", "peer", [(f"threshold={t}", DiffusersFBC(t)) for t in fbc])
+    out += _grid("diffusers-taylorseer", "peer", [
+        (f"cache_interval={k},disable_cache_before_step={b}", DiffusersTaylorSeer(cache_interval=k, disable_cache_before_step=b))
+        for k, b in ((2, 8), (2, 3), (3, 3), (4, 3), (6, 2))])
+    if mag_ratios is not None:
+        out += _grid("diffusers-magcache", "peer", [
+            (f"threshold={t},max_skip_steps={k}",
+             DiffusersMagCache(t, max_skip_steps=k, num_inference_steps=steps, mag_ratios=mag_ratios))
+            for t, k in ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8))])
+    if cache_dit_available():
+        warmup = min(8, steps // 4)  # cache-dit's default is 8 warm-up steps; 8 of 20 would cap it near 2x
+        for line, fn, order in (("cache-dit-F1B0", 1, 0), ("cache-dit-F8B0", 8, 0), ("cache-dit-F1B0+taylorseer", 1, 1)):
+            out += _grid(line, "peer", [
+                (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order))
+                for t in dbc])
+    return out
 
 
-CORE = (  # the settings run by default: two speed levels per method, CPU time is scarce
-    "delta-cache", "delta-cache:interval=3", "interval-cache:interval=3",
-    "residual-cache:threshold=0.15", "residual-cache:threshold=0.25,max_consecutive=4",
-    "diffusers-fbc:threshold=0.15", "diffusers-taylorseer:cache_interval=3", "diffusers-magcache:threshold=0.15",
-)
-# cache-dit 1.5.3 DBCache crashes on DiTTransformer2DModel: it swaps `transformer_blocks` for its
-# own CachedBlocks module, and DiT's forward then reads `transformer_blocks[0].norm1`
-# (AttributeError). Run it with `--methods full` on other families.
+def select(settings: list[Setting], args) -> list[Setting]:
+    out = [s for s in settings if args.settings == "full" or s.quick]
+    if args.lines:
+        wanted = set(args.lines.split(","))
+        unknown = wanted - {s.line for s in settings}
+        if unknown:
+            raise SystemExit(f"--lines: unknown {sorted(unknown)}; known: {sorted({s.line for s in settings})}")
+        out = [s for s in out if s.line in wanted]
+    return out
 
 
-def _select(specs: list[MethodSpec], args) -> list[MethodSpec]:
-    if args.methods == "full":
-        return specs
-    if args.methods == "core":
-        return [s for s in specs if s.label in CORE]
-    wanted = args.methods.split(";")
-    return [s for s in specs if s.label in wanted]
+def spec(s: Setting) -> MethodSpec:
+    return MethodSpec(s.label, [(getattr(s.config, "cli_name", None) or s.line.split("+")[0], {})], [s.config])
 
 
-def _ideal_from_baseline(records: list[dict]) -> None:
-    """Ideal speedup = baseline block evaluations / the method's, on the same seeds and steps.
-
-    (cache-dit runs the blocks from its own loop, bypassing the transformer's forward where
-    accel counts transformer calls, so a per-handle `block_total` is not available for it.)
-    """
-    base = records[0]["block_evals"]
-    for rec in records:
-        rec["ideal_speedup"] = base / rec["block_evals"] if rec.get("block_evals") else None
+def apply_fn(pipe: Any, m: MethodSpec) -> Any:
+    return apply_with_peers(pipe, m.configs)
 
 
-def default_model_workload(scheduler: str, steps: int, args) -> dict:
-    from accel import models as M
-
-    pipe = M.load_default_pipeline(scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    guidance = M.DEFAULT_SAMPLER["guidance_scale"]
-    classes = list(range(10))
-    mag_ratios = calibrate_magcache(
-        pipe, lambda: pipe(class_labels=classes, num_inference_steps=steps, guidance_scale=guidance,
-                           generator=torch.Generator().manual_seed(0), output_type="np"), steps)
-    methods = [MethodSpec("baseline")] + _select(accel_specs(steps) + peer_specs(steps, mag_ratios), args)
-    extractor = DigitsFeatures(M.load_digits_classifier(), M.to_classifier_input)
-    result = run_bench(
-        pipe, methods, num_images=args.num_images, steps=steps, seed=args.seed, guidance=guidance,
-        batch_size=args.batch_size, repeats=args.repeats, timing_images=args.timing_images,
-        extractor=extractor, reference_stats=M.load_reference_stats(), fd_name="FD-digits", num_classes=10,
-    )
-    _ideal_from_baseline(result.records)
-    base_fd = result.records[0]["fd"]
-    for rec in result.records:
-        rec["fd_vs_baseline_pct"] = None if rec["fd"] is None else 100 * (rec["fd"] / base_fd - 1)
-    title = f"default model, {scheduler} {steps} steps, guidance {guidance}, {args.num_images} images"
-    return {"title": title, "records": result.records, "notes": result.notes, "meta": result.meta}
+def applicable(pipe: Any, settings: list[Setting], notes: list[str]) -> list[Setting]:
+    """Apply and remove each setting once; a failing one is dropped, its exact error printed and noted."""
+    ok = []
+    for s in settings:
+        try:
+            apply_fn(pipe, spec(s)).remove()
+            ok.append(s)
+        except Exception as exc:  # noqa: BLE001 - a peer failing is a result to report, not a crash
+            msg = f"{s.label}: could not be applied: {type(exc).__name__}: {exc}"
+            print(f"note: {msg}", file=sys.stderr)
+            notes.append(msg)
+    return ok
 
 
-def tiny_pixart_workload(args) -> dict:
-    """Speed and block counts on a random PixArt (12 blocks, 256 tokens), PSNR to its baseline."""
-    from accel.testing import pipeline_inputs, tiny_pipeline
-
-    pipe = tiny_pipeline("pixart", num_layers=12)
-    steps = 20
-    kw = pipeline_inputs("pixart", batch=4, steps=steps)
-    kw.update(height=32, width=32)
+def probe(pipe: Any, settings: list[Setting], steps: int, guidance: float, n: int) -> None:
+    """Ideal speedups (block evaluations of the baseline / the setting) on n images, no timing."""
+    import numpy as np
 
     def run():
-        return pipe(**{**kw, "generator": torch.Generator().manual_seed(0)}).images
+        gens = [torch.Generator().manual_seed(i) for i in range(n)]
+        return pipe(class_labels=[i % 10 for i in range(n)], num_inference_steps=steps, guidance_scale=guidance,
+                    generator=gens, output_type="np").images
 
-    mag = calibrate_magcache(pipe, run, steps)
-    methods = [MethodSpec("baseline")] + _select(accel_specs(steps) + peer_specs(steps, mag), args)
-    records, outs, handles, times = [], {}, {}, {}
-    for spec in methods:  # apply once per method; time only generation (warm-up run first)
-        with accel.apply(pipe, *spec.configs) as h:
-            outs[spec.label] = run()
-            handles[spec.label] = h.stats()["total"]
-            times[spec.label] = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                run()
-                times[spec.label].append(time.perf_counter() - t0)
-    base_t = median(times["baseline"])
-    for spec in methods:
-        tot = handles[spec.label]
-        records.append({
-            "method": spec.label, "speedup": base_t / median(times[spec.label]),
-            "block_evals": tot["block_evals"],
-            "psnr": psnr(outs[spec.label], outs["baseline"]), "fd": None, "fd_name": None, "ssim": None,
-            "time_s": median(times[spec.label]), "peak_mem_mb": None,
-        })
-    _ideal_from_baseline(records)
-    return {"title": f"tiny random PixArt, 12 blocks, 256 tokens, DPM-Solver++ {steps} steps, CFG",
-            "records": records, "notes": ["random weights: PSNR shows fidelity only, not quality"], "meta": {}}
+    base = run()
+    for s in settings:
+        h = apply_fn(pipe, spec(s))
+        try:
+            out = run()
+            t = h.stats()["total"]
+        finally:
+            h.remove()
+        mse = float(((out - base) ** 2).mean())
+        psnr = 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+        print(f"{s.label:<60} ideal {t['block_total'] / t['block_evals']:5.2f}x  PSNR {psnr:5.1f} dB", flush=True)
+
+
+def plot(path: Path, records: list[dict], lines: dict[str, list], sides: dict[str, str], title: str,
+         base_fd: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, pts) in enumerate(sorted(lines.items())):
+        pts = sorted(p for p in pts if p[0] is not None)
+        style = dict(color=cmap(i % 20), marker="o" if sides[name] == "accel" else "s",
+                     linestyle="-" if sides[name] == "accel" else "--", label=name, markersize=4)
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], **style)
+        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], **style)
+    for x in TARGET_SPEEDS:
+        for ax in axes:
+            ax.axvline(x, color="0.85", linewidth=0.8, zorder=0)
+    if base_fd is not None:
+        axes[1].axhline(base_fd, color="k", linewidth=0.8, label="baseline")
+    fd_name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
+    axes[0].set(xlabel="measured speedup (x)", ylabel="PSNR to uncached (dB)", title="fidelity")
+    axes[1].set(xlabel="measured speedup (x)", ylabel=f"{fd_name} (lower is better)", title="quality")
+    axes[1].legend(fontsize=7, loc="upper left", ncol=2)
+    fig.suptitle(title + "\naccel: solid lines / circles, peers: dashed / squares", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num-images", type=int, default=100)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="dpm20")
+    ap.add_argument("--num-images", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--timing-images", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timing-images", type=int, default=8,
+                    help="the timed batch (the first images of the quality set); block counts are of these calls")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timing repeats (>= 5 for a result)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--calibration-images", type=int, default=4,
+                    help="images for schedule-cache's one-off calibration (seeds disjoint from the measured ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--methods", default="core",
-                    help="core (default: 2 settings per method), full, or ';'-separated labels")
-    ap.add_argument("--skip", default="", help="comma list of workloads to skip: ddim50,dpm20,pixart")
-    ap.add_argument("--out", type=Path, default=Path("bench-out/caching"))
+    ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    ap.add_argument("--settings", choices=("full", "quick"), default="full",
+                    help="full: >= 4 settings per line; quick: 2 per line (smoke test)")
+    ap.add_argument("--lines", default="", help="comma list of lines to run (default: all)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output prefix (default benchmarks/results/caching-WORKLOAD -> .json and .png)")
+    ap.add_argument("--probe", action="store_true",
+                    help="only print each setting's ideal speedup and PSNR on --num-images images (no timing, no files)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    skip = set(filter(None, args.skip.split(",")))
-    report = {"machine": machine(), "workloads": []}
-    if "ddim50" not in skip:
-        report["workloads"].append(default_model_workload("ddim", 50, args))
-    if "dpm20" not in skip:
-        report["workloads"].append(default_model_workload("dpm++", 20, args))
-    if "pixart" not in skip:
-        report["workloads"].append(tiny_pixart_workload(args))
-    print(f"machine: {report['machine']}")
-    for w in report["workloads"]:
-        print(f"\n== {w['title']}\n{format_table(w['records'])}")
-        for rec in w["records"]:
-            if rec.get("fd_vs_baseline_pct") is not None:
-                print(f"  {rec['method']:<48} FD vs baseline {rec['fd_vs_baseline_pct']:+.1f}%")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "caching.json", report)
-    print(f"\nwrote {args.out / 'caching.json'}")
+
+    from accel import models as M
+    from accel.eval.bench import prepare_methods
+    from accel.eval.paired import generate_paired, time_methods
+    from accel.eval.prepare import DigitsFeatures
+    from accel.eval.records import NOISE_RATIO, build_records
+    from accel.eval.report import format_table
+    from accel.eval.runtime import SingleProcess
+    from accel.eval.workload import make_workload
+
+    scheduler, steps = WORKLOADS[args.workload]
+    guidance = float(M.DEFAULT_SAMPLER["guidance_scale"])
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    pipe = stock_dit_pipeline(M.load_default_pipeline(scheduler=scheduler, device=device))
+    notes: list[str] = []
+    if not cache_dit_available():
+        msg = "cache-dit not installed (pip install cache-dit==1.5.3): its DBCache lines are skipped"
+        print(f"note: {msg}", file=sys.stderr)
+        notes.append(msg)
+    classes = list(range(10))
+    t0 = time.perf_counter()
+    mag_ratios = None
+    if not args.lines or "diffusers-magcache" in args.lines.split(","):
+        mag_ratios = calibrate_magcache(
+            pipe, lambda: pipe(class_labels=classes, num_inference_steps=steps, guidance_scale=guidance,
+                               generator=torch.Generator().manual_seed(10_000), output_type="np"), steps)
+        notes.append("diffusers-magcache: mag_ratios from its own calibration run (10 images, seed 10000, "
+                     "disjoint from the measured seeds)")
+    settings = select(accel_settings(steps) + peer_settings(steps, mag_ratios), args)
+    settings = applicable(pipe, settings, notes)
+    methods = [MethodSpec("baseline")] + [spec(s) for s in settings]
+    state = SingleProcess()
+    wl = make_workload(pipe, args.num_images, args.seed, steps, guidance=guidance, batch_size=args.batch_size,
+                       num_classes=10)
+    calib = make_workload(pipe, args.num_images, args.seed, steps, guidance=guidance, batch_size=args.batch_size,
+                          seed_set=1, num_classes=10)
+    note = prepare_methods(pipe, methods, calib, list(range(min(args.calibration_images, args.num_images))), state)
+    notes += [note] if note else []
+    if args.probe:
+        probe(pipe, settings, steps, guidance, args.num_images)
+        return
+
+    extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
+    images = generate_paired(pipe, methods, [wl], apply_fn, state=state, extractor=extractor, device=device,
+                             progress=not args.quiet)
+    t_imgs = min(args.timing_images, args.batch_size, args.num_images)
+    timed = time_methods(pipe, methods, wl, list(range(t_imgs)), apply_fn, repeats=args.repeats,
+                         warmup=args.warmup, device=device, progress=not args.quiet)
+    common = dict(workload=args.workload, scheduler=scheduler, steps=steps, guidance=guidance,
+                  num_images=args.num_images, timing_images=t_imgs, repeats=args.repeats, warmup=args.warmup,
+                  threads=torch.get_num_threads(), device=str(device))
+    records, flags = build_records(methods, images, timed, reference_stats=M.load_reference_stats(),
+                                   fd_name="FD-digits", common=None)
+    notes += flags
+    notes.append(f"timing: {args.repeats} interleaved repeats after {args.warmup} warm-up round(s) on images "
+                 f"0..{t_imgs - 1} of the {args.num_images} used for quality; block_evals and ideal_speedup "
+                 "are counted in those same timed calls")
+    by_label = {s.label: s for s in settings}
+    base_fd = records[0]["fd"]
+    for r in records:
+        s = by_label.get(r["method"])
+        r["line"], r["side"] = (s.line, s.side) if s else ("baseline", "baseline")
+        r["fd_vs_baseline_pct"] = None if r["fd"] is None or not base_fd else 100 * (r["fd"] / base_fd - 1)
+        ratio = r.get("achieved_over_ideal")
+        r["timing_flag"] = bool(ratio is not None and ratio > NOISE_RATIO)
+    lines: dict[str, list] = {}
+    sides: dict[str, str] = {}
+    for r in records[1:]:
+        lines.setdefault(r["line"], []).append((r["speedup"], r["psnr"], r["fd"]))
+        sides[r["line"]] = r["side"]
+    matched = matched_speed_table(lines, sides, TARGET_SPEEDS)
+    title = (f"default model, {scheduler} {steps} steps, guidance {guidance}, {args.num_images} images, "
+             f"timing {t_imgs} images x {args.repeats} repeats")
+
+    print(f"\n== {title}\n{format_table(records)}")
+    print("\nflagged (achieved/ideal > %.2f): %s" % (NOISE_RATIO, ", ".join(r["method"] for r in records if r["timing_flag"]) or "none"))
+    print(f"\nmatched speed (PSNR interpolated on each line's measured front; FD-digits baseline {base_fd:.2f}):")
+    print(format_matched(matched, "FD-digits"))
+    for n in notes:
+        print(f"note: {n}")
+
+    prefix = args.out or REPO / "benchmarks" / "results" / f"caching-{args.workload}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "title": title, "workload": common, "records": records,
+        "curves": {n: {"side": sides[n], "points": [{"speedup": s, "psnr": p, "fd": f} for s, p, f in pts]}
+                   for n, pts in lines.items()},
+        "matched_speed": matched, "notes": notes,
+        "meta": {"wall_s": time.perf_counter() - t0},
+    }
+    write_json(prefix.with_suffix(".json"), doc)
+    plot(prefix.with_suffix(".png"), records, lines, sides, title, base_fd)
+    print(f"\nwrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
