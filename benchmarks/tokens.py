@@ -258,13 +258,15 @@ def plot_quality(quality: dict, path: Path) -> None:
     for row, s in zip(axes, steps):
         groups: dict[str, list] = {}
         for r in quality["steps"][s]:
-            groups.setdefault(r["method"].split(":")[0].split(" ")[0], []).append(r)
+            name = r["method"].split(":")[0].split(" ")[0]
+            groups.setdefault(name + (" uniform" if "uniform" in r["method"] else ""), []).append(r)
+        colors = {g: f"C{i}" for i, g in enumerate(sorted(groups))}
         for ax, key, label in ((row[0], "fd_digits", "FD-digits (lower is better)"),
                                (row[1], "psnr", "PSNR to baseline, dB")):
-            for g, rs in groups.items():
+            for g, rs in sorted(groups.items()):
                 pts = sorted((r["flops_ratio"], r[key]) for r in rs if r[key] is not None)
                 if pts:
-                    ax.plot(*zip(*pts), "o-", label=g)
+                    ax.plot(*zip(*pts), "o", label=g, color=colors[g])
             ax.set_xlabel("FLOPs ratio of the transformer blocks")
             ax.set_ylabel(label)
             ax.set_title(f"{s} steps")
@@ -275,7 +277,7 @@ def plot_quality(quality: dict, path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=("speed", "quality", "timing", "all"), default="all",
+    p.add_argument("--part", choices=("speed", "quality", "timing", "plot", "all"), default="all",
                    help="timing: interleaved wall time of the quality methods on a small batch")
     p.add_argument("--timing-images", type=int, default=2, help="timing: images per timed generation")
     p.add_argument("--num-images", type=int, default=40)
@@ -306,6 +308,8 @@ def main() -> int:
             quality["partial_reruns"] = [*old.get("partial_reruns", []), args.only]
         doc["quality"] = quality
         write_json(out_path, doc)
+        plot_quality(doc["quality"], out_path.with_suffix(".png"))
+    if args.part == "plot":
         plot_quality(doc["quality"], out_path.with_suffix(".png"))
     if args.part == "timing":
         doc["timing"] = run_timing(args.timing_images, int(args.steps.split(",")[0]),
