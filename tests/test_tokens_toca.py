@@ -106,7 +106,7 @@ def test_importance_prefers_changing_tokens():
 def test_stacks_with_interval_cache_and_undoes_exactly(tiny_pipes):
     pipe = tiny_pipes["dit"]
     reference = run_tiny(pipe, "dit", steps=6)
-    with accel.apply(pipe, IntervalCacheConfig(interval=2), TocaConfig(interval=3, warmup=1)) as handle:
+    with accel.apply(pipe, IntervalCacheConfig(interval=2, min_steps=0), TocaConfig(interval=3, warmup=1)) as handle:
         out = run_tiny(pipe, "dit", steps=6)
         stats = handle.stats()
     assert stats["interval-cache"]["total"]["blocks_reused"] > 0 and stats["toca"]["reused_tokens"] > 0

@@ -133,10 +133,10 @@ def test_stacks_with_a_cache_and_undoes_exactly(tiny_pipes):
     pipe = tiny_pipes["pixart"]
     reference = run_tiny(pipe, "pixart", steps=4)
     state = _state(pipe.transformer)
-    cache_only = accel.apply(pipe, IntervalCacheConfig(interval=2, warmup=1))
+    cache_only = accel.apply(pipe, IntervalCacheConfig(interval=2, warmup=1, min_steps=0))
     cached = run_tiny(pipe, "pixart", steps=4)
     cache_only.remove()
-    with accel.apply(pipe, IntervalCacheConfig(interval=2, warmup=1), TomeConfig(ratio=0.5)) as handle:
+    with accel.apply(pipe, IntervalCacheConfig(interval=2, warmup=1, min_steps=0), TomeConfig(ratio=0.5)) as handle:
         both = run_tiny(pipe, "pixart", steps=4)
         stats = handle.stats()
     assert stats["interval-cache"]["total"]["blocks_reused"] > 0
