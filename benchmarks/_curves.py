@@ -62,13 +62,15 @@ def format_matched(rows: list[dict], fd_name: str = "FD") -> str:
     """The matched-speed table as text: best accel vs best peer per speed ('not reached' where no line spans it)."""
     def cell(b: dict | None) -> str:
         if b is None:
-            return f"{'not reached':<44}"
+            return "not reached"
         fd = "" if b["fd"] is None else f", {fd_name} {b['fd']:.1f}"
-        return f"{b['line'] + ':':<26} {b['psnr']:5.2f} dB{fd}"[:44].ljust(44)
+        return f"{b['line']}: {b['psnr']:.2f} dB{fd}"
 
-    lines = [f"{'speed':>6}  {'best accel (PSNR dB' + (', ' + fd_name if fd_name else '') + ')':<44}  "
-             f"{'best peer':<44}  ahead"]
-    for r in rows:
+    cells = [(cell(r["best_accel"]), cell(r["best_peer"])) for r in rows]
+    wa = max([len("best accel")] + [len(a) for a, _ in cells])
+    wp = max([len("best peer")] + [len(p) for _, p in cells])
+    out = [f"{'speed':>6}  {'best accel':<{wa}}  {'best peer':<{wp}}  ahead"]
+    for r, (a, p) in zip(rows, cells):
         ahead = "-" if r["accel_ahead"] is None else ("accel" if r["accel_ahead"] else "PEER")
-        lines.append(f"{r['speedup']:5.1f}x  {cell(r['best_accel'])}  {cell(r['best_peer'])}  {ahead}")
-    return "\n".join(lines)
+        out.append(f"{r['speedup']:5.1f}x  {a:<{wa}}  {p:<{wp}}  {ahead}")
+    return "\n".join(out)

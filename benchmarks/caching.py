@@ -32,7 +32,9 @@ and compares the best accel line with the best peer line ('not reached' where no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +199,8 @@ def plot(path: Path, records: list[dict], lines: dict[str, list], sides: dict[st
         axes[1].axhline(base_fd, color="k", linewidth=0.8, label="baseline")
     fd_name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
     axes[0].set(xlabel="measured speedup (x)", ylabel="PSNR to uncached (dB)", title="fidelity")
-    axes[1].set(xlabel="measured speedup (x)", ylabel=f"{fd_name} (lower is better)", title="quality")
+    axes[1].set(xlabel="measured speedup (x)", ylabel=f"{fd_name} (lower is better, log scale)", title="quality",
+                yscale="log")
     axes[1].legend(fontsize=7, loc="upper left", ncol=2)
     fig.suptitle(title + "\naccel: solid lines / circles, peers: dashed / squares", fontsize=10)
     fig.tight_layout()
@@ -216,6 +219,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--calibration-images", type=int, default=4,
                     help="images for schedule-cache's one-off calibration (seeds disjoint from the measured ones)")
+    ap.add_argument("--calibration-dir", type=Path, default=None,
+                    help="ACCEL_CACHE_DIR for schedule-cache's calibration (default: a fresh temporary directory, "
+                         "so the schedule comes from this run's own calibration seeds, never from an older file)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -229,6 +235,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["ACCEL_CACHE_DIR"] = str(args.calibration_dir or tempfile.mkdtemp(prefix="accel-caching-bench-"))
 
     from accel import models as M
     from accel.eval.bench import prepare_methods
@@ -267,7 +274,7 @@ def main() -> None:
     calib = make_workload(pipe, args.num_images, args.seed, steps, guidance=guidance, batch_size=args.batch_size,
                           seed_set=1, num_classes=10)
     note = prepare_methods(pipe, methods, calib, list(range(min(args.calibration_images, args.num_images))), state)
-    notes += [note] if note else []
+    notes += [f"{note}; calibrations in {os.environ['ACCEL_CACHE_DIR']}"] if note else []
     if args.probe:
         probe(pipe, settings, steps, guidance, args.num_images)
         return
