@@ -130,7 +130,8 @@ def _digest(obj: Any) -> str:
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Class, config and a sample of the weights (first and last values of a few tensors)."""
     config = {k: v for k, v in dict(getattr(model, "config", {})).items() if not k.startswith("_")}
-    params = list(model.parameters())
+    # by name, not registration order: libraries that re-register modules (cache-dit) keep the key
+    params = [p for _, p in sorted(model.named_parameters())]
     sample = [p.detach().flatten()[:: max(1, p.numel() // 64)][:64].float().cpu().tolist()
               for p in params[:2] + params[-2:]]
     return f"{type(model).__name__}:{_digest(config)}:{_digest(sample)}"
