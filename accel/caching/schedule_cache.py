@@ -196,7 +196,8 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any], path: str | Path | Non
     steps = key.steps
     deltas = [cache.recorded[s] for s in range(steps)]
     sensitivity = [0.0]
-    for j in tqdm(range(1, steps), desc="calibrating schedule", disable=not progress, unit="call"):
+    bar_off = None if progress else True  # None: a bar only on a terminal (quiet in logs and `--quiet` runs)
+    for j in tqdm(range(1, steps), desc="calibrating schedule", disable=bar_off, unit="call"):
         with apply(pipe, _CalibrationConfig(frozenset({j}))):
             sensitivity.append(float(((_images(run()) - reference) ** 2).mean()))
     reuse = reuse_errors(deltas)
