@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from . import timing
 from .methods import BenchInputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -76,12 +77,11 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def pin_threads(n: int | None) -> int:
-    """``torch.set_num_threads(n)`` when given; the thread count in use."""
-    if n is not None:
-        if n < 1:
-            raise BenchInputError(f"--threads must be >= 1, got {n}")
-        torch.set_num_threads(int(n))
-    return torch.get_num_threads()
+    """`timing.pin_threads`, with a bad count as bench input error."""
+    try:
+        return timing.pin_threads(n)
+    except ValueError as exc:
+        raise BenchInputError(str(exc)) from None
 
 
 def set_scheduler(pipe: Any, name: str | None) -> None:
