@@ -8,7 +8,6 @@ before anything is written.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..eval.provenance import git_commit
 from .lineage import digits_marker, is_digits_model, load_digits_model, MARKER_FILE
 from .prune import PRUNING_FILE, SELECTORS, block_map, prune_model, save_pipeline, select_keep
 
@@ -65,14 +65,6 @@ def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: i
         batch = [prompts[(start + i) % len(prompts)] for i in range(min(batch_size, images - start))]
         out.append(dict(prompt=batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed + b)))
     return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def prune_command(args: Any) -> int:
@@ -134,7 +126,7 @@ def _prune(args: Any) -> int:
         "scores": chosen.get("scores"),
         "calibration": dict(calibration.settings) if calibration is not None else None,
         "selection_seconds": round(time.perf_counter() - t0, 2),
-        "accel_commit": _git_commit(),
+        "accel_commit": git_commit(),
     }
     info.update({k: v for k, v in chosen.items() if k not in info and k != "selector"})
     files = {PRUNING_FILE: info}
@@ -234,7 +226,7 @@ def _distill(args: Any) -> int:
         "mixed_precision": result["mixed_precision"], "num_processes": result["num_processes"],
         "device": result["device"], "weights": "ema" if args.ema_weights else "raw",
         "first_losses": losses[:5], "last_losses": losses[-5:],
-        "accel_commit": _git_commit(),
+        "accel_commit": git_commit(),
     }
     files = {"distill.json": info, PRUNING_FILE: json.loads((student_dir / PRUNING_FILE).read_text())}
     if student_digits or digits:
