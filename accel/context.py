@@ -114,7 +114,7 @@ class StepTracker:
         counters = self._counters()
         counters["transformer_calls"] += 1
         counters["block_total"] += self.num_blocks
-        if stepped:
+        if stepped and not self.scheduler_driven:  # else scheduler.step counts it
             counters["steps"] += 1
         self._args, self._kwargs = args, kwargs
         for listener in self.listeners:
