@@ -220,8 +220,8 @@ def _commit_outputs(tmp: Path, out: Path) -> None:
 
 
 def write_outputs(out: Path, result: BenchResult) -> Path:
-    """Write results.json/.csv, pareto.png, grid.png into a temp dir next to ``out``, then move."""
-    from . import report
+    """Write results.json/.csv, pareto.png, grid.png, report.html into a temp dir next to ``out``, then move."""
+    from . import html_report, report
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +232,8 @@ def write_outputs(out: Path, result: BenchResult) -> Path:
         report.write_csv(tmp / "results.csv", result.records)
         report.plot_pareto(tmp / "pareto.png", result.records)
         report.plot_grid(tmp / "grid.png", result.grid)
+        html_report.write_html_report(tmp / "report.html", title=f"accel bench: {result.meta.get('model') or 'run'}",
+                                      records=result.records, meta=result.meta, images=result.grid, notes=result.notes)
         _commit_outputs(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -281,5 +283,5 @@ def bench_command(args: Any) -> int:
     for n in result.notes:
         print(f"note: {n}")
     print(f"peak memory: {result.meta.get('memory_kind') or 'unavailable'}; threads: {result.meta['threads']}; "
-          f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png")
+          f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png, report.html")
     return 0

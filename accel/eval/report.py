@@ -1,5 +1,5 @@
 """Outputs of `accel bench`: results.json (+ schema check), results.csv, pareto.png, grid.png,
-and the table printed on stdout.
+and the table printed on stdout (report.html: html_report.py).
 
 JSON is strict (``json.dumps(allow_nan=False)``): a non-finite float, such as the PSNR of
 images identical to the baseline, is written as ``null`` and a note says so ("psnr null =
@@ -269,7 +269,9 @@ def _fmt(x, spec=".3g"):
     return format(x, spec)
 
 
-def format_table(records: Sequence[dict]) -> str:
+def table_cells(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, one row of formatted cells per record): the stdout table's content, also used
+    by html_report.py so that both show the same numbers."""
     fd_name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
     head = ["method", fd_name, "PSNR dB", "SSIM", "speedup", "ideal", "ach/ideal", "time s",
             "peak MB", "block evals"]
@@ -289,6 +291,11 @@ def format_table(records: Sequence[dict]) -> str:
             _fmt(r.get("ideal_speedup"), ".2f"), _fmt(r.get("achieved_over_ideal"), ".2f"), t,
             _fmt(r.get("peak_mem_mb"), ".0f"), _fmt(r.get("block_evals"), "d"),
         ])
+    return head, rows
+
+
+def format_table(records: Sequence[dict]) -> str:
+    head, rows = table_cells(records)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
