@@ -59,7 +59,7 @@ class _Page(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
-        if self.stack and self.stack[-1] in ("td", "th"):
+        if "td" in self.stack or "th" in self.stack:  # text anywhere inside a cell
             self.tables[-1][-1][-1] += data
 
 
@@ -132,7 +132,10 @@ def test_report_is_self_contained_escaped_and_holds_the_table(tmp_path):
     assert np.array_equal(first, want)
     # the image rows are in the images' order, the same labels
     img_rows = page.tables[1]
-    assert [r[0] for r in img_rows] == ["#1 baseline (reference)", "#2 delta-cache:interval=3", f"#3 {EVIL}"]
+    assert [r[0] for r in img_rows] == ["#1 baseline (reference)1.00×",  # label, then speedup and PSNR
+                                        "#2 delta-cache:interval=32.10× · PSNR 30.2 dB",
+                                        f"#3 {EVIL}1.50× · PSNR 25.0 dB"]
+    assert [r[0] for r in page.tables[2]] == ["#2 delta-cache:interval=3", f"#3 {EVIL}"]  # differences
 
 
 def test_tune_style_records_without_images_or_bench_fields():

@@ -50,7 +50,8 @@ table.images td{padding:2px;vertical-align:middle}table.images td.label{font-siz
  max-width:16rem}
 img.cell{display:block}img.pix{image-rendering:pixelated;image-rendering:crisp-edges}
 img.plot{max-width:100%;height:auto}pre{background:#f6f6f6;padding:.5rem;overflow-x:auto;font-size:.8rem}
-.muted{color:#777;font-size:.85rem}
+.muted{color:#777;font-size:.85rem}.keys{font-size:.8rem}.key{margin-right:1rem;white-space:nowrap}
+.sw{display:inline-block;width:.7rem;height:.7rem;border-radius:50%;margin-right:.25rem;vertical-align:middle}
 """
 
 
@@ -77,7 +78,8 @@ def _finite(x: Any) -> float | None:
 def front_members(records: Sequence[Mapping], key: str, lower_is_better: bool) -> set[int]:
     """Indices of the records on the speedup-vs-``key`` Pareto front (records lacking either value,
     or with a non-finite one such as the baseline's infinite PSNR, take no part)."""
-    idx = [i for i, r in enumerate(records) if _finite(r.get("speedup")) is not None and _finite(r.get(key)) is not None]
+    idx = [i for i, r in enumerate(records)
+           if _finite(r.get("speedup")) is not None and _finite(r.get(key)) is not None]
     pts = [(_finite(records[i]["speedup"]), _finite(records[i][key])) for i in idx]
     return {idx[j] for j in _pareto_front(pts, lower_is_better)} if len(pts) >= 2 else set(idx)
 
@@ -132,7 +134,7 @@ def _img_tag(img: np.ndarray, max_side: int, alt: str) -> str:
             f'height="{round(eh * f)}" alt="{_e(alt)}">')
 
 
-def _image_section(images: Mapping[str, Any], numbers: Mapping[str, int], max_side: int) -> str:
+def _image_section(images: Mapping[str, Any], records: Sequence[Mapping], max_side: int) -> str:
     stacks = {lab: _to_uint8_stack(v) for lab, v in images.items()}
     if not stacks:
         return ""
@@ -140,15 +142,22 @@ def _image_section(images: Mapping[str, Any], numbers: Mapping[str, int], max_si
     ref = stacks[ref_label]
     cols = max(s.shape[0] for s in stacks.values())
 
-    def label_cell(lab: str, suffix: str = "") -> str:
-        n = numbers.get(lab)
-        return f'<td class="label">{f"#{n} " if n else ""}{_e(lab)}{suffix}</td>'
+    numbers = {r["method"]: i + 1 for i, r in enumerate(records)}
+    by_label = {r["method"]: r for r in records}
+
+    def label_cell(lab: str, suffix: str = "", summary: bool = False) -> str:
+        n, r = numbers.get(lab), by_label.get(lab, {})
+        facts = [f"{_finite(r.get('speedup')):.2f}&times;" if _finite(r.get("speedup")) is not None else "",
+                 f"PSNR {_finite(r.get('psnr')):.1f} dB" if _finite(r.get("psnr")) is not None else ""]
+        facts = " &middot; ".join(f for f in facts if f)
+        small = f'<br><span class="muted">{facts}</span>' if summary and facts else ""
+        return f'<td class="label">{f"#{n} " if n else ""}{_e(lab)}{suffix}{small}</td>'
 
     rows, diff_rows = [], []
     for lab, s in stacks.items():
         cells = "".join(f"<td>{_img_tag(s[c], max_side, f'{lab}, column {c + 1}')}</td>" if c < s.shape[0]
                         else "<td></td>" for c in range(cols))
-        rows.append(f"<tr>{label_cell(lab, ' (reference)' if lab == ref_label else '')}{cells}</tr>")
+        rows.append(f"<tr>{label_cell(lab, ' (reference)' if lab == ref_label else '', True)}{cells}</tr>")
         if lab != ref_label and s.shape[1:3] == ref.shape[1:3]:
             k = min(s.shape[0], ref.shape[0])
             d = np.abs(s[:k, ..., :3].astype(np.int16) - ref[:k, ..., :3].astype(np.int16)).max(-1, keepdims=True)
@@ -179,7 +188,7 @@ def _plot_png(records: Sequence[Mapping]) -> tuple[bytes | None, list[str]]:
         fd_name = next((r.get("fd_name") for r in records if isinstance(r.get("fd_name"), str)), None) or "FD"
         panels.append(("fd", f"{fd_name} (lower is better)", True))
     left_out = [f"#{i + 1} {_label(r, i)}: PSNR {r['psnr']}" for i, r in enumerate(records)
-                if isinstance(r.get("psnr"), float) and not math.isfinite(r["psnr"])]
+                if r.get("psnr") == math.inf]
     fig = Figure(figsize=(5.6 * len(panels), 4.3))
     plotted = False
     colors = [f"C{k % 10}" for k in range(len(records))]
@@ -219,6 +228,15 @@ def _plot_png(records: Sequence[Mapping]) -> tuple[bytes | None, list[str]]:
     return buf.getvalue(), left_out
 
 
+def _colour_key(records: Sequence[Mapping]) -> str:
+    """#n and label in the colour of its marker (the plot itself carries numbers only)."""
+    from matplotlib.colors import to_hex
+
+    items = [f'<span class="key"><span class="sw" style="background:{to_hex(f"C{i % 10}")}"></span>'
+             f"{i + 1} {_e(r['method'])}</span>" for i, r in enumerate(records)]
+    return f'<p class="keys">{" ".join(items)}</p>'
+
+
 # ---------------------------------------------------------------------------------------------- meta
 
 def _meta_value(key: str, v: Any) -> str:
@@ -248,17 +266,18 @@ def _results_table(records: Sequence[Mapping]) -> str:
     f_psnr = front_members(records, "psnr", lower_is_better=False)
     f_fd = front_members(records, "fd", lower_is_better=True)
     has_fd = any(_finite(r.get("fd")) is not None for r in records)
-    ths = ['<th>#</th>'] + [f'<th class="{"label" if j == 0 else ""}">{_e(h)}</th>' for j, h in enumerate(head)]
+    lab = lambda j: ' class="label"' if j == 0 else ""  # noqa: E731
+    ths = ['<th>#</th>'] + [f"<th{lab(j)}>{_e(h)}</th>" for j, h in enumerate(head)]
     ths.append('<th title="on the speedup-vs-quality Pareto front">front</th>')
     trs = []
     for i, (r, cells) in enumerate(zip(records, rows)):
         fronts = (["PSNR"] if i in f_psnr else []) + (["FD"] if has_fd and i in f_fd else [])
         cls = " ".join((["reference"] if i == 0 and r.get("method") == "baseline" else []) +
                        (["front"] if fronts else []))
-        tds = [f"<td>{i + 1}</td>"] + [f'<td class="{"label" if j == 0 else ""}">{_e(c)}</td>'
-                                       for j, c in enumerate(cells)]
+        tds = [f"<td>{i + 1}</td>"] + [f"<td{lab(j)}>{_e(c)}</td>" for j, c in enumerate(cells)]
         tds.append(f'<td class="fr">{_e(", ".join(fronts))}</td>')
-        trs.append(f'<tr class="{cls}">{"".join(tds)}</tr>')
+        attr = f' class="{cls}"' if cls else ""
+        trs.append(f"<tr{attr}>{''.join(tds)}</tr>")
     return f'<table class="results"><thead><tr>{"".join(ths)}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
 
 
@@ -285,7 +304,6 @@ def render_html_report(
     records = [{**r, "method": _label(r, i)} for i, r in enumerate(records)]
     if not records:
         raise ValueError("records must hold at least one record")
-    numbers = {r["method"]: i + 1 for i, r in enumerate(records)}
     png, left_out = _plot_png(records)
     parts = [
         "<!DOCTYPE html>",
@@ -302,15 +320,16 @@ def render_html_report(
     ]
     if png is not None:
         parts.append(f'<img class="plot" src="{_png_uri(png)}" alt="speedup vs PSNR and FD">')
+        parts.append(_colour_key(records))
         parts.append('<p class="muted">Numbers are the table\'s # column; ringed markers and the dashed line are '
                      "the Pareto front; bars are the spreads where measured.</p>")
     else:
         parts.append('<p class="muted">No record has both a speedup and a quality value to plot.</p>')
     if left_out:
-        parts.append(f'<p class="muted">Not plotted (non-finite): {_e("; ".join(left_out))}'
-                     " (identical to the baseline).</p>")
+        parts.append(f'<p class="muted">Not plotted on the PSNR axis (identical to the baseline): '
+                     f'{_e("; ".join(left_out))}.</p>')
     if images:
-        parts.append(_image_section(images, numbers, max_image_side))
+        parts.append(_image_section(images, records, max_image_side))
     notes = [str(n) for n in notes]
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
