@@ -75,7 +75,7 @@ class Handle:
         self._hooks.add(self.model, ContextHook(tracker, before, handle=self), CONTEXT_HOOK)
         if self.pipeline is not None:
             self._follow_scheduler()
-        for config in self.configs:
+        for config in install_order(self.configs):
             self._installed.append((config, config.install(self.target)))
 
     def _follow_scheduler(self) -> None:
@@ -148,6 +148,17 @@ class Handle:
         names = "+".join(c.cli_name for c in self.configs) or "baseline"
         state = "active" if self.active else "removed"
         return f"<accel.Handle {names} on {type(self.model).__name__} ({state})>"
+
+
+def install_order(configs: tuple[MethodConfig, ...]) -> list[MethodConfig]:
+    """Configs in the order their hooks are added: block caches last.
+
+    A hook added later wraps the earlier ones on the same module, so a cache's block hook
+    is the outermost: a block it skips never reaches the hooks of the methods that work
+    inside blocks (token methods neither run nor count there), whatever the order of
+    the configs given to `apply`.
+    """
+    return sorted(configs, key=lambda c: c.kind == "cache")
 
 
 def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:

@@ -12,7 +12,8 @@ gate and residual). Text tokens (SD3/Flux joint attention, the [text, image] pre
 of Flux single blocks) pass untouched; Flux's rotary rows are cut to the kept tokens.
 
 Every existing sub-layer is hooked, merged or not, so `.stats()` can give the FLOPs
-ratio over all of them.
+ratio over all of them; `block_calls` counts the block calls whose sub-layers ran (in a
+stack with a block cache: the blocks it computed, see `accel.api.install_order`).
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def mergeable(ref: BlockRef, kind: str) -> str | None:
 class BlockCall:
     """State of one block call shared by its sub-layers."""
 
-    __slots__ = ("ref", "info", "text_len", "r", "matching")
+    __slots__ = ("ref", "info", "text_len", "r", "matching", "counted")
 
     def __init__(self, ref: BlockRef, info: StepInfo | None, text_len: int, r: int):
         self.ref, self.info, self.text_len, self.r = ref, info, text_len, r
         self.matching: Matching | None = None
+        self.counted = False  # this block call is in the `block_calls` counter
 
 
 class BlockHook(ModelHook):
@@ -242,6 +244,9 @@ class TokenMerger(Installed):
 
     def record(self, call: BlockCall, kind: str, before: int, after: int, full: int, done: int) -> None:
         c = call.info.call if call.info is not None else 0
+        if not call.counted:  # once per block call whose sub-layers ran (a block a cache skips never gets here)
+            call.counted = True
+            self.counters.add(c, "block_calls")
         self.counters.add(c, f"{kind}.tokens_in", before)
         self.counters.add(c, f"{kind}.tokens_out", after)
         self.counters.add(c, "flops_full", full)

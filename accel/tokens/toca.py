@@ -26,7 +26,11 @@ best-scoring token of each window of a uniform grid of windows, the rest the
 best-scoring tokens anywhere, so no region goes stale.
 
 State is per CFG branch and dropped at every new pipeline call; `interval=1` computes
-every step in full and is bit-identical to the model.
+every step in full and is bit-identical to the model. The full/partial schedule counts,
+per block, the steps on which the block is computed: alone that is every step; stacked
+with a block cache the steps the cache skips the block do not count, so each block
+still gets a full step every `interval` of its computed steps (counting denoising steps
+instead, a cache that skips the full steps would leave the token cache stale for good).
 """
 
 from __future__ import annotations
@@ -80,9 +84,11 @@ class TocaConfig(MethodConfig):
 class _BlockCache:
     """One block's cached sub-layer outputs and per-token bookkeeping, for one branch."""
 
-    __slots__ = ("outputs", "age", "change")
+    __slots__ = ("outputs", "age", "change", "step", "computed")
 
     def __init__(self) -> None:
+        self.step: int | None = None  # the last step on which the block was computed
+        self.computed = 0  # steps on which the block was computed so far (this call and branch)
         self.outputs: dict[str, torch.Tensor] = {}
         self.age: torch.Tensor | None = None  # (B, N) steps since last recomputed
         self.change: torch.Tensor | None = None  # (B, N) relative change at the last recompute
@@ -113,9 +119,12 @@ class Toca(TokenMerger):
         return self._branches.setdefault(branch, {}).setdefault(block, _BlockCache())
 
     def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
-        self._cache(info, ref.global_index)  # resets state on a new pipeline call
+        cache = self._cache(info, ref.global_index)  # resets state on a new pipeline call
         step = info.step if info is not None else 0
-        if self.full_step(step) or not self.merge_kinds.get(ref.global_index):
+        if step != cache.step:  # only computed blocks get here (block caches wrap token methods)
+            cache.step = step
+            cache.computed += 1
+        if self.full_step(cache.computed - 1) or not self.merge_kinds.get(ref.global_index):
             return 0
         return n - max(1, math.ceil(self.config.recompute * n))
 
