@@ -23,6 +23,8 @@ copy the folder here and pass it (a hub id already in the local Hugging Face cac
 
     python scripts/demo_preset.py --model ./pixart --preset balanced --device cuda --dtype float16 \\
         --prompt "a red fox in the snow" --prompt "a lighthouse at dawn" --height 512 --width 512
+    python scripts/demo_preset.py --model ./flux-schnell --methods residual-cache:threshold=0.1 \
+        --device cuda --dtype bfloat16 --guidance 0 --pipeline-kwargs '{"max_sequence_length": 256}'
 
 A missing folder or an unsupported pipeline is one `demo_preset.py: error: ...` line, exit code 2.
 Tiny random-init models are dominated by per-call overhead: their speedups say little; time real
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt of a text-to-image --model (repeat for several; cycled over the images)")
     p.add_argument("--height", type=int, default=None, help="image height of a --model pipeline")
     p.add_argument("--width", type=int, default=None, help="image width of a --model pipeline")
+    p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
+                   help="JSON object merged into every call of a --model pipeline, as in accel bench, "
+                        "e.g. '{\"use_resolution_binning\": false}'")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each side (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -128,9 +133,11 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     m = C.load_model(args.model, args.family, device=device, dtype=dtype)
     extra = {k: v for k, v in (("height", args.height), ("width", args.width)) if v is not None}
+    if args.pipeline_kwargs:
+        extra.update(C.json_object(args.pipeline_kwargs, "--pipeline-kwargs"))
     if m.kind == "tiny" and (extra or args.prompt):
-        raise C.DemoInputError("--prompt/--height/--width apply to a --model pipeline; tiny models use fixed "
-                               "embeddings")
+        raise C.DemoInputError("--prompt/--height/--width/--pipeline-kwargs apply to a --model pipeline; tiny "
+                               "models use fixed embeddings")
     if args.prompt and m.digits:
         raise C.DemoInputError("--prompt: the digits model is class-conditional (classes 0-9 are cycled)")
     steps = args.steps or C.default_steps(m)

@@ -144,7 +144,22 @@ def bench_argv(command: list[str], out: Path, quick: bool, extra: list[str]) -> 
         if tok.startswith("--out="):
             continue
         flags.append(tok)
-    return ["bench", *flags, *(QUICK_FLAGS if quick else []), *extra, "--out", str(out)]
+    return ["bench", *flags, *(quick_flags(flags) if quick else []), *extra, "--out", str(out)]
+
+
+def quick_flags(flags: list[str]) -> list[str]:
+    """QUICK_FLAGS, except a number the README command already sets lower (it only ever shrinks the run)."""
+    out = []
+    for k in range(0, len(QUICK_FLAGS)):
+        flag = QUICK_FLAGS[k]
+        if not flag.startswith("--"):
+            continue
+        value = QUICK_FLAGS[k + 1] if k + 1 < len(QUICK_FLAGS) and not QUICK_FLAGS[k + 1].startswith("--") else None
+        given = next((flags[i + 1] for i in range(len(flags) - 1) if flags[i] == flag), None)
+        if value is not None and given is not None and given.isdigit() and int(given) <= int(value):
+            continue
+        out += [flag] if value is None else [flag, value]
+    return out
 
 
 def run_bench(argv: list[str]) -> tuple[int, dict | None]:
