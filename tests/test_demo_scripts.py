@@ -163,7 +163,7 @@ def test_end_to_end_demo_on_the_default_model(common, tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     stages = {s["stage"]: s for s in doc["stages"]}
     assert list(stages) == ["baseline", "pruned 9/12", "+distilled", "+cache interval-cache:interval=2",
-                            "+tokens tome:ratio=0.5"]
+                            "+tokens toca:interval=2,recompute=0.3"]
     assert doc["distillation"]["steps"] == 2 and len(doc["pruning"]["keep"]) == 9
     for s in doc["stages"]:
         assert _finite(s["speedup"]) and _finite(s["fd_digits"]) and 0 <= s["class_agreement"] <= 1
@@ -172,7 +172,7 @@ def test_end_to_end_demo_on_the_default_model(common, tmp_path):
     assert stages["pruned 9/12"]["ideal_speedup"] == pytest.approx(12 / 9)
     cache = stages["+cache interval-cache:interval=2"]
     assert cache["block_evals"] < cache["block_total"] and cache["ideal_speedup"] > 12 / 9
-    assert stages["+tokens tome:ratio=0.5"]["flops_ratio"] < 1
+    assert stages["+tokens toca:interval=2,recompute=0.3"]["flops_ratio"] < 1
     grid = _png(tmp_path / "grid.png")
     assert (grid.shape[1], grid.shape[0]) == common.grid_size(5, 2, 32, 32)
     from accel.pruning.lineage import load_digits_model
