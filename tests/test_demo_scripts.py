@@ -182,6 +182,25 @@ def test_end_to_end_demo_on_the_default_model(common, tmp_path):
     assert "baseline" in (tmp_path / "table.txt").read_text()
 
 
+def test_end_to_end_demo_on_a_text_to_image_folder(tmp_path):
+    """A folder that is not a digits model: distilled on its own sampled calls, no FD, PSNR and speed still."""
+    from accel.testing import tiny_text_pipeline
+
+    tiny_text_pipeline("sd3", num_layers=4).save_pretrained(tmp_path / "sd3")
+    e2e = _load("demo_end_to_end")
+    rc = e2e.main(["--model", str(tmp_path / "sd3"), "--keep", "3", "--calib-images", "2", "--calib-steps", "2",
+                   "--calib-calls", "2", "--max-steps", "1", "--teacher-samples", "1", "--distill-batch-size", "2",
+                   "--num-images", "1", "--steps", "4", "--timing-images", "1", "--repeats", "1", "--warmup", "0",
+                   "--cache", "delta-cache:min_steps=0", "--tokens", "tome", "--no-save-models", "--quiet",
+                   "--out", str(tmp_path / "out")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["fd_name"] is None and doc["distillation"]["data"]["kind"] == "teacher-samples"
+    assert [s["block_total"] for s in doc["stages"]] == [16, 12, 12, 12, 12]  # 4 steps x blocks
+    assert all(_finite(s["speedup"]) and s["fd_digits"] is None for s in doc["stages"])
+    assert not (tmp_path / "out" / "pruned").exists()
+
+
 def test_end_to_end_demo_rejects_a_token_method_as_cache(tmp_path, capsys):
     e2e = _load("demo_end_to_end")
     assert e2e.main(["--cache", "tome", "--out", str(tmp_path / "o")]) == 2
