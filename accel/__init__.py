@@ -38,6 +38,20 @@ def _load_methods() -> None:
         importlib.import_module(mod)
 
 
+def preset(name: str, pipe_or_model: Any) -> list[MethodConfig]:
+    """Configs of a named preset ("fast", "balanced", "quality") for this model's family (accel/presets.py)."""
+    from .presets import preset as _preset
+
+    return _preset(name, pipe_or_model)
+
+
+def load_configs(path: Any) -> list[MethodConfig]:
+    """Method configs of an `accel tune` result (tune.json's chosen config) for `accel.apply`."""
+    from .tune.files import load_configs as _load
+
+    return _load(path)
+
+
 def default_pipeline(**kwargs: Any):
     """The embedded default model's stock `DiTPipeline` (see `accel.models`)."""
     from .models import load_default_pipeline
@@ -46,7 +60,7 @@ def default_pipeline(**kwargs: Any):
 
 
 __all__ = [
-    "apply", "methods", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
+    "apply", "methods", "preset", "load_configs", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
     "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",
     "UnsupportedModelError",
 ]

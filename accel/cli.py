@@ -16,7 +16,7 @@ def _add_bench(sub) -> None:
         help="paired quality/fidelity/speed/memory benchmark of acceleration methods",
         description=(
             "Run the baseline and every requested method on the same seeds and classes/prompts; "
-            "write DIR/results.json, results.csv, pareto.png and grid.png. Several processes: "
+            "write DIR/results.json, results.csv, pareto.png, grid.png and report.html. Several processes: "
             "`torchrun --nproc_per_node N -m accel.cli bench ...` or "
             "`accelerate launch --multi_gpu --num_processes N -m accel.cli bench ...` (on CPU add "
             "--device cpu); each rank generates whole batches, rank 0 gathers and writes."
@@ -26,6 +26,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--methods", default=None,
                    help="comma list: baseline,NAME[:key=val,...],A+B (stacked); default: baseline "
                         "plus every method of accel.methods() at default settings")
+    p.add_argument("--config", action="append", default=None, metavar="FILE",
+                   help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
     p.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
                         "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
@@ -182,6 +184,35 @@ def _add_diffrate(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="find the fastest stack of methods inside a quality budget (--budget-fd / --budget-psnr)",
+        description=(
+            "Successive halving over the joint space of every method's declared tunable settings (one "
+            "block cache x one token method x optional --pruned models) on paired calibration images, "
+            "then the front re-measured on held-out images; writes --out (tune.json) and report.html. "
+            "Use the result with `accel bench --config tune.json` or "
+            "`accel.apply(pipe, *accel.load_configs('tune.json'))`. Exit 1 when no candidate meets the budget."
+        ),
+    )
+    from accel.tune.run import add_arguments
+
+    add_arguments(p)
+
+    def run(args) -> int:
+        from accel.tune.run import tune_command
+
+        return tune_command(args)
+
+    def error(message: str) -> None:
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error  # type: ignore[method-assign]
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel", description="accelerate diffusers diffusion transformers")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -189,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diffrate(sub)
     _add_prune(sub)
     _add_distill(sub)
+    _add_tune(sub)
     return parser
 
 

@@ -46,6 +46,8 @@ class MethodConfig:
     cli_name: ClassVar[str] = ""
     kind: ClassVar[str] = "probe"
     accelerates: ClassVar[bool] = True
+    # field -> candidate values `accel tune` searches (declared next to the fields; {} = not tuned)
+    tunable: ClassVar[dict[str, tuple]] = {}
 
     def __post_init__(self) -> None:
         self.validate()

@@ -74,6 +74,7 @@ class DeltaCacheConfig(MethodConfig):
     min_steps: int = 8
 
     kind = "cache"
+    tunable = {"interval": (2, 3, 4), "cached_blocks": (0.5, 0.75, 1.0), "forecast": (0, 1)}
 
     def validate(self) -> None:
         check_int("interval", self.interval, 1)

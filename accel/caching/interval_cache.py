@@ -44,6 +44,7 @@ class IntervalCacheConfig(MethodConfig):
     min_steps: int = 8
 
     kind = "cache"
+    tunable = {"interval": (2, 3, 4, 5), "warmup": (1, 3), "forecast": (0, 1, 2)}
 
     def validate(self) -> None:
         check_int("interval", self.interval, 1)

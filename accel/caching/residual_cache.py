@@ -59,6 +59,7 @@ class ResidualCacheConfig(MethodConfig):
     forecast: int = 0
 
     kind = "cache"
+    tunable = {"threshold": (0.05, 0.08, 0.12, 0.2, 0.35), "max_consecutive": (2, 4), "forecast": (0, 1)}
 
     def validate(self) -> None:
         check_range("threshold", self.threshold, 0.0)

@@ -48,6 +48,7 @@ class ScheduleCacheConfig(MethodConfig):
     forecast: int = 0
 
     kind = "cache"
+    tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
 
     def validate(self) -> None:
         if isinstance(self.budget, int) and not isinstance(self.budget, bool):

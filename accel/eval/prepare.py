@@ -243,13 +243,43 @@ def call_kwargs(args, pipe) -> dict:
     return kwargs
 
 
+def config_file_methods(paths: list[str], model: str, taken: set[str]) -> list[MethodSpec]:
+    """One row per ``--config FILE`` (an `accel tune` result): its chosen stack, labelled by its settings."""
+    from accel.tune.files import ConfigFileError, configs_from_choice, read_choice
+    from accel.tune.space import Candidate
+
+    out = []
+    for path in paths:
+        try:
+            choice = read_choice(path)
+            configs = configs_from_choice(choice, path)
+        except ConfigFileError as exc:
+            raise BenchInputError(f"--config: {exc}") from None
+        chosen_model = choice.get("model")
+        if chosen_model and Path(chosen_model).resolve() != Path(model).resolve():
+            raise BenchInputError(
+                f"--config {path} was tuned on the pruned model {chosen_model}; run "
+                f"`accel bench --model {chosen_model} --config {path}` (its baseline is then that folder)")
+        label = "config:" + Candidate.from_record({"methods": choice["methods"]}).methods_key
+        if label in taken:
+            raise BenchInputError(f"--config {path}: the row {label!r} is listed twice")
+        taken.add(label)
+        out.append(MethodSpec(label, [(m["name"], {}) for m in choice["methods"]], configs))
+    return out
+
+
 def prepare(args: Any, state: Any = None) -> Prepared:
     """Check the flags, load the model, parse the methods; BenchInputError/AccelError on bad input."""
     import accel
 
     check_args(args)
     registry, notes = dict(accel.methods()), []
-    methods = default_methods(registry, notes) if args.methods is None else parse_methods(args.methods, registry)
+    config_files = getattr(args, "config", None) or []
+    if args.methods is None:  # with --config only: the baseline and the tuned rows
+        methods = parse_methods("baseline", registry) if config_files else default_methods(registry, notes)
+    else:
+        methods = parse_methods(args.methods, registry)
+    methods += config_file_methods(config_files, args.model, {m.label for m in methods})
     prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
     prep.methods, prep.notes, prep.prompts = methods, notes, prompts

@@ -93,6 +93,7 @@ class DiffRateConfig(MethodConfig):
     queries: int = 32
 
     kind = "tokens"
+    tunable = {"rates": ("0.9", "0.75", "0.5")}
 
     def validate(self) -> None:
         if self.rates is None:

@@ -66,6 +66,7 @@ class TocaConfig(MethodConfig):
     spread: float = 0.5
 
     kind = "tokens"
+    tunable = {"interval": (2, 3, 4), "recompute": (0.2, 0.3, 0.5)}
 
     def validate(self) -> None:
         check_int("interval", self.interval, 1)

@@ -131,6 +131,7 @@ class TomeConfig(MethodConfig):
     prop_attn: bool = False
 
     kind = "tokens"
+    tunable = {"ratio": (0.25, 0.5, 0.75), "prop_attn": (False, True)}
 
     def validate(self) -> None:
         check_range("ratio", self.ratio, 0, 1, hi_open=True)

@@ -1,0 +1,175 @@
+"""Search strategies of `accel tune`: successive halving over the joint space, and the exhaustive
+grid it is checked against (benchmarks/stack.py).
+
+Goal: the fastest candidate whose quality stays within the budget (`Budget`). Successive
+halving evaluates many candidates on few images, keeps the best third (candidates inside
+the budget by speed, then the rest by how close they come), and re-evaluates those on three
+times the images, up to the full calibration set. After each cut the survivors' one-step
+neighbours (one setting changed) that were never tried join the next rung, so the search
+walks towards faster settings around what works instead of relying on the first draw only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .space import Candidate, Space
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Quality budget: FD at most ``fd_pct`` % above the baseline's (paired), and/or PSNR to the
+    baseline images at least ``psnr`` dB."""
+
+    fd_pct: float | None = None
+    psnr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fd_pct is None and self.psnr is None:
+            raise ValueError("give a quality budget: --budget-fd PCT and/or --budget-psnr DB")
+        if self.fd_pct is not None and not (math.isfinite(self.fd_pct) and self.fd_pct >= 0):
+            raise ValueError(f"--budget-fd must be a finite percentage >= 0, got {self.fd_pct}")
+        if self.psnr is not None and not math.isfinite(self.psnr):
+            raise ValueError(f"--budget-psnr must be a finite number of dB, got {self.psnr}")
+
+    def meets(self, r: dict, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> bool:
+        """Whether result ``r`` is inside the budget (slack widens it, for small-sample rungs)."""
+        # psnr None = identical images (infinite PSNR)
+        if self.psnr is not None and r.get("psnr") is not None and r["psnr"] < self.psnr - psnr_slack:
+            return False
+        if self.fd_pct is not None:
+            if r.get("fd_pct") is None:
+                return False
+            if r["fd_pct"] > self.fd_pct + fd_slack:
+                return False
+        return True
+
+    def shortfall(self, r: dict) -> float:
+        """How far outside the budget ``r`` is (0 inside), in budget units: for ranking misses."""
+        out = 0.0
+        if self.psnr is not None and r.get("psnr") is not None:
+            out += max(0.0, self.psnr - r["psnr"]) / max(1.0, abs(self.psnr))
+        if self.fd_pct is not None:
+            fd = r.get("fd_pct")
+            out += 1e6 if fd is None else max(0.0, fd - self.fd_pct) / max(1.0, self.fd_pct)
+        return out
+
+    def as_dict(self) -> dict:
+        return {"fd_pct": self.fd_pct, "psnr": self.psnr}
+
+
+def rank(results: list[dict], budget: Budget, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> list[dict]:
+    """Inside the budget first, fastest first; then the misses, closest first."""
+    def key(r: dict) -> tuple:
+        ok = budget.meets(r, fd_slack, psnr_slack)
+        return (0, -(r.get("speedup") or 0.0)) if ok else (1, budget.shortfall(r))
+    return sorted(results, key=key)
+
+
+def rung_sizes(final_images: int, rungs: int, eta: int, min_images: int) -> list[int]:
+    """Images per rung, growing by ``eta`` up to ``final_images``, none below ``min_images``."""
+    sizes = sorted({max(min_images, min(final_images, math.ceil(final_images / eta ** k))) for k in range(rungs)})
+    return sizes
+
+
+@dataclass
+class SearchResult:
+    best: dict | None  # the fastest candidate inside the budget at the last rung (None: none)
+    finals: list[dict]  # results of the last rung, ranked
+    history: list[dict] = field(default_factory=list)  # every evaluation, in order
+    evaluations: int = 0  # candidate evaluations requested (cached ones included)
+    image_evaluations: int = 0  # sum of images over those evaluations
+
+
+def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *,
+                       evals: int, final_images: int, min_images: int = 4, eta: int = 3, rungs: int = 3,
+                       seed: int = 0, fd_slack: float = 3.0, psnr_slack: float = 1.0,
+                       progress: Callable[[dict], Any] | None = None) -> SearchResult:
+    """Successive halving with neighbour refill, spending about ``evals`` candidate evaluations.
+
+    ``evaluate(candidate, n)`` returns a result dict (speedup, psnr, fd_pct); ``fd_slack`` and
+    ``psnr_slack`` widen the budget on the rungs before the last (their few images are noisy).
+    """
+    if evals < 1:
+        raise ValueError(f"--evals must be >= 1, got {evals}")
+    sizes = rung_sizes(final_images, rungs, eta, min_images)
+    # evaluations per rung: n0, n0/eta, ... with n0 chosen so that they add up to about `evals`
+    weights = [eta ** -k for k in range(len(sizes))]
+    n0 = max(1, math.floor(evals / sum(weights)))
+    counts = [max(1, round(n0 * w)) for w in weights]
+    counts[0] += evals - sum(counts)  # rounding goes to the first, cheapest rung
+    rng = random.Random(seed)
+    pool = space.sample(max(1, counts[0]), rng)
+    tried: set[str] = set()
+    out = SearchResult(None, [])
+    finals: list[dict] = []
+    for r, (n, count) in enumerate(zip(sizes, counts)):
+        last = r == len(sizes) - 1
+        results = []
+        for c in pool[:count]:
+            res = evaluate(c, n)
+            tried.add(c.key)
+            out.history.append(dict(res, rung=r))
+            out.evaluations += 1
+            out.image_evaluations += n
+            results.append(res)
+            if progress:
+                progress(res)
+        ranked = rank(results, budget, 0.0 if last else fd_slack, 0.0 if last else psnr_slack)
+        if last:
+            finals = ranked
+            break
+        keep = ranked[: max(1, math.ceil(len(ranked) / eta))]
+        nxt = counts[r + 1]
+        survivors = [Candidate.from_record(x["candidate"]) for x in keep]
+        # refill with untried neighbours of the survivors inside the (slackened) budget, best first
+        fresh: list[Candidate] = []
+        for x, c in zip(keep, survivors):
+            if budget.meets(x, fd_slack, psnr_slack):
+                for nb in space.neighbours(c):
+                    if nb.key not in tried and all(nb.key != f.key for f in fresh):
+                        fresh.append(nb)
+        n_fresh = max(0, nxt - len(survivors))
+        pool = survivors[: nxt] + fresh[:n_fresh]
+        counts[r + 1] = len(pool)
+    out.finals = finals
+    out.best = next((x for x in finals if budget.meets(x)), None)
+    return out
+
+
+def exhaustive(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *, images: int,
+               progress: Callable[[dict], Any] | None = None) -> SearchResult:
+    """Every candidate of the grid on ``images`` images; the fastest inside the budget."""
+    out = SearchResult(None, [])
+    results = []
+    for c in space.grid():
+        res = evaluate(c, images)
+        out.history.append(dict(res, rung=0))
+        out.evaluations += 1
+        out.image_evaluations += images
+        results.append(res)
+        if progress:
+            progress(res)
+    out.finals = rank(results, budget)
+    out.best = next((x for x in out.finals if budget.meets(x)), None)
+    return out
+
+
+def front(results: list[dict], quality: str = "psnr") -> list[dict]:
+    """Results no other result beats on both speedup and quality (PSNR up, or fd_pct down), fastest last."""
+    def q(r: dict) -> float:
+        v = r.get(quality)
+        if v is None:
+            return math.inf if quality == "psnr" else -math.inf  # identical images / no FD
+        return v if quality == "psnr" else -v
+
+    pts = sorted((r for r in results if r.get("speedup")), key=lambda r: (-r["speedup"], -q(r)))
+    out, best = [], -math.inf
+    for r in pts:
+        if q(r) > best:
+            out.append(r)
+            best = q(r)
+    return out[::-1]
