@@ -226,6 +226,27 @@ def timed_call(pipe: Any, configs: Sequence[Any], fn: Callable[[], Any], device:
     return secs
 
 
+def block_work(stats: dict) -> dict:
+    """Block evaluations of a handle's calls and the token methods' FLOPs ratio inside them (as `accel bench`)."""
+    total = stats.get("total", {})
+    ratio = None
+    for section in stats.values():
+        sub = section.get("total") if isinstance(section, dict) else None
+        if isinstance(sub, dict) and sub.get("flops_full"):
+            ratio = (1.0 if ratio is None else ratio) * sub["flops"] / sub["flops_full"]
+    return {"block_evals": total.get("block_evals"), "block_total": total.get("block_total"), "flops_ratio": ratio}
+
+
+def check_applies(pipe: Any, configs: Sequence[Any], label: str) -> None:
+    """Apply and remove once, so a stack this pipeline refuses is bad input before any image is made."""
+    import accel
+
+    try:
+        accel.apply(pipe, *configs).remove()
+    except (ValueError, TypeError, NotImplementedError) as exc:  # AccelErrors are ValueErrors / RuntimeErrors
+        raise DemoInputError(f"{label} cannot be applied to this pipeline: {exc}") from None
+
+
 def time_side_by_side(runs: dict[str, Callable[[], float]], repeats: int = 3, warmup: int = 1,
                       progress: bool = True) -> dict[str, dict[str, Any]]:
     """Interleaved, warmed-up repeats of every run (`accel.eval.timing.interleaved`; each run returns its

@@ -204,17 +204,6 @@ def distill_stage(args: argparse.Namespace, m: C.DemoModel, pruned: torch.nn.Mod
     return student, info
 
 
-def block_work(stats: dict) -> dict:
-    """Block evaluations of a handle's calls and the token methods' FLOPs ratio inside them (as `accel bench`)."""
-    total = stats.get("total", {})
-    ratio = None
-    for section in stats.values():
-        sub = section.get("total") if isinstance(section, dict) else None
-        if isinstance(sub, dict) and sub.get("flops_full"):
-            ratio = (1.0 if ratio is None else ratio) * sub["flops"] / sub["flops_full"]
-    return {"block_evals": total.get("block_evals"), "block_total": total.get("block_total"), "flops_ratio": ratio}
-
-
 def quality(images: torch.Tensor, base: torch.Tensor, conditions: list, digits: bool, fd_tools: Any) -> dict:
     """PSNR to the baseline; for digits models FD-digits and the classifier's agreement with the class asked for."""
     out: dict[str, Any] = {"psnr": C.psnr_to(images, base), "fd_digits": None, "class_agreement": None}
@@ -242,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
     m = C.load_model(args.model, device=device)
     steps = args.steps or C.default_steps(m)
     images = C.PairedImages(m, args.num_images, steps, seed=args.seed, batch_size=args.batch_size)
-    accel.apply(m.pipe, cache_cfg, tokens_cfg).remove()  # a stack this model refuses fails before any work
+    C.check_applies(m.pipe, [cache_cfg, tokens_cfg], f"{cache_label}+{tokens_label}")  # before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -279,7 +268,7 @@ def run(args: argparse.Namespace) -> dict:
         handle = accel.apply(pipe, *configs)
         try:
             made[label] = images.generate_all(pipe, bar=bar)
-            stats[label] = block_work(handle.stats())
+            stats[label] = C.block_work(handle.stats())
         finally:
             handle.remove()
     bar.close()

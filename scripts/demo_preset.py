@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     images = C.PairedImages(m, args.num_images, steps, seed=args.seed, batch_size=args.batch_size,
                             guidance=args.guidance, prompts=args.prompt, extra_kwargs=extra)
     label, configs = method_configs(args, m.pipe)
-    accel.apply(m.pipe, *configs).remove()  # conflicts / unsupported settings surface before any image
+    C.check_applies(m.pipe, configs, label)  # conflicts / unsupported settings surface before any image
     calib = C.PairedImages(m, min(args.batch_size, args.num_images), steps, seed=args.seed + 100_000,
                            batch_size=args.batch_size, guidance=args.guidance, prompts=args.prompt,
                            extra_kwargs=extra)  # other seeds than the measured ones
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
     handle = accel.apply(m.pipe, *configs)
     try:
         fast = images.generate_all(m.pipe, bar=bar)
-        stats = handle.stats().get("total", {})
+        stats = C.block_work(handle.stats())
     finally:
         handle.remove()
     bar.close()
@@ -185,8 +185,9 @@ def run(args: argparse.Namespace) -> dict:
         "timing": {"images_per_call": len(idx), "repeats": args.repeats, "warmup": args.warmup,
                    "interleaved": True, "rounds": timing},
         "psnr": C.psnr_to(fast, base),
-        "block_evals": stats.get("block_evals"), "block_total": stats.get("block_total"),
-        "ideal_speedup": (stats["block_total"] / stats["block_evals"]) if stats.get("block_evals") else None,
+        **stats,  # block_evals, block_total, flops_ratio of the generated images' calls
+        "ideal_speedup": (stats["block_total"] / stats["block_evals"] / (stats["flops_ratio"] or 1.0))
+        if stats["block_evals"] else None,
         "timed_block_evals": evals[0] if evals and len(set(evals)) == 1 else evals or None,
         "generation_s": gen_s, "grid": {"file": "grid.png", "size": list(grid_size)},
         "machine": {"before_timing": load_before, "after_timing": C.machine_load()},

@@ -150,6 +150,10 @@ def test_preset_demo_rejects_bad_methods(preset_mod, tmp_path, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert preset_mod.main(["--methods", "delta-cache,tome", "--out", str(tmp_path)]) == 2  # two rows, not a stack
     assert "one method or one stack" in capsys.readouterr().err
+    assert preset_mod.main(["--family", "sana", "--methods", "tome:merge_mlp=true", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be applied" in err[0] and "convolution" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- demo_end_to_end.py
