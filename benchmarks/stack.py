@@ -385,7 +385,7 @@ def plot(part: dict, path: Path) -> None:
     axes[0].legend(handles, ["single cache / token method", "pruned model alone", "stack"], fontsize=8)
     w = part["workload"]
     fig.suptitle(f"default model, {w['scheduler']} {w['steps']} steps, guidance {w['guidance']}, "
-                 f"{w['num_images']} paired images, {w['threads']} threads; pruned: "
+                 f"{w['num_images']} paired images, {w['threads']} torch thread(s); pruned: "
                  f"{part['pruned_model'].get('blocks')}/12 blocks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
