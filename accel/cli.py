@@ -77,7 +77,26 @@ def _add_bench(sub) -> None:
         sys.exit(2)
 
     p.error = error  # type: ignore[method-assign]
+    plain_help = p.format_help
+    p.format_help = lambda: plain_help() + "\n" + methods_help()  # type: ignore[method-assign]
     p.set_defaults(func=run)
+
+
+def methods_help() -> str:
+    """Every registered method with its options and defaults (the `accel bench --help` epilog; read
+    from the config dataclasses, so a new option appears here without editing this file)."""
+    import dataclasses
+
+    import accel
+
+    lines = ["methods (--methods NAME:option=value,...; defaults shown; tuned settings marked *):"]
+    for name, cls in sorted(accel.methods().items()):
+        tun = getattr(cls, "tunable", {}) or {}
+        opts = ", ".join(f"{f.name}={f.default!r}{'*' if f.name in tun else ''}" for f in dataclasses.fields(cls)
+                         if f.init and f.default is not dataclasses.MISSING)
+        lines.append(f"  {name}: {opts or '(no options)'}")
+    lines.append("each option is explained in its config's docstring (accel.methods()[NAME]) and in README.md")
+    return "\n".join(lines) + "\n"
 
 
 def _add_prune(sub) -> None:

@@ -159,8 +159,7 @@ def tune_command(args: argparse.Namespace) -> int:
     final = args.calibration_images or (192 if budget.fd_pct is not None else 64)
     if final < fd_min:
         return fail(f"--calibration-images {final} is too few for the FD budget: at least {fd_min}")
-    min_images = -(-fd_min // args.batch_size) * args.batch_size if fd_min > args.batch_size else fd_min
-    min_images = min(min_images, final)
+    min_images = min(8, final)  # early rungs too small for FD rank by the speed-PSNR front (search.rank)
 
     def workload(n: int, seed_set: int):
         return make_workload(prep.pipe, n, args.seed, prep.steps, guidance=prep.guidance, batch_size=args.batch_size,

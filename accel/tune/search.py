@@ -61,8 +61,30 @@ class Budget:
         return {"fd_pct": self.fd_pct, "psnr": self.psnr}
 
 
+def layers(results: list[dict]) -> list[dict]:
+    """Non-dominated sorting on (speedup, PSNR): the speed-PSNR front first, then the front of the rest, ...
+    (fastest first within a layer). Used on rungs too small for the FD an FD budget needs: the fastest
+    candidate inside any quality budget lies on or near the speed-quality front."""
+    rest, out = list(results), []
+    while rest:
+        f = front(rest, "psnr")
+        keys = {id(r) for r in f}
+        out += sorted(f, key=lambda r: -(r.get("speedup") or 0.0))
+        rest = [r for r in rest if id(r) not in keys]
+        if not f:  # results without a speed
+            out += rest
+            break
+    return out
+
+
 def rank(results: list[dict], budget: Budget, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> list[dict]:
-    """Inside the budget first, fastest first; then the misses, closest first."""
+    """Inside the budget first, fastest first; then the misses, closest first. Where the rung has no FD
+    but the budget needs one, by speed-PSNR fronts (`layers`) after any PSNR budget."""
+    if budget.fd_pct is not None and all(r.get("fd_pct") is None for r in results):
+        psnr_only = Budget(psnr=budget.psnr) if budget.psnr is not None else None
+        ok = [r for r in results if psnr_only is None or psnr_only.meets(r, psnr_slack=psnr_slack)]
+        return layers(ok) + layers([r for r in results if not any(r is o for o in ok)])
+
     def key(r: dict) -> tuple:
         ok = budget.meets(r, fd_slack, psnr_slack)
         return (0, -(r.get("speedup") or 0.0)) if ok else (1, budget.shortfall(r))
@@ -127,8 +149,9 @@ def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict],
         survivors = [Candidate.from_record(x["candidate"]) for x in keep]
         # refill with untried neighbours of the survivors inside the (slackened) budget, best first
         fresh: list[Candidate] = []
+        no_fd = budget.fd_pct is not None and all(x.get("fd_pct") is None for x in results)
         for x, c in zip(keep, survivors):
-            if budget.meets(x, fd_slack, psnr_slack):
+            if no_fd or budget.meets(x, fd_slack, psnr_slack):
                 for nb in space.neighbours(c):
                     if nb.key not in tried and all(nb.key != f.key for f in fresh):
                         fresh.append(nb)

@@ -119,13 +119,18 @@ class Space:
         return out
 
 
-def method_options(cls: type[MethodConfig], name: str, fixed: dict[str, Any] | None = None
+def method_options(cls: type[MethodConfig], name: str, values: dict[str, Any] | None = None
                    ) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
-    """Every combination of ``cls.tunable``'s values (plus ``fixed`` settings) that builds a valid config."""
+    """Every combination of ``cls.tunable``'s values that builds a valid config; ``values`` overrides
+    a field's candidates (a tuple) or fixes it (anything else), e.g. for a smaller grid."""
     tunable = dict(getattr(cls, "tunable", {}) or {})
-    fixed = dict(fixed or {})
-    for k in fixed:
-        tunable.pop(k, None)
+    fixed = {}
+    for k, v in (values or {}).items():
+        if isinstance(v, tuple):
+            tunable[k] = v
+        else:
+            tunable.pop(k, None)
+            fixed[k] = v
     keys = sorted(tunable)
     out = []
     for values in itertools.product(*(tunable[k] for k in keys)):
@@ -139,8 +144,9 @@ def method_options(cls: type[MethodConfig], name: str, fixed: dict[str, Any] | N
 
 
 def build_space(registry: dict[str, type[MethodConfig]], methods: Sequence[str] | None = None,
-                models: Iterable[str | None] = (None,), fixed: dict[str, dict[str, Any]] | None = None) -> Space:
-    """The joint space of ``methods`` (default: every accelerating method that declares ``tunable``)."""
+                models: Iterable[str | None] = (None,), values: dict[str, dict[str, Any]] | None = None) -> Space:
+    """The joint space of ``methods`` (default: every accelerating method that declares ``tunable``);
+    ``values[method]`` narrows or fixes settings (see `method_options`)."""
     names = list(methods) if methods else [n for n, c in registry.items()
                                           if getattr(c, "accelerates", True) and getattr(c, "tunable", None)]
     unknown = [n for n in names if n not in registry]
@@ -151,5 +157,5 @@ def build_space(registry: dict[str, type[MethodConfig]], methods: Sequence[str] 
         cls = registry[n]
         if not getattr(cls, "tunable", None):
             raise ValueError(f"method {n!r} declares no tunable settings (its config's `tunable` is empty)")
-        options.setdefault(cls.kind, []).extend(method_options(cls, n, (fixed or {}).get(n)))
+        options.setdefault(cls.kind, []).extend(method_options(cls, n, (values or {}).get(n)))
     return Space(options, tuple(models))
