@@ -1,13 +1,13 @@
 """Named presets: ``accel.apply(pipe, *accel.preset("balanced", pipe))``.
 
-A preset is a stack of method settings per model family, taken from `accel tune` runs
-(the runs, their budgets and the numbers each preset achieved are in
-``benchmarks/results/presets.json`` and the README). ``fast`` is the fastest setting found
-inside a 10% FD-digits budget on the default model, ``balanced`` inside 5%, ``quality``
-inside 30 dB PSNR to the uncached images. Families the tune runs could not measure on real
-weights (PixArt, SD3, Flux, Sana: only tiny random-init instances exist offline) get the same
-block-cache settings, which do not depend on the architecture, and no token method, whose
-effect on quality does; tune on your own model for more (`accel tune --model PATH`).
+A preset is a stack of method settings per model family, read off `accel tune`'s exhaustive
+comparison on the default model (benchmarks/tune_search.py, results in
+``benchmarks/results/tune_search.json``; the numbers each preset achieved are in the README):
+``fast`` is the fastest setting inside a +10% FD-digits budget, ``balanced`` inside +5% (and
+30 dB PSNR), ``quality`` the fastest above 35 dB PSNR to the uncached images. On that model no
+token method improved a stack at any budget, so the presets are block-cache settings, which
+carry over between architectures; PixArt, SD3, Flux and Sana have no real weights offline to tune
+on and get the same settings. Tune on your own model for more (`accel tune --model PATH`).
 
 Only methods that need no calibration are used, so a preset works with ``accel.apply`` alone.
 """
@@ -21,18 +21,16 @@ from .families import family_of
 
 NAMES = ("fast", "balanced", "quality")
 
-# family -> preset -> [(method cli name, settings)]
+# family -> preset -> [(method cli name, settings)]; measured numbers: README "Stacking, accel tune and presets"
 _CACHE_ONLY: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "fast": [("interval-cache", {"interval": 3, "warmup": 1, "forecast": 1})],
-    "balanced": [("interval-cache", {"interval": 2, "warmup": 1, "forecast": 1})],
-    "quality": [("delta-cache", {"interval": 2, "cached_blocks": 0.75, "forecast": 0})],
+    "fast": [("interval-cache", {"interval": 4, "warmup": 1, "forecast": 0})],
+    "balanced": [("interval-cache", {"interval": 3, "warmup": 1, "forecast": 1})],
+    "quality": [("interval-cache", {"interval": 2, "warmup": 1, "forecast": 1})],
 }
 PRESETS: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = {
-    "dit": {
-        "fast": [("interval-cache", {"interval": 3, "warmup": 1, "forecast": 1})],
-        "balanced": [("interval-cache", {"interval": 2, "warmup": 1, "forecast": 1})],
-        "quality": [("delta-cache", {"interval": 2, "cached_blocks": 0.75, "forecast": 0})],
-    },
+    # benchmarks/tune_search.py on the default model (20 DPM-Solver++ steps): every stack with a token
+    # method was slower or worse than the cache alone at each budget, so the presets are cache-only
+    "dit": _CACHE_ONLY,
     "pixart": _CACHE_ONLY,
     "sd3": _CACHE_ONLY,
     "flux": _CACHE_ONLY,

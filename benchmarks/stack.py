@@ -395,8 +395,9 @@ def plot(part: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # --part tune (the lead's tune-vs-exhaustive comparison) plugs in here, writing doc["tune"]
-    p.add_argument("--part", choices=("stack",), default="stack")
+    p.add_argument("--part", choices=("stack", "tune"), default="stack",
+                   help="stack: the table above; tune: `accel tune` vs an exhaustive search of the same grid "
+                        "(benchmarks/tune_search.py at its defaults, written into the JSON's 'tune' section)")
     p.add_argument("--num-images", type=int, default=100, help="quality images per row (paired seeds)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--timing-images", type=int, default=8, help="images of the timed batch")
@@ -433,6 +434,13 @@ def main() -> int:
             write_json(out, doc)
             plot(doc["stack"], out.with_suffix(".png"))
             print_table(doc["stack"])
+        elif args.part == "tune":
+            import tune_search
+
+            targs = tune_search.build_parser().parse_args(["--threads", str(args.threads)])
+            tdoc = tune_search.run(targs)
+            doc["tune"] = {k: v for k, v in tdoc.items() if k not in ("exhaustive", "meta")}
+            write_json(out, doc)
     finally:
         shutil.rmtree(calib_dir, ignore_errors=True)
     print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if args.part == "stack" else ""))

@@ -1,12 +1,13 @@
 """`accel tune` against an exhaustive search of the same grid, on the default model.
 
-    python benchmarks/tune_search.py [--images 96] [--holdout 200] [--evals-frac 0.25] [--seeds 0,1,2]
+    python benchmarks/tune_search.py [--images 96] [--holdout 200] [--evals-frac 0.25] [--seeds 0,1,2,3,4,5]
+    python benchmarks/stack.py --part tune      # the same, into stack.json's "tune" section
         [--steps 20] [--threads 2] [--out benchmarks/results/tune_search]
 
 One run: every candidate of a grid (one block cache x one token method, each at a few settings) is
 evaluated on the same calibration images (paired, seed set 1: speed against the baseline timed right
 before and after, PSNR, FD-digits change); then successive halving (`accel.tune`) with at most
-``--evals-frac`` of the grid's evaluations, once per search seed, for each budget (FD-digits +5%
+``--evals-frac`` of the exhaustive run's compute (images generated), once per search seed, for each budget (FD-digits +5%
 and +10%, PSNR 30 dB). The searches share the exhaustive run's evaluation cache, so a candidate
 both evaluate at the same image count has the same measured numbers (the comparison is of the search,
 not of timing noise); what a search spends is counted as evaluations and image-evaluations requested.
@@ -41,17 +42,23 @@ GRID = {  # narrowed from each config's declared `tunable` so that the exhaustiv
 BUDGETS = {"fd+5%": dict(fd_pct=5.0), "fd+10%": dict(fd_pct=10.0), "psnr>=30": dict(psnr=30.0)}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=96, help="calibration images of the exhaustive run / last rung")
     ap.add_argument("--holdout", type=int, default=200, help="held-out images for the side-by-side re-measure")
-    ap.add_argument("--evals-frac", type=float, default=0.25, help="search evaluations as a share of the grid")
-    ap.add_argument("--seeds", default="0,1,2", help="search seeds")
+    ap.add_argument("--evals-frac", type=float, default=0.25, help="search compute as a share of the exhaustive run's (images generated)")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5", help="search seeds")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="evaluation caches of an earlier run to reuse (default: a fresh temporary directory)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tune_search")
-    args = ap.parse_args()
+    return ap
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole comparison; writes PREFIX.json and returns its document."""
     torch.set_num_threads(args.threads)
     from tqdm.auto import tqdm
 
@@ -77,7 +84,7 @@ def main() -> None:
         return Evaluator(pipe, wl, reg, extractor=extractor, reference_stats=M.load_reference_stats(),
                          workload_key=f"tune_search:{n}:{seed_set}:{args.steps}", cache_path=cache)
 
-    tmp = Path(tempfile.mkdtemp(prefix="tune-search-"))
+    tmp = args.cache_dir or Path(tempfile.mkdtemp(prefix="tune-search-"))
     calib = evaluator(args.images, 1, tmp / "calib.json")
     calib.baseline(args.images)
     bar = tqdm(total=len(grid), desc="exhaustive", unit="eval")
@@ -131,6 +138,11 @@ def main() -> None:
            "wall_s": time.perf_counter() - t0}
     write_json(args.out.with_suffix(".json"), doc)
     print(f"wrote {args.out.with_suffix('.json')}")
+    return doc
+
+
+def main() -> None:
+    run(build_parser().parse_args())
 
 
 if __name__ == "__main__":

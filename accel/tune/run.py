@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_tune_json
-from .search import Budget, exhaustive, front, successive_halving
+from .search import Budget, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, build_space
 
 
@@ -33,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest FD increase over the baseline, in percent (paired; needs an FD extractor)")
     p.add_argument("--budget-psnr", type=float, default=None, metavar="DB",
                    help="smallest PSNR to the baseline's images, in dB")
-    p.add_argument("--evals", type=int, default=40, help="candidate evaluations of the search (default 40)")
+    p.add_argument("--evals", type=int, default=40,
+                   help="search compute in full evaluations: EVALS x --calibration-images images in all, split "
+                        "over the rungs (default 40)")
     p.add_argument("--methods", default=None,
                    help="comma list of methods to search over (default: every method that declares tunable "
                         "settings; see each config's `tunable`)")
@@ -176,7 +178,8 @@ def tune_command(args: argparse.Namespace) -> int:
           f"guidance={prep.guidance} threads={threads} space={space.size() - 1} candidates "
           f"budget={budget.as_dict()} evals={'all' if args.exhaustive else args.evals}", file=sys.stderr)
     calib = evaluator(final, 1)
-    planned = space.size() - 1 if args.exhaustive else args.evals
+    planned = space.size() - 1 if args.exhaustive else sum(
+        min(c, space.size() - 1) for _, c in rung_plan(args.evals, final, eta=args.eta, min_images=min_images))
     bar = tqdm(total=planned, desc="tuning", unit="eval", disable=args.quiet)
 
     def progress(r: dict) -> None:

@@ -1,12 +1,14 @@
 """Search strategies of `accel tune`: successive halving over the joint space, and the exhaustive
-grid it is checked against (benchmarks/stack.py).
+grid it is checked against (benchmarks/tune_search.py).
 
 Goal: the fastest candidate whose quality stays within the budget (`Budget`). Successive
-halving evaluates many candidates on few images, keeps the best third (candidates inside
-the budget by speed, then the rest by how close they come), and re-evaluates those on three
-times the images, up to the full calibration set. After each cut the survivors' one-step
-neighbours (one setting changed) that were never tried join the next rung, so the search
-walks towards faster settings around what works instead of relying on the first draw only.
+halving screens many candidates on few images, keeps the best third (inside the budget by
+speed, then the rest by how close they come; on rungs too small for an FD budget, by
+speed-PSNR fronts) and re-evaluates those on three times the images. After each cut the
+survivors' one-step neighbours (one setting changed) that were never tried join the next rung,
+so the search walks towards faster settings around what works. The last rung, on all the
+calibration images, bisects along the speed-PSNR front of everything screened for the
+fastest point inside the budget (`_bisect_front`).
 """
 
 from __future__ import annotations
@@ -97,49 +99,62 @@ def rung_sizes(final_images: int, rungs: int, eta: int, min_images: int) -> list
     return sizes
 
 
+def rung_plan(evals: float, final_images: int, rungs: int = 3, eta: int = 3, min_images: int = 4) -> list[tuple[int, int]]:
+    """(images, candidates) per rung. ``evals`` is a compute budget in full evaluations (``evals x
+    final_images`` images in all): half for the screening rungs (equal shares, so the cheap first rung
+    screens many candidates on few images), half for the last rung's probes on all the images."""
+    sizes = rung_sizes(final_images, rungs, eta, min_images)
+    total = evals * final_images
+    shares = [total / 2 / max(1, len(sizes) - 1)] * (len(sizes) - 1) + [total / 2] if len(sizes) > 1 else [total]
+    counts = [max(1, math.floor(share / n)) for share, n in zip(shares, sizes)]
+    counts[-1] = max(counts[-1], min(2, counts[0]))
+    return list(zip(sizes, counts))
+
+
 @dataclass
 class SearchResult:
     best: dict | None  # the fastest candidate inside the budget at the last rung (None: none)
     finals: list[dict]  # results of the last rung, ranked
     history: list[dict] = field(default_factory=list)  # every evaluation, in order
-    evaluations: int = 0  # candidate evaluations requested (cached ones included)
-    image_evaluations: int = 0  # sum of images over those evaluations
+    evaluations: int = 0  # candidate runs requested, any image count (cached ones included)
+    image_evaluations: int = 0  # sum of images over those runs: the compute spent
 
 
 def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *,
                        evals: int, final_images: int, min_images: int = 4, eta: int = 3, rungs: int = 3,
                        seed: int = 0, fd_slack: float = 3.0, psnr_slack: float = 1.0,
                        progress: Callable[[dict], Any] | None = None) -> SearchResult:
-    """Successive halving with neighbour refill, spending about ``evals`` candidate evaluations.
+    """Successive halving with neighbour refill, spending about ``evals`` full evaluations of compute
+    (``evals * final_images`` images in all, split equally over the rungs).
 
     ``evaluate(candidate, n)`` returns a result dict (speedup, psnr, fd_pct); ``fd_slack`` and
     ``psnr_slack`` widen the budget on the rungs before the last (their few images are noisy).
     """
     if evals < 1:
         raise ValueError(f"--evals must be >= 1, got {evals}")
-    sizes = rung_sizes(final_images, rungs, eta, min_images)
-    # evaluations per rung: n0, n0/eta, ... with n0 chosen so that they add up to about `evals`
-    weights = [eta ** -k for k in range(len(sizes))]
-    n0 = max(1, math.floor(evals / sum(weights)))
-    counts = [max(1, round(n0 * w)) for w in weights]
-    counts[0] += evals - sum(counts)  # rounding goes to the first, cheapest rung
+    plan = rung_plan(evals, final_images, rungs, eta, min_images)
+    sizes, counts = [n for n, _ in plan], [c for _, c in plan]
     rng = random.Random(seed)
     pool = space.sample(max(1, counts[0]), rng)
     tried: set[str] = set()
     out = SearchResult(None, [])
     finals: list[dict] = []
+    def run(c: Candidate, n: int, r: int) -> dict:
+        res = evaluate(c, n)
+        tried.add(c.key)
+        out.history.append(dict(res, rung=r))
+        out.evaluations += 1
+        out.image_evaluations += n
+        if progress:
+            progress(res)
+        return res
+
     for r, (n, count) in enumerate(zip(sizes, counts)):
         last = r == len(sizes) - 1
-        results = []
-        for c in pool[:count]:
-            res = evaluate(c, n)
-            tried.add(c.key)
-            out.history.append(dict(res, rung=r))
-            out.evaluations += 1
-            out.image_evaluations += n
-            results.append(res)
-            if progress:
-                progress(res)
+        if last and r > 0:
+            finals = rank(_bisect_front(out.history, run, n, r, budget, count), budget)
+            break
+        results = [run(c, n, r) for c in pool[:count]]
         ranked = rank(results, budget, 0.0 if last else fd_slack, 0.0 if last else psnr_slack)
         if last:
             finals = ranked
@@ -157,10 +172,40 @@ def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict],
                         fresh.append(nb)
         n_fresh = max(0, nxt - len(survivors))
         pool = survivors[: nxt] + fresh[:n_fresh]
-        counts[r + 1] = len(pool)
+        if r + 1 < len(sizes) - 1:  # the last rung's count is its probe budget (`_bisect_front`)
+            counts[r + 1] = len(pool)
     out.finals = finals
     out.best = next((x for x in finals if budget.meets(x)), None)
     return out
+
+
+def _bisect_front(history: list[dict], run: Callable[[Candidate, int, int], dict], n: int, rung: int,
+                  budget: Budget, probes: int) -> list[dict]:
+    """The last rung: bisection along the speed-PSNR front of the screening rungs (each candidate at
+    the most images it was screened on), for the fastest point inside the budget on all ``n`` images.
+
+    Along a front, quality falls as speed rises, so the points inside the budget are its slow end;
+    each probe halves the stretch where the boundary can be. Probes that are left over try the
+    next-fastest points above the boundary (the front is measured on few, noisy images)."""
+    latest: dict[str, dict] = {}
+    for x in history:
+        if x["key"] not in latest or x["n"] >= latest[x["key"]]["n"]:
+            latest[x["key"]] = x
+    full = front(list(latest.values()), "psnr")  # slow to fast
+    pts = [x for x in full if budget.psnr is None or x.get("psnr") is None or x["psnr"] >= budget.psnr - 1.0]
+    pts = pts or full[:1]  # nothing near a PSNR budget: the best-quality point, to show the closest miss
+    cands = [Candidate.from_record(x["candidate"]) for x in pts]
+    lo, hi, done = -1, len(cands), {}
+    while hi - lo > 1 and len(done) < probes:  # invariant: cands[lo] inside (or none), cands[hi] outside
+        mid = (lo + hi) // 2
+        done[mid] = run(cands[mid], n, rung)
+        lo, hi = (mid, hi) if budget.meets(done[mid]) else (lo, mid)
+    for i in range(lo + 1, len(cands)):  # spare probes: faster points past a noisy miss
+        if len(done) >= probes:
+            break
+        if i not in done:
+            done[i] = run(cands[i], n, rung)
+    return list(done.values())
 
 
 def exhaustive(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *, images: int,
