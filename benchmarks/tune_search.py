@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> dict:
                          workload_key=f"tune_search:{n}:{seed_set}:{args.steps}", cache_path=cache)
 
     tmp = args.cache_dir or Path(tempfile.mkdtemp(prefix="tune-search-"))
-    calib = evaluator(args.images, 1, tmp / "calib.json")
-    calib.baseline(args.images)
+    calib = evaluator(args.images, 1, tmp / "calib.json")  # baselines are generated when first needed
     bar = tqdm(total=len(grid), desc="exhaustive", unit="eval")
     full = {}
     ex = exhaustive(space, calib.evaluate, Budget(psnr=0.0), images=args.images, progress=lambda r: bar.update(1))
@@ -109,9 +108,14 @@ def run(args: argparse.Namespace) -> dict:
     # held-out, side by side: every distinct choice and exhaustive best
     keys = {r["key"]: r for r in list(full.values()) + [s["choice"] for s in searches] if r}
     hold = evaluator(args.holdout, 0, tmp / "hold.json")
-    hold.baseline(args.holdout)
     held = {k: hold.evaluate(Candidate.from_record(r["candidate"]), args.holdout)
             for k, r in tqdm(keys.items(), desc="held-out", unit="eval")}
+    from accel.presets import PRESETS
+
+    presets = {}  # accel/presets.py's DiT presets, held out like the choices
+    for name, comps in PRESETS["dit"].items():
+        c = Candidate(tuple((m, tuple(sorted(p.items()))) for m, p in comps))
+        presets[name] = {**hold.evaluate(c, args.holdout), "calibration": calib.cached(c, args.images)}
     rows = []
     for s in searches:
         best = full[s["budget"]]
@@ -128,13 +132,16 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{r['budget']:<9} {r['seed']:>4} {r['evaluations']:>5} {100 * r['image_evaluation_share']:>7.1f}%  "
               f"{(c['key'] if c else 'none'):<58} {r['speed_ratio_calibration'] or float('nan'):>16.3f} "
               f"{r['speed_ratio_holdout'] or float('nan'):>9.3f}")
+    print("\npresets (accel/presets.py, held-out):")
+    for name, r in presets.items():
+        print(f"  {name:<9} {r['speedup']:5.2f}x  PSNR {r['psnr']:5.1f}  FD-digits {r['fd_pct']:+6.1f}%  {r['key']}")
     print("\nheld-out (seed set 0):")
     for k, r in sorted(held.items(), key=lambda kv: -kv[1]["speedup"]):
         print(f"  {r['speedup']:5.2f}x  PSNR {r['psnr']:5.1f}  FD-digits {r['fd_pct']:+6.1f}%  {k}")
     doc = {"grid": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for m, g in GRID.items()},
            "grid_size": len(grid), "images": args.images, "holdout_images": args.holdout, "steps": args.steps,
            "search_evaluations": n_evals, "exhaustive": results, "exhaustive_best": full, "searches": rows,
-           "holdout": held, "threads": args.threads, "batch_size": args.batch_size,
+           "holdout": held, "presets": presets, "threads": args.threads, "batch_size": args.batch_size,
            "wall_s": time.perf_counter() - t0}
     write_json(args.out.with_suffix(".json"), doc)
     print(f"wrote {args.out.with_suffix('.json')}")
