@@ -213,3 +213,17 @@ def test_default_model_presets_are_ordered_by_speed():
                          1.0)
             ratios[name] = t["block_evals"] * flops / t["block_total"]
     assert ratios["fast"] < ratios["balanced"] < ratios["quality"] < 1.0
+
+
+def test_tune_searches_a_pruned_folder_as_a_model_variant(tmp_path):
+    """--pruned DIR: candidates on that folder are compared with the original model's images."""
+    from accel.pruning import prune_model, save_pipeline
+
+    pipe = accel.default_pipeline()
+    folder = save_pipeline(pipe, prune_model(pipe.transformer, list(range(10))), tmp_path / "pruned10")
+    assert _tune(tmp_path, "--budget-psnr", "0", "--pruned", str(folder), "--evals", "6") == 0
+    doc = json.loads((tmp_path / "tune.json").read_text())
+    models = {r["candidate"]["model"] for r in doc["history"]}
+    assert str(folder) in models  # the variant was evaluated
+    on_pruned = [r for r in doc["history"] if r["candidate"]["model"] == str(folder)]
+    assert all(r["psnr"] is not None and r["block_ratio"] < 1 for r in on_pruned)  # fewer blocks, not identical
