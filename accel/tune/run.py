@@ -186,8 +186,7 @@ def tune_command(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix_str(f"{r['speedup']:.2f}x {r['key'][:40]}")
 
-    try:
-        calib.baseline(final)
+    try:  # baseline images are generated when a candidate first needs them (a resumed run may need none)
         if args.exhaustive:
             res = exhaustive(space, calib.evaluate, budget, images=final, progress=progress)
         else:
@@ -215,7 +214,6 @@ def tune_command(args: argparse.Namespace) -> int:
     held: list[dict] = []
     if args.holdout_images:
         hold = evaluator(args.holdout_images, 0)
-        hold.baseline(args.holdout_images)
         for r in tqdm(picks, desc="held-out", unit="eval", disable=args.quiet):
             held.append(dict(hold.evaluate(Candidate.from_record(r["candidate"]), args.holdout_images),
                              calibration={k: r.get(k) for k in ("speedup", "psnr", "fd_pct", "n")}))
@@ -228,7 +226,7 @@ def tune_command(args: argparse.Namespace) -> int:
                      "guidance": prep.guidance, "calibration_images": final, "holdout_images": args.holdout_images,
                      "seed": args.seed, "batch_size": args.batch_size, "threads": threads,
                      "device": str(prep.device), "pruned": list(args.pruned)},
-        "search": {"strategy": "exhaustive" if args.exhaustive else "successive-halving", "eta": args.eta,
+        "search": {"strategy": "exhaustive" if args.exhaustive else "successive-halving+front-bisection", "eta": args.eta,
                    "space_size": space.size() - 1, "evaluations": res.evaluations,
                    "image_evaluations": res.image_evaluations, "new_evaluations": calib.evaluations},
         "chosen": None if chosen is None else {**chosen["candidate"], "key": chosen["key"],
@@ -238,8 +236,8 @@ def tune_command(args: argparse.Namespace) -> int:
         "notes": [], "meta": _meta(args, t0),
     }
     if args.holdout_images:
-        doc["notes"].append(f"speeds: the baseline's and each candidate's time on the same batches of "
-                            f"{args.batch_size} images, measured one after the other on {threads} thread(s)")
+        doc["notes"].append(f"speeds: each candidate's median time per batch of {args.batch_size} images against the "
+                            f"baseline's first batch timed right before and after it, on {threads} thread(s)")
     out = write_tune_json(args.out, doc)
     _report(out, doc)
     print(f"\nfront ({'held-out' if held else 'calibration'} images; quality budget {budget.as_dict()}):")
