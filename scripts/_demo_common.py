@@ -43,6 +43,22 @@ def input_errors() -> tuple[type[BaseException], ...]:
     return (DemoInputError, AccelError, BenchInputError)
 
 
+def run_cli(prog: str, parser: Any, run: Any, argv: list[str] | None) -> tuple[int | None, Any]:
+    """Parse ``argv`` with one-line errors (exit 2) and call ``run(args)``: ``(exit code, None)`` when
+    parsing or the run failed (or --help), else ``(None, run's result)``. ``args.argv`` is the argv."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser.error = lambda message: sys.exit(fail(prog, message))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, one line already printed)
+        return int(exc.code or 0), None
+    args.argv = argv
+    try:
+        return None, (args, run(args))
+    except input_errors() as exc:
+        return fail(prog, exc), None
+
+
 # ----------------------------------------------------------------------------- models and images
 @dataclass
 class DemoModel:

@@ -375,18 +375,10 @@ def table(doc: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    parser.error = lambda message: sys.exit(C.fail(PROG, message))  # type: ignore[method-assign]
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, one line already printed)
-        return int(exc.code or 0)
-    args.argv = argv
-    try:
-        doc = run(args)
-    except C.input_errors() as exc:
-        return C.fail(PROG, exc)
+    failed, result = C.run_cli(PROG, build_parser(), run, argv)
+    if result is None:
+        return failed
+    args, doc = result
     print(doc["table"])
     load = doc["machine"]["before_timing"]
     print(f"{doc['num_images']} paired images x {doc['steps']} steps per stage; distilled "

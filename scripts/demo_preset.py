@@ -203,18 +203,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    parser.error = lambda message: sys.exit(C.fail(PROG, message))  # type: ignore[method-assign]
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, one line already printed)
-        return int(exc.code or 0)
-    args.argv = argv
-    try:
-        doc = run(args)
-    except C.input_errors() as exc:
-        return C.fail(PROG, exc)
+    failed, result = C.run_cli(PROG, build_parser(), run, argv)
+    if result is None:
+        return failed
+    args, doc = result
     print(C.format_table(
         ["model", "accelerated", "steps", "images", "baseline s", "accel s", "speedup", "PSNR dB", "blocks"],
         [[doc["model"], doc["accelerated"], doc["steps"], doc["num_images"], C.fmt(doc["baseline_s"], ".3f"),

@@ -280,18 +280,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    parser.error = lambda message: sys.exit(C.fail(PROG, message))  # type: ignore[method-assign]
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, one line already printed)
-        return int(exc.code or 0)
-    args.argv = argv
-    try:
-        code, doc = run(args)
-    except C.input_errors() as exc:
-        return C.fail(PROG, exc)
+    failed, result = C.run_cli(PROG, build_parser(), run, argv)
+    if result is None:
+        return failed
+    args, (code, doc) = result
     if args.list:
         return 0
     for e in doc["tables"]:
