@@ -15,7 +15,8 @@ accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-
 and schedule-cache (calibrated once on disjoint seeds, 4+ budgets; forecast 0 and 1); peers
 diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
 DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
-skipped with a note when cache-dit is not installed).
+skipped with a note when cache-dit is not installed). At 50 steps each line keeps the 4 settings
+(3 for cache-dit F8B0, which tops out near 1.35x) that span the range in a `--probe`.
 
 Timing honesty: speed is timed on one batch (by default the whole first quality batch, so
 adaptive caches, which decide per batch, take the decisions they took on those quality images;
@@ -74,24 +75,32 @@ def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, 
     return [Setting(line, f"{line}:{label}", cfg, side, i in quick) for i, (label, cfg) in enumerate(items)]
 
 
+def _long(steps: int) -> bool:
+    """50-step workloads: each setting costs 2.5x more there, so every line keeps the 4 settings (3 for
+    cache-dit) that span about 1.3-3.5x in a 8-image `--probe` of dpm50 and ddim50, and drops the rest."""
+    return steps >= 40
+
+
 def accel_settings(steps: int) -> list[Setting]:
     """accel's caches, >= 4 settings per line, from about 1.3x to 3.5x+ fewer block evaluations."""
     m = accel.methods()
     D, I, R, S = m["delta-cache"], m["interval-cache"], m["residual-cache"], m["schedule-cache"]
+    long = _long(steps)
     out: list[Setting] = []
+    delta = ((2, 0.5), (3, 0.75), (3, 1.0), (4, 0.9)) if long else ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
-            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f))
-            for k, c in ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))])
+            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
+    intervals = (2, 2, 3, 4) if long else (2, 2, 3, 4, 5)
     for f in (0, 1, 2):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
             (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f))
-            for k, w in ((2, 2 * steps // 5), (2, 1), (3, 1), (4, 1), (5, 1))])  # the first ~1.4x
+            for k, w in zip(intervals, (2 * steps // 5, 1, 1, 1, 1))])  # the first ~1.4x
     # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
-    res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if steps < 40 else \
-        ((0.03, 3), (0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6))
+    res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if not long else \
+        ((0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4))
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
@@ -99,19 +108,23 @@ def accel_settings(steps: int) -> list[Setting]:
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
-            (f"budget={b}", S(budget=b, forecast=f)) for b in (0.7, 0.5, 0.4, 0.3, 0.25)])
+            (f"budget={b}", S(budget=b, forecast=f))
+            for b in ((0.7, 0.5, 0.4, 0.3) if long else (0.7, 0.5, 0.4, 0.3, 0.25))])
     return out
 
 
 def peer_settings(steps: int, mag_ratios: tuple | None) -> list[Setting]:
     """diffusers' and cache-dit's caches, >= 4 settings per line (cache-dit only when installed)."""
     # residual-driven caches skip more per threshold at 50 steps (smaller per-step change): lower thresholds there
-    fbc = (0.08, 0.1, 0.15, 0.2, 0.35) if steps < 40 else (0.03, 0.05, 0.08, 0.1, 0.15)
-    dbc = (0.08, 0.16, 0.24, 0.4, 0.8) if steps < 40 else (0.02, 0.04, 0.08, 0.16, 0.24, 0.4)
+    long = _long(steps)
+    fbc = (0.05, 0.065, 0.08, 0.1) if long else (0.08, 0.1, 0.15, 0.2, 0.35)
+    dbc = (0.05, 0.08, 0.16, 0.24) if long else (0.08, 0.16, 0.24, 0.4, 0.8)
+    dbc_f8 = (0.08, 0.16, 0.4) if long else dbc  # Fn=8 of 12 blocks tops out near 1.35x
     out = _grid("diffusers-fbc", "peer", [(f"threshold={t}", DiffusersFBC(t)) for t in fbc])
+    taylor = ((2, 2 * steps // 5), (2, 3), (3, 3), (4, 3)) + (() if long else ((6, 2),))  # the first ~1.4x
     out += _grid("diffusers-taylorseer", "peer", [
         (f"cache_interval={k},disable_cache_before_step={b}", DiffusersTaylorSeer(cache_interval=k, disable_cache_before_step=b))
-        for k, b in ((2, 8), (2, 3), (3, 3), (4, 3), (6, 2))])
+        for k, b in taylor])
     if mag_ratios is not None:
         out += _grid("diffusers-magcache", "peer", [
             (f"threshold={t},max_skip_steps={k}",
@@ -122,7 +135,7 @@ def peer_settings(steps: int, mag_ratios: tuple | None) -> list[Setting]:
         for line, fn, order in (("cache-dit-F1B0", 1, 0), ("cache-dit-F8B0", 8, 0), ("cache-dit-F1B0+taylorseer", 1, 1)):
             out += _grid(line, "peer", [
                 (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order))
-                for t in dbc])
+                for t in (dbc_f8 if fn == 8 else dbc)])
     return out
 
 
