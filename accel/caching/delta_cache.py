@@ -60,17 +60,20 @@ class DeltaCacheConfig(MethodConfig):
     cached_blocks: N_c, blocks in the cached run; float = fraction of the depth, in (0, 1]
         (paper: 21/28 = 0.75), int = block count (1 .. depth).
     forecast: order of the Δ forecast from the run's last computed steps (0 = reuse Δ as the
-        paper does, 1 = linear, 2 = quadratic).
+        paper does, 1 = linear, 2 = quadratic). Default 1: on the default model's 20 DPM++ steps
+        (200 paired images) it gives 36.1 dB / -1.1% FD-digits where reuse gives 33.9 dB / -0.6% at
+        the same 1.6x (benchmarks/results/caching-dpm20.json), and +0.3 to +2.3 dB from 10 to 30
+        steps (16 images); at 8 steps reuse is better (26.7 vs 24.2 dB).
     min_steps: pipeline calls with fewer scheduler steps are computed in full, with a warning in
-        `.stats()` (on the default model the defaults give 10.8 dB PSNR at 4 DPM++ steps, 21.9 at 6,
-        26.7 at 8, 28.7 at 12).
+        `.stats()` (on the default model the defaults give 10.8 dB PSNR at 4 DPM++ steps, 19.2 at 6,
+        24.2 at 8, 29.8 at 12).
     """
 
     # int first: `accel bench --methods delta-cache:boundary=12` parses "12" as a step, "0.6" as a fraction
     interval: int = 2
     boundary: int | float = 0.6
     cached_blocks: int | float = 0.75
-    forecast: int = 0
+    forecast: int = 1
     min_steps: int = 8
 
     kind = "cache"

@@ -40,7 +40,9 @@ class ScheduleCacheConfig(MethodConfig):
         (0.4 of 20 steps = 8 computed: 2.5x fewer block evaluations).
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
-    forecast: order of the Δ forecast from the last computed steps (0 = reuse).
+    forecast: order of the Δ forecast from the last computed steps (0 = reuse). Default 0: at
+        budget 0.4 on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200
+        images) but worse at 8-15 and at 30 steps, where the chosen schedule has longer gaps.
     """
 
     budget: int | float = 0.4
