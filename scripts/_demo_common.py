@@ -204,17 +204,6 @@ def prepare_configs(configs: Sequence[Any], pipe: Any, run: Callable[[], Any]) -
             prep(pipe, run)
 
 
-def json_object(text: str, flag: str) -> dict:
-    """A JSON object given on the command line (`--pipeline-kwargs`)."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DemoInputError(f"{flag} is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
-    if not isinstance(obj, dict):
-        raise DemoInputError(f"{flag} must be a JSON object such as '{{\"key\": 1}}', got {text}")
-    return obj
-
-
 # ----------------------------------------------------------------------------- metrics and timing
 def psnr_to(images: torch.Tensor, reference: torch.Tensor) -> float:
     """PSNR in dB of a set to the baseline's images of the same seeds (inf when identical)."""

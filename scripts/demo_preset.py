@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> dict:
     m = C.load_model(args.model, args.family, device=device, dtype=dtype)
     extra = {k: v for k, v in (("height", args.height), ("width", args.width)) if v is not None}
     if args.pipeline_kwargs:
-        extra.update(C.json_object(args.pipeline_kwargs, "--pipeline-kwargs"))
+        from accel.eval.prepare import json_object
+
+        extra.update(json_object(args.pipeline_kwargs))
     if m.kind == "tiny" and (extra or args.prompt):
         raise C.DemoInputError("--prompt/--height/--width/--pipeline-kwargs apply to a --model pipeline; tiny "
                                "models use fixed embeddings")

@@ -208,20 +208,21 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
     return mu, sigma
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str, flag: str = "--pipeline-kwargs") -> dict:
+    """A JSON object given on the command line; a one-line BenchInputError naming `flag` otherwise."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BenchInputError(f"--pipeline-kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        raise BenchInputError(f"{flag} is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
     if not isinstance(obj, dict):
-        raise BenchInputError(f"--pipeline-kwargs must be a JSON object such as '{{\"key\": 1}}', got {text}")
+        raise BenchInputError(f"{flag} must be a JSON object such as '{{\"key\": 1}}', got {text}")
     return obj
 
 
 def call_kwargs(args, pipe) -> dict:
     """Extra pipeline-call kwargs from --height/--width/--negative-prompt/--pipeline-kwargs, checked
     against the pipeline's ``__call__`` signature."""
-    kwargs = _json_object(args.pipeline_kwargs) if args.pipeline_kwargs else {}
+    kwargs = json_object(args.pipeline_kwargs) if args.pipeline_kwargs else {}
     flags = {"height": ("--height", args.height), "width": ("--width", args.width),
              "negative_prompt": ("--negative-prompt", args.negative_prompt)}
     for key, (flag, value) in flags.items():
