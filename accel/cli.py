@@ -10,39 +10,11 @@ import argparse
 import sys
 
 
-def _add_bench(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="paired quality/fidelity/speed/memory benchmark of acceleration methods",
-        description=(
-            "Run the baseline and every requested method on the same seeds and classes/prompts; "
-            "write DIR/results.json, results.csv, pareto.png, grid.png and report.html. Several processes: "
-            "`torchrun --nproc_per_node N -m accel.cli bench ...` or "
-            "`accelerate launch --multi_gpu --num_processes N -m accel.cli bench ...` (on CPU add "
-            "--device cpu); each rank generates whole batches, rank 0 gathers and writes."
-        ),
-    )
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
     p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
-    p.add_argument("--methods", default=None,
-                   help="comma list: baseline,NAME[:key=val,...],A+B (stacked); default: baseline "
-                        "plus every method of accel.methods() at default settings")
-    p.add_argument("--config", action="append", default=None, metavar="FILE",
-                   help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
-    p.add_argument("--steps", type=int, default=None,
-                   help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
-                        "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
-    p.add_argument("--num-images", type=int, default=200, help="images per method and seed set (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed+i")
-    p.add_argument("--seed-sets", type=int, default=1,
-                   help="repeat over K disjoint seed sets and report FD's spread")
-    p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per method (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--timing-images", type=int, default=8,
-                   help="images per timed call (default 8; timing uses this smaller batch)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
@@ -63,6 +35,39 @@ def _add_bench(sub) -> None:
     p.add_argument("--negative-prompt", default=None, help="negative prompt of every image")
     p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="paired quality/fidelity/speed/memory benchmark of acceleration methods",
+        description=(
+            "Run the baseline and every requested method on the same seeds and classes/prompts; "
+            "write DIR/results.json, results.csv, pareto.png, grid.png and report.html. Several processes: "
+            "`torchrun --nproc_per_node N -m accel.cli bench ...` or "
+            "`accelerate launch --multi_gpu --num_processes N -m accel.cli bench ...` (on CPU add "
+            "--device cpu); each rank generates whole batches, rank 0 gathers and writes."
+        ),
+    )
+    add_pipeline_arguments(p)
+    p.add_argument("--methods", default=None,
+                   help="comma list: baseline,NAME[:key=val,...],A+B (stacked); default: baseline "
+                        "plus every method of accel.methods() at default settings")
+    p.add_argument("--config", action="append", default=None, metavar="FILE",
+                   help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
+                        "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
+    p.add_argument("--num-images", type=int, default=200, help="images per method and seed set (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed+i")
+    p.add_argument("--seed-sets", type=int, default=1,
+                   help="repeat over K disjoint seed sets and report FD's spread")
+    p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=int, default=8,
+                   help="images per timed call (default 8; timing uses this smaller batch)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cli import add_pipeline_arguments
 from .files import write_tune_json
 from .search import Budget, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, build_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    add_pipeline_arguments(p)
     p.add_argument("--budget-fd", type=float, default=None, metavar="PCT",
                    help="largest FD increase over the baseline, in percent (paired; needs an FD extractor)")
     p.add_argument("--budget-psnr", type=float, default=None, metavar="DB",
@@ -43,8 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a pruned pipeline folder (`accel prune` / `accel distill`) to search as a variant of "
                         "the model; repeatable")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: as accel bench)")
-    p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--calibration-images", type=int, default=None,
                    help="images of the last search rung (default 192 with --budget-fd, 64 without)")
     p.add_argument("--holdout-images", type=int, default=200,
@@ -57,18 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed (calibration and held-out sets are disjoint)")
     p.add_argument("--out", default="tune.json", help="output JSON (report.html is written next to it)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the evaluation cache")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
-    p.add_argument("--prompts", default=None, metavar="FILE", help="text-to-image prompts (as accel bench)")
-    p.add_argument("--prompt-column", default=None, metavar="NAME")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--pipeline-kwargs", default=None, metavar="JSON")
-    p.add_argument("--inception-weights", default=None, metavar="PATH", help="Inception FID vs the baseline")
-    p.add_argument("--features", default=None, metavar="MODULE:FACTORY", help="custom FD feature extractor")
-    p.add_argument("--reference-images", default=None, metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
