@@ -16,7 +16,7 @@ and schedule-cache (calibrated once on disjoint seeds, 4+ budgets; forecast 0 an
 diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
 DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
 skipped with a note when cache-dit is not installed). At 50 steps each line keeps the 4 settings
-(3 for cache-dit F8B0, which tops out near 1.35x) that span the range in a `--probe`.
+(3 for cache-dit F8B0, which tops out near 1.35x; MagCache all 6) that span the range in a `--probe`.
 
 Timing honesty: speed is timed on one batch (by default the whole first quality batch, so
 adaptive caches, which decide per batch, take the decisions they took on those quality images;
@@ -76,8 +76,9 @@ def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, 
 
 
 def _long(steps: int) -> bool:
-    """50-step workloads: each setting costs 2.5x more there, so every line keeps the 4 settings (3 for
-    cache-dit) that span about 1.3-3.5x in a 8-image `--probe` of dpm50 and ddim50, and drops the rest."""
+    """50-step workloads: each setting costs 2.5x more there, so each line keeps the 4 settings (3 for
+    cache-dit F8B0) that span about 1.3-3.5x in an 8-image `--probe` of dpm50 and ddim50 and drops the
+    rest; MagCache, the closest peer there, keeps all 6."""
     return steps >= 40
 
 
