@@ -63,10 +63,10 @@ class DeltaCacheConfig(MethodConfig):
         paper does, 1 = linear, 2 = quadratic). Default 1: on the default model's 20 DPM++ steps
         (200 paired images) it gives 36.1 dB / -1.1% FD-digits where reuse gives 33.9 dB / -0.6% at
         the same 1.6x (benchmarks/results/caching-dpm20.json), and +0.3 to +2.3 dB from 10 to 30
-        steps (16 images); at 8 steps reuse is better (26.7 vs 24.2 dB).
+        steps (16 images, benchmarks/forecast_steps.py); at 8 steps reuse is better (26.7 vs 24.2 dB).
     min_steps: pipeline calls with fewer scheduler steps are computed in full, with a warning in
         `.stats()` (on the default model the defaults give 10.8 dB PSNR at 4 DPM++ steps, 19.2 at 6,
-        24.2 at 8, 29.8 at 12).
+        24.2 at 8, 29.8 at 12: `benchmarks/forecast_steps.py --min-steps-off`).
     """
 
     # int first: `accel bench --methods delta-cache:boundary=12` parses "12" as a step, "0.6" as a fraction

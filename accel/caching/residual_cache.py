@@ -55,7 +55,8 @@ class ResidualCacheConfig(MethodConfig):
     (calls of 100: the skip decision is per call, so it depends on the batch), where the former
     0.08 without forecast gave 1.57x, 31.4 dB, +6.6%. On that model the fixed-schedule
     caches (interval-, schedule-cache) are ahead of every residual-cache setting in PSNR; at 8
-    steps it computes nearly every step (1.13x), and forecast 1 costs PSNR there (26.0 vs 32.9 dB).
+    steps it computes nearly every step (1.13x), and forecast 1 costs PSNR there (26.0 vs 32.9 dB;
+    benchmarks/forecast_steps.py).
     """
 
     threshold: float = 0.1

@@ -42,7 +42,8 @@ class ScheduleCacheConfig(MethodConfig):
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
     forecast: order of the Δ forecast from the last computed steps (0 = reuse). Default 0: at
         budget 0.4 on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200
-        images) but worse at 8-15 and at 30 steps, where the chosen schedule has longer gaps.
+        images) but worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30,
+        depending on the calibration (16 images, benchmarks/forecast_steps.py).
     """
 
     budget: int | float = 0.4
