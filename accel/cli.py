@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .argtypes import (nonneg_float, nonneg_int, one_line_errors, open_unit_interval, positive_float, positive_int,
+                       seed_int, set_types, unit_interval)
+
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
     p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
@@ -30,8 +33,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                         "(COCO captions, PartiPrompts); cycled over the images")
     p.add_argument("--prompt-column", default=None, metavar="NAME",
                    help="caption column of a CSV/TSV/JSON prompt file (default: caption, prompt or text)")
-    p.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
-    p.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--height", type=positive_int, default=None, help="image height (default: the pipeline's)")
+    p.add_argument("--width", type=positive_int, default=None, help="image width (default: the pipeline's)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt of every image")
     p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
@@ -55,18 +58,20 @@ def _add_bench(sub) -> None:
                         "plus every method of accel.methods() at default settings")
     p.add_argument("--config", action="append", default=None, metavar="FILE",
                    help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
                         "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
-    p.add_argument("--num-images", type=int, default=200, help="images per method and seed set (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed+i")
-    p.add_argument("--seed-sets", type=int, default=1,
+    p.add_argument("--num-images", type=positive_int, default=200, help="images per method and seed set (default 200)")
+    p.add_argument("--seed", type=seed_int, default=0, help="first seed; image i gets seed+i")
+    p.add_argument("--seed-sets", type=positive_int, default=1,
                    help="repeat over K disjoint seed sets and report FD's spread")
     p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per pipeline call (default 100)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per method (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--timing-images", type=int, default=8,
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=positive_int, default=8,
                    help="images per timed call (default 8; timing uses this smaller batch)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
@@ -77,11 +82,6 @@ def _add_bench(sub) -> None:
 
         return bench_command(args)
 
-    def error(message: str) -> None:  # one line on stderr and exit 2, like every other bad input
-        print(f"{p.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error  # type: ignore[method-assign]
     plain_help = p.format_help
     p.format_help = lambda: plain_help() + "\n" + methods_help()  # type: ignore[method-assign]
     p.set_defaults(func=run)
@@ -125,15 +125,16 @@ def _add_prune(sub) -> None:
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
                    help="per-block cost the --keep fraction budgets (default: count of blocks)")
     p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
-    p.add_argument("--calib-images", type=int, default=20, help="calibration images (default 20)")
-    p.add_argument("--calib-steps", type=int, default=20, help="sampling steps of the calibration runs (default 20)")
-    p.add_argument("--calib-calls", type=int, default=32,
+    p.add_argument("--calib-images", type=positive_int, default=20, help="calibration images (default 20)")
+    p.add_argument("--calib-steps", type=positive_int, default=20, help="sampling steps of the calibration runs (default 20)")
+    p.add_argument("--calib-calls", type=positive_int, default=32,
                    help="transformer calls kept for scoring, strided over all steps (default 32)")
-    p.add_argument("--evo-evaluations", type=int, default=100, help="fitness evaluations of --selector evo")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a pipeline folder an earlier `accel prune` wrote at --out (never other folders)")
     p.add_argument("--quiet", action="store_true")
 
     def run(args) -> int:
@@ -158,24 +159,24 @@ def _add_distill(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--data", default=None, metavar="DIR", help="image folder to train on")
-    p.add_argument("--teacher-samples", type=int, default=0,
+    p.add_argument("--teacher-samples", type=nonneg_int, default=0,
                    help="train on N images sampled by the teacher (recorded transformer calls)")
-    p.add_argument("--sample-steps", type=int, default=20, help="sampling steps of --teacher-samples")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lambda-task", type=float, default=1.0)
-    p.add_argument("--lambda-out", type=float, default=1.0)
-    p.add_argument("--lambda-feat", type=float, default=0.1)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--sample-steps", type=positive_int, default=20, help="sampling steps of --teacher-samples")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="wall-clock budget in minutes")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--lambda-task", type=nonneg_float, default=1.0)
+    p.add_argument("--lambda-out", type=nonneg_float, default=1.0)
+    p.add_argument("--lambda-feat", type=nonneg_float, default=0.1)
+    p.add_argument("--grad-accum", type=positive_int, default=1)
+    p.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights, in [0, 1]")
     p.add_argument("--mixed-precision", default="auto", help="auto, no, fp16, bf16")
-    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--save-every", type=positive_int, default=100)
     p.add_argument("--raw-weights", dest="ema_weights", action="store_false",
                    help="write the raw student weights instead of the EMA")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args) -> int:
@@ -199,6 +200,11 @@ def _add_diffrate(sub) -> None:
     from accel.tokens.diffrate_train import add_arguments
 
     add_arguments(p)
+    set_types(p, {"--flops": open_unit_interval, "--iters": positive_int, "--rows": positive_int,
+                  "--lr": positive_float, "--lam": nonneg_float, "--steps": positive_int,
+                  "--calibration-images": positive_int, "--calibration-runs": positive_int, "--seed": seed_int,
+                  "--threads": positive_int})
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     def run(args) -> int:
         from accel.tokens.diffrate_train import diffrate_command
@@ -229,11 +235,6 @@ def _add_tune(sub) -> None:
 
         return tune_command(args)
 
-    def error(message: str) -> None:
-        print(f"{p.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error  # type: ignore[method-assign]
     p.set_defaults(func=run)
 
 
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(sub)
     _add_distill(sub)
     _add_tune(sub)
+    for p in sub.choices.values():
+        one_line_errors(p)  # one error line and exit 2, no usage block, for every subcommand
     return parser
 
 

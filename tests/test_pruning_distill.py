@@ -37,7 +37,7 @@ def test_task_loss_on_class_images(tmp_path):
                           torch.linspace(0.99, 0.01, 1000))
     res = distill(teacher, student, mapping, data, DistillConfig(steps=2, batch_size=4, progress=False), tmp_path)
     assert {"task", "out", "feat", "loss"} <= set(res["losses"][0]) and res["steps"] == 2
-    assert (tmp_path / "checkpoints" / "step_0000002" / "done").exists()
+    assert (tmp_path / "checkpoints" / "step_0000002" / "manifest.json").exists()
 
 
 def test_killed_run_resumes_with_identical_losses(tmp_path):

@@ -24,10 +24,7 @@ with ``accel.apply``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -205,28 +202,17 @@ def run_bench(
     return BenchResult(records, grid, notes, {**common, **provenance})
 
 
-def _commit_outputs(tmp: Path, out: Path) -> None:
-    """Move a finished temp dir into place: rename if possible, else replace file by file."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not out.is_dir():
-        raise BenchInputError(f"--out {out} exists and is not a directory")
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+BENCH_FILES = ("results.json", "results.csv", "pareto.png", "grid.png", "report.html")
 
 
 def write_outputs(out: Path, result: BenchResult) -> Path:
-    """Write results.json/.csv, pareto.png, grid.png, report.html into a temp dir next to ``out``, then move."""
+    """Write BENCH_FILES into a hidden folder next to ``out``, then move them in (other files in ``out`` stay)."""
+    from accel.outputs import staged_dir
+
     from . import html_report, report
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         doc = report.results_document(result.records, result.notes, result.meta)
         report.write_json(tmp / "results.json", doc)
         report.write_csv(tmp / "results.csv", result.records)
@@ -234,10 +220,6 @@ def write_outputs(out: Path, result: BenchResult) -> Path:
         report.plot_grid(tmp / "grid.png", result.grid)
         html_report.write_html_report(tmp / "report.html", title=f"accel bench: {result.meta.get('model') or 'run'}",
                                       records=result.records, meta=result.meta, images=result.grid, notes=result.notes)
-        _commit_outputs(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -251,7 +233,10 @@ def bench_command(args: Any) -> int:
 
     from . import report
 
+    from accel.outputs import check_dir_output
+
     try:
+        check_dir_output(args.out, BENCH_FILES, overwrite=getattr(args, "overwrite", False))
         threads = pin_threads(args.threads)
         state = distributed_state(args.device)
         prep = prepare(args, state)

@@ -10,15 +10,16 @@ from (pruning.json's `block_map`). Normalising each layer by the teacher's featu
 keeps a few large layers from dominating.
 
 The same code runs on one CPU, one or several GPUs and several nodes (`accelerate launch`):
-mixed precision where the device has it, gradient accumulation, EMA of the student,
-`save_state` every N steps and resume from the latest checkpoint (losing at most one
-interval). Every batch is drawn from a generator seeded by (seed, step, process), so a
+mixed precision where the device has it, gradient accumulation, EMA of the student, a
+checkpoint every N steps (accel's own format, safetensors + JSON under a hash manifest:
+checkpoint.py; resuming never unpickles) and resume from the latest one (losing at most one
+interval), refused when the settings or the student differ. Every batch is drawn from a generator seeded by (seed, step, process), so a
 resumed run computes exactly the losses an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import time
@@ -32,6 +33,7 @@ from diffusers.hooks import ModelHook
 
 from ..families import blocks_of
 from ..hooks import HookSet
+from .checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 
 CHECKPOINTS = "checkpoints"
 DISTILL_FILE = "distill.json"
@@ -62,17 +64,25 @@ class DistillConfig:
             raise ValueError("give --steps N or --minutes M")
         if self.steps is not None and self.steps <= 0:
             raise ValueError(f"--steps must be positive, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"--minutes must be positive, got {self.minutes}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ValueError(f"--minutes must be a positive finite number, got {self.minutes}")
         for name in ("batch_size", "grad_accum", "save_every"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
+        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay <= 1):
+            raise ValueError(f"--ema-decay must be in [0, 1], got {self.ema_decay}")
+        for name in ("lambda_task", "lambda_out", "lambda_feat"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
 
 
 class TrainState:
-    """Step counter, loss history, elapsed time and the EMA weights; checkpointed with the run."""
+    """Step counter, loss history, elapsed time and the EMA weights; checkpointed with the run (checkpoint.py)."""
 
     def __init__(self, model: torch.nn.Module):
         self.step = 0
@@ -92,15 +102,18 @@ class TrainState:
                 else:
                     e.copy_(v)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "elapsed_s": self.elapsed_s, "losses": json.dumps(self.losses),
-                "ema": {k: v.cpu() for k, v in self.ema.items()}}
+    def as_json(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "losses": self.losses}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.elapsed_s = float(state["elapsed_s"])
-        self.losses = json.loads(state["losses"])
-        self.ema = {k: v.clone() for k, v in state["ema"].items()}
+    def restore(self, doc: dict[str, Any], ema: dict[str, torch.Tensor]) -> None:
+        if set(ema) != set(self.ema) or any(ema[k].shape != v.shape for k, v in self.ema.items()):
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError("--resume: the checkpoint's EMA weights are of another student")
+        self.step = int(doc["step"])
+        self.elapsed_s = float(doc["elapsed_s"])
+        self.losses = list(doc["losses"])
+        self.ema = {k: v.to(self.ema[k].device).clone() for k, v in ema.items()}
 
 
 # ----------------------------------------------------------------------------- data
@@ -245,6 +258,10 @@ def check_student(teacher: torch.nn.Module, student: torch.nn.Module, mapping: S
     if type(student) is not type(teacher):
         raise ValueError(f"the student is a {type(student).__name__}, the teacher a {type(teacher).__name__}")
     t_blocks, s_blocks = blocks_of(teacher), blocks_of(student)
+    if any(isinstance(m, bool) or not isinstance(m, int) for m in mapping):
+        raise ValueError(f"block_map {list(mapping)} must be a list of block indices (integers)")
+    if any(b <= a for a, b in zip(mapping, mapping[1:])):
+        raise ValueError(f"block_map {list(mapping)} must be strictly increasing (pruning keeps the blocks' order)")
     if len(mapping) != len(s_blocks):
         raise ValueError(f"block_map has {len(mapping)} entries but the student has {len(s_blocks)} blocks")
     if any(not 0 <= m < len(t_blocks) for m in mapping):
@@ -291,12 +308,6 @@ def distill_loss(student_pred: torch.Tensor, teacher_pred: torch.Tensor, noise: 
 
 
 # ----------------------------------------------------------------------------- the loop
-def _latest_checkpoint(folder: Path) -> Path | None:
-    ckpts = sorted(folder.glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1)
-    ckpts = [p for p in ckpts if (p / "done").exists()]
-    return ckpts[-1] if ckpts else None
-
-
 def _mixed_precision(name: str) -> str:
     if name != "auto":
         return name
@@ -312,6 +323,8 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
 
     Returns {"losses": [per-step parts], "steps", "elapsed_s", "ema": state dict}. `stop_after`
     ends this process after that many steps without a final save (a simulated kill, for tests).
+    A resume whose checkpoint is half-written, modified, of another student or of other
+    settings raises CheckpointError (a ValueError) before any step.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -331,12 +344,12 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
     student, optimizer = accelerator.prepare(student, optimizer)
     raw = accelerator.unwrap_model(student)
     state = TrainState(raw)
-    accelerator.register_for_checkpointing(state)
+    settings = resume_settings(cfg, accelerator.mixed_precision, accelerator.num_processes)
     if resume:
-        last = _latest_checkpoint(ckpt_root)
-        if last is None:
-            raise ValueError(f"--resume: no finished checkpoint under {ckpt_root}")
-        accelerator.load_state(str(last))
+        last = latest_checkpoint(ckpt_root)
+        check_resume(verify_checkpoint(last), settings, list(mapping))
+        doc, ema = load_checkpoint(last, raw, optimizer, accelerator.scaler)
+        state.restore(doc, ema)
         accelerator.print(f"resumed from {last} at step {state.step}")
     s_hooks, s_feats = capture_features(raw)
     t_hooks, t_feats = capture_features(teacher, mapping)
@@ -387,7 +400,7 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
             if stop_after is not None and ran >= stop_after:
                 break  # simulated kill: no save
             if state.step % cfg.save_every == 0 or done():
-                _save(accelerator, ckpt_root, state.step)
+                _save(accelerator, ckpt_root, state, raw, optimizer, settings, mapping)
                 t_last = time.perf_counter()
     finally:
         bar.close()
@@ -399,13 +412,23 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
             "device": str(device), "killed": stop_after is not None and ran >= stop_after and not done()}
 
 
-def _save(accelerator: Any, root: Path, step: int, keep: int = 2) -> None:
-    """save_state into root/step_N (marked finished with a `done` file); keep the last `keep`."""
+def resume_settings(cfg: DistillConfig, mixed_precision: str, num_processes: int) -> dict[str, Any]:
+    """The settings a resumed run must share with the checkpoint (checkpoint.RESUME_SETTINGS)."""
+    return {"lr": cfg.lr, "batch_size": cfg.batch_size, "lambda_task": cfg.lambda_task, "lambda_out": cfg.lambda_out,
+            "lambda_feat": cfg.lambda_feat, "grad_accum": cfg.grad_accum, "ema_decay": cfg.ema_decay,
+            "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes}
+
+
+def _save(accelerator: Any, root: Path, state: TrainState, model: torch.nn.Module, optimizer: Any,
+          settings: dict[str, Any], mapping: Sequence[int], keep: int = 2) -> None:
+    """Checkpoint into root/step_N (checkpoint.py; manifest last); keep the last `keep`."""
     accelerator.wait_for_everyone()
-    path = root / f"step_{step:07d}"
-    accelerator.save_state(str(path))
+    path = root / f"step_{state.step:07d}"
     if accelerator.is_main_process:
-        (path / "done").write_text(str(step))
+        if path.exists():  # a half-written folder of a killed save at this very step (no manifest)
+            shutil.rmtree(path)
+        save_checkpoint(path, model, state.ema, optimizer,
+                        {**state.as_json(), "settings": settings, "block_map": list(mapping)}, accelerator.scaler)
         old = sorted(p for p in root.glob("step_*") if p != path)
         for p in old[:-max(0, keep - 1)] if keep > 1 else old:
             shutil.rmtree(p, ignore_errors=True)

@@ -70,8 +70,19 @@ def load_digits_model(path: str | Path, scheduler: str | None = None, device: An
     if scheduler is None:  # the folder's own scheduler
         import diffusers
 
-        cfg = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-        sched = getattr(diffusers, cfg["_class_name"]).from_config(cfg)
+        f = path / "scheduler" / "scheduler_config.json"
+        try:
+            cfg = json.loads(f.read_text())
+            cls = getattr(diffusers, str(cfg["_class_name"]), None) if isinstance(cfg, dict) else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{f}: not a readable scheduler config ({type(exc).__name__}: {exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+            name = cfg.get("_class_name") if isinstance(cfg, dict) else None
+            raise ValueError(f"{f}: _class_name {name!r} is not a diffusers scheduler")
+        try:
+            sched = cls.from_config(cfg)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{f}: {type(exc).__name__}: {exc}") from None
     else:
         sched = M.make_scheduler(scheduler)
     cls = getattr(M, "DigitsDiTPipeline", DiTPipeline)

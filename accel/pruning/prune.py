@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -112,31 +110,48 @@ def save_pipeline(pipe: Any, transformer: torch.nn.Module, out: str | os.PathLik
                   files: dict[str, dict] | None = None, overwrite: bool = False) -> Path:
     """Write `pipe` with `transformer` in place of its own as a complete pipeline folder at `out`.
 
-    Written into a temporary sibling folder and renamed at the end, so a failure leaves
-    nothing behind. `files` are extra JSON files (name -> content) written next to
-    model_index.json. Components without weights (the default model's identity VAE) get
-    an empty safetensors file so diffusers' loader accepts the folder.
+    `out` must be new or empty; with `overwrite` it may also be a pipeline folder accel wrote
+    (model_index.json + pruning.json): then only the names this write produces, and the
+    components of the earlier model_index.json, are replaced; other files stay. Staged in a
+    hidden sibling folder and moved in at the end, so a failure leaves nothing behind
+    (accel.outputs). `files` are extra JSON files (name -> content) next to model_index.json.
+    Components without weights (the default model's identity VAE) get an empty safetensors
+    file so diffusers' loader accepts the folder.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; choose a new folder")
+    from ..outputs import check_new_dir, staged_dir
+
+    out = check_new_dir(out, overwrite=overwrite, own=("model_index.json", PRUNING_FILE),
+                        hint=" (or --overwrite to replace a pipeline folder accel wrote)")
+    with staged_dir(out, remove_stale=_own_entries(out)) as tmp:
+        write_pipeline(pipe, transformer, tmp, files)
+    return out
+
+
+def write_pipeline(pipe: Any, transformer: torch.nn.Module, folder: Path, files: dict[str, dict] | None = None) -> None:
+    """The pipeline folder's entries (save_pretrained + empty weights of weightless parts + `files`) into
+    `folder`, an existing staging folder."""
     components = dict(pipe.components)
     components["transformer"] = transformer
     stock = _stock_class(pipe)(**components)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    stock.save_pretrained(folder, safe_serialization=True)
+    _fill_weightless(components, folder)
+    for name, content in (files or {}).items():
+        (folder / name).write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
+
+
+def _own_entries(folder: Path) -> list[str]:
+    """What an earlier save_pipeline wrote in `folder`: model_index.json, its components, accel's JSON files."""
+    from .lineage import MARKER_FILE
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return []
     try:
-        stock.save_pretrained(tmp, safe_serialization=True)
-        _fill_weightless(components, tmp)
-        for name, content in (files or {}).items():
-            (tmp / name).write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        doc = json.loads(index.read_text())
+    except (ValueError, OSError):
+        doc = {}
+    comps = [k for k, v in doc.items() if not k.startswith("_") and isinstance(v, list)] if isinstance(doc, dict) else []
+    return ["model_index.json", PRUNING_FILE, "distill.json", MARKER_FILE, *comps]
 
 
 def _fill_weightless(components: dict[str, Any], folder: Path) -> None:

@@ -218,7 +218,6 @@ class Evaluator:
     def _save(self) -> None:
         if self._cache_path is None:
             return
-        self._cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"workload": self._workload_key, "results": self._cache}, allow_nan=False))
-        os.replace(tmp, self._cache_path)
+        from accel.outputs import write_json_atomic
+
+        write_json_atomic(self._cache_path, {"workload": self._workload_key, "results": self._cache}, indent=None)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import finite_float, int_at_least, nonneg_int, positive_int, seed_int
 from ..cli import add_pipeline_arguments
 from .files import write_tune_json
 from .search import Budget, exhaustive, front, rung_plan, successive_halving
@@ -30,11 +31,11 @@ from .space import Candidate, build_space
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(p)
-    p.add_argument("--budget-fd", type=float, default=None, metavar="PCT",
+    p.add_argument("--budget-fd", type=finite_float, default=None, metavar="PCT",
                    help="largest FD increase over the baseline, in percent (paired; needs an FD extractor)")
-    p.add_argument("--budget-psnr", type=float, default=None, metavar="DB",
+    p.add_argument("--budget-psnr", type=finite_float, default=None, metavar="DB",
                    help="smallest PSNR to the baseline's images, in dB")
-    p.add_argument("--evals", type=int, default=40,
+    p.add_argument("--evals", type=positive_int, default=40,
                    help="search compute in full evaluations: EVALS x --calibration-images images in all, split "
                         "over the rungs (default 40)")
     p.add_argument("--methods", default=None,
@@ -43,18 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruned", action="append", default=[], metavar="DIR",
                    help="a pruned pipeline folder (`accel prune` / `accel distill`) to search as a variant of "
                         "the model; repeatable")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: as accel bench)")
-    p.add_argument("--calibration-images", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: as accel bench)")
+    p.add_argument("--calibration-images", type=positive_int, default=None,
                    help="images of the last search rung (default 192 with --budget-fd, 64 without)")
-    p.add_argument("--holdout-images", type=int, default=200,
+    p.add_argument("--holdout-images", type=nonneg_int, default=200,
                    help="held-out images the front is re-measured on (default 200; 0 = skip)")
-    p.add_argument("--front-max", type=int, default=8, help="front candidates re-measured on held-out images")
-    p.add_argument("--eta", type=int, default=3, help="successive halving: keep 1/eta per rung (default 3)")
+    p.add_argument("--front-max", type=positive_int, default=8, help="front candidates re-measured on held-out images")
+    p.add_argument("--eta", type=int_at_least(2), default=3, help="successive halving: keep 1/eta per rung (default 3)")
     p.add_argument("--exhaustive", action="store_true",
                    help="evaluate the whole grid on the calibration images instead of searching")
-    p.add_argument("--batch-size", type=int, default=32, help="images per pipeline call (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (calibration and held-out sets are disjoint)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
+    p.add_argument("--seed", type=seed_int, default=0, help="first seed (calibration and held-out sets are disjoint)")
     p.add_argument("--out", default="tune.json", help="output JSON (report.html is written next to it)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and the report.html next to it")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the evaluation cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,9 +121,13 @@ def tune_command(args: argparse.Namespace) -> int:
         print(f"accel tune: error: {msg}", file=sys.stderr)
         return 2
 
+    from accel.outputs import check_file_output
+
     t0 = time.perf_counter()
     try:
         budget = Budget(args.budget_fd, args.budget_psnr)
+        if budget.fd_pct is None and args.calibration_images is not None and args.calibration_images < 4:
+            raise BenchInputError(f"--calibration-images {args.calibration_images} is too few for a search: at least 4")
         for flag, v, lo in (("--evals", args.evals, 1), ("--holdout-images", args.holdout_images, 0),
                             ("--front-max", args.front_max, 1), ("--eta", args.eta, 2),
                             ("--batch-size", args.batch_size, 1)):
@@ -130,6 +136,7 @@ def tune_command(args: argparse.Namespace) -> int:
         for d in args.pruned:
             if not Path(d).is_dir():
                 raise BenchInputError(f"--pruned {d}: no such folder (write one with `accel prune --out {d}`)")
+        check_file_output(args.out, overwrite=args.overwrite, companions=("report.html",))
         threads = pin_threads(args.threads)
         registry = dict(accel.methods())
         names = [n.strip() for n in args.methods.split(",")] if args.methods else None
@@ -146,7 +153,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     fd_min = fidmod.min_images_for_fd(prep.extractor.num_features) if budget.fd_pct is not None else 4
     final = args.calibration_images or (192 if budget.fd_pct is not None else 64)
-    if final < fd_min:
+    if final < fd_min:  # PSNR-only budgets were checked above, before the model loaded
         return fail(f"--calibration-images {final} is too few for the FD budget: at least {fd_min}")
     min_images = min(8, final)  # early rungs too small for FD rank by the speed-PSNR front (search.rank)
 
@@ -251,6 +258,7 @@ def _meta(args: argparse.Namespace, t0: float) -> dict:
 def _report(out: Path, doc: dict) -> None:
     """report.html next to the JSON: the front as a table and curves, the chosen config, the search."""
     from accel.eval.html_report import write_html_report
+    from accel.outputs import atomic_path
 
     chosen = doc["chosen"]
     records = [{"method": ("* " if chosen and r["key"] == chosen["key"] else "") + r["key"],
@@ -259,5 +267,6 @@ def _report(out: Path, doc: dict) -> None:
     records.insert(0, {"method": "baseline", "speedup": 1.0, "psnr": float("inf")})
     sections = [("chosen config", json.dumps(chosen, indent=2) if chosen else "none inside the budget"),
                 ("search", json.dumps({**doc["search"], "budget": doc["budget"], "workload": doc["workload"]}, indent=2))]
-    write_html_report(out.with_name("report.html"), title=f"accel tune: {doc['workload']['model']}", records=records,
-                      meta=doc["meta"], notes=doc["notes"], extra_sections=sections)
+    with atomic_path(out.with_name("report.html")) as tmp:
+        write_html_report(tmp, title=f"accel tune: {doc['workload']['model']}", records=records,
+                          meta=doc["meta"], notes=doc["notes"], extra_sections=sections)

@@ -1,0 +1,113 @@
+"""argparse `type=` functions for every numeric flag of every command (the one home of these checks).
+
+Each parses one flag value or raises `argparse.ArgumentTypeError` with a short reason, so a bad
+number (nan, inf, a negative count, a rate outside [0, 1]) is refused at parse time, before any
+model loads, with one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        v = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if isinstance(v, float) and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """Any finite float (no nan / inf)."""
+    return float(_number(text, float))
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    """A finite float >= 0."""
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def unit_interval(text: str) -> float:
+    """A float in [0, 1]."""
+    v = finite_float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
+def open_unit_interval(text: str) -> float:
+    """A float in (0, 1]."""
+    v = finite_float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    v = int(_number(text, int))
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0."""
+    v = int(_number(text, int))
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An integer >= `lo`."""
+    def parse(text: str) -> int:
+        v = int(_number(text, int))
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        return v
+    parse.__name__ = f"int_at_least_{lo}"
+    return parse
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in [0, 2**63)."""
+    v = nonneg_int(text)
+    if v >= 2**63:
+        raise argparse.ArgumentTypeError(f"must be < 2**63, got {text}")
+    return v
+
+
+def set_types(parser: argparse.ArgumentParser, types: dict[str, Callable[[str], object]]) -> None:
+    """Give the options named in `types` (by flag, e.g. '--iters') their parse function; KeyError if one is
+    missing, so a renamed flag cannot silently lose its check."""
+    by_flag = {s: a for a in parser._actions for s in a.option_strings}
+    for flag, fn in types.items():
+        by_flag[flag].type = fn
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make `parser.error` print one line (no usage block) and exit 2, like every other bad input."""
+    import sys
+
+    def error(message: str) -> None:
+        print(f"{parser.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
