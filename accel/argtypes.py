@@ -94,6 +94,18 @@ def seed_int(text: str) -> int:
     return v
 
 
+def keep_amount(text: str) -> str:
+    """`accel prune --keep`: a block count >= 1 or a fraction in (0, 1) (checked against the depth later)."""
+    t = text.strip()
+    if t.lstrip("+").isdigit():
+        positive_int(t)
+        return t
+    v = finite_float(t)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"give a block count >= 1 or a fraction in (0, 1), got {text}")
+    return t
+
+
 def set_types(parser: argparse.ArgumentParser, types: dict[str, Callable[[str], object]]) -> None:
     """Give the options named in `types` (by flag, e.g. '--iters') their parse function; KeyError if one is
     missing, so a renamed flag cannot silently lose its check."""

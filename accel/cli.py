@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .argtypes import (nonneg_float, nonneg_int, one_line_errors, open_unit_interval, positive_float, positive_int,
+from .argtypes import (keep_amount, nonneg_float, nonneg_int, one_line_errors, open_unit_interval, positive_float, positive_int,
                        seed_int, set_types, unit_interval)
 
 
@@ -117,7 +117,7 @@ def _add_prune(sub) -> None:
         ),
     )
     p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a pipeline folder or hub id")
-    p.add_argument("--keep", required=True,
+    p.add_argument("--keep", required=True, type=keep_amount,
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
                    help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "

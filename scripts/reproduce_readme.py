@@ -148,7 +148,7 @@ def bench_argv(command: list[str], out: Path, quick: bool, extra: list[str]) -> 
         if tok.startswith("--out="):
             continue
         flags.append(tok)
-    return ["bench", *flags, *(quick_flags(flags) if quick else []), *extra, "--out", str(out)]
+    return ["bench", *flags, *(quick_flags(flags) if quick else []), *extra, "--out", str(out), "--overwrite"]
 
 
 def quick_flags(flags: list[str]) -> list[str]:

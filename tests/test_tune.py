@@ -152,7 +152,7 @@ def test_tune_command_writes_a_config_bench_and_apply_accept_and_resumes(tmp_pat
     html = (tmp_path / "report.html").read_text()
     assert doc["chosen"]["key"] in html and "http://" not in html
     # resumable: the same run again is served from the evaluation cache
-    assert _tune(tmp_path, "--budget-psnr", "10") == 0
+    assert _tune(tmp_path, "--budget-psnr", "10", "--overwrite") == 0
     assert json.loads((tmp_path / "tune.json").read_text())["search"]["new_evaluations"] == 0
     # the result loads into accel.apply and into `accel bench --config`
     from accel.eval.prepare import config_file_methods

@@ -29,8 +29,14 @@ class InputError(ValueError):
     """Bad command-line input: reported on one line, exit code 2."""
 
 
-def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Any, bool]:
-    """(pipeline, is_digits) for `default`, a digits-derived folder, or any supported pipeline folder / hub id."""
+def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32,
+                flag: str = "--model") -> tuple[Any, bool]:
+    """(pipeline, is_digits) for `default`, a digits-derived folder, or any supported pipeline folder / hub id;
+    InputError naming `flag` when it cannot be loaded."""
+    from diffusers.utils import logging as dlog
+
+    bars = dlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()  # no "Loading pipeline components" bars: the command's stderr stays its own
     try:
         if model == "default":
             from accel.models import load_default_pipeline
@@ -41,8 +47,11 @@ def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.floa
         from accel.pipelines import load_pipeline
 
         return load_pipeline(model, device=device, dtype=dtype), False
-    except (ValueError, OSError) as exc:
-        raise InputError(f"--model {model!r}: {exc}") from None
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{flag} {model}: {type(exc).__name__ + ': ' if isinstance(exc, (KeyError, TypeError, AttributeError)) else ''}{exc}") from None
+    finally:
+        if bars:
+            dlog.enable_progress_bar()
 
 
 def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: int,
@@ -67,13 +76,19 @@ def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: i
     return out
 
 
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"accel {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    return 2
+
+
 def prune_command(args: Any) -> int:
     """`accel prune`: score, select, build the smaller model, write DIR (pipeline + pruning.json)."""
+    from ..errors import AccelError
+
     try:
         return _prune(args)
-    except InputError as exc:
-        print(f"accel prune: error: {exc}", file=sys.stderr)
-        return 2
+    except (InputError, AccelError) as exc:  # OutputError, ModelNotFoundError, ... : one line
+        return _fail("prune", exc)
 
 
 def _prune(args: Any) -> int:
@@ -81,11 +96,12 @@ def _prune(args: Any) -> int:
     from .importance import collect_calibration
     from .select import block_costs, resolve_keep
 
+    from ..outputs import check_new_dir
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise InputError(f"--out {out} exists and is not empty; choose a new folder (or --overwrite)")
+    out = check_new_dir(args.out, overwrite=args.overwrite, own=("model_index.json", PRUNING_FILE),
+                        hint=" (or --overwrite to replace a folder `accel prune` wrote)")
     if args.selector not in SELECTORS:
         raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
     pipe, digits = load_source(args.model, device=args.device)
@@ -132,10 +148,7 @@ def _prune(args: Any) -> int:
     files = {PRUNING_FILE: info}
     if digits:
         files[MARKER_FILE] = digits_marker(derived_from=str(args.model))
-    try:
-        save_pipeline(pipe, pruned, out, files, overwrite=args.overwrite)
-    except FileExistsError as exc:
-        raise InputError(str(exc)) from None
+    save_pipeline(pipe, pruned, out, files, overwrite=args.overwrite)
     print(f"pruned {type(model).__name__}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
     if not args.quiet:
         print(json.dumps({k: info[k] for k in ("keep", "removed", "scores")}, default=str))
@@ -145,21 +158,45 @@ def _prune(args: Any) -> int:
 # ----------------------------------------------------------------------------- distill
 def distill_command(args: Any) -> int:
     """`accel distill`: train the pruned student towards the teacher; write DIR2 (pipeline + distill.json)."""
+    from ..errors import AccelError
+    from .checkpoint import CheckpointError
+
     try:
         return _distill(args)
-    except InputError as exc:
-        print(f"accel distill: error: {exc}", file=sys.stderr)
-        return 2
+    except (InputError, AccelError, CheckpointError) as exc:
+        return _fail("distill", exc)
 
 
 def _student_map(student_dir: Path) -> list[int]:
+    """pruning.json's block_map: a list of teacher block indices, strictly increasing (checked again, against
+    both models' depths, by check_student)."""
     f = student_dir / PRUNING_FILE
     if not f.is_file():
         raise InputError(f"--student {student_dir}: no {PRUNING_FILE} (make the student with `accel prune`)")
     try:
-        return [int(i) for i in json.loads(f.read_text())["block_map"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        doc = json.loads(f.read_text())
+        mapping = doc["block_map"] if isinstance(doc, dict) else None
+    except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"--student {student_dir}: {PRUNING_FILE} has no valid block_map ({exc})") from None
+    if not isinstance(mapping, list) or not mapping or any(isinstance(i, bool) or not isinstance(i, int) or i < 0
+                                                           for i in mapping):
+        raise InputError(f"--student {student_dir}: {PRUNING_FILE} block_map must be a list of block indices, "
+                         f"got {mapping!r}")
+    if any(b <= a for a, b in zip(mapping, mapping[1:])):
+        raise InputError(f"--student {student_dir}: {PRUNING_FILE} block_map {mapping} must be strictly increasing")
+    return mapping
+
+
+def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
+    """Refuse, before any model loads, a --resume whose checkpoint is missing, half-written, modified, of
+    another student or of other settings (checkpoint.py)."""
+    from .checkpoint import check_resume, latest_checkpoint, verify_checkpoint
+    from .distill import _mixed_precision, resume_settings
+
+    state = verify_checkpoint(latest_checkpoint(out / "checkpoints"))
+    saved = state.get("settings") or {}
+    settings = resume_settings(cfg, _mixed_precision(cfg.mixed_precision), saved.get("num_processes", 1))
+    check_resume(state, settings, mapping)
 
 
 def _distill(args: Any) -> int:
@@ -167,14 +204,17 @@ def _distill(args: Any) -> int:
     from .distill import image_folder_data
     from .importance import record_calls
 
+    from ..outputs import check_new_dir, check_writable
+
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if args.resume and not (out / "checkpoints").is_dir():
-        raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
-    if not args.resume and occupied:
-        raise InputError(f"--out {out} exists and is not empty; choose a new folder (or --resume a run there)")
+    if args.resume:
+        if not (out / "checkpoints").is_dir():
+            raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
+        check_writable(out, "--out", out)
+    else:
+        check_new_dir(out, hint=" (or --resume a run there)")
     if args.data is not None and not Path(args.data).is_dir():
         raise InputError(f"--data {args.data}: no such folder")
     if args.data is not None and args.teacher_samples:
@@ -187,12 +227,14 @@ def _distill(args: Any) -> int:
         cfg.validate()
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    teacher_pipe, digits = load_source(args.teacher)
     student_dir = Path(args.student)
     if not student_dir.is_dir():
         raise InputError(f"--student {student_dir}: no such folder")
     mapping = _student_map(student_dir)
-    student_pipe, student_digits = load_source(str(student_dir))
+    if args.resume:
+        _check_resume(out, cfg, mapping)
+    teacher_pipe, digits = load_source(args.teacher, flag="--teacher")
+    student_pipe, student_digits = load_source(str(student_dir), flag="--student")
     try:
         check_student(teacher_pipe.transformer, student_pipe.transformer, mapping)
     except ValueError as exc:
@@ -215,7 +257,7 @@ def _distill(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
-                     resume=args.resume)
+                     resume=args.resume)  # CheckpointError (one line) if the checkpoint changed since the check
     final = ema_model(student_pipe.transformer, result["ema"]) if args.ema_weights else \
         student_pipe.transformer.eval()
     losses = result["losses"]
@@ -231,26 +273,17 @@ def _distill(args: Any) -> int:
     files = {"distill.json": info, PRUNING_FILE: json.loads((student_dir / PRUNING_FILE).read_text())}
     if student_digits or digits:
         files[MARKER_FILE] = digits_marker(derived_from=str(student_dir))
-    _publish(student_pipe, final, out, files)
-    (out / "losses.jsonl").write_text("".join(json.dumps(l) + "\n" for l in losses))
+    _publish(student_pipe, final, out, files, losses)
     print(f"distilled {result['steps']} steps ({result['elapsed_s'] / 60:.1f} min); wrote {out}")
     return 0
 
 
-def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict) -> None:
-    """Write the final pipeline next to the run's checkpoints in `out` (staged in a sibling, then moved)."""
-    import os
-    import shutil
+def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict, losses: list[dict]) -> None:
+    """Write the final pipeline and losses.jsonl into `out` next to the run's checkpoints: staged in a hidden
+    sibling folder, then each name moved in (accel.outputs.staged_dir); checkpoints/ stays."""
+    from ..outputs import staged_dir
+    from .prune import write_pipeline
 
-    stage = out.parent / f".{out.name}.final"
-    if stage.exists():
-        shutil.rmtree(stage)
-    save_pipeline(pipe, transformer, stage, files)
-    for child in stage.iterdir():
-        dst = out / child.name
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists():
-            dst.unlink()
-        os.replace(child, dst)
-    stage.rmdir()
+    with staged_dir(out) as stage:
+        write_pipeline(pipe, transformer, stage, files)
+        (stage / "losses.jsonl").write_text("".join(json.dumps(l) + "\n" for l in losses))

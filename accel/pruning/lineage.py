@@ -81,7 +81,7 @@ def load_digits_model(path: str | Path, scheduler: str | None = None, device: An
             raise ValueError(f"{f}: _class_name {name!r} is not a diffusers scheduler")
         try:
             sched = cls.from_config(cfg)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
             raise ValueError(f"{f}: {type(exc).__name__}: {exc}") from None
     else:
         sched = M.make_scheduler(scheduler)

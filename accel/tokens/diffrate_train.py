@@ -24,7 +24,6 @@ with the same settings; the finished run writes `<out>` (JSON) and deletes the c
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -271,9 +270,43 @@ def _image_tokens(trainer: RateTrainer) -> int:
     return 0
 
 
+def check_checkpoint(ckpt: Path) -> None:
+    """ValueError unless `ckpt` (when it exists) is a diffrate checkpoint train_rates can resume from."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not ckpt.exists():
+        return
+    try:
+        state = load_file(str(ckpt))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{ckpt} is not a readable checkpoint ({' '.join(str(exc).split())}); delete it to "
+                         "start over") from None
+    need = {"logits", "exp_avg", "exp_avg_sq", "step", "iteration", "settings"}
+    if not need <= set(state) or state["logits"].ndim != 2 or state["settings"].shape != (8,):
+        raise ValueError(f"{ckpt} is not an `accel diffrate` checkpoint (missing {sorted(need - set(state))} or "
+                         "wrong shapes); delete it to start over")
+
+
+class _InputError(ValueError):
+    """Bad command-line input of `accel diffrate`."""
+
+
 def diffrate_command(args: Any) -> int:
     """`accel diffrate`: calibrate on the model's own samples, train, write the rates JSON."""
+    from accel.errors import AccelError
+
+    try:
+        return _diffrate(args)
+    except (_InputError, AccelError) as exc:  # bad --out, --model or checkpoint: one line, exit 2
+        print(f"accel diffrate: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _diffrate(args: Any) -> int:
     import accel
+    from accel.errors import ModelNotFoundError
+    from accel.outputs import check_file_output, write_json_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -286,15 +319,22 @@ def diffrate_command(args: Any) -> int:
         print(f"accel diffrate: error: --sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
               f"choose from {', '.join(SUBLAYERS)}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    if args.model == "default":
-        pipe = accel.default_pipeline()
-    else:
-        from accel.pipelines.loader import load_pipeline
-
-        pipe = load_pipeline(args.model)
-    out = Path(args.out)
+    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
     ckpt = out.with_name(out.name + ".ckpt.safetensors")
+    try:
+        check_checkpoint(ckpt)
+    except ValueError as exc:
+        raise _InputError(str(exc)) from None
+    t0 = time.perf_counter()
+    try:
+        if args.model == "default":
+            pipe = accel.default_pipeline()
+        else:
+            from accel.pipelines.loader import load_pipeline
+
+            pipe = load_pipeline(args.model)
+    except (ModelNotFoundError, OSError, ValueError) as exc:
+        raise _InputError(f"--model {args.model}: {exc}") from None
     from accel.eval.workload import DEFAULT_PROMPTS, pipeline_kind
 
     kind = pipeline_kind(pipe)
@@ -314,8 +354,7 @@ def diffrate_command(args: Any) -> int:
                          progress=not args.quiet, log=print)
     result["model"] = args.model
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out, result, allow_nan=True)
     if ckpt.exists():
         ckpt.unlink()
     print(f"wrote {out}: FLOPs ratio {result['flops_ratio']:.3f} (target {args.flops}), rates {result['rates']}")
