@@ -16,7 +16,7 @@ def _number(text: str, kind: type) -> float | int:
     try:
         v = kind(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value {text!r}") from None
     if isinstance(v, float) and not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return v
@@ -63,7 +63,7 @@ def positive_int(text: str) -> int:
     """An integer >= 1."""
     v = int(_number(text, int))
     if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return v
 
 
@@ -115,11 +115,14 @@ def set_types(parser: argparse.ArgumentParser, types: dict[str, Callable[[str], 
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make `parser.error` print one line (no usage block) and exit 2, like every other bad input."""
+    """Make `parser.error` print one line (no usage block) and exit 2, like every other bad input;
+    "argument --steps: must be >= 1, got 0" reads "--steps must be >= 1, got 0"."""
+    import re
     import sys
 
     def error(message: str) -> None:
-        print(f"{parser.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        message = re.sub(r"^argument (-[^\s:/]+)(/-[^\s:]+)*: ", r"\1 ", " ".join(message.split()))
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]

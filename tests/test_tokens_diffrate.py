@@ -102,9 +102,12 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
     with accel.apply(pipe, accel.methods()["diffrate"](rates=str(out))) as h:
         run = pipe(class_labels=[3], num_inference_steps=2, output_type="np")
         assert run.images.shape[0] == 1 and h.stats()["diffrate"]["rates"] == data["rates"]
-    assert main(["diffrate", "--flops", "1.5", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exc:  # refused at parse time
+        main(["diffrate", "--flops", "1.5", "--out", str(out)])
+    assert exc.value.code == 2
     assert main(["diffrate", "--flops", "0.6", "--sublayers", "attention,ffn", "--out", str(out)]) == 2
-    assert main([*argv, "--sublayers", "attention"]) == 0
+    assert main([*argv, "--sublayers", "attention"]) == 2  # rates.json exists: refused without --overwrite
+    assert main([*argv, "--sublayers", "attention", "--overwrite"]) == 0
     assert json.loads(out.read_text())["sublayers"] == ["attention"]
 
 
