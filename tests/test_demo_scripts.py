@@ -247,7 +247,8 @@ def test_readme_tables_and_commands_are_found():
     assert t.fields == {1: "fd", 2: "psnr", 3: "speedup"}
     assert [rr.number(c) for c in t.rows[1][1:]] == [12.5, 30.5, 1.8]
     assert not tables[1].runnable
-    assert rr.bench_argv(t.command, Path("o"), False, ["--threads", "1"])[-5:] == ["4", "--threads", "1", "--out", "o"]
+    assert rr.bench_argv(t.command, Path("o"), False, ["--threads", "1"])[-6:] == ["4", "--threads", "1", "--out", "o",
+                                                                                "--overwrite"]
     quick = rr.bench_argv(t.command, Path("o"), True, [])
     assert "--num-images" in quick and quick.count("--steps") == 1  # the README's 4 steps are no more than quick's
 
