@@ -111,8 +111,8 @@ def save_pipeline(pipe: Any, transformer: torch.nn.Module, out: str | os.PathLik
     """Write `pipe` with `transformer` in place of its own as a complete pipeline folder at `out`.
 
     `out` must be new or empty; with `overwrite` it may also be a pipeline folder accel wrote
-    (model_index.json + pruning.json): then only the names this write produces, and the
-    components of the earlier model_index.json, are replaced; other files stay. Staged in a
+    (model_index.json + pruning.json): then only the names this write produces (and accel's
+    own JSON files of the earlier write) are replaced; other files stay. Staged in a
     hidden sibling folder and moved in at the end, so a failure leaves nothing behind
     (accel.outputs). `files` are extra JSON files (name -> content) next to model_index.json.
     Components without weights (the default model's identity VAE) get an empty safetensors
@@ -140,18 +140,11 @@ def write_pipeline(pipe: Any, transformer: torch.nn.Module, folder: Path, files:
 
 
 def _own_entries(folder: Path) -> list[str]:
-    """What an earlier save_pipeline wrote in `folder`: model_index.json, its components, accel's JSON files."""
+    """accel's own JSON files that an earlier save_pipeline may have left in `folder` and this write may not
+    produce (a digits marker must not outlive its model). Component folders are replaced only by name."""
     from .lineage import MARKER_FILE
 
-    index = folder / "model_index.json"
-    if not index.is_file():
-        return []
-    try:
-        doc = json.loads(index.read_text())
-    except (ValueError, OSError):
-        doc = {}
-    comps = [k for k, v in doc.items() if not k.startswith("_") and isinstance(v, list)] if isinstance(doc, dict) else []
-    return ["model_index.json", PRUNING_FILE, "distill.json", MARKER_FILE, *comps]
+    return [PRUNING_FILE, "distill.json", MARKER_FILE] if (folder / "model_index.json").is_file() else []
 
 
 def _fill_weightless(components: dict[str, Any], folder: Path) -> None:
