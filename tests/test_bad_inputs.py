@@ -443,3 +443,18 @@ def test_staged_dir_error_leaves_no_folder_and_no_parents(tmp_path):
             (stage / "results.json").write_text("{}")
             raise RuntimeError("failed half-way")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_overwrite_replaces_only_its_own_files(work, models, capsys):
+    argv = ["bench", "--model", str(models / "teacher"), "--methods", "baseline", "--num-images", "2", "--steps", "2",
+            "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--no-fd", "--quiet", "--out", "taken"]
+    _expect_refusal(capsys, work, argv, "results.json exists")
+    assert _run([*argv, "--overwrite"]) == 0
+    assert "records" in json.loads((work / "taken" / "results.json").read_text())
+    assert (work / "taken" / "report.html").read_text() != "<p>mine</p>\n"
+    (work / "taken" / "my-notes.txt").write_text("keep me")
+    assert _run([*argv, "--overwrite"]) == 0
+    assert (work / "taken" / "my-notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (work / "taken").iterdir()) == sorted(
+        ["my-notes.txt", "results.json", "results.csv", "pareto.png", "grid.png", "report.html"])
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no staging folder left behind

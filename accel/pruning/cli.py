@@ -254,10 +254,16 @@ def _distill(args: Any) -> int:
             raise InputError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
-                     resume=args.resume)  # CheckpointError (one line) if the checkpoint changed since the check
+    try:
+        result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
+                         resume=args.resume)  # CheckpointError (one line) if the checkpoint changed since the check
+    except BaseException:
+        if created and not any(out.iterdir()):  # failed before its first checkpoint: leave no empty folder
+            out.rmdir()
+        raise
     final = ema_model(student_pipe.transformer, result["ema"]) if args.ema_weights else \
         student_pipe.transformer.eval()
     losses = result["losses"]

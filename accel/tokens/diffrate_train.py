@@ -349,6 +349,7 @@ def _diffrate(args: Any) -> int:
         calls += record_calls(pipe, lambda: pipe(**cond, generator=gens, num_inference_steps=args.steps,
                                                  output_type="np"))
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
+    out.parent.mkdir(parents=True, exist_ok=True)  # the resumable checkpoint is saved next to --out while training
     result = train_rates(pipe.transformer, calls, args.flops, iters=args.iters, lr=args.lr, lam=args.lam,
                          rows=args.rows, sublayers=sublayers, seed=args.seed, checkpoint=ckpt,
                          progress=not args.quiet, log=print)

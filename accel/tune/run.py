@@ -104,7 +104,6 @@ def _row(r: dict) -> str:
 
 def tune_command(args: argparse.Namespace) -> int:
     """`accel tune`; exit 0 with a config, 1 when none meets the budget, 2 on bad input."""
-    import torch
     from tqdm.auto import tqdm
 
     import accel
