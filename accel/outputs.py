@@ -134,9 +134,16 @@ def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool 
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_name(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # the permissions a plain open() would give, not mkstemp's 0600
     return Path(tmp)
 
 
@@ -187,6 +194,7 @@ def staged_dir(out: str | os.PathLike, remove_stale: Iterable[str] = ()) -> Iter
     for d in reversed(made):
         d.mkdir()
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
+    os.chmod(stage, 0o777 & ~_umask())  # a plain mkdir's permissions, not mkdtemp's 0700
     try:
         yield stage
         publish_dir(stage, out, remove_stale)

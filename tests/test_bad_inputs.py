@@ -458,3 +458,19 @@ def test_bench_overwrite_replaces_only_its_own_files(work, models, capsys):
     assert sorted(p.name for p in (work / "taken").iterdir()) == sorted(
         ["my-notes.txt", "results.json", "results.csv", "pareto.png", "grid.png", "report.html"])
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_outputs_get_plain_permissions(tmp_path):
+    import os
+
+    from accel.outputs import staged_dir, write_json_atomic
+
+    mask = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "r.json", {"a": 1})
+        with staged_dir(tmp_path / "out") as stage:
+            (stage / "x.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
