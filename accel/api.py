@@ -35,12 +35,24 @@ def resolve(pipe_or_model: Any) -> tuple[Any | None, torch.nn.Module]:
         return None, pipe_or_model
     model = getattr(pipe_or_model, "transformer", None)
     if isinstance(model, torch.nn.Module):
-        family_of(model)
+        for _, m in transformers_of(pipe_or_model):
+            family_of(m)
         return pipe_or_model, model
     raise UnsupportedModelError(
         f"{type(pipe_or_model).__name__} is neither a diffusion transformer nor a pipeline with a "
         "`.transformer`; accel accelerates DiT-style pipelines (UNet pipelines are not supported)."
     )
+
+
+def transformers_of(pipe: Any) -> list[tuple[str, torch.nn.Module]]:
+    """(attribute, model) of every transformer a pipeline calls: `transformer`, then `transformer_2`, ...
+    (Wan 2.2's high- and low-noise experts)."""
+    out = []
+    for name in ["transformer", *sorted(k for k in vars(pipe) if k.startswith("transformer_") and k[12:].isdigit())]:
+        model = getattr(pipe, name, None)
+        if isinstance(model, torch.nn.Module) and all(model is not m for _, m in out):
+            out.append((name, model))
+    return out
 
 
 class Handle:
@@ -177,19 +189,30 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
             names = [c.cli_name for c in configs if c.kind == kind]
             raise ValueError(f"configs {names} are all of kind {kind!r}; stack at most one of each kind")
     pipeline, model = resolve(pipe_or_model)
-    existing = handle_of(model)
-    if existing is not None and existing.active:
-        raise AlreadyAcceleratedError(
-            f"{type(model).__name__} is already accelerated ({existing!r}). Call .remove() on that handle "
-            "first, or pass all configs to one accel.apply(...) call to stack them."
-        )
-    handle = Handle(model, pipeline, configs)
+    models = [m for _, m in transformers_of(pipeline)] if pipeline is not None else [model]
+    for m in models:
+        existing = handle_of(m)
+        if existing is not None and existing.active:
+            raise AlreadyAcceleratedError(
+                f"{type(m).__name__} is already accelerated ({existing!r}). Call .remove() on that handle "
+                "first, or pass all configs to one accel.apply(...) call to stack them."
+            )
+        for c in configs:  # what a family cannot do is refused before anything is installed
+            family_of(m).check(c.kind, c.cli_name)
+    handles: list[Handle] = []
     try:
-        handle._install()
+        for m in models:  # one handle (step context, caches) per transformer the pipeline calls
+            handles.append(Handle(m, pipeline, configs))
+            handles[-1]._install()
     except BaseException:
-        handle.remove()
+        for h in reversed(handles):
+            h.remove()
         raise
-    return handle
+    if len(handles) == 1:
+        return handles[0]
+    from .multi import PipelineHandle
+
+    return PipelineHandle(pipeline, handles)  # type: ignore[return-value]
 
 
 def handle_of(model: torch.nn.Module) -> Handle | None:

@@ -4,12 +4,24 @@ Each supported transformer class gets a `Family` entry: where its block lists ar
 how a block is called and what it returns, how to read the image-token grid, and
 where attention and the adaLN-modulated norm sit inside a block. Methods never
 import a model class; they ask `family_of(model)` and work with `BlockIO`.
-Adding a family is one `register(Family(...))` call.
+
+Adding a family is one `register(Family(...))` call, e.g. for a transformer whose
+`blocks` take `(hidden_states, encoder_hidden_states, temb)` and return
+`(hidden_states, encoder_hidden_states)`:
+
+    from accel.families import BlockStack, Family, register
+    register(Family(name="mymodel", class_name="MyTransformer3DModel",
+                    stacks=(BlockStack("blocks", returns="HE"),)))
+
+That gives every block cache; token methods also need `token_grid` (and the sub-layer
+names of `BlockStack`), depth pruning a `config_key` per stack. A class with no entry
+is read by `detect` (block lists, signatures, return pattern from the first call).
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,15 +29,23 @@ import torch
 
 from .errors import UnsupportedModelError
 
+Grid = "tuple[int, int]"
 GridFn = Callable[[torch.nn.Module, tuple, dict], "tuple[int, int]"]
+RETURNS = ("H", "EH", "HE", "auto")
 
 
 @dataclass(frozen=True)
 class BlockStack:
     """One `nn.ModuleList` of transformer blocks and how its blocks talk.
 
-    returns_pair: the block returns `(encoder_hidden_states, hidden_states)` instead of
-        a single hidden-states tensor.
+    returns: what a block returns: "H" (hidden states), "EH" (`(encoder_hidden_states,
+        hidden_states)`: SD3, Flux), "HE" (`(hidden_states, encoder_hidden_states)`:
+        CogVideoX, HunyuanVideo) or "auto" (learned from the first call, see `detect`).
+    hidden_arg / encoder_arg: names of the block's hidden-states and text-states arguments
+        (Z-Image calls them `x`; StableAudio3 its text `context`).
+    first: blocks before this index (an int, or a function of the model config) always run
+        and stay outside accel's view (HunyuanDiT's long-skip producers: skipping them
+        would hand stale skips to the blocks that consume them).
     attention / cross_attention / norm / mlp: attribute names inside a block of the
         self (or joint) attention, the text cross-attention, the adaLN-modulated norm
         before attention and the feed-forward (None where the block has none).
@@ -33,21 +53,27 @@ class BlockStack:
         over the token grid: token methods must not merge or drop its tokens).
     text_prefix: the attention/MLP sub-layers see [text, image] tokens concatenated
         (Flux single blocks); the text length is the block's encoder_hidden_states length.
-    rotary_arg: keyword of the attention call carrying per-token rotary rows over
-        [text, image] tokens (Flux), which must follow merged image tokens.
+    rotary_arg: keyword of the attention call carrying per-token rotary rows, which must
+        follow merged image tokens; rotary_text: those rows cover [text, image] (Flux),
+        not the image tokens alone (CogVideoX).
     attention_bias: the self-attention honours an additive `attention_mask` over keys
         (used for ToMe's proportional attention).
     attention_kv_arg: keyword through which the self-attention takes a separate key/value
         sequence while the queries stay `hidden_states` (token caching recomputes a subset of
         queries against all keys); None where that keyword means text (joint attention).
-    config_key: the model-config entry holding this stack's depth (what depth pruning rewrites).
+    config_key: the model-config entry holding this stack's depth (what depth pruning
+        rewrites); None where the depth is not one config entry of this stack alone
+        (pruning is refused).
     keep_blocks: blocks of this stack depth pruning must keep (negative: from the end):
         SD3's last block is built differently (`context_pre_only`); DiT's output head
         reads block 0's conditioning embedding.
     """
 
     attr: str
-    returns_pair: bool = False
+    returns: str = "H"
+    hidden_arg: str = "hidden_states"
+    encoder_arg: str = "encoder_hidden_states"
+    first: int | Callable[[Any], int] = 0
     attention: str = "attn1"
     cross_attention: str | None = None
     norm: str = "norm1"
@@ -55,107 +81,300 @@ class BlockStack:
     tokenwise_mlp: bool = True
     text_prefix: bool = False
     rotary_arg: str | None = None
+    rotary_text: bool = True
     attention_bias: bool = False
     attention_kv_arg: str | None = None
-    config_key: str = "num_layers"
+    config_key: str | None = "num_layers"
     keep_blocks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.returns not in RETURNS:
+            raise ValueError(f"BlockStack({self.attr!r}).returns must be one of {RETURNS}, got {self.returns!r}")
+
+    @property
+    def returns_pair(self) -> bool:
+        """The block returns (and takes) both the image and the text stream."""
+        return self.returns in ("EH", "HE")
+
+    def start(self, model: torch.nn.Module) -> int:
+        return self.first(model.config) if callable(self.first) else self.first
 
 
 @dataclass(frozen=True)
 class Family:
-    """Model knowledge for one diffusers transformer class, as data."""
+    """Model knowledge for one diffusers transformer class, as data.
+
+    token_grid: reads the image-token grid (rows, cols) from the transformer's call
+        arguments; None where the tokens entering the blocks are not one image grid that
+        token methods can merge (those methods are refused at `apply`). Video grids are
+        (frames * rows, cols): each frame's rows stacked, so a ToMe window of `sy` rows
+        never spans two frames when the frame height is a multiple of `sy`.
+    fixed: block lists that always run in full and stay outside accel's view (refiners,
+        VACE / face-adapter blocks, Latte's temporal blocks): caches never skip them and
+        methods do not count them.
+    video: the model makes videos (frames); for the support table.
+    """
 
     name: str
     class_name: str
     stacks: tuple[BlockStack, ...]
-    token_grid: GridFn
+    token_grid: GridFn | None = None
     timestep_arg: str = "timestep"
+    fixed: tuple[str, ...] = ()
+    video: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    detected: bool = False  # built by `detect`, not registered
+
+    @property
+    def prunable(self) -> bool:
+        return all(s.config_key is not None for s in self.stacks) and not self.detected
+
+    def capabilities(self) -> dict[str, bool]:
+        """What the method kinds can do on this family (the README support table)."""
+        return {"cache": True, "tokens": self.token_grid is not None, "pruning": self.prunable}
+
+    def check(self, kind: str, method: str) -> None:
+        """ValueError unless methods of `kind` ("cache", "tokens", ...) can work on this family."""
+        if kind == "tokens" and self.token_grid is None:
+            why = ("auto-detected models have no known token grid" if self.detected else
+                   "its blocks do not see one image-token grid that accel can read (rotary tables or "
+                   "packed [image, text] sequences it does not cut)")
+            raise ValueError(f"{method} is not available for {self.class_name}: {why}. "
+                             "Block caches work on it (see README, Supported models).")
+
+
+# ----------------------------------------------------------------------------- token grids
+def _latent(args: tuple, kwargs: dict, name: str = "hidden_states") -> torch.Tensor:
+    return kwargs[name] if name in kwargs else args[0]
+
+
+def _patch(model: torch.nn.Module) -> tuple[int, int, int]:
+    """(frames, rows, cols) patch size from `patch_size` (int or (t, h, w)) and `patch_size_t`."""
+    p = model.config.patch_size or 1
+    if isinstance(p, (list, tuple)):
+        return tuple(int(v) for v in p)  # type: ignore[return-value]
+    return int(getattr(model.config, "patch_size_t", None) or 1), int(p), int(p)
 
 
 def _grid_from_latents(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
     """(H/p, W/p) of a (B, C, H, W) latent input patchified with `config.patch_size`."""
-    x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-    p = model.config.patch_size or 1
-    return x.shape[-2] // p, x.shape[-1] // p
+    x = _latent(args, kwargs)
+    _, ph, pw = _patch(model)
+    return x.shape[-2] // ph, x.shape[-1] // pw
+
+
+def _grid_video(frame_axis: int) -> GridFn:
+    """(F/pt * H/ph, W/pw) of a 5-D video latent whose frames sit on `frame_axis`."""
+    def grid(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
+        x = _latent(args, kwargs)
+        pt, ph, pw = _patch(model)
+        return (x.shape[frame_axis] // pt) * (x.shape[-2] // ph), x.shape[-1] // pw
+    return grid
 
 
 def _grid_from_img_ids(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
     """Flux packs latents into a token sequence; `img_ids[:, 1:]` hold (row, col) of each token."""
     ids = kwargs.get("img_ids")
     if ids is None:
-        raise ValueError("Flux transformer call without img_ids: cannot read the token grid")
+        raise ValueError(f"{type(model).__name__} call without img_ids: cannot read the token grid")
     if ids.ndim == 3:
         ids = ids[0]
     return int(ids[:, 1].max().item()) + 1, int(ids[:, 2].max().item()) + 1
 
 
 _FAMILIES: dict[str, Family] = {}
+_DETECTED: dict[type, Family] = {}
 
 
 def register(family: Family) -> Family:
-    """Add a family; its `class_name` is matched against the model's class and bases."""
-    _FAMILIES[family.class_name] = family
+    """Add a family; its `class_name` (and `aliases`) are matched against the model's class and bases."""
+    for name in (family.class_name, *family.aliases):
+        _FAMILIES[name] = family
     return family
 
 
-register(Family(
-    name="dit", class_name="DiTTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", attention_bias=True, keep_blocks=(0,),
-                       attention_kv_arg="encoder_hidden_states"),),
-))
-register(Family(
-    name="pixart", class_name="PixArtTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", attention_bias=True,
-                       attention_kv_arg="encoder_hidden_states"),),
-))
-register(Family(
-    name="sd3", class_name="SD3Transformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", returns_pair=True, attention="attn", keep_blocks=(-1,)),),
-))
-register(Family(
-    name="flux", class_name="FluxTransformer2DModel", token_grid=_grid_from_img_ids,
-    stacks=(
-        BlockStack("transformer_blocks", returns_pair=True, attention="attn", rotary_arg="image_rotary_emb"),
-        BlockStack("single_transformer_blocks", returns_pair=True, attention="attn", norm="norm", mlp="proj_mlp",
-                   text_prefix=True, rotary_arg="image_rotary_emb",
-                   config_key="num_single_layers"),
-    ),
-))
-register(Family(
-    name="sana", class_name="SanaTransformer2DModel", token_grid=_grid_from_latents,
-    stacks=(BlockStack("transformer_blocks", cross_attention="attn2", tokenwise_mlp=False,
-                       attention_kv_arg="encoder_hidden_states"),),
-))
+def _reg(name: str, cls: str, *stacks: BlockStack, **kw: Any) -> None:
+    register(Family(name=name, class_name=cls, stacks=stacks, **kw))
+
+
+S = BlockStack
+# -- image, blocks return H ---------------------------------------------------------------------
+_reg("dit", "DiTTransformer2DModel",
+     S("transformer_blocks", attention_bias=True, keep_blocks=(0,), attention_kv_arg="encoder_hidden_states"),
+     token_grid=_grid_from_latents)
+_reg("pixart", "PixArtTransformer2DModel",
+     S("transformer_blocks", cross_attention="attn2", attention_bias=True, attention_kv_arg="encoder_hidden_states"),
+     token_grid=_grid_from_latents)
+_reg("sana", "SanaTransformer2DModel",
+     S("transformer_blocks", cross_attention="attn2", tokenwise_mlp=False, attention_kv_arg="encoder_hidden_states"),
+     token_grid=_grid_from_latents)
+_reg("hunyuandit", "HunyuanDiT2DModel",  # blocks < L/2-1 feed long skips to the last blocks
+     S("blocks", first=lambda c: max(0, c.num_layers // 2 - 1), config_key=None))
+_reg("nucleusmoe-image", "NucleusMoEImageTransformer2DModel", S("transformer_blocks"))
+_reg("z-image", "ZImageTransformer2DModel", S("layers", hidden_arg="x", config_key="n_layers"),
+     timestep_arg="t", fixed=("noise_refiner", "context_refiner"))
+_reg("lumina2", "Lumina2Transformer2DModel", S("layers"), fixed=("noise_refiner", "context_refiner"))
+_reg("ernie-image", "ErnieImageTransformer2DModel", S("layers", hidden_arg="x"))
+_reg("omnigen", "OmniGenTransformer2DModel", S("layers"))
+_reg("krea2", "Krea2Transformer2DModel", S("transformer_blocks"))
+_reg("ideogram4", "Ideogram4Transformer2DModel", S("layers"))
+# -- image, blocks return (E, H) or (H, E) ------------------------------------------------------
+_reg("sd3", "SD3Transformer2DModel", S("transformer_blocks", returns="EH", attention="attn", keep_blocks=(-1,)),
+     token_grid=_grid_from_latents)
+_reg("qwen-image", "QwenImageTransformer2DModel", S("transformer_blocks", returns="EH"))
+_reg("cogview4", "CogView4Transformer2DModel", S("transformer_blocks", returns="HE"))
+_reg("cogview3plus", "CogView3PlusTransformer2DModel", S("transformer_blocks", returns="HE"),
+     token_grid=_grid_from_latents)
+_reg("glm-image", "GlmImageTransformer2DModel", S("transformer_blocks", returns="HE"))
+_reg("joyimage-edit", "JoyImageEditTransformer3DModel", S("double_blocks", returns="HE"))
+_reg("joyimage-edit-plus", "JoyImageEditPlusTransformer3DModel", S("double_blocks", returns="HE"))
+# -- image, dual stream + single stream ---------------------------------------------------------
+_FLUX_DOUBLE = S("transformer_blocks", returns="EH", attention="attn", rotary_arg="image_rotary_emb")
+_FLUX_SINGLE = S("single_transformer_blocks", returns="EH", attention="attn", norm="norm", mlp="proj_mlp",
+                 text_prefix=True, rotary_arg="image_rotary_emb", config_key="num_single_layers")
+for _name, _cls in (("flux", "FluxTransformer2DModel"), ("bria", "BriaTransformer2DModel"),
+                    ("longcat-image", "LongCatImageTransformer2DModel"), ("ovis-image", "OvisImageTransformer2DModel")):
+    _reg(_name, _cls, _FLUX_DOUBLE, _FLUX_SINGLE, token_grid=_grid_from_img_ids)
+# Single-stream blocks that take [text, image] as one hidden-states tensor: a cached run cannot
+# span from the two-stream blocks (image tokens only) into them, so the (fewer) two-stream
+# blocks always run and accel acts on the single-stream ones.
+_SINGLE_H = S("single_transformer_blocks", config_key="num_single_layers")
+for _name, _cls in (("flux2", "Flux2Transformer2DModel"), ("chroma", "ChromaTransformer2DModel"),
+                    ("bria-fibo", "BriaFiboTransformer2DModel")):
+    _reg(_name, _cls, _SINGLE_H, fixed=("transformer_blocks",))
+_reg("auraflow", "AuraFlowTransformer2DModel", S("single_transformer_blocks", config_key="num_single_dit_layers"),
+     fixed=("joint_transformer_blocks",))
+_reg("hidream-image", "HiDreamImageTransformer2DModel",  # [image, text] single blocks; llama_layers: one per block
+     S("single_stream_blocks", config_key=None), fixed=("double_stream_blocks",), timestep_arg="timesteps")
+# -- video, blocks return H ---------------------------------------------------------------------
+for _name, _cls in (("wan", "WanTransformer3DModel"), ("skyreels-v2", "SkyReelsV2Transformer3DModel"),
+                    ("chronoedit", "ChronoEditTransformer3DModel"), ("helios", "HeliosTransformer3DModel"),
+                    ("anyflow", "AnyFlowTransformer3DModel")):
+    _reg(_name, _cls, S("blocks"), video=True)
+_reg("wan-vace", "WanVACETransformer3DModel", S("blocks", config_key=None),  # vace_layers index the blocks
+     fixed=("vace_blocks",), video=True)
+_reg("wan-animate", "WanAnimateTransformer3DModel", S("blocks", config_key=None),  # face adapter every k blocks
+     fixed=("face_adapter",), video=True)
+_reg("ltx-video", "LTXVideoTransformer3DModel", S("transformer_blocks"), video=True)
+_reg("allegro", "AllegroTransformer3DModel", S("transformer_blocks"), video=True)
+_reg("sana-video", "SanaVideoTransformer3DModel", S("transformer_blocks", tokenwise_mlp=False), video=True)
+_reg("minimax-h3", "MiniMaxH3Transformer3DModel", S("transformer_blocks"), video=True)
+_reg("latte", "LatteTransformer3DModel",  # spatial blocks (per frame); temporal blocks always run
+     S("transformer_blocks", cross_attention="attn2", config_key=None), fixed=("temporal_transformer_blocks",),
+     token_grid=_grid_from_latents, video=True)
+# -- video, blocks return (H, E) ----------------------------------------------------------------
+_reg("cogvideox", "CogVideoXTransformer3DModel",
+     S("transformer_blocks", returns="HE", rotary_arg="image_rotary_emb", rotary_text=False),
+     token_grid=_grid_video(frame_axis=1), video=True)
+_reg("consisid", "ConsisIDTransformer3DModel", S("transformer_blocks", returns="HE", config_key=None),
+     fixed=("perceiver_cross_attention",), video=True)  # perceiver blocks interleave at fixed block indices
+_reg("mochi", "MochiTransformer3DModel", S("transformer_blocks", returns="HE"), video=True)
+_reg("easyanimate", "EasyAnimateTransformer3DModel",  # the first mmdit_layers blocks are built differently
+     S("transformer_blocks", returns="HE", config_key=None), video=True)
+_reg("hunyuan-video15", "HunyuanVideo15Transformer3DModel", S("transformer_blocks", returns="HE"), video=True)
+for _name, _cls in (("hunyuan-video", "HunyuanVideoTransformer3DModel"),
+                    ("hunyuan-video-framepack", "HunyuanVideoFramepackTransformer3DModel"),
+                    ("motif-video", "MotifVideoTransformer3DModel")):
+    _reg(_name, _cls, S("transformer_blocks", returns="HE"),
+         S("single_transformer_blocks", returns="HE", config_key="num_single_layers"), video=True)
+# -- audio ----------------------------------------------------------------------------------------
+_reg("stable-audio3", "StableAudio3DiTModel", S("transformer_blocks", encoder_arg="context", config_key="depth"))
+_reg("longcat-audio-dit", "LongCatAudioDiTTransformer", S("blocks", encoder_arg="cond", config_key="dit_depth"))
+_reg("ace-step", "AceStepTransformer1DModel", S("layers", config_key="num_hidden_layers"))
+del S
 
 
 def supported_classes() -> list[str]:
-    return sorted(_FAMILIES)
+    return sorted({f.class_name for f in _FAMILIES.values()})
+
+
+def registered_families() -> list[Family]:
+    """Every registered family once, sorted by class name."""
+    return sorted({id(f): f for f in _FAMILIES.values()}.values(), key=lambda f: f.class_name)
 
 
 def family_of(model: torch.nn.Module) -> Family:
-    """The registered family of `model`, or `UnsupportedModelError` listing the supported classes."""
+    """The registered family of `model`, else one `detect` reads from it (with a one-line notice),
+    else `UnsupportedModelError` saying what could not be determined."""
     for cls in type(model).__mro__:
         if cls.__name__ in _FAMILIES:
             return _FAMILIES[cls.__name__]
-    raise UnsupportedModelError(
-        f"{type(model).__name__} is not a supported diffusion transformer. "
-        f"Supported classes: {', '.join(supported_classes())}. "
-        "Pass a diffusers pipeline whose `.transformer` is one of these, or the transformer itself."
-    )
+    fam = _DETECTED.get(type(model))
+    if fam is None:
+        fam = detect(model)
+        _DETECTED[type(model)] = fam
+        names = ", ".join(f"{s.attr}[{len(getattr(model, s.attr))}]" for s in fam.stacks)
+        warnings.warn(
+            f"accel: {type(model).__name__} is not registered; auto-detected blocks {names}, run in that "
+            "order; each block's return pattern is learned on its first call. Block caches only; register "
+            "it for token methods and pruning (accel.families.register, see its docstring).", stacklevel=3)
+    return fam
+
+
+# ----------------------------------------------------------------------------- auto-detection
+_HIDDEN_NAMES = ("hidden_states", "x", "hidden", "h")
+_ENCODER_NAMES = ("encoder_hidden_states", "context", "cond", "encoder_states", "text_states")
+
+
+def _refuse(model: torch.nn.Module, what: str) -> UnsupportedModelError:
+    name = type(model).__name__
+    return UnsupportedModelError(
+        f"{name} is not a supported diffusion transformer and auto-detection failed: {what}. "
+        f"Supported classes: {', '.join(supported_classes())}. Pass a diffusers pipeline whose "
+        "`.transformer` is one of these, or register the class in a few lines: "
+        f"accel.families.register(Family(name='mine', class_name='{name}', "
+        "stacks=(BlockStack('blocks', returns='H'),))) (see accel.families' docstring).")
+
+
+def detect(model: torch.nn.Module) -> Family:
+    """A `Family` read from an unregistered model: its `nn.ModuleList`s of identical blocks that
+    contain attention, each block's hidden-states / text arguments from its signature, and the
+    return pattern (H, (H, E) or (E, H)) learned from the first call (`BlockIO`)."""
+    if not isinstance(model, torch.nn.Module):
+        raise _refuse(model, "it is not a torch.nn.Module")
+    stacks = []
+    for attr, child in model.named_children():
+        if not isinstance(child, torch.nn.ModuleList) or len(child) == 0:
+            continue
+        kinds = {type(b) for b in child}
+        if len(kinds) != 1 or not any("attn" in n.lower() or "attention" in n.lower()
+                                      for n, _ in child[0].named_modules() if n):
+            continue  # not a list of identical transformer blocks
+        params = list(inspect.signature(type(child[0]).forward).parameters)[1:]
+        hidden = next((p for p in _HIDDEN_NAMES if p in params), None)
+        if hidden is None:
+            raise _refuse(model, f"the blocks of {attr!r} ({type(child[0]).__name__}.forward{tuple(params)}) have "
+                                 f"no hidden-states argument (looked for {', '.join(_HIDDEN_NAMES)})")
+        encoder = next((p for p in _ENCODER_NAMES if p in params), "encoder_hidden_states")
+        stacks.append(BlockStack(attr, returns="auto", hidden_arg=hidden, encoder_arg=encoder, config_key=None))
+    if not stacks:
+        raise _refuse(model, "no nn.ModuleList of transformer blocks (identical modules with attention) "
+                             "among its direct children")
+    params = list(inspect.signature(type(model).forward).parameters)[1:]
+    t_arg = next((p for p in ("timestep", "timesteps", "t") if p in params), "timestep")
+    return Family(name=f"auto:{type(model).__name__}", class_name=type(model).__name__, stacks=tuple(stacks),
+                  timestep_arg=t_arg, detected=True)
 
 
 class BlockIO:
     """Reads and writes the hidden states of one block class's calls and returns.
 
     Blocks are called with a mix of positional and keyword arguments (Sana passes all
-    positionally); the signature is bound once per block class.
+    positionally); the signature is bound once per block class. For `returns="auto"` the
+    pattern is learned from the first return value, by matching shapes with the inputs.
     """
 
     def __init__(self, block: torch.nn.Module, stack: BlockStack):
-        self.returns_pair = stack.returns_pair
+        self.returns = stack.returns
+        self.hidden_arg, self.encoder_arg = stack.hidden_arg, stack.encoder_arg
+        self.where = f"{type(block).__name__} in {stack.attr!r}"
         params = list(inspect.signature(type(block).forward).parameters)[1:]
         self._pos = {name: i for i, name in enumerate(params)}
+        self._seen: tuple[Any, Any] | None = None
+
+    @property
+    def returns_pair(self) -> bool:
+        return self.returns in ("EH", "HE")
 
     def _get(self, name: str, args: tuple, kwargs: dict) -> Any:
         if name in kwargs:
@@ -165,19 +384,50 @@ class BlockIO:
 
     def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(hidden_states, encoder_hidden_states) the block was called with; the latter only for pair blocks."""
-        hidden = self._get("hidden_states", args, kwargs)
-        encoder = self._get("encoder_hidden_states", args, kwargs) if self.returns_pair else None
+        hidden = self._get(self.hidden_arg, args, kwargs)
+        if self.returns == "auto":
+            encoder = self._get(self.encoder_arg, args, kwargs)
+            self._seen = (hidden, encoder)
+            return hidden, encoder if isinstance(encoder, torch.Tensor) else None
+        encoder = self._get(self.encoder_arg, args, kwargs) if self.returns_pair else None
         return hidden, encoder
 
     def outputs(self, out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(hidden_states, encoder_hidden_states) from a block's return value."""
-        if self.returns_pair:
+        if self.returns == "auto":
+            self._learn(out)
+        if self.returns == "EH":
             return out[1], out[0]
+        if self.returns == "HE":
+            return out[0], out[1]
         return out, None
 
     def pack(self, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
         """A return value in the block's own format."""
-        return (encoder, hidden) if self.returns_pair else hidden
+        if self.returns == "EH":
+            return encoder, hidden
+        if self.returns == "HE":
+            return hidden, encoder
+        return hidden
+
+    def _learn(self, out: Any) -> None:
+        h, e = self._seen if self._seen is not None else (None, None)
+        if isinstance(out, torch.Tensor):
+            self.returns = "H"
+            return
+        if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out) \
+                and isinstance(h, torch.Tensor) and isinstance(e, torch.Tensor):
+            he = out[0].shape == h.shape and out[1].shape == e.shape
+            eh = out[0].shape == e.shape and out[1].shape == h.shape
+            if he != eh:
+                self.returns = "HE" if he else "EH"
+                return
+        got = type(out).__name__ if not isinstance(out, (tuple, list)) else \
+            f"{type(out).__name__} of {len(out)} ({', '.join(type(o).__name__ for o in out)})"
+        raise UnsupportedModelError(
+            f"auto-detection: cannot tell the return pattern of {self.where}: it returned a {got} that is "
+            "not one hidden-states tensor nor a (hidden, text) pair told apart by shape. Register the class "
+            "with BlockStack(..., returns='H' | 'HE' | 'EH') (accel.families.register).")
 
 
 @dataclass
@@ -192,12 +442,14 @@ class BlockRef:
 
 
 def blocks_of(model: torch.nn.Module) -> list[BlockRef]:
-    """Every transformer block of `model`, in execution order (all stacks, front to back)."""
+    """Every transformer block of `model` accel acts on, in execution order (all stacks, front to back)."""
     fam = family_of(model)
     refs: list[BlockRef] = []
     io_by_class: dict[tuple[type, str], BlockIO] = {}
     for stack in fam.stacks:
         for i, block in enumerate(getattr(model, stack.attr)):
+            if i < stack.start(model):
+                continue
             key = (type(block), stack.attr)
             if key not in io_by_class:  # bind each block class's signature once
                 io_by_class[key] = BlockIO(block, stack)

@@ -27,6 +27,10 @@ PRUNING_FILE = "pruning.json"
 
 def check_keep(model: torch.nn.Module, keep: Iterable[int]) -> list[int]:
     """`keep` as a sorted list of valid global block indices; ValueError naming the problem otherwise."""
+    fam = family_of(model)
+    if not fam.prunable:
+        raise ValueError(f"depth pruning is not available for {type(model).__name__}: its depth is not one "
+                         "config entry per block list (see BlockStack.config_key in accel/families.py)")
     n = len(blocks_of(model))
     keep = sorted(set(int(i) for i in keep))
     if not keep:

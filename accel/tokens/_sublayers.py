@@ -141,7 +141,8 @@ class SublayerHook(ModelHook):
         """The module on merged tokens, with rotary rows / size bias cut to the kept tokens."""
         kw = dict(kwargs)
         if self.rotary and kw.get(self.rotary) is not None:
-            keep = torch.cat([torch.arange(text_len, device=m.keep.device), m.keep[0] + text_len])
+            text = text_len if self.ref.stack.rotary_text else 0  # rows over [text, image] or image only
+            keep = torch.cat([torch.arange(text, device=m.keep.device), m.keep[0] + text])
             kw[self.rotary] = tuple(follow(t, keep) for t in kw[self.rotary])
         if self.bias and kw.get("attention_mask") is None:
             kw["attention_mask"] = size_bias(m, xm.dtype)
