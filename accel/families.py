@@ -172,6 +172,12 @@ def _grid_video(frame_axis: int) -> GridFn:
     return grid
 
 
+def _grid_ltx(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
+    """LTX-Video packs latents into tokens; the call names the latent frames, height and width."""
+    pt, ph, pw = _patch(model)
+    return (kwargs["num_frames"] // pt) * (kwargs["height"] // ph), kwargs["width"] // pw
+
+
 def _grid_from_img_ids(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
     """Flux packs latents into a token sequence; `img_ids[:, 1:]` hold (row, col) of each token."""
     ids = kwargs.get("img_ids")
@@ -222,7 +228,7 @@ _reg("ideogram4", "Ideogram4Transformer2DModel", S("layers"))
 _reg("sd3", "SD3Transformer2DModel", S("transformer_blocks", returns="EH", attention="attn", keep_blocks=(-1,)),
      token_grid=_grid_from_latents)
 _reg("qwen-image", "QwenImageTransformer2DModel", S("transformer_blocks", returns="EH"))
-_reg("cogview4", "CogView4Transformer2DModel", S("transformer_blocks", returns="HE"))
+_reg("cogview4", "CogView4Transformer2DModel", S("transformer_blocks", returns="HE"))  # ff runs twice a block
 _reg("cogview3plus", "CogView3PlusTransformer2DModel", S("transformer_blocks", returns="HE"),
      token_grid=_grid_from_latents)
 _reg("glm-image", "GlmImageTransformer2DModel", S("transformer_blocks", returns="HE"))
@@ -238,24 +244,30 @@ for _name, _cls in (("flux", "FluxTransformer2DModel"), ("bria", "BriaTransforme
 # Single-stream blocks that take [text, image] as one hidden-states tensor: a cached run cannot
 # span from the two-stream blocks (image tokens only) into them, so the (fewer) two-stream
 # blocks always run and accel acts on the single-stream ones.
-_SINGLE_H = S("single_transformer_blocks", config_key="num_single_layers")
-for _name, _cls in (("flux2", "Flux2Transformer2DModel"), ("chroma", "ChromaTransformer2DModel"),
-                    ("bria-fibo", "BriaFiboTransformer2DModel")):
-    _reg(_name, _cls, _SINGLE_H, fixed=("transformer_blocks",))
+_reg("flux2", "Flux2Transformer2DModel", S("single_transformer_blocks", config_key="num_single_layers"),
+     fixed=("transformer_blocks",))
+_reg("chroma", "ChromaTransformer2DModel",  # the approximator's modulations are indexed by block
+     S("single_transformer_blocks", config_key=None), fixed=("transformer_blocks",))
+_reg("bria-fibo", "BriaFiboTransformer2DModel",  # one caption projection per block
+     S("single_transformer_blocks", config_key=None), fixed=("transformer_blocks",))
 _reg("auraflow", "AuraFlowTransformer2DModel", S("single_transformer_blocks", config_key="num_single_dit_layers"),
      fixed=("joint_transformer_blocks",))
 _reg("hidream-image", "HiDreamImageTransformer2DModel",  # [image, text] single blocks; llama_layers: one per block
      S("single_stream_blocks", config_key=None), fixed=("double_stream_blocks",), timestep_arg="timesteps")
 # -- video, blocks return H ---------------------------------------------------------------------
+_WAN = dict(cross_attention="attn2", mlp="ffn", rotary_arg="rotary_emb", rotary_text=False)
 for _name, _cls in (("wan", "WanTransformer3DModel"), ("skyreels-v2", "SkyReelsV2Transformer3DModel"),
-                    ("chronoedit", "ChronoEditTransformer3DModel"), ("helios", "HeliosTransformer3DModel"),
-                    ("anyflow", "AnyFlowTransformer3DModel")):
-    _reg(_name, _cls, S("blocks"), video=True)
-_reg("wan-vace", "WanVACETransformer3DModel", S("blocks", config_key=None),  # vace_layers index the blocks
-     fixed=("vace_blocks",), video=True)
+                    ("chronoedit", "ChronoEditTransformer3DModel")):
+    _reg(_name, _cls, S("blocks", **_WAN), token_grid=_grid_video(frame_axis=2), video=True)
+for _name, _cls in (("helios", "HeliosTransformer3DModel"), ("anyflow", "AnyFlowTransformer3DModel")):
+    _reg(_name, _cls, S("blocks"), video=True)  # history / flow tokens share the sequence with the video
+_reg("wan-vace", "WanVACETransformer3DModel", S("blocks", config_key=None, **_WAN),  # vace_layers index the blocks
+     fixed=("vace_blocks",), token_grid=_grid_video(frame_axis=2), video=True)
 _reg("wan-animate", "WanAnimateTransformer3DModel", S("blocks", config_key=None),  # face adapter every k blocks
      fixed=("face_adapter",), video=True)
-_reg("ltx-video", "LTXVideoTransformer3DModel", S("transformer_blocks"), video=True)
+_reg("ltx-video", "LTXVideoTransformer3DModel",
+     S("transformer_blocks", cross_attention="attn2", rotary_arg="image_rotary_emb", rotary_text=False),
+     token_grid=_grid_ltx, video=True)
 _reg("allegro", "AllegroTransformer3DModel", S("transformer_blocks"), video=True)
 _reg("sana-video", "SanaVideoTransformer3DModel", S("transformer_blocks", tokenwise_mlp=False), video=True)
 _reg("minimax-h3", "MiniMaxH3Transformer3DModel", S("transformer_blocks"), video=True)
@@ -268,7 +280,10 @@ _reg("cogvideox", "CogVideoXTransformer3DModel",
      token_grid=_grid_video(frame_axis=1), video=True)
 _reg("consisid", "ConsisIDTransformer3DModel", S("transformer_blocks", returns="HE", config_key=None),
      fixed=("perceiver_cross_attention",), video=True)  # perceiver blocks interleave at fixed block indices
-_reg("mochi", "MochiTransformer3DModel", S("transformer_blocks", returns="HE"), video=True)
+_reg("mochi", "MochiTransformer3DModel",
+     S("transformer_blocks", returns="HE", rotary_arg="image_rotary_emb", rotary_text=False,
+       keep_blocks=(-1,)),  # the last block is context_pre_only
+     token_grid=_grid_video(frame_axis=2), video=True)
 _reg("easyanimate", "EasyAnimateTransformer3DModel",  # the first mmdit_layers blocks are built differently
      S("transformer_blocks", returns="HE", config_key=None), video=True)
 _reg("hunyuan-video15", "HunyuanVideo15Transformer3DModel", S("transformer_blocks", returns="HE"), video=True)

@@ -24,7 +24,8 @@ from accel.families import family_of, registered_families
 DATA = Path(__file__).parent / "data"
 DEPTH = {"HunyuanDiT2DModel": {"num_layers": 4}, "LatteTransformer3DModel": {"num_layers": 2},
          "OmniGenTransformer2DModel": {"num_layers": 2}, "ConsisIDTransformer3DModel": {"num_layers": 2},
-         "HiDreamImageTransformer2DModel": {"num_single_layers": 2, "llama_layers": [0, 1, 1]}}
+         "HiDreamImageTransformer2DModel": {"num_single_layers": 2, "llama_layers": [0, 1, 1]},
+         "ChromaTransformer2DModel": {"num_single_layers": 2}, "BriaFiboTransformer2DModel": {"num_single_layers": 2}}
 
 BATCH_AXIS = {"HiDreamImageTransformer2DModel": {"encoder_hidden_states_llama3": 1}}  # (layers, B, ...)
 KEEP = {"HunyuanDiT2DModel": ("image_rotary_emb",), "GlmImageTransformer2DModel": ("prior_token_id", "prior_token_drop"),
@@ -83,6 +84,13 @@ def inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
         kw["return_dict"] = False
     if name == "BriaFiboTransformer2DModel":  # one text-encoder layer per block (1 + 2 blocks)
         kw["text_encoder_layers"] = (list(kw["text_encoder_layers"]) * 2)[:3]
+    ids = kw.get("img_ids")
+    if isinstance(ids, torch.Tensor) and ids.ndim == 2 and ids.shape[1] == 3:  # (row, col) of a square grid
+        side = int(ids.shape[0] ** 0.5)
+        if side * side == ids.shape[0]:
+            grid = torch.zeros(side, side, 3)
+            grid[..., 1], grid[..., 2] = torch.arange(side)[:, None], torch.arange(side)[None, :]
+            kw["img_ids"] = grid.reshape(-1, 3).to(ids.dtype)
     if batch is None:
         return kw
     fam = next(f for f in registered_families() if f.class_name == name)

@@ -18,6 +18,8 @@ stack with a block cache: the blocks it computed, see `accel.api.install_order`)
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import defaultdict
 from typing import Any
 
@@ -98,6 +100,8 @@ class SublayerHook(ModelHook):
         self.cost = SublayerCost(module, kind)
         self.prefix = ref.stack.text_prefix
         self.rotary = ref.stack.rotary_arg if kind == "attention" else None
+        params = list(inspect.signature(type(module).forward).parameters)[1:]
+        self.rotary_pos = params.index(self.rotary) if self.rotary in params else None
         self.bias = kind == "attention" and ref.stack.attention_bias and merger.proportional
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -140,10 +144,14 @@ class SublayerHook(ModelHook):
     def _call(self, fwd, xm: torch.Tensor, args: tuple, kwargs: dict, m: Matching, text_len: int) -> Any:
         """The module on merged tokens, with rotary rows / size bias cut to the kept tokens."""
         kw = dict(kwargs)
-        if self.rotary and kw.get(self.rotary) is not None:
+        if self.rotary:
             text = text_len if self.ref.stack.rotary_text else 0  # rows over [text, image] or image only
             keep = torch.cat([torch.arange(text, device=m.keep.device), m.keep[0] + text])
-            kw[self.rotary] = tuple(follow(t, keep) for t in kw[self.rotary])
+            cut = functools.partial(_follow_rows, keep=keep, rows=text + m.num_tokens)
+            if kw.get(self.rotary) is not None:
+                kw[self.rotary] = cut(kw[self.rotary])
+            elif self.rotary_pos is not None and len(args) > self.rotary_pos:  # passed positionally (Wan)
+                args = (*args[:self.rotary_pos], cut(args[self.rotary_pos]), *args[self.rotary_pos + 1:])
         if self.bias and kw.get("attention_mask") is None:
             kw["attention_mask"] = size_bias(m, xm.dtype)
         if args:
@@ -171,6 +179,16 @@ class SublayerHook(ModelHook):
         b = x.shape[0]
         full, done = self.cost(n, text, keys) * b, self.cost(after, text, keys) * b
         self.merger.record(call, self.kind, n * b, after * b, full, done)
+
+
+def _follow_rows(table: Any, keep: torch.Tensor, rows: int) -> Any:
+    """A rotary table (or tuple of them) cut to the kept rows, on its first axis of length `rows`."""
+    if isinstance(table, (tuple, list)):
+        return type(table)(_follow_rows(t, keep, rows) for t in table)
+    if not isinstance(table, torch.Tensor) or rows not in table.shape:
+        return table
+    axis = list(table.shape).index(rows)
+    return follow(table, keep) if axis == 0 else table.index_select(axis, keep)
 
 
 def _first(out: Any) -> torch.Tensor:

@@ -45,12 +45,8 @@ def attention_received(attn: torch.nn.Module, tokens: torch.Tensor, queries: int
         q = attn.to_q(tokens[:, ::stride])
         k = attn.to_k(tokens)
         heads = int(getattr(attn, "heads", 1) or 1)
-        q = q.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, Q, D)
-        k = k.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, N, D)
-        if getattr(attn, "norm_q", None) is not None:
-            q = attn.norm_q(q)
-        if getattr(attn, "norm_k", None) is not None:
-            k = attn.norm_k(k)
+        q = _heads(q, getattr(attn, "norm_q", None), heads)  # (B, H, Q, D)
+        k = _heads(k, getattr(attn, "norm_k", None), heads)  # (B, H, N, D)
         q, k = q.float(), k.float()
         if "Linear" in type(getattr(attn, "processor", None)).__name__:
             w = torch.relu(q) @ torch.relu(k).transpose(-1, -2)
@@ -58,6 +54,17 @@ def attention_received(attn: torch.nn.Module, tokens: torch.Tensor, queries: int
         else:
             w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
         return w.mean(dim=(1, 2))
+
+
+def _heads(x: torch.Tensor, norm: torch.nn.Module | None, heads: int) -> torch.Tensor:
+    """(B, N, H*D) -> (B, H, N, D) with the q/k norm applied per head or, where it spans all heads
+    (Wan's rms_norm_across_heads), before the split."""
+    weight = getattr(norm, "weight", None)
+    across = norm is not None and weight is not None and heads > 1 and weight.numel() == x.shape[-1]
+    if across:
+        x = norm(x)
+    x = x.unflatten(-1, (heads, -1)).transpose(1, 2)
+    return norm(x) if norm is not None and not across else x
 
 
 def read_rates(spec: Any) -> dict[str, Any]:

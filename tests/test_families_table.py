@@ -1,0 +1,130 @@
+"""Every registered transformer class, tiny and random: what its family says it can do, it does.
+
+One row per class (tests/_tiny_classes.py builds it from diffusers' own tiny test configs and
+drives it like a pipeline: a real scheduler, 4 steps, a falling timestep):
+* `.remove()` restores bit-identical outputs;
+* every block cache evaluates fewer blocks and keeps shape and dtype, at batch 1 and at a
+  CFG-like doubled batch;
+* where tokens apply: ratio-0 token methods are bit-identical, ratio > 0 merges (fewer FLOPs);
+  where they do not: `apply` refuses them with a ValueError and installs nothing;
+* where depth pruning applies: pruned -> saved -> reloaded with plain diffusers equals the
+  original with those blocks bypassed; where it does not, `prune_model` refuses.
+"""
+
+from __future__ import annotations
+
+import diffusers
+import pytest
+import torch
+
+import accel
+from accel.caching import calibrate_schedule
+from accel.families import blocks_of, family_of, registered_families
+from accel.pruning import BlockProbe
+from accel.pruning.prune import prune_model
+from accel.pruning.select import forced_blocks
+
+from _tiny_classes import MiniPipe, build, inputs, prediction, tiny_classes
+
+M = accel.methods()
+CACHES = {
+    "delta-cache": dict(interval=2, boundary=0, cached_blocks=1.0, min_steps=0),
+    "interval-cache": dict(interval=2, warmup=1, min_steps=0),
+    "residual-cache": dict(threshold=100.0, warmup=1),
+    "schedule-cache": dict(budget=0.5),
+}
+RATIO0 = {"tome": dict(ratio=0.0), "toca": dict(interval=1), "diffrate": dict(rates="1")}
+MERGING = {"tome": dict(ratio=0.5), "diffrate": dict(rates="0.5")}
+CLASSES = tiny_classes()
+
+
+def test_every_registered_class_has_a_tiny_spec_and_there_are_at_least_40():
+    registered = [f.class_name for f in registered_families() if not f.detected]
+    assert sorted(CLASSES) == sorted(registered)
+    assert len(registered) >= 40
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache: dict[str, MiniPipe] = {}
+
+    def get(name: str) -> MiniPipe:
+        if name not in cache:
+            cache[name] = MiniPipe(build(name))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_caches_save_blocks_keep_shape_and_remove_exactly(name, built):
+    pipe = built(name)
+    calibrate_schedule(pipe, lambda: pipe(inputs(name, batch=1)), progress=False)
+    for batch in (1, 2):
+        kw = inputs(name, batch=batch)
+        reference = pipe(kw)
+        for cli, settings in CACHES.items():
+            handle = accel.apply(pipe, M[cli](**settings))
+            out = pipe(kw)
+            total = handle.stats()["total"]
+            handle.remove()
+            assert out.shape == reference.shape and out.dtype == reference.dtype, cli
+            assert total["block_evals"] < total["block_total"], (cli, batch, total)
+        assert torch.equal(pipe(kw), reference)  # every hook gone: bit-identical
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_token_methods_where_the_grid_is_known_and_refused_elsewhere(name, built):
+    pipe = built(name)
+    fam = family_of(pipe.transformer)
+    if fam.token_grid is None:
+        for cli in RATIO0:
+            with pytest.raises(ValueError, match="not available"):
+                accel.apply(pipe, M[cli](**RATIO0[cli]))
+            assert "_diffusers_hook" not in pipe.transformer.__dict__  # nothing installed
+        return
+    for batch in (1, 2):
+        kw = inputs(name, batch=batch)
+        reference = pipe(kw)
+        for cli, settings in RATIO0.items():
+            with accel.apply(pipe, M[cli](**settings)):
+                assert torch.equal(pipe(kw), reference), cli
+        for cli, settings in MERGING.items():
+            with accel.apply(pipe, M[cli](**settings)) as handle:
+                out = pipe(kw)
+                ratio = handle.stats()[cli]["total"]["flops_ratio"]
+            assert out.shape == reference.shape and torch.isfinite(out).all(), cli
+            assert ratio < 1.0, (cli, ratio)
+
+
+def _drop_one(model: torch.nn.Module) -> list[int]:
+    """Keep every block but one that pruning may drop, leaving each stack at least one block."""
+    refs = blocks_of(model)
+    forced = set(forced_blocks(model))
+    for r in reversed(refs):
+        same = [x for x in refs if x.stack is r.stack]
+        if r.global_index not in forced and len(same) > 1:
+            return [x.global_index for x in refs if x is not r]
+    raise AssertionError("no droppable block")
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_pruned_model_reloads_with_plain_diffusers_where_depth_is_one_config_key(name, tmp_path):
+    model = build(name)
+    kw = inputs(name)
+    if not family_of(model).prunable:
+        with pytest.raises(ValueError, match="depth pruning is not available"):
+            prune_model(model, [0])
+        return
+    keep = _drop_one(model)
+    dropped = [i for i in range(len(blocks_of(model))) if i not in keep]
+    with BlockProbe(model) as probe, probe.bypassing(dropped), torch.no_grad():
+        bypassed = prediction(model(**kw))
+    pruned = prune_model(model, keep)
+    with torch.no_grad():
+        assert torch.equal(prediction(pruned(**kw)), bypassed)
+    pruned.save_pretrained(tmp_path / "transformer")
+    loaded = getattr(diffusers, name).from_pretrained(tmp_path / "transformer").eval()
+    assert len(blocks_of(loaded)) == len(keep)
+    with torch.no_grad():
+        assert torch.equal(prediction(loaded(**kw)), bypassed)
