@@ -19,7 +19,7 @@ def _sum_totals(parts: list[dict]) -> dict:
     for part in parts:
         for k, v in part.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = max(out.get(k, 0), v) if k == "pipeline_calls" else out.get(k, 0) + v
+                out[k] = max(out.get(k, 0), v) if k in ("pipeline_calls", "steps") else out.get(k, 0) + v
     return out
 
 
@@ -43,7 +43,8 @@ class PipelineHandle:
             h.remove()
 
     def stats(self) -> dict[str, Any]:
-        """Per transformer under "models"; "total" and each method's "total" summed over them."""
+        """Per transformer under "models"; "total" and each method's "total" summed over them (steps and
+        pipeline calls: the most any transformer saw, as they share the scheduler)."""
         per = {name: h.stats() for name, h in self.handles.items()}
         out: dict[str, Any] = {"models": per, "total": _sum_totals([s["total"] for s in per.values()])}
         for config in self.configs:

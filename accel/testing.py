@@ -277,3 +277,40 @@ def tiny_text_pipeline(family: str, with_text_encoders: bool = True, num_layers:
     else:
         raise ValueError(f"tiny text pipelines exist for 'pixart' and 'sd3', not {family!r}")
     return pipe
+
+
+def tiny_wan22_pipeline(num_layers: int = 2, seed: int = 0) -> Any:
+    """A stock Wan 2.2 `WanPipeline` with two tiny random experts (`transformer` for the high-noise
+    steps, `transformer_2` after `boundary_ratio`), a tiny Wan VAE and no text encoder: call it with
+    `wan_inputs()` (prompt embeddings instead of prompts)."""
+    import diffusers as d
+
+    def expert(s: int) -> torch.nn.Module:
+        torch.manual_seed(s)
+        return d.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+            text_dim=_TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        ).eval()
+
+    torch.manual_seed(seed)
+    vae = d.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True]).eval()
+    scheduler = d.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = d.WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
+                         transformer=expert(seed), transformer_2=expert(seed + 1), boundary_ratio=0.875)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def wan_inputs(steps: int = 6, num_frames: int = 5, cfg: bool = True, seed: int = 0) -> dict:
+    """Call kwargs for `tiny_wan22_pipeline()`: 16x16 pixels, `num_frames` frames, fixed generator."""
+    g = torch.Generator().manual_seed(1234)
+    kw: dict[str, Any] = dict(
+        prompt_embeds=torch.randn(1, _TEXT_LEN, _TEXT_DIM, generator=g), height=16, width=16,
+        num_frames=num_frames, num_inference_steps=steps, guidance_scale=4.0 if cfg else 1.0,
+        guidance_scale_2=3.0 if cfg else 1.0, generator=torch.Generator().manual_seed(seed), output_type="pt",
+    )
+    if cfg:
+        kw["negative_prompt_embeds"] = torch.randn(1, _TEXT_LEN, _TEXT_DIM, generator=g)
+    return kw

@@ -1,0 +1,122 @@
+"""Auto-detection of unregistered transformers, and pipelines that call two transformers (Wan 2.2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import accel
+from accel.api import handle_of
+from accel.families import blocks_of
+from accel.testing import tiny_wan22_pipeline, wan_inputs
+
+M = accel.methods()
+
+
+def _toy(block_returns: str = "EH", hidden_name: str = "hidden_states", container=torch.nn.ModuleList):
+    """A user-defined transformer diffusers and accel have never seen (a fresh class per call)."""
+
+    class ToyBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.Linear(8, 8)
+            self.txt = torch.nn.Linear(8, 8)
+
+        def forward(self, *args, **kwargs):
+            return self.run(*args, **kwargs)
+
+        def run(self, h, encoder_hidden_states, temb):
+            h = h + torch.tanh(self.attn(h + temb[:, None]))
+            e = encoder_hidden_states + torch.tanh(self.txt(encoder_hidden_states))
+            return {"EH": (e, h), "HE": (h, e), "H": h, "HEH": (h, e, h)}[block_returns]
+
+    def _forward(self, hidden, encoder_hidden_states, temb):  # signature named by `hidden_name`
+        return self.run(hidden, encoder_hidden_states, temb)
+
+    ToyBlock.forward = _forward
+    ToyBlock.forward.__code__ = _forward.__code__.replace(co_varnames=("self", hidden_name) + _forward.__code__.co_varnames[2:])
+
+    class ToyTransformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.blocks = container([ToyBlock() for _ in range(4)])
+            self.t = torch.nn.Linear(1, 8)
+
+        def forward(self, hidden_states, encoder_hidden_states, timestep):
+            temb = self.t(timestep.float()[:, None] / 1000)
+            h, e = hidden_states, encoder_hidden_states
+            for block in self.blocks:
+                out = block(h, e, temb)
+                if isinstance(out, torch.Tensor):
+                    h = out
+                else:
+                    h, e = (out[1], out[0]) if block_returns == "EH" else (out[0], out[1])
+            return h
+
+    return ToyTransformer().eval()
+
+
+def _steps(model, batch=2, steps=5):
+    g = torch.Generator().manual_seed(0)
+    h, e = torch.randn(batch, 16, 8, generator=g), torch.randn(batch, 6, 8, generator=g)
+    with torch.no_grad():
+        return torch.stack([model(h, e, torch.full((batch,), 900 - 150 * s)) for s in range(steps)])
+
+
+@pytest.mark.parametrize("returns", ["EH", "HE", "H"])
+def test_auto_detection_reads_an_unregistered_transformer_and_caches_it(returns):
+    model = _toy(returns)
+    reference = _steps(model)
+    with pytest.warns(UserWarning, match=r"not registered; auto-detected blocks blocks\[4\]"):
+        handle = accel.apply(model, M["residual-cache"](threshold=100.0, warmup=1))
+    out = _steps(model)
+    assert handle.target.blocks[0].io.returns == returns  # learned from the first call
+    total = handle.stats()["total"]
+    assert total["block_evals"] < total["block_total"] and out.shape == reference.shape
+    assert not torch.equal(out, reference)  # the reused steps are approximations
+    handle.remove()
+    assert torch.equal(_steps(model), reference)
+    with pytest.raises(ValueError, match="not available for ToyTransformer: auto-detected"):
+        accel.apply(model, M["tome"]())  # no token grid known: refused, nothing installed
+    assert "_diffusers_hook" not in model.__dict__
+
+
+def test_auto_detection_says_what_it_could_not_determine():
+    with pytest.raises(accel.UnsupportedModelError, match="no nn.ModuleList of transformer blocks.*register"):
+        accel.apply(_toy(container=lambda blocks: torch.nn.Sequential(*blocks)))
+    with pytest.raises(accel.UnsupportedModelError, match="inp.*no hidden-states argument"):
+        accel.apply(_toy(hidden_name="inp"))
+    model = _toy("HEH")  # three outputs: which one is the hidden states?
+    with pytest.warns(UserWarning, match="auto-detected"):
+        handle = accel.apply(model, M["interval-cache"](min_steps=0))
+    with pytest.raises(accel.UnsupportedModelError, match="cannot tell the return pattern of ToyBlock"):
+        _steps(model, steps=1)
+    handle.remove()
+
+
+def test_two_transformer_pipeline_gets_one_handle_per_expert_with_its_own_steps():
+    pipe = tiny_wan22_pipeline()
+    reference = pipe(**wan_inputs()).frames
+    seen = []
+    handle = accel.apply(pipe, M["interval-cache"](interval=2, warmup=1, min_steps=0))
+    assert set(handle.handles) == {"transformer", "transformer_2"}
+    for name, h in handle.handles.items():
+        assert handle_of(getattr(pipe, name)) is h
+        h.target.tracker.listeners.append(lambda info, name=name: seen.append((name, info.step, info.branch)))
+    with pytest.raises(accel.AlreadyAcceleratedError):
+        accel.apply(pipe.transformer_2)
+    out = pipe(**wan_inputs()).frames
+    assert out.shape == reference.shape
+    first = {name: min(s for n, s, _ in seen if n == name) for name in handle.handles}
+    assert first["transformer"] == 0 and first["transformer_2"] > 0  # the pipeline's step, per model
+    assert {b for _, _, b in seen} == {0, 1}  # CFG: cond and uncond calls are separate branches
+    stats = handle.stats()
+    per = stats["models"]
+    assert per["transformer"]["total"]["transformer_calls"] > 0 and per["transformer_2"]["total"]["transformer_calls"] > 0
+    assert stats["total"]["block_evals"] < stats["total"]["block_total"]
+    assert stats["total"]["transformer_calls"] == 2 * 6 and stats["total"]["steps"] == 6
+    handle.remove()
+    assert not handle.active and handle_of(pipe.transformer) is None and handle_of(pipe.transformer_2) is None
+    assert torch.equal(pipe(**wan_inputs()).frames, reference)
+    assert len(blocks_of(pipe.transformer_2)) == 2
