@@ -1,0 +1,39 @@
+"""Print the README's "Supported models" table from accel/families.py, or rewrite it in place.
+
+    python scripts/support_table.py            # print
+    python scripts/support_table.py --write    # replace the table between the README's markers
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from accel.families import support_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- support-table:start -->", "<!-- support-table:end -->"
+
+
+def readme_table(text: str) -> str:
+    """The generated part of a README text (between the markers)."""
+    if START not in text or END not in text:
+        raise SystemExit(f"{README}: no {START} ... {END} markers")
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+def main(argv: list[str]) -> int:
+    table = support_table()
+    if "--write" not in argv:
+        print(table, end="")
+        return 0
+    text = README.read_text()
+    old = readme_table(text)
+    head, rest = text.split(START, 1)
+    README.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+    print(f"{README}: support table {'unchanged' if old == table else 'rewritten'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
