@@ -222,6 +222,7 @@ _reg("z-image", "ZImageTransformer2DModel", S("layers", hidden_arg="x", config_k
 _reg("lumina2", "Lumina2Transformer2DModel", S("layers"), fixed=("noise_refiner", "context_refiner"))
 _reg("ernie-image", "ErnieImageTransformer2DModel", S("layers", hidden_arg="x"))
 _reg("omnigen", "OmniGenTransformer2DModel", S("layers"))
+_reg("prx", "PRXTransformer2DModel", S("blocks", config_key="depth"))
 _reg("krea2", "Krea2Transformer2DModel", S("transformer_blocks"))
 _reg("ideogram4", "Ideogram4Transformer2DModel", S("layers"))
 # -- image, blocks return (E, H) or (H, E) ------------------------------------------------------
@@ -265,6 +266,7 @@ _reg("wan-vace", "WanVACETransformer3DModel", S("blocks", config_key=None, **_WA
      fixed=("vace_blocks",), token_grid=_grid_video(frame_axis=2), media="video")
 _reg("wan-animate", "WanAnimateTransformer3DModel", S("blocks", config_key=None),  # face adapter every k blocks
      fixed=("face_adapter",), media="video")
+_reg("cosmos", "CosmosTransformer3DModel", S("transformer_blocks"), media="video")
 _reg("ltx-video", "LTXVideoTransformer3DModel",
      S("transformer_blocks", cross_attention="attn2", rotary_arg="image_rotary_emb", rotary_text=False),
      token_grid=_grid_ltx, media="video")
@@ -308,8 +310,6 @@ NOT_REGISTERED = {
     "BriaFibo2Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Cosmos3OmniTransformer": "a multimodal language model over text and vision token sequences, not a denoiser "
                               "called once per step on latents",
-    "CosmosTransformer3DModel": "its forward needs torchvision (padding-mask resize), which accel's environment "
-                                "does not install, so it cannot be tested here",
     "DreamLiteTransformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Flux3Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "HunyuanImageTransformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
@@ -320,8 +320,6 @@ NOT_REGISTERED = {
                                    "(a two-stream entry is possible, untested)",
     "LuminaNextDiT2DModel": "superseded by Lumina2; its caller passes a precomputed complex rotary table",
     "MiniMaxMusic3RVQDepthDecoder": "an RVQ token decoder, not a diffusion transformer",
-    "PRXTransformer2DModel": "not yet: its smallest reference config has 300M parameters, too big for the "
-                             "per-class CPU test; auto-detection applies",
     "PriorTransformer": "the UnCLIP prior (one embedding sequence, no image-token blocks)",
     "QwenImage21Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "RFD4ProteinaTransformer": "a protein-structure model, not an image / video / audio denoiser",

@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
 d = sys.argv[1] + "/tests/models/transformers"
-SKIP = {"LuminaNextDiT2DModel", "CosmosTransformer3DModel", "Cosmos3OmniTransformer", "WanAnimate2Transformer3DModel",
+SKIP = {"LuminaNextDiT2DModel", "Cosmos3OmniTransformer", "WanAnimate2Transformer3DModel",
         "TransformerTemporalModel", "AnyFlowFARTransformer3DModel"}
 tensors, out = {}, {}
 def enc(x, prefix):

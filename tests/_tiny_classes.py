@@ -27,6 +27,10 @@ DEPTH = {"HunyuanDiT2DModel": {"num_layers": 4}, "LatteTransformer3DModel": {"nu
          "HiDreamImageTransformer2DModel": {"num_single_layers": 2, "llama_layers": [0, 1, 1]},
          "ChromaTransformer2DModel": {"num_single_layers": 2}, "BriaFiboTransformer2DModel": {"num_single_layers": 2}}
 
+INIT = {  # the padding-mask resize needs torchvision (not installed here); PRX's reference config is 300M
+    "CosmosTransformer3DModel": {"concat_padding_mask": False},
+    "PRXTransformer2DModel": {"hidden_size": 32, "num_heads": 2, "axes_dim": [8, 8], "context_in_dim": 16, "depth": 2},
+}
 BATCH_AXIS = {"HiDreamImageTransformer2DModel": {"encoder_hidden_states_llama3": 1}}  # (layers, B, ...)
 KEEP = {"HunyuanDiT2DModel": ("image_rotary_emb",), "GlmImageTransformer2DModel": ("prior_token_id", "prior_token_drop"),
         "MiniMaxH3Transformer3DModel": ("timestep",)}  # inputs that are not per sample
@@ -52,6 +56,7 @@ def build(name: str, seed: int = 0) -> torch.nn.Module:
         if stack.config_key and init.get(stack.config_key, 2) < 2:
             init[stack.config_key] = 2
     init.update(DEPTH.get(name, {}))
+    init.update(INIT.get(name, {}))
     torch.manual_seed(seed)
     model = cls(**init).eval()
     with torch.no_grad():  # zero-initialised gates make blocks identities: give them small weights
@@ -84,6 +89,10 @@ def inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
         kw["return_dict"] = False
     if name == "BriaFiboTransformer2DModel":  # one text-encoder layer per block (1 + 2 blocks)
         kw["text_encoder_layers"] = (list(kw["text_encoder_layers"]) * 2)[:3]
+    if name == "CosmosTransformer3DModel":
+        kw.pop("padding_mask")
+    if name == "PRXTransformer2DModel":
+        kw["encoder_hidden_states"] = kw["encoder_hidden_states"][..., :16].contiguous()
     ids = kw.get("img_ids")
     if isinstance(ids, torch.Tensor) and ids.ndim == 2 and ids.shape[1] == 3:  # (row, col) of a square grid
         side = int(ids.shape[0] ** 0.5)
