@@ -289,6 +289,11 @@ _reg("mochi", "MochiTransformer3DModel",
 _reg("easyanimate", "EasyAnimateTransformer3DModel",  # the first mmdit_layers blocks are built differently
      S("transformer_blocks", returns="HE", config_key=None), media="video")
 _reg("hunyuan-video15", "HunyuanVideo15Transformer3DModel", S("transformer_blocks", returns="HE"), media="video")
+_reg("hunyuan-image", "HunyuanImageTransformer2DModel", S("transformer_blocks", returns="HE"),
+     S("single_transformer_blocks", returns="HE", config_key="num_single_layers"))
+_reg("kandinsky5", "Kandinsky5Transformer3DModel",  # text blocks encode the prompt once per call
+     S("visual_transformer_blocks", hidden_arg="visual_embed", encoder_arg="text_embed", config_key="num_visual_blocks"),
+     fixed=("text_transformer_blocks",), media="video")
 for _name, _cls in (("hunyuan-video", "HunyuanVideoTransformer3DModel"),
                     ("hunyuan-video-framepack", "HunyuanVideoFramepackTransformer3DModel"),
                     ("motif-video", "MotifVideoTransformer3DModel")):
@@ -312,8 +317,6 @@ NOT_REGISTERED = {
                               "called once per step on latents",
     "DreamLiteTransformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Flux3Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
-    "HunyuanImageTransformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
-    "Kandinsky5Transformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Kandinsky6SRTransformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Kandinsky6Transformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "LTX2VideoTransformer3DModel": "not yet: its blocks carry a video and an audio stream with four rotary sets "

@@ -41,16 +41,43 @@ def _data() -> tuple[dict, dict]:
     return json.loads((DATA / "tiny_models.json").read_text()), load_file(str(DATA / "tiny_inputs.safetensors"))
 
 
+def _hunyuan_image(b: int, g: torch.Generator) -> dict:
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(hidden_states=r(b, 4, 4, 4), timestep=torch.full((b,), 500.0), encoder_hidden_states=r(b, 6, 32),
+                encoder_attention_mask=torch.ones(b, 6), encoder_hidden_states_2=r(b, 5, 32),
+                encoder_attention_mask_2=torch.ones(b, 5), return_dict=False)
+
+
+def _kandinsky5(b: int, g: torch.Generator) -> dict:
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(hidden_states=r(b, 2, 4, 4, 16), encoder_hidden_states=r(b, 6, 32), timestep=torch.full((b,), 500.0),
+                pooled_projections=r(b, 32), visual_rope_pos=[torch.arange(2), torch.arange(2), torch.arange(2)],
+                text_rope_pos=torch.arange(6), return_dict=False)
+
+
+# Classes diffusers' model tests have no tiny config for: configs from its pipeline tests, inputs by hand.
+HAND = {
+    "HunyuanImageTransformer2DModel": (dict(
+        in_channels=4, out_channels=4, num_attention_heads=4, attention_head_dim=8, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, patch_size=(1, 1), guidance_embeds=False, text_embed_dim=32, text_embed_2_dim=32,
+        rope_axes_dim=(4, 4)), _hunyuan_image),
+    "Kandinsky5Transformer3DModel": (dict(
+        in_visual_dim=16, in_text_dim=32, in_text_dim2=32, time_dim=16, out_visual_dim=16, patch_size=(1, 2, 2),
+        model_dim=16, ff_dim=32, num_text_blocks=1, num_visual_blocks=2, axes_dims=(1, 1, 2), visual_cond=False,
+        attention_type="regular"), _kandinsky5),
+}
+
+
 def tiny_classes() -> list[str]:
     """Registered classes with a tiny spec (all of them, checked by test_every_registered_class_has_a_spec)."""
     specs, _ = _data()
-    return [f.class_name for f in registered_families() if f.class_name in specs]
+    return [f.class_name for f in registered_families() if f.class_name in specs or f.class_name in HAND]
 
 
 def build(name: str, seed: int = 0) -> torch.nn.Module:
     """The class with its tiny config; every stack at least 2 blocks deep where one config entry sets it."""
     specs, _ = _data()
-    init = dict(specs[name]["init"])
+    init = dict(HAND[name][0] if name in HAND else specs[name]["init"])
     cls = getattr(diffusers, name)
     for stack in next(f for f in registered_families() if f.class_name == name).stacks:
         if stack.config_key and init.get(stack.config_key, 2) < 2:
@@ -82,6 +109,8 @@ def _decode(node: dict, tensors: dict, g: torch.Generator) -> Any:
 def inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
     """Call kwargs of the tiny `name`; `batch` resizes every batch-shaped input (rows beyond the
     stored batch are a CFG-like second half: the first rows scaled by 0.9)."""
+    if name in HAND:
+        return HAND[name][1](batch or 1, torch.Generator().manual_seed(seed))
     specs, tensors = _data()
     kw = _decode(specs[name]["inputs"], tensors, torch.Generator().manual_seed(seed))
     model_cls = getattr(diffusers, name)
