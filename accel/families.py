@@ -229,6 +229,7 @@ _reg("ideogram4", "Ideogram4Transformer2DModel", S("layers"))
 _reg("sd3", "SD3Transformer2DModel", S("transformer_blocks", returns="EH", attention="attn", keep_blocks=(-1,)),
      token_grid=_grid_from_latents)
 _reg("qwen-image", "QwenImageTransformer2DModel", S("transformer_blocks", returns="EH"))
+_reg("qwen-image21", "QwenImage21Transformer2DModel", S("transformer_blocks"))  # one joint [text, image] sequence
 _reg("cogview4", "CogView4Transformer2DModel", S("transformer_blocks", returns="HE"))  # ff runs twice a block
 _reg("cogview3plus", "CogView3PlusTransformer2DModel", S("transformer_blocks", returns="HE"),
      token_grid=_grid_from_latents)
@@ -324,7 +325,6 @@ NOT_REGISTERED = {
     "LuminaNextDiT2DModel": "superseded by Lumina2; its caller passes a precomputed complex rotary table",
     "MiniMaxMusic3RVQDepthDecoder": "an RVQ token decoder, not a diffusion transformer",
     "PriorTransformer": "the UnCLIP prior (one embedding sequence, no image-token blocks)",
-    "QwenImage21Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "RFD4ProteinaTransformer": "a protein-structure model, not an image / video / audio denoiser",
     "SanaWMLTX2RefinerTransformer3DModel": "not yet: no tiny reference config to test it with",
     "SanaWMTransformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",

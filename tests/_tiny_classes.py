@@ -55,6 +55,13 @@ def _kandinsky5(b: int, g: torch.Generator) -> dict:
                 text_rope_pos=torch.arange(6), return_dict=False)
 
 
+def _qwen_image21(b: int, g: torch.Generator) -> dict:
+    mask = torch.zeros(b, 10, dtype=torch.bool)
+    mask[:, 6:] = True  # 6 text slots, then the target image's 4 slots (2x2 latent tokens each)
+    return dict(hidden_states=torch.randn(b, 16, 16, generator=g), encoder_hidden_states=torch.randn(b, 6, 16, generator=g),
+                timestep=torch.full((b,), 0.5), img_shapes=[[(1, 4, 4)]] * b, img_mask=mask, return_dict=False)
+
+
 # Classes diffusers' model tests have no tiny config for: configs from its pipeline tests, inputs by hand.
 HAND = {
     "HunyuanImageTransformer2DModel": (dict(
@@ -65,6 +72,9 @@ HAND = {
         in_visual_dim=16, in_text_dim=32, in_text_dim2=32, time_dim=16, out_visual_dim=16, patch_size=(1, 2, 2),
         model_dim=16, ff_dim=32, num_text_blocks=1, num_visual_blocks=2, axes_dims=(1, 1, 2), visual_cond=False,
         attention_type="regular"), _kandinsky5),
+    "QwenImage21Transformer2DModel": (dict(
+        in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2, context_in_dim=16,
+        axes_dims_rope=(4, 6, 6)), _qwen_image21),
 }
 
 
