@@ -346,7 +346,7 @@ def support_table() -> str:
             "|---|---|---|---|---|---|---|"]
     for fam in fams:
         caps = fam.capabilities()
-        stacks = ", ".join(f"`{s.attr}` ({s.returns})" + (" after the long-skip half" if s.first else "")
+        stacks = ", ".join(f"`{s.attr}` ({s.returns})" + (" from block L/2-1" if s.first else "")
                            for s in fam.stacks)
         fixed = ", ".join(f"`{f}`" for f in fam.fixed) or "-"
         rows.append(f"| {fam.class_name} | {fam.media} | {stacks} | {fixed} | {yes(caps['cache'])} | "
