@@ -151,8 +151,8 @@ class StepTracker:
         return self._entry
 
     # -- queries ----------------------------------------------------------------------------
-    def token_grid(self) -> tuple[int, int]:
-        """(rows, cols) of the image tokens in the current transformer call."""
+    def token_grid(self) -> tuple[int, ...]:
+        """(rows, cols), or (frames, rows, cols) for video, of the image tokens in the current transformer call."""
         if not self._args and not self._kwargs:
             raise RuntimeError("token_grid() is known only during a transformer call (read from its arguments)")
         return self.family.token_grid(self.model, self._args, self._kwargs)

@@ -29,8 +29,7 @@ import torch
 
 from .errors import UnsupportedModelError
 
-Grid = "tuple[int, int]"
-GridFn = Callable[[torch.nn.Module, tuple, dict], "tuple[int, int]"]
+GridFn = Callable[[torch.nn.Module, tuple, dict], "tuple[int, ...]"]
 RETURNS = ("H", "EH", "HE", "auto")
 
 
@@ -104,11 +103,9 @@ class BlockStack:
 class Family:
     """Model knowledge for one diffusers transformer class, as data.
 
-    token_grid: reads the image-token grid (rows, cols) from the transformer's call
-        arguments; None where the tokens entering the blocks are not one image grid that
-        token methods can merge (those methods are refused at `apply`). Video grids are
-        (frames * rows, cols): each frame's rows stacked, so a ToMe window of `sy` rows
-        never spans two frames when the frame height is a multiple of `sy`.
+    token_grid: reads the image-token grid, (rows, cols) or for video (frames, rows, cols), from
+        the transformer's call arguments; None where the tokens entering the blocks are not one
+        image grid that token methods can merge (those methods are refused at `apply`).
     fixed: block lists that always run in full and stay outside accel's view (refiners,
         VACE / face-adapter blocks, Latte's temporal blocks): caches never skip them and
         methods do not count them.
@@ -164,18 +161,18 @@ def _grid_from_latents(model: torch.nn.Module, args: tuple, kwargs: dict) -> tup
 
 
 def _grid_video(frame_axis: int) -> GridFn:
-    """(F/pt * H/ph, W/pw) of a 5-D video latent whose frames sit on `frame_axis`."""
-    def grid(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
+    """(F/pt, H/ph, W/pw) of a 5-D video latent whose frames sit on `frame_axis`."""
+    def grid(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int, int]:
         x = _latent(args, kwargs)
         pt, ph, pw = _patch(model)
-        return (x.shape[frame_axis] // pt) * (x.shape[-2] // ph), x.shape[-1] // pw
+        return x.shape[frame_axis] // pt, x.shape[-2] // ph, x.shape[-1] // pw
     return grid
 
 
-def _grid_ltx(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:
+def _grid_ltx(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int, int]:
     """LTX-Video packs latents into tokens; the call names the latent frames, height and width."""
     pt, ph, pw = _patch(model)
-    return (kwargs["num_frames"] // pt) * (kwargs["height"] // ph), kwargs["width"] // pw
+    return kwargs["num_frames"] // pt, kwargs["height"] // ph, kwargs["width"] // pw
 
 
 def _grid_from_img_ids(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int]:

@@ -128,3 +128,25 @@ def test_pruned_model_reloads_with_plain_diffusers_where_depth_is_one_config_key
     assert len(blocks_of(loaded)) == len(keep)
     with torch.no_grad():
         assert torch.equal(prediction(loaded(**kw)), bypassed)
+
+
+def test_video_destinations_are_strided_over_frames(built):
+    from accel.tokens.merge import grid_destinations
+
+    frames, rows, cols = 4, 4, 6
+    for seed in range(3):
+        dst = grid_destinations(rows, cols, 2, 2, torch.Generator().manual_seed(seed), frames=frames, st=2)
+        f, r, c = dst // (rows * cols), dst // cols % rows, dst % cols
+        windows = (f // 2) * 100 + (r // 2) * 10 + c // 2
+        assert len(dst) == (frames // 2) * (rows // 2) * (cols // 2) == len(set(windows.tolist()))  # one per window
+    assert torch.equal(grid_destinations(rows, cols, frames=1), grid_destinations(rows, cols))
+    pipe = built("WanTransformer3DModel")
+    kw = inputs("WanTransformer3DModel", batch=2)
+    reference = pipe(kw)
+    ratios = {}
+    for st in (1, 2):
+        with accel.apply(pipe, M["tome"](ratio=0.85, st=st)) as handle:
+            out = pipe(kw)
+            ratios[st] = handle.stats()["tome"]["total"]["flops_ratio"]
+        assert out.shape == reference.shape and torch.isfinite(out).all()
+    assert ratios[2] < ratios[1] < 1.0  # across frames, more tokens find a destination

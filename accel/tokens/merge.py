@@ -57,23 +57,28 @@ class Matching:
 
 
 def grid_destinations(rows: int, cols: int, sx: int = 2, sy: int = 2,
-                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Flat indices of one destination per full `sy x sx` window of a row-major (rows, cols) grid.
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                      frames: int = 1, st: int = 1) -> torch.Tensor:
+    """Flat indices of one destination per full `st x sy x sx` window of a row-major (frames, rows,
+    cols) grid (an image: frames = st = 1; a video: ToMeSD's stride extended over frames).
 
     With a generator the destination sits at a random place in its window (ToMeSD's
-    `use_rand`), drawn independently per window; without one, at the top-left corner.
-    Rows/cols left over when the grid does not divide by the strides hold only sources.
+    `use_rand`), drawn independently per window; without one, at the first frame's top-left corner.
+    Frames/rows/cols left over when the grid does not divide by the strides hold only sources.
     """
-    hs, ws = rows // sy, cols // sx
-    if hs == 0 or ws == 0:
+    fs, hs, ws = frames // st, rows // sy, cols // sx
+    if fs == 0 or hs == 0 or ws == 0:
         return torch.empty(0, dtype=torch.long, device=device)
+    shape = (hs, ws) if frames == 1 and st == 1 else (fs, hs, ws)  # 2-D: the draws of images stay as they were
     if generator is not None:
-        off = torch.randint(sy * sx, (hs, ws), generator=generator, device=generator.device).to(device)
+        off = torch.randint(st * sy * sx, shape, generator=generator, device=generator.device).to(device)
     else:
-        off = torch.zeros(hs, ws, dtype=torch.long, device=device)
-    wr = torch.arange(hs, device=device)[:, None] * sy + off // sx
-    wc = torch.arange(ws, device=device)[None, :] * sx + off % sx
-    return (wr * cols + wc).flatten()
+        off = torch.zeros(shape, dtype=torch.long, device=device)
+    off = off.reshape(fs, hs, ws)
+    wf = torch.arange(fs, device=device)[:, None, None] * st + off // (sy * sx)
+    wr = torch.arange(hs, device=device)[None, :, None] * sy + off % (sy * sx) // sx
+    wc = torch.arange(ws, device=device)[None, None, :] * sx + off % sx
+    return ((wf * rows + wr) * cols + wc).flatten()
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> Matching:
@@ -113,13 +118,14 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> 
     return Matching(keep, index, size, merged_src)
 
 
-def match_grid(metric: torch.Tensor, r: int, grid: tuple[int, int], sx: int = 2, sy: int = 2,
-               generator: torch.Generator | None = None) -> Matching:
-    """`bipartite_soft_matching` with ToMeSD's strided-grid destinations over a (rows, cols) token grid."""
-    rows, cols = grid
-    if rows * cols != metric.shape[1]:
-        raise ValueError(f"token grid {rows}x{cols} does not match {metric.shape[1]} tokens")
-    dst = grid_destinations(rows, cols, sx, sy, generator, metric.device)
+def match_grid(metric: torch.Tensor, r: int, grid: tuple[int, ...], sx: int = 2, sy: int = 2,
+               generator: torch.Generator | None = None, st: int = 1) -> Matching:
+    """`bipartite_soft_matching` with ToMeSD's strided-grid destinations over a (rows, cols) or
+    (frames, rows, cols) token grid (`st`: the stride over frames)."""
+    frames, rows, cols = (1, *grid) if len(grid) == 2 else grid
+    if frames * rows * cols != metric.shape[1]:
+        raise ValueError(f"token grid {'x'.join(map(str, grid))} does not match {metric.shape[1]} tokens")
+    dst = grid_destinations(rows, cols, sx, sy, generator, metric.device, frames=frames, st=st)
     return bipartite_soft_matching(metric, r, dst)
 
 

@@ -103,7 +103,7 @@ class Toca(TokenMerger):
         self.config = config
         self._call = -1
         self._branches: dict[int, dict[int, _BlockCache]] = {}
-        self._grid: tuple[int, int] | None = None
+        self._grid: tuple[int, ...] | None = None
         self._grid_info: object = None
         super().__init__(target, "accel.toca", kinds)
 
@@ -130,7 +130,7 @@ class Toca(TokenMerger):
         return n - max(1, math.ceil(self.config.recompute * n))
 
     # -- selection --------------------------------------------------------------------------
-    def grid(self) -> tuple[int, int]:
+    def grid(self) -> tuple[int, ...]:
         info = self.tracker.info
         if self._grid is None or self._grid_info is not info:
             self._grid, self._grid_info = self.tracker.token_grid(), info
@@ -151,7 +151,7 @@ class Toca(TokenMerger):
         cache.age.scatter_(1, keep, 0)
         return Matching(keep, arange, torch.ones_like(keep))
 
-    def select(self, cache: _BlockCache, k: int, grid: tuple[int, int]) -> torch.Tensor:
+    def select(self, cache: _BlockCache, k: int, grid: tuple[int, ...]) -> torch.Tensor:
         """(B, k) indices, ascending, of the tokens to recompute."""
         c = self.config
         score = (cache.age.float() + 1) / c.interval
@@ -160,7 +160,7 @@ class Toca(TokenMerger):
             score = score + c.importance * change
         b, n = score.shape
         chosen = torch.zeros(b, n, dtype=torch.bool, device=score.device)
-        rows, cols = grid
+        rows, cols = grid if len(grid) == 2 else (grid[0] * grid[1], grid[2])  # video: frames' rows stacked
         k_spread = int(k * c.spread)
         if k_spread > 0 and rows * cols == n:
             w = max(1, math.ceil(math.sqrt(n / k_spread)))

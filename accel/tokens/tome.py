@@ -109,6 +109,8 @@ class TomeConfig(MethodConfig):
         double then single blocks) or a fraction of the depth (the first blocks).
     start_step / stop_step: merge only on denoising steps start_step <= s < stop_step.
     sx / sy: destination window (one destination per sy rows x sx cols of tokens).
+    st: frames per destination window on video grids (1: destinations in every frame; 2: one per
+        2 frames x sy x sx window, so up to 7/8 of the tokens can merge, across frames).
     use_rand: random destination inside each window (drawn from seed, step and block);
         False: top-left corner.
     similarity: "hidden" (the merged sub-layer's input tokens) or "keys" (the block's
@@ -125,6 +127,7 @@ class TomeConfig(MethodConfig):
     stop_step: int | None = None
     sx: int = 2
     sy: int = 2
+    st: int = 1
     use_rand: bool = True
     seed: int = 0
     similarity: Literal["hidden", "keys"] = "hidden"
@@ -146,6 +149,7 @@ class TomeConfig(MethodConfig):
             check_int("stop_step", self.stop_step, self.start_step + 1)
         check_int("sx", self.sx, 1)
         check_int("sy", self.sy, 1)
+        check_int("st", self.st, 1)
         if self.sx * self.sy < 2:
             raise ValueError("sx, sy: a window of one token has no sources; use sx*sy >= 2")
         check_int("seed", self.seed, 0)
@@ -168,7 +172,7 @@ class Tome(TokenMerger):
     def __init__(self, target: Target, config: TomeConfig, kinds: dict[int, tuple[str, ...]]):
         self.config = config
         self.proportional = config.prop_attn
-        self._grid: tuple[int, int] | None = None
+        self._grid: tuple[int, ...] | None = None
         self._grid_call: object = None
         super().__init__(target, "accel.tome", kinds)
 
@@ -181,7 +185,7 @@ class Tome(TokenMerger):
             return 0
         return int(math.floor(c.ratio * n))
 
-    def grid(self) -> tuple[int, int]:
+    def grid(self) -> tuple[int, ...]:
         info = self.tracker.info
         if self._grid is None or self._grid_call is not info:
             self._grid, self._grid_call = self.tracker.token_grid(), info
@@ -200,7 +204,7 @@ class Tome(TokenMerger):
             if to_k is not None:
                 with torch.no_grad():
                     metric = to_k(tokens)
-        return match_grid(metric, call.r, self.grid(), c.sx, c.sy, gen)
+        return match_grid(metric, call.r, self.grid(), c.sx, c.sy, gen, st=c.st)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "ratio": self.config.ratio}
