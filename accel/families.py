@@ -286,6 +286,8 @@ _reg("mochi", "MochiTransformer3DModel",
      token_grid=_grid_video(frame_axis=2), media="video")
 _reg("easyanimate", "EasyAnimateTransformer3DModel",  # the first mmdit_layers blocks are built differently
      S("transformer_blocks", returns="HE", config_key=None), media="video")
+_reg("ltx2-video", "LTX2VideoTransformer3DModel",  # the audio stream rides along as the second stream
+     S("transformer_blocks", returns="HE", encoder_arg="audio_hidden_states"), media="video")
 _reg("hunyuan-video15", "HunyuanVideo15Transformer3DModel", S("transformer_blocks", returns="HE"), media="video")
 _reg("hunyuan-image", "HunyuanImageTransformer2DModel", S("transformer_blocks", returns="HE"),
      S("single_transformer_blocks", returns="HE", config_key="num_single_layers"))
@@ -317,8 +319,6 @@ NOT_REGISTERED = {
     "Flux3Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Kandinsky6SRTransformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Kandinsky6Transformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
-    "LTX2VideoTransformer3DModel": "not yet: its blocks carry a video and an audio stream with four rotary sets "
-                                   "(a two-stream entry is possible, untested)",
     "LuminaNextDiT2DModel": "superseded by Lumina2; its caller passes a precomputed complex rotary table",
     "MiniMaxMusic3RVQDepthDecoder": "an RVQ token decoder, not a diffusion transformer",
     "PriorTransformer": "the UnCLIP prior (one embedding sequence, no image-token blocks)",
