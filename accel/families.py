@@ -300,6 +300,7 @@ for _name, _cls in (("hunyuan-video", "HunyuanVideoTransformer3DModel"),
     _reg(_name, _cls, S("transformer_blocks", returns="HE"),
          S("single_transformer_blocks", returns="HE", config_key="num_single_layers"), media="video")
 # -- audio ----------------------------------------------------------------------------------------
+_reg("stable-audio", "StableAudioDiTModel", S("transformer_blocks"), media="audio")
 _reg("stable-audio3", "StableAudio3DiTModel", S("transformer_blocks", encoder_arg="context", config_key="depth"),
      media="audio")
 _reg("longcat-audio-dit", "LongCatAudioDiTTransformer", S("blocks", encoder_arg="cond", config_key="dit_depth"),
@@ -325,7 +326,6 @@ NOT_REGISTERED = {
     "RFD4ProteinaTransformer": "a protein-structure model, not an image / video / audio denoiser",
     "SanaWMLTX2RefinerTransformer3DModel": "not yet: no tiny reference config to test it with",
     "SanaWMTransformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
-    "StableAudioDiTModel": "not yet: no tiny reference config to test it with (StableAudio3 is registered)",
     "T5FilmDecoder": "a spectrogram decoder of the music pipeline, not a DiT",
     "Transformer2DModel": "the generic transformer layer inside UNets (DiT and PixArt have their own classes)",
     "TransformerTemporalModel": "the temporal layer inside UNet video models, not a DiT",

@@ -62,6 +62,15 @@ def _qwen_image21(b: int, g: torch.Generator) -> dict:
                 timestep=torch.full((b,), 0.5), img_shapes=[[(1, 4, 4)]] * b, img_mask=mask, return_dict=False)
 
 
+def _stable_audio(b: int, g: torch.Generator) -> dict:
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    rotary = get_1d_rotary_pos_embed(2, 4 + 1, use_real=True, repeat_interleave_real=False)  # 4 latents + 1 global
+    return dict(hidden_states=torch.randn(b, 3, 4, generator=g), timestep=torch.full((b,), 0.5),
+                encoder_hidden_states=torch.randn(b, 3, 4, generator=g),
+                global_hidden_states=torch.randn(b, 1, 8, generator=g), rotary_embedding=rotary, return_dict=False)
+
+
 # Classes diffusers' model tests have no tiny config for: configs from its pipeline tests, inputs by hand.
 HAND = {
     "HunyuanImageTransformer2DModel": (dict(
@@ -75,6 +84,10 @@ HAND = {
     "QwenImage21Transformer2DModel": (dict(
         in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2, context_in_dim=16,
         axes_dims_rope=(4, 6, 6)), _qwen_image21),
+    "StableAudioDiTModel": (dict(
+        sample_size=4, in_channels=3, num_layers=2, attention_head_dim=4, num_key_value_attention_heads=2,
+        out_channels=3, cross_attention_dim=4, time_proj_dim=8, global_states_input_dim=8,
+        cross_attention_input_dim=4), _stable_audio),
 }
 
 
