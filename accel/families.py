@@ -249,6 +249,9 @@ _reg("chroma", "ChromaTransformer2DModel",  # the approximator's modulations are
      S("single_transformer_blocks", config_key=None), fixed=("transformer_blocks",))
 _reg("bria-fibo", "BriaFiboTransformer2DModel",  # one caption projection per block
      S("single_transformer_blocks", config_key=None), fixed=("transformer_blocks",))
+_reg("flux3", "Flux3Transformer2DModel",  # per-mode (image / condition / text) blocks run first
+     S("single_transformer_blocks", returns="EH", config_key="num_single_layers"),
+     fixed=("mode_blocks", "txt_mode_blocks"))
 _reg("auraflow", "AuraFlowTransformer2DModel", S("single_transformer_blocks", config_key="num_single_dit_layers"),
      fixed=("joint_transformer_blocks",))
 _reg("hidream-image", "HiDreamImageTransformer2DModel",  # [image, text] single blocks; llama_layers: one per block
@@ -316,8 +319,7 @@ NOT_REGISTERED = {
     "BriaFibo2Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Cosmos3OmniTransformer": "a multimodal language model over text and vision token sequences, not a denoiser "
                               "called once per step on latents",
-    "DreamLiteTransformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
-    "Flux3Transformer2DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
+    "DreamLiteTransformer2DModel": "the transformer layer inside DreamLite's UNet (like Transformer2DModel), not a DiT",
     "Kandinsky6SRTransformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "Kandinsky6Transformer3DModel": "not yet: no tiny reference config to test it with; auto-detection applies",
     "LuminaNextDiT2DModel": "superseded by Lumina2; its caller passes a precomputed complex rotary table",

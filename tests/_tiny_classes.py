@@ -71,6 +71,13 @@ def _stable_audio(b: int, g: torch.Generator) -> dict:
                 global_hidden_states=torch.randn(b, 1, 8, generator=g), rotary_embedding=rotary, return_dict=False)
 
 
+def _flux3(b: int, g: torch.Generator) -> dict:
+    ids = torch.zeros(16, 4)
+    ids[:, 1], ids[:, 2] = torch.arange(4).repeat_interleave(4), torch.arange(4).repeat(4)
+    return dict(hidden_states=torch.randn(b, 16, 4, generator=g), encoder_hidden_states=torch.randn(b, 6, 16, generator=g),
+                timestep=torch.full((b,), 0.5), img_ids=ids, txt_ids=torch.zeros(6, 4), return_dict=False)
+
+
 # Classes diffusers' model tests have no tiny config for: configs from its pipeline tests, inputs by hand.
 HAND = {
     "HunyuanImageTransformer2DModel": (dict(
@@ -88,6 +95,9 @@ HAND = {
         sample_size=4, in_channels=3, num_layers=2, attention_head_dim=4, num_key_value_attention_heads=2,
         out_channels=3, cross_attention_dim=4, time_proj_dim=8, global_states_input_dim=8,
         cross_attention_input_dim=4), _stable_audio),
+    "Flux3Transformer2DModel": (dict(
+        in_channels=4, cond_in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, timestep_channels=16, axes_dims_rope=(4, 4, 4, 4)), _flux3),
 }
 
 

@@ -59,6 +59,8 @@ def built():
 @pytest.mark.parametrize("name", CLASSES)
 def test_caches_save_blocks_keep_shape_and_remove_exactly(name, built):
     pipe = built(name)
+    for attr in family_of(pipe.transformer).fixed:  # the block lists named as always run exist
+        assert isinstance(getattr(pipe.transformer, attr), torch.nn.Module), attr
     calibrate_schedule(pipe, lambda: pipe(inputs(name, batch=1)), progress=False)
     for batch in (1, 2):
         kw = inputs(name, batch=batch)
