@@ -178,7 +178,10 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
 
     With no configs only the counters are installed (the baseline of `accel bench`).
     Two configs of the same kind (e.g. two block caches) are refused; so is a model
-    that already carries a live handle. On any error the model is left untouched.
+    that already carries a live handle, and so is a method the model's family cannot run
+    (`Family.check`). A pipeline that calls several transformers (Wan 2.2: `transformer`,
+    `transformer_2`) gets one handle per transformer, returned together as an
+    `accel.multi.PipelineHandle`. On any error the model is left untouched.
     """
     for c in configs:
         if not isinstance(c, MethodConfig):
