@@ -11,6 +11,7 @@ from typing import Any
 
 from .api import Handle, apply
 from .attention import AttentionConfig
+from .compiling import Compiled, compile
 from .config import MethodConfig, registered_methods
 from .errors import (
     AccelError,
@@ -60,7 +61,7 @@ def default_pipeline(**kwargs: Any):
 
 
 __all__ = [
-    "apply", "methods", "preset", "load_configs", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
+    "apply", "compile", "Compiled", "methods", "preset", "load_configs", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
     "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",
     "UnsupportedModelError",
 ]

@@ -205,12 +205,14 @@ class ContextHook(ModelHook):
         self.before_call = before_call
         self.handle = handle  # the accel.Handle that owns this model's hooks (see api.handle_of)
 
+    @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
         if self.before_call is not None:
             self.before_call()
         self.tracker.on_transformer_call(args, kwargs)
         return args, kwargs
 
+    @torch.compiler.disable
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
         self.tracker.after_transformer_call()
         return output
@@ -226,6 +228,7 @@ class CountHook(ModelHook):
         super().__init__()
         self.tracker = tracker
 
+    @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
         self.tracker.count_block()
         return args, kwargs

@@ -12,6 +12,8 @@ import torch
 
 from .errors import AlreadyAcceleratedError
 
+COMPILED = "_accel_compiled"  # module.__dict__ entry of `accel.compile`: (original forward, compiled forward)
+
 
 class HookSet:
     """Hooks added to module instances, removed together in reverse order."""
@@ -39,7 +41,7 @@ class HookSet:
                 continue
             registry.remove_hook(name, recurse=False)
             if not registry._hook_order:
-                if not had_forward:
+                if not had_forward and COMPILED not in module.__dict__:  # keep accel.compile's forward
                     module.__dict__.pop("forward", None)
                 if not had_registry:
                     del module.__dict__["_diffusers_hook"]

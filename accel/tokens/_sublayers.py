@@ -27,6 +27,7 @@ import torch
 from diffusers.hooks import ModelHook
 
 from ..api import Target
+from ..compiling import split_regions
 from ..config import CallCounters, Installed
 from ..context import StepInfo
 from ..families import BlockRef
@@ -76,6 +77,7 @@ class BlockHook(ModelHook):
         super().__init__()
         self.merger, self.ref = merger, ref
 
+    @torch.compiler.disable  # host-side bookkeeping: never traced (see accel/compiling.py)
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
         hidden, encoder = self.ref.io.inputs(args, kwargs)
         if self.ref.stack.returns_pair and encoder is None:  # Flux passes it as keyword, SD3 too
@@ -86,6 +88,7 @@ class BlockHook(ModelHook):
         self.merger.calls[self.ref.global_index] = BlockCall(self.ref, info, text_len, r)
         return args, kwargs
 
+    @torch.compiler.disable
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
         self.merger.calls.pop(self.ref.global_index, None)
         return output
@@ -104,6 +107,7 @@ class SublayerHook(ModelHook):
         self.rotary_pos = params.index(self.rotary) if self.rotary in params else None
         self.bias = kind == "attention" and ref.stack.attention_bias and merger.proportional
 
+    @torch.compiler.disable  # matching and counters run eagerly; `accel.compile` compiles the module below
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         fwd = self.fn_ref.original_forward
         call = self.merger.calls.get(self.ref.global_index)
@@ -239,6 +243,7 @@ class TokenMerger(Installed):
         except BaseException:
             self._hooks.remove()
             raise
+        split_regions(target.blocks)  # blocks `accel.compile`d before: compile below the new hooks instead
 
     def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
         raise NotImplementedError
