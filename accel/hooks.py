@@ -39,9 +39,16 @@ class HookSet:
             registry = module.__dict__.get("_diffusers_hook")
             if registry is None:
                 continue
+            outer = module.__dict__.get("forward")
+            wrapped = _accelerate_wrapped(module, outer)
             registry.remove_hook(name, recurse=False)
+            if wrapped and module.__dict__.get("forward") is not outer:
+                # diffusers restores `forward` over accelerate's offload hook, which was added after
+                # ours: keep that hook on top and let it call what was under our hook instead
+                module._old_forward = module.__dict__["forward"]
+                module.forward = outer
             if not registry._hook_order:
-                if not had_forward and COMPILED not in module.__dict__:  # keep accel.compile's forward
+                if not had_forward and not wrapped and COMPILED not in module.__dict__:  # keep accel.compile's
                     module.__dict__.pop("forward", None)
                 if not had_registry:
                     del module.__dict__["_diffusers_hook"]
@@ -52,3 +59,9 @@ class HookSet:
         registry = self._root.__dict__.get("_diffusers_hook")
         if registry is not None:
             registry.invalidate_child_registries_cache()
+
+
+def _accelerate_wrapped(module: torch.nn.Module, forward: object) -> bool:
+    """True when `forward` is an accelerate hook (model CPU offload) wrapped around `module._old_forward`."""
+    func = getattr(forward, "func", None)
+    return "_old_forward" in module.__dict__ and getattr(func, "__module__", "") == "accelerate.hooks"
