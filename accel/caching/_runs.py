@@ -124,7 +124,9 @@ def extrapolate(points: list[tuple[int, torch.Tensor]], step: int) -> torch.Tens
     step exactly, order 2 a quadratic one.
     """
     xs = [float(x) for x, _ in points]
-    coeffs = [v for _, v in points]
+    dtype = points[-1][1].dtype
+    # in float32: divided differences of bf16/fp16 offsets cancel most of their few mantissa bits
+    coeffs = [v.float() for _, v in points]
     n = len(points)
     for level in range(1, n):  # in place: coeffs[i] becomes f[x_{i-level} .. x_i]
         for i in range(n - 1, level - 1, -1):
@@ -132,7 +134,7 @@ def extrapolate(points: list[tuple[int, torch.Tensor]], step: int) -> torch.Tens
     out = coeffs[-1]
     for i in range(n - 2, -1, -1):
         out = coeffs[i] + (step - xs[i]) * out
-    return out
+    return out.to(dtype)
 
 
 class RunHook(ModelHook):

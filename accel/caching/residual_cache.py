@@ -119,7 +119,7 @@ class ResidualCache(RunCache):
             self.counters.add(self.info.call, "shape_recomputes")
             reuse = False
         if reuse:
-            diff = ((dh - prev).abs().mean() / prev.abs().mean()).item()
+            diff = ((dh.float() - prev.float()).abs().mean() / prev.float().abs().mean()).item()  # fp32: bf16 safe
             reuse = diff < cfg.threshold
         if reuse:
             state.consecutive += 1

@@ -97,6 +97,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, dst: torch.Tensor) -> 
     if r == 0:
         return Matching(arange.clone(), arange.clone(), torch.ones(b, n, dtype=torch.long, device=device))
     with torch.no_grad():
+        if metric.dtype in (torch.float16, torch.bfloat16):  # similarities in float32 (fewer ties)
+            metric = metric.float()
         # cosine on the small (N, D) score matrix: no normalised copy of the (B, N, C) tokens
         d = metric[:, dst]
         scores = metric @ d.transpose(1, 2)  # (B, N, D)
@@ -134,6 +136,9 @@ def merge(x: torch.Tensor, m: Matching) -> torch.Tensor:
     if m.r == 0:
         return x
     b, n, c = x.shape
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # sums of several half-precision tokens: add in float32
+        x = x.float()
     if m.merged_src is not None:  # kept tokens gathered, only the r merged sources scattered in
         out = x.gather(1, m.keep.unsqueeze(-1).expand(b, m.num_merged, c))
         src = x.gather(1, m.merged_src.unsqueeze(-1).expand(b, m.r, c))
@@ -141,7 +146,7 @@ def merge(x: torch.Tensor, m: Matching) -> torch.Tensor:
     else:
         out = x.new_zeros(b, m.num_merged, c)
         out.scatter_add_(1, m.index.unsqueeze(-1).expand(b, n, c), x)
-    return out.div_(m.size.unsqueeze(-1).to(x.dtype))
+    return out.div_(m.size.unsqueeze(-1).to(x.dtype)).to(dtype)
 
 
 def unmerge(y: torch.Tensor, m: Matching) -> torch.Tensor:
