@@ -48,6 +48,23 @@ def check_keep(model: torch.nn.Module, keep: Iterable[int]) -> list[int]:
     return keep
 
 
+def check_prunable(model: torch.nn.Module) -> None:
+    """ValueError when the weights cannot be copied into a plain smaller instance: LoRA adapters
+    (peft layers, fused or not) or quantized weights (torchao, bitsandbytes, GGUF). accel refuses
+    rather than fusing or dequantizing silently."""
+    if any(hasattr(m, "base_layer") and hasattr(m, "lora_A") for m in model.modules()):
+        raise ValueError(
+            f"prune: this {type(model).__name__} carries LoRA adapters; pruning copies plain weights. Fuse and "
+            "unload them first (transformer.fuse_lora(); transformer.unload_lora(), or pipe.fuse_lora(); "
+            "pipe.unload_lora_weights()), or unload them to prune the base model")
+    quantized = sorted({type(p).__name__ for p in model.parameters()
+                        if type(p) not in (torch.nn.Parameter, torch.Tensor) or not p.dtype.is_floating_point})
+    if quantized or getattr(model, "is_quantized", False):
+        raise ValueError(
+            f"prune: this {type(model).__name__} has quantized weights ({', '.join(quantized) or 'is_quantized'}); "
+            "pruning and distillation need the full-precision model: prune that, then quantize the result")
+
+
 def pruned_config(model: torch.nn.Module, keep: Sequence[int]) -> dict[str, Any]:
     """The original config with each stack's depth (and SD3's dual-attention layer list) renumbered."""
     config = dict(model.config)
@@ -86,6 +103,7 @@ def prune_model(model: torch.nn.Module, keep: Iterable[int]) -> torch.nn.Module:
     """A new instance of `type(model)` with only the `keep` blocks (global indices), weights copied."""
     from accelerate import init_empty_weights
 
+    check_prunable(model)
     keep = check_keep(model, keep)
     config = pruned_config(model, keep)
     state = pruned_state_dict(model, keep)
