@@ -132,9 +132,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     config = {k: v for k, v in dict(getattr(model, "config", {})).items() if not k.startswith("_")}
     # by name, not registration order: libraries that re-register modules (cache-dit) keep the key
     params = [p for _, p in sorted(model.named_parameters())]
-    sample = [p.detach().flatten()[:: max(1, p.numel() // 64)][:64].float().cpu().tolist()
+    sample = [_plain(p).flatten()[:: max(1, p.numel() // 64)][:64].float().cpu().tolist()
               for p in params[:2] + params[-2:]]
     return f"{type(model).__name__}:{_digest(config)}:{_digest(sample)}"
+
+
+def _plain(p: torch.Tensor) -> torch.Tensor:
+    """A parameter as a plain tensor (quantized weights, e.g. torchao's, dequantized)."""
+    t = p.detach()
+    return t.dequantize() if type(t) is not torch.Tensor and hasattr(t, "dequantize") else t
 
 
 def scheduler_fingerprint(scheduler: Any) -> str:
