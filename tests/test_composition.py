@@ -242,6 +242,7 @@ def test_composes(env_name: str, method: str) -> None:
     handle.remove()
     after = _run(pipe, family)
     if compiled:  # still compiled: as close to eager as the method was; exact once uncompiled
+        assert pipe._accel_compiled.modules and all("_accel_compiled" in m.__dict__ for m in pipe._accel_compiled.modules)
         assert (after - plain).abs().mean().item() <= env.tol
         pipe._accel_compiled.remove()
         assert not any("_accel_compiled" in m.__dict__ for m in pipe.transformer.modules())
@@ -273,6 +274,40 @@ def _check_lora_switching(pipe: Any, twin: Any, method: str) -> None:
         with _apply(twin, "sd3", method):
             fresh = _run(twin, "sd3")
         assert torch.equal(images, fresh), f"{method} after switching to {name}: differs from a fresh handle"
+
+
+@pytest.mark.parametrize("family", ["pixart", "sd3", "flux", "sana"])
+def test_regional_compile_every_family(family: str) -> None:
+    """`accel.compile` finds every family's blocks (diffusers' compile_repeated_blocks raises on most);
+    with a cache on, the second call traces nothing and the images equal eager ones."""
+    torch._dynamo.reset()
+    pipe = tiny_pipeline(family)
+    with accel.apply(pipe, _config("interval-cache")):
+        eager = _run(pipe, family)
+        with accel.compile(pipe, backend="eager") as compiled:
+            assert len(compiled.modules) == len(pipe.transformer.transformer_blocks) + len(
+                getattr(pipe.transformer, "single_transformer_blocks", []))
+            first = _run(pipe, family)
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            second = _run(pipe, family)
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert (first - eager).abs().max().item() < 1e-5 and torch.equal(first, second)
+    assert not any("_accel_compiled" in m.__dict__ or "forward" in m.__dict__ for m in pipe.transformer.modules())
+
+
+def test_whole_model_compile_no_recompiles() -> None:
+    """`regional=False` (the whole transformer, hooks inside): same images, nothing traced on the second call."""
+    torch._dynamo.reset()
+    pipe = tiny_pipeline("dit")
+    with accel.apply(pipe, _config("interval-cache")):
+        eager = _run(pipe, "dit")
+        with accel.compile(pipe, regional=False, backend="eager"):
+            first = _run(pipe, "dit")
+            graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            assert torch.equal(_run(pipe, "dit"), first)
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert (first - eager).abs().max().item() < 1e-5
+    assert pipe.transformer._compiled_call_impl is None
 
 
 # -- refusals and batch isolation ---------------------------------------------------------------
