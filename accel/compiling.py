@@ -75,12 +75,6 @@ def _uncompile(module: torch.nn.Module) -> None:
             module.forward = original
 
 
-def _sublayers(ref: BlockRef) -> list[torch.nn.Module]:
-    """The attention / cross-attention / MLP modules the family names in this block."""
-    names = (ref.stack.attention, ref.stack.cross_attention, ref.stack.mlp)
-    return [m for m in (getattr(ref.module, n, None) for n in names if n) if isinstance(m, torch.nn.Module)]
-
-
 def _hooked(module: torch.nn.Module) -> bool:
     registry = module.__dict__.get("_diffusers_hook")
     return registry is not None and bool(registry._hook_order)
@@ -92,7 +86,9 @@ def _regions(ref: BlockRef) -> list[torch.nn.Module]:
     A compiled block that calls hooked sub-layers would guard on each block's own hook
     objects and recompile once per block; compiling below the sub-layers' hooks does not.
     """
-    subs = _sublayers(ref)
+    from .tokens._sublayers import sublayers_of  # imports this module: import here
+
+    subs = list(sublayers_of(ref).values())
     return subs if any(_hooked(m) for m in subs) else [ref.module]
 
 
