@@ -11,6 +11,7 @@ from diffusers.hooks import ModelHook
 
 import accel
 from accel.caching import DeltaCacheConfig, IntervalCacheConfig, ResidualCacheConfig
+from accel.caching._runs import forecast_step
 from accel.families import blocks_of
 from accel.hooks import HookSet
 from accel.testing import pipeline_inputs, tiny_pipeline, tiny_transformer, transformer_inputs
@@ -225,7 +226,7 @@ def test_delta_cache_adds_stored_offset_to_fresh_input(family):
 
 
 @torch.no_grad()
-def test_forecast_extrapolates_linearly():
+def test_forecast_extrapolates_linearly_up_to_one_spacing():
     model = tiny_transformer("dit", num_layers=4)
     inputs = transformer_inputs("dit", model)
     cfg = ResidualCacheConfig(threshold=1e9, front_blocks=1, warmup=2, max_consecutive=None, forecast=1)
@@ -235,7 +236,14 @@ def test_forecast_extrapolates_linearly():
     assert [len(c["ran"]) for c in probe.calls] == [4, 4, 1, 1]
     d0, d1 = probe.delta(0)[0], probe.delta(1)[0]
     torch.testing.assert_close(probe.delta(2)[0], d1 + (d1 - d0), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(probe.delta(3)[0], d1 + 2 * (d1 - d0), rtol=1e-5, atol=1e-5)
+    # step 3 is two spacings past step 1: the horizon cap holds the forecast at one spacing (step 2)
+    torch.testing.assert_close(probe.delta(3)[0], d1 + (d1 - d0), rtol=1e-5, atol=1e-5)
+
+
+def test_forecast_step_caps_the_horizon_at_one_spacing():
+    assert forecast_step([4], 9) == 9  # one point: nothing to extrapolate
+    assert forecast_step([2, 4], 5) == 5 and forecast_step([2, 4], 6) == 6
+    assert forecast_step([2, 4], 9) == 6 and forecast_step([1, 2, 5], 12) == 8
 
 
 # -- exactness, reset between calls, stacking, undo: every family ---------------------------------

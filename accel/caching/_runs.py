@@ -137,6 +137,16 @@ def extrapolate(points: list[tuple[int, torch.Tensor]], step: int) -> torch.Tens
     return out.to(dtype)
 
 
+def forecast_step(steps: list[int], step: int) -> int:
+    """Where a forecast from offsets stored at `steps` (increasing) is evaluated for `step`: no farther
+    than one spacing of the last two (the horizon cap). Past it the extrapolation's error grows faster
+    than reuse's on the default model (the DP's long gaps, residual-cache's irregular ones); the
+    forecast then holds the value one spacing ahead."""
+    if len(steps) < 2:
+        return step
+    return min(step, steps[-1] + (steps[-1] - steps[-2]))
+
+
 class RunHook(ModelHook):
     """On one block: run the current plan's operation for this block."""
 
@@ -252,7 +262,7 @@ class RunCache(Installed):
         history = self.state.history(run)
         if len(history) < 2:
             return dh, de
-        s = self.info.step
+        s = forecast_step([t for t, _, _ in history], self.info.step)
         fh = extrapolate([(t, h) for t, h, _ in history], s)
         if de is None or any(e is None for _, _, e in history):
             return fh, None

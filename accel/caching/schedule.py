@@ -16,6 +16,12 @@ computed Δ on the others; its predicted error is
 given size with the least cost exactly, by dynamic programming over (steps chosen, last
 computed step) in O(K·N²); `tests/` checks it against brute force.
 
+With `forecast` on, a skipped step j after computed steps p < i gets the order-1 forecast
+of Δ from (p, Δ_p), (i, Δ_i), extrapolated no farther than i + (i − p) (`_runs.forecast_step`),
+not Δ_i: `forecast_errors` measures that forecast's relative error F[p][i][j] on the same
+calibration, and the DP then runs over (last two computed steps) in O(K·N³) (numpy), so the
+schedule minimises the predicted error of what the cache will actually do.
+
 Calibrations are saved as JSON keyed by model, scheduler and step count
 (`CalibrationKey`); one for another key is refused with an error that says what differs.
 """
@@ -30,9 +36,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-FORMAT = "accel.schedule-calibration/1"
+from ._runs import forecast_step
+
+FORMAT = "accel.schedule-calibration/2"
+FORMATS = ("accel.schedule-calibration/1", FORMAT)  # /1: no forecast errors
+_FORECAST_ELEMENTS = 8192  # per step: a strided sample of Δ bounds the O(N³) forecast errors
 
 
 def reuse_errors(deltas: Sequence[torch.Tensor]) -> list[list[float]]:
@@ -64,25 +75,61 @@ def sensitivity_errors(reuse: Sequence[Sequence[float]], sensitivity: Sequence[f
     return out
 
 
-def schedule_cost(errors: Sequence[Sequence[float]], computed: Sequence[int]) -> float:
-    """Predicted error of computing exactly `computed` (must contain 0) and reusing elsewhere."""
+def forecast_errors(deltas: Sequence[torch.Tensor]) -> list[list[list[float]]]:
+    """F[p][i][j] = mean|Δ_j − Δ̂| / mean|Δ_j| for p < i < j, Δ̂ the order-1 forecast from steps p and i
+    at `forecast_step` (0 elsewhere); computed on a strided sample of each Δ."""
+    n = len(deltas)
+    flat = torch.stack([d.detach().double().flatten() for d in deltas]) if n else torch.zeros(0, 1)
+    flat = flat[:, :: max(1, flat.shape[1] // _FORECAST_ELEMENTS)]
+    scale = flat.abs().mean(1).clamp_min(1e-12)
+    out = np.zeros((n, n, n))
+    for i in range(1, n - 1):
+        later = flat[i + 1:]
+        for p in range(i):
+            slope = (flat[i] - flat[p]) / (i - p)
+            reach = torch.tensor([forecast_step([p, i], j) - i for j in range(i + 1, n)], dtype=flat.dtype)
+            err = (later - flat[i] - reach[:, None] * slope).abs().mean(1) / scale[i + 1:]
+            out[p, i, i + 1:] = err.numpy()
+    return out.tolist()
+
+
+def sensitivity_forecast_errors(forecast: Sequence, reuse: Sequence[Sequence[float]],
+                                sensitivity: Sequence[float]) -> np.ndarray:
+    """Predicted final-image error of forecasting step j from computed steps p < i (as
+    `sensitivity_errors` does for reuse: the step's sensitivity per unit of relative Δ error,
+    times the gap j - i)."""
+    f = np.asarray(forecast, dtype=np.float64)
+    n = f.shape[0]
+    unit = np.array([0.0] + [sensitivity[j] / max(reuse[j - 1][j], 1e-12) for j in range(1, n)])
+    gap = np.arange(n)[None, :] - np.arange(n)[:, None]  # [i][j] = j - i
+    return f * unit[None, None, :] * np.clip(gap, 0, None)[None, :, :]
+
+
+def schedule_cost(errors: Sequence[Sequence[float]], computed: Sequence[int], forecast: Any = None) -> float:
+    """Predicted error of computing exactly `computed` (must contain 0) and reusing elsewhere, or,
+    with `forecast` (F[p][i][j] of `sensitivity_forecast_errors`), forecasting once two steps are computed."""
     chosen = set(computed)
     if 0 not in chosen:
         raise ValueError("a schedule must compute step 0 (nothing is cached before it)")
-    cost, last = 0.0, 0
+    cost, prev, last = 0.0, None, 0
     for j in range(len(errors)):
         if j in chosen:
-            last = j
-        else:
+            prev, last = (last if j else None), j
+        elif forecast is None or prev is None:
             cost += errors[last][j]
+        else:
+            cost += float(forecast[prev][last][j])
     return cost
 
 
-def best_schedule(errors: Sequence[Sequence[float]], budget: int) -> list[int]:
-    """The `budget` steps to compute (step 0 among them) with the least predicted error."""
+def best_schedule(errors: Sequence[Sequence[float]], budget: int, forecast: Any = None) -> list[int]:
+    """The `budget` steps to compute (step 0 among them) with the least predicted error
+    (`forecast`: F[p][i][j] of `sensitivity_forecast_errors`, for a cache that forecasts)."""
     n = len(errors)
     if not 1 <= budget <= n:
         raise ValueError(f"budget must be between 1 and the {n} steps, got {budget}")
+    if forecast is not None and budget >= 2:
+        return _best_forecast_schedule(np.asarray(errors, dtype=np.float64), np.asarray(forecast), budget)
     # seg[i][j]: error of the steps i+1 .. j-1 reusing step i's Δ (j = n: to the end)
     seg = [[0.0] * (n + 1) for _ in range(n)]
     for i in range(n):
@@ -105,6 +152,32 @@ def best_schedule(errors: Sequence[Sequence[float]], budget: int) -> list[int]:
     steps = [last]
     for c in range(budget, 1, -1):
         steps.append(back[c][steps[-1]])
+    return sorted(steps)
+
+def _best_forecast_schedule(errors: np.ndarray, forecast: np.ndarray, budget: int) -> list[int]:
+    """`best_schedule` when skipped steps are forecast from the last two computed steps p < i:
+    DP over (count, p, i), vectorised over the previous step; O(budget·N³)."""
+    n = errors.shape[0]
+    # seg[p][i][k]: the steps i+1 .. k-1 forecast from (p, i) (k = n: to the end)
+    idx = np.arange(n)
+    seg = np.zeros((n, n, n + 1))
+    seg[:, :, 1:] = np.cumsum(forecast * (idx[None, None, :] > idx[None, :, None]), axis=2)
+    valid = (np.arange(n + 1)[None, None, :] > idx[None, :, None]) & (idx[:, None, None] < idx[None, :, None])
+    seg = np.where(valid, seg, np.inf)
+    first = np.concatenate([[0.0], np.cumsum(errors[0, 1:])])  # steps 1 .. i-1 reuse step 0: first[i - 1]
+    best = np.full((n, n), np.inf)  # best[p][i]: the last two computed steps are p < i
+    best[0, 1:] = first[:-1]
+    backs = []
+    for _ in range(3, budget + 1):
+        total = best[:, :, None] + seg[:, :, :n]  # [q][p][i]
+        back = np.argmin(total, axis=0)
+        best = np.take_along_axis(total, back[None], axis=0)[0]
+        backs.append(back)
+    end = best + seg[:, :, n]
+    p, i = np.unravel_index(np.argmin(end), end.shape)
+    steps = [int(i), int(p)]
+    for back in reversed(backs):
+        steps.append(int(back[steps[-1], steps[-2]]))
     return sorted(steps)
 
 
@@ -161,29 +234,66 @@ def save_calibration(path: Path, key: CalibrationKey, errors: list[list[float]],
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, **asdict(key), "images": images, "errors": errors, **extra}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, allow_nan=False))
+    tmp.write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
     os.replace(tmp, path)
     return path
 
 
-def load_calibration(path: Path, key: CalibrationKey) -> list[list[float]]:
-    """The error matrix in `path`, or ValueError saying how its key differs from `key`."""
+def _matrix(value: Any, shape: tuple[int, ...]) -> bool:
+    """Whether `value` is nested lists of finite numbers >= 0 of exactly `shape`."""
+    if not shape:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value >= 0)
+    return isinstance(value, list) and len(value) == shape[0] and all(_matrix(v, shape[1:]) for v in value)
+
+
+def read_calibration(path: Path) -> dict[str, Any]:
+    """The calibration JSON in `path`, checked completely (format, key fields, every matrix's shape,
+    finite non-negative values), or a one-line ValueError saying what is wrong."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"schedule file {path} cannot be read: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"schedule file {path} cannot be read: {' '.join(str(exc).split())}") from None
+    if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
         raise ValueError(f"schedule file {path} is not an accel schedule calibration ({FORMAT})")
+    steps = doc.get("steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"schedule file {path}: steps must be an integer >= 1, got {steps!r}")
+    for field in ("model", "scheduler"):
+        if not isinstance(doc.get(field), str):
+            raise ValueError(f"schedule file {path}: {field} must be a string")
+    n = steps
+    for field, shape, required in (("errors", (n, n), True), ("reuse", (n, n), False),
+                                   ("sensitivity", (n,), False), ("forecast", (n, n, n), False)):
+        if (required or field in doc) and not _matrix(doc.get(field), shape):
+            raise ValueError(f"schedule file {path}: {field} must be a {'x'.join(map(str, shape))} array of "
+                             "finite numbers >= 0 (recalibrate with accel.caching.calibrate_schedule)")
+    return doc
+
+
+def check_key(doc: dict[str, Any], path: Path, key: CalibrationKey, fields: Sequence[str] = ("model", "scheduler", "steps")) -> None:
+    """ValueError saying how the calibration `doc` (from `path`) differs from `key`, if it does."""
     for field, want, what in (("model", key.model, "model (class, config or weights)"),
                               ("scheduler", key.scheduler, "scheduler (class or config)"),
                               ("steps", key.steps, "step count")):
-        if doc.get(field) != want:
+        if field in fields and doc.get(field) != want:
             raise ValueError(
                 f"schedule file {path} was calibrated for another {what}: {doc.get(field)!r}, this call "
                 f"has {want!r}. Calibrate for this model and sampler: leave out schedule= and the first "
                 "call calibrates into the cache directory"
             )
-    errors = doc.get("errors")
-    if not (isinstance(errors, list) and len(errors) == key.steps and all(len(r) == key.steps for r in errors)):
-        raise ValueError(f"schedule file {path}: errors must be a {key.steps}x{key.steps} matrix")
-    return errors
+
+
+def load_calibration(path: Path, key: CalibrationKey) -> list[list[float]]:
+    """The error matrix in `path`, or ValueError saying how its key differs from `key` (or what is invalid)."""
+    doc = read_calibration(path)
+    check_key(doc, path, key)
+    return doc["errors"]
+
+
+def forecast_matrix(doc: dict[str, Any], path: Path) -> np.ndarray:
+    """The predicted errors of forecasting (`sensitivity_forecast_errors`) from a checked calibration."""
+    if not all(f in doc for f in ("forecast", "reuse", "sensitivity")):
+        raise ValueError(f"schedule file {path} has no forecast errors (made before accel calibrated them): "
+                         "recalibrate with accel.caching.calibrate_schedule, or use forecast=0")
+    return sensitivity_forecast_errors(doc["forecast"], doc["reuse"], doc["sensitivity"])

@@ -26,8 +26,8 @@ from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 from .schedule import (
-    CalibrationKey, best_schedule, cache_dir, load_calibration, model_fingerprint, reuse_errors,
-    save_calibration, scheduler_fingerprint, sensitivity_errors,
+    CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix, model_fingerprint,
+    read_calibration, reuse_errors, save_calibration, scheduler_fingerprint, sensitivity_errors,
 )
 
 _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calibration memory
@@ -58,18 +58,37 @@ class ScheduleCacheConfig(MethodConfig):
             check_int("budget", self.budget, 1)
         else:
             check_range("budget", self.budget, 0.0, 1.0, lo_open=True)
-        if self.schedule is not None and not Path(self.schedule).is_file():
-            raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
         check_forecast(self.forecast)
+        if self.schedule is not None:
+            if not Path(self.schedule).is_file():
+                raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
+            doc = read_calibration(Path(self.schedule))  # the whole file, before any work
+            if self.forecast:
+                forecast_matrix(doc, Path(self.schedule))
 
     def install(self, target: Target) -> "ScheduleCache":
         _require_pipeline(target)
-        return ScheduleCache(target, self)
+        cache = ScheduleCache(target, self)
+        if self.schedule is not None:  # model and sampler now; the step count at the call's first step
+            key = CalibrationKey(cache._model_key, scheduler_fingerprint(target.pipeline.scheduler), 0)
+            try:
+                check_key(read_calibration(Path(self.schedule)), Path(self.schedule), key, ("model", "scheduler"))
+            except ValueError:
+                cache.remove()
+                raise
+        return cache
 
     def prepare(self, pipe: Any, run: Callable[[], Any]) -> None:
-        """Calibrate for the step count `run()` samples with, unless a calibration exists."""
+        """Calibrate for the step count `run()` samples with, unless a calibration exists; with
+        `schedule=FILE`, check the file against that step count (the call stops at its first step)."""
         if self.schedule is None:
             calibrate_schedule(pipe, run, reuse_existing=True)
+            return
+        with apply(pipe, _KeyCheckConfig(self.schedule, self.forecast)):
+            try:
+                run()
+            except _Checked:
+                pass
 
 
 def _require_pipeline(target: Target) -> None:
@@ -104,9 +123,13 @@ class ScheduleCache(RunCache):
                 "this sampler and step count (accel bench does it for you), or pass schedule=FILE"
             )
         self.calibration_file = path
+        doc = read_calibration(path)
+        check_key(doc, path, key)
         b = self.config.budget
-        count = b if isinstance(b, int) else int(b * key.steps + 0.5)
-        return frozenset(best_schedule(load_calibration(path, key), max(1, min(key.steps, count))))
+        count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
+        # the DP predicts the error of what this cache does: reuse, or the (capped) order-1 forecast
+        forecast = forecast_matrix(doc, path) if self.forecast else None
+        return frozenset(best_schedule(doc["errors"], count, forecast))
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         if info.call != self._call_setup:
@@ -128,6 +151,29 @@ class ScheduleCache(RunCache):
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
         return out
+
+
+class _Checked(Exception):
+    """The schedule file matched the call's key: stop the call (`ScheduleCacheConfig.prepare`)."""
+
+
+class _KeyCheck(ScheduleCache):
+    def choose(self, info: StepInfo, state: BranchState) -> Plan:
+        super().choose(info, state)  # loads and checks the file for this call's key
+        raise _Checked
+
+
+@dataclass(frozen=True)
+class _KeyCheckConfig(MethodConfig):
+    schedule: str
+    forecast: int = 0
+    budget: int = 1
+
+    kind = "cache"
+
+    def install(self, target: Target) -> _KeyCheck:
+        _require_pipeline(target)
+        return _KeyCheck(target, self, "accel.schedule-check")
 
 
 # -- calibration --------------------------------------------------------------------------------
@@ -175,19 +221,65 @@ def _images(out: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(images, dtype=np.float32))
 
 
-def calibrate_schedule(pipe: Any, run: Callable[[], Any], path: str | Path | None = None,
-                       reuse_existing: bool = False, progress: bool = True) -> Path:
-    """Calibrate `schedule-cache` for `pipe`'s model and scheduler at the step count `run()` uses.
+CALIBRATION_IMAGES = 8  # see calibrate_schedule
+CALIBRATION_SEED = 1_000_000  # generators seed+i: far from the seeds people (and accel bench) measure on
 
-    `run` makes one pipeline call on a few calibration inputs (fixed seeds), e.g.
-    `lambda: pipe(class_labels=[1, 3], num_inference_steps=20, generator=..., output_type="np")`.
-    It is called 1 + (N-1) times: once computing everything (the reference images and the
-    per-step offsets), then once per step j reusing Δ_{j-1} at j alone (that step's
-    sensitivity). Writes the calibration to `path` (default: the cache directory) and
-    returns where; with `reuse_existing`, an existing cache-directory entry is kept.
+
+def _default_run(pipe: Any, images: int, seed: int, kwargs: dict[str, Any]) -> Callable[[], Any]:
+    """One call on `images` calibration inputs: class labels (or prompts) cycled, one generator per image."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    kwargs = dict(kwargs)
+    if "class_labels" in params:
+        field = "class_labels"
+        labels = getattr(pipe, "labels", None)
+        pool = kwargs.pop(field, None) or (sorted(set(labels.values())) if isinstance(labels, dict) else None)
+    elif "prompt" in params:
+        field, pool = "prompt", kwargs.pop("prompt", None)
+    else:
+        raise ValueError(f"calibrate_schedule: {type(pipe).__name__} takes neither class_labels nor prompt; pass run=")
+    if isinstance(pool, (str, int)):
+        pool = [pool]
+    if not pool:
+        raise ValueError(f"calibrate_schedule: pass {field}=[...] (what to calibrate on) or run=")
+    pool = list(pool)
+
+    def run() -> Any:
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(images)]
+        call = {"output_type": "np", **kwargs, field: [pool[i % len(pool)] for i in range(images)], "generator": gens}
+        with torch.inference_mode():
+            return pipe(**call)
+
+    return run
+
+
+def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: str | Path | None = None,
+                       reuse_existing: bool = False, progress: bool = True, *, images: int = CALIBRATION_IMAGES,
+                       seed: int = CALIBRATION_SEED, **call_kwargs: Any) -> Path:
+    """Calibrate `schedule-cache` for `pipe`'s model and scheduler at one step count.
+
+    The documented call, `calibrate_schedule(pipe, num_inference_steps=50, guidance_scale=2.0)`,
+    makes its own inputs: `images` (default 8) images, one generator per image seeded from
+    `seed` + i, class labels cycled over the pipeline's classes (or `class_labels=[...]`; a
+    text pipeline needs `prompt=[...]`); every other keyword goes to each pipeline call. 8
+    because fewer are not safe: on the default model at 50 DPM-Solver++ steps, schedules
+    calibrated on 1-2 images lost up to N dB (benchmarks/schedule_calibration.py). `run`
+    instead makes one pipeline call of your own (fixed seeds; use >= 8 images).
+
+    The pipeline is called 1 + (N-1) times for N steps: once computing everything (the
+    reference images, the per-step offsets, the reuse and forecast errors), then once per step
+    j reusing Δ_{j-1} at j alone (that step's sensitivity). Writes the calibration to `path`
+    (default: the cache directory) and returns where; with `reuse_existing`, a complete
+    existing cache-directory entry is kept.
     """
     from tqdm.auto import tqdm
 
+    if run is None:
+        check_int("images", images, 1)
+        run = _default_run(pipe, images, seed, call_kwargs)
+    elif call_kwargs:
+        raise ValueError(f"calibrate_schedule: pass {sorted(call_kwargs)} inside run, or leave run out")
     with apply(pipe, _CalibrationConfig()) as handle:
         cache: _Calibrating = handle._installed[0][1]
         reference = _images(run())
@@ -195,7 +287,7 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any], path: str | Path | Non
     if key is None:
         raise ValueError("calibrate_schedule: run() made no pipeline call through this pipeline's transformer")
     target = Path(path) if path is not None else cache_dir() / key.filename()
-    if reuse_existing and path is None and target.is_file():
+    if reuse_existing and path is None and target.is_file() and _complete(target, key):
         return target
     steps = key.steps
     deltas = [cache.recorded[s] for s in range(steps)]
@@ -207,4 +299,15 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any], path: str | Path | Non
     reuse = reuse_errors(deltas)
     errors = sensitivity_errors(reuse, sensitivity)
     return save_calibration(target, key, errors, images=int(reference.shape[0]),
-                            sensitivity=sensitivity, reuse=reuse)
+                            sensitivity=sensitivity, reuse=reuse, forecast=forecast_errors(deltas))
+
+
+def _complete(path: Path, key: CalibrationKey) -> bool:
+    """Whether `path` is a valid calibration for `key` with forecast errors (else it is redone)."""
+    try:
+        doc = read_calibration(path)
+        check_key(doc, path, key)
+        forecast_matrix(doc, path)
+    except ValueError:
+        return False
+    return True
