@@ -12,8 +12,8 @@ import torch
 import accel
 from accel.caching import ScheduleCacheConfig, calibrate_schedule
 from accel.caching.schedule import (
-    CalibrationKey, best_schedule, load_calibration, reuse_errors, save_calibration, schedule_cost,
-    sensitivity_errors,
+    CalibrationKey, best_schedule, forecast_errors, load_calibration, reuse_errors, save_calibration, schedule_cost,
+    sensitivity_errors, sensitivity_forecast_errors,
 )
 from accel.testing import pipeline_inputs, run_tiny, tiny_pipeline
 
@@ -114,3 +114,83 @@ def test_bad_settings_name_the_field(tmp_path):
 
     with pytest.raises(ValueError, match="pipeline"):
         accel.apply(tiny_transformer("dit"), ScheduleCacheConfig())
+
+
+# -- forecast-aware schedules --------------------------------------------------------------------
+
+def _random_forecast(n: int, rng: random.Random) -> list:
+    return [[[rng.random() * (j - i) if p < i < j else 0.0 for j in range(n)] for i in range(n)] for p in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_forecast_dp_equals_brute_force(seed):
+    rng = random.Random(100 + seed)
+    n = rng.randint(2, 8)
+    errors, forecast = _random_errors(n, rng), _random_forecast(n, rng)
+    for k in range(1, n + 1):
+        brute = min(schedule_cost(errors, (0, *rest), forecast)
+                    for rest in itertools.combinations(range(1, n), k - 1))
+        chosen = best_schedule(errors, k, forecast)
+        assert len(chosen) == k and chosen[0] == 0
+        assert schedule_cost(errors, chosen, forecast) == pytest.approx(brute, abs=1e-12)
+
+
+def test_forecast_errors_are_those_of_the_capped_linear_forecast():
+    d = [s * torch.ones(2, 3) for s in (1.0, 2.0, 3.0, 4.0, 8.0)]  # linear up to step 3, then a jump
+    f = forecast_errors(d)
+    assert f[0][1][2] == pytest.approx(0.0) and f[0][1][3] == pytest.approx(1 / 4)  # capped at step 2's 3.0
+    assert f[1][2][3] == pytest.approx(0.0) and f[0][2][4] == pytest.approx(3 / 8)  # spacing 2: 3 + 2 = 5 at step 4
+    assert f[2][3][4] == pytest.approx(3 / 8) and f[1][0][3] == 0.0  # only p < i < j
+    e = sensitivity_forecast_errors(f, reuse_errors(d), [0.0, 1.0, 1.0, 2.0, 1.0])
+    assert e[0][1][3] == pytest.approx(2.0 / (1 / 4) * (1 / 4) * 2)  # unit x relative error x gap
+
+
+# -- schedule files: checked completely before any work -----------------------------------------
+
+def _doc(tmp_path, key, **changes):
+    path = save_calibration(tmp_path / "cal.json", key, _random_errors(key.steps, random.Random(2)), images=2)
+    doc = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"errors": [[0.0, float("nan"), 0.1, 0.2]] + [[0.0] * 4] * 3}, "errors must be a 4x4 array of finite"),
+    ({"errors": [[0.0] * 4] * 3}, "errors must be a 4x4"),
+    ({"errors": [[0.0, -1.0, 0.0, 0.0]] + [[0.0] * 4] * 3}, "finite numbers >= 0"),
+    ({"steps": "4"}, "steps must be an integer"),
+    ({"format": "something/1"}, "not an accel schedule calibration"),
+    ({"sensitivity": [0.0, 1.0]}, "sensitivity must be a 4 array"),
+])
+def test_a_bad_schedule_file_is_refused_on_construction_in_one_line(tmp_path, changes, match):
+    path = _doc(tmp_path, CalibrationKey("DiT:abc:def", "DDIMScheduler:123", 4), **changes)
+    with pytest.raises(ValueError, match=match) as info:
+        ScheduleCacheConfig(budget=2, schedule=str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_a_file_without_forecast_errors_is_refused_for_forecast(tmp_path):
+    path = _doc(tmp_path, CalibrationKey("DiT:abc:def", "DDIMScheduler:123", 4), format="accel.schedule-calibration/1")
+    ScheduleCacheConfig(budget=2, schedule=str(path))  # a /1 file still serves reuse
+    with pytest.raises(ValueError, match="no forecast errors"):
+        ScheduleCacheConfig(budget=2, schedule=str(path), forecast=1)
+
+
+def test_forecast_schedule_is_the_forecast_dp_and_steps_are_checked_before_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
+    pipe = tiny_pipeline("dit", num_layers=2)
+    path = calibrate_schedule(pipe, images=2, num_inference_steps=6, class_labels=[1, 2], progress=False)
+    doc = json.loads(path.read_text())
+    assert doc["images"] == 2 and len(doc["forecast"]) == 6
+    forecast = sensitivity_forecast_errors(doc["forecast"], doc["reuse"], doc["sensitivity"])
+    with accel.apply(pipe, ScheduleCacheConfig(budget=3, forecast=1)) as handle:
+        run_tiny(pipe, "dit", steps=6)
+        stats = handle.stats()
+    assert stats["schedule-cache"]["computed_steps"] == best_schedule(doc["errors"], 3, forecast)
+    # prepare() (accel bench, before measuring) refuses a file for another step count at the first step
+    calls = []
+    pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match="step count"):
+        ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=4))
+    ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=6))
+    assert len(calls) == 2  # each check stopped at the first transformer call
