@@ -194,3 +194,15 @@ def test_forecast_schedule_is_the_forecast_dp_and_steps_are_checked_before_work(
         ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=4))
     ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=6))
     assert len(calls) == 2  # each check stopped at the first transformer call
+
+
+def test_the_cli_refuses_a_nan_schedule_file_before_any_work(tmp_path, capsys):
+    from accel.cli import main
+
+    bad = [[0.0, float("nan")], [0.0, 0.0]]
+    path = _doc(tmp_path, CalibrationKey("DiT:abc:def", "DDIMScheduler:123", 2), errors=bad)
+    out = tmp_path / "out"
+    rc = main(["bench", "--methods", f"schedule-cache:schedule={path}", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert len(err) == 1 and "errors must be a 2x2 array of finite numbers" in err[0]
