@@ -174,6 +174,7 @@ class RunCache(Installed):
 
     forecast = 0  # order of the Δ forecast from the last computed steps (0: reuse the last Δ)
     min_steps = 0  # calls with fewer scheduler steps are computed in full (fixed schedules break there)
+    forecast_cap = True  # extrapolate no farther than one spacing of the fitted steps (`forecast_step`)
 
     def __init__(self, target: Target, hook_name: str):
         self.tracker = target.tracker
@@ -262,7 +263,7 @@ class RunCache(Installed):
         history = self.state.history(run)
         if len(history) < 2:
             return dh, de
-        s = forecast_step([t for t, _, _ in history], self.info.step)
+        s = forecast_step([t for t, _, _ in history], self.info.step) if self.forecast_cap else self.info.step
         fh = extrapolate([(t, h) for t, h, _ in history], s)
         if de is None or any(e is None for _, _, e in history):
             return fh, None

@@ -89,6 +89,10 @@ class ResidualCacheConfig(MethodConfig):
 
 
 class ResidualCache(RunCache):
+    # its irregular gaps: the horizon cap measured worse for the default at 20 DPM++ steps (29.1 vs
+    # 33.9 dB, 16 images), so this cache forecasts uncapped, as before
+    forecast_cap = False
+
     def __init__(self, target: Target, config: ResidualCacheConfig):
         super().__init__(target, "accel.residual-cache")
         self.config = config
