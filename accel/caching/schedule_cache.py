@@ -1,14 +1,17 @@
 """`schedule-cache`: the best set of steps to compute for a budget, from a calibration.
 
-Like `interval-cache` it computes whole steps and reuses the whole-stack offset Δ in
-between, but *which* steps it computes comes from a calibration of the user's own model
-and sampler (`schedule.py`): `calibrate_schedule(pipe, run)` runs the pipeline on a few
-calibration inputs (1 + (N-1) calls for N steps) and saves the predicted error of every
-reuse to the cache directory (`$ACCEL_CACHE_DIR/schedules`), keyed by model, scheduler and
-step count. Every call then computes the `budget` steps with the least predicted error
-(exact DP). `schedule=FILE` names a saved calibration instead; one made for another
-model, scheduler or step count is refused with an error that says which differs.
-`accel bench` calibrates on its own calibration images (`MethodConfig.prepare`).
+Like `interval-cache` it computes whole steps and reuses (or forecasts) the whole-stack
+offset Δ in between, but *which* steps it computes comes from a calibration of the user's
+own model and sampler (`schedule.py`): `calibrate_schedule(pipe, num_inference_steps=N,
+...)` runs the pipeline on its own 8 calibration images (1 + (N-1) calls) and saves the
+predicted error of every reuse and of every order-1 forecast to the cache directory
+(`$ACCEL_CACHE_DIR/schedules`), keyed by model, scheduler and step count. Every call then
+computes the `budget` steps with the least predicted error of what it will do (exact DP:
+over reuse errors with `forecast=0`, over forecast errors otherwise). `schedule=FILE` names
+a saved calibration instead: it is checked completely when the config is made (finite,
+non-negative matrices of the right shapes) and against the model and sampler at `apply`;
+the step count is checked at a call's first step, before any block runs (`prepare`, which
+`accel bench` calls before measuring, makes that check and stops the call there).
 Needs a pipeline: the step count comes from its scheduler.
 """
 
