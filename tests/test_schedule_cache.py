@@ -206,3 +206,32 @@ def test_the_cli_refuses_a_nan_schedule_file_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and not out.exists()
     assert len(err) == 1 and "errors must be a 2x2 array of finite numbers" in err[0]
+
+
+def test_calibrate_schedule_makes_its_own_inputs():
+    from accel.caching.schedule_cache import CALIBRATION_IMAGES, CALIBRATION_SEED, _default_run
+
+    seen = {}
+
+    class ClassPipe:
+        labels = {"zero": 0, "one": 1, "two": 2}
+
+        def __call__(self, class_labels, generator=None, num_inference_steps=50, output_type="pil"):
+            seen.update(labels=class_labels, seeds=[g.initial_seed() for g in generator], steps=num_inference_steps,
+                        output_type=output_type)
+
+    _default_run(ClassPipe(), 5, CALIBRATION_SEED, {"num_inference_steps": 7})()
+    assert seen == {"labels": [0, 1, 2, 0, 1], "seeds": [CALIBRATION_SEED + i for i in range(5)], "steps": 7,
+                    "output_type": "np"}
+    _default_run(ClassPipe(), 2, 0, {"class_labels": [9]})()
+    assert seen["labels"] == [9, 9]
+
+    class PromptPipe:
+        def __call__(self, prompt, generator=None, output_type="pil"):
+            seen.update(prompt=prompt)
+
+    _default_run(PromptPipe(), 3, 0, {"prompt": ["a", "b"]})()
+    assert seen["prompt"] == ["a", "b", "a"]
+    with pytest.raises(ValueError, match="prompt="):
+        _default_run(PromptPipe(), 3, 0, {})
+    assert CALIBRATION_IMAGES == 8
