@@ -35,7 +35,9 @@ class IntervalCacheConfig(MethodConfig):
         1 = linear, 2 = quadratic; FORA reuses, TaylorSeer forecasts). Default 0: with the default
         interval 3 on the default model, 1 is better at 20 steps (32.1 vs 30.4 dB, 200 images) but
         much worse at 8-15 (16.7 vs 23.8 dB at 8, 24.0 vs 27.5 at 15; 16 images,
-        benchmarks/forecast_steps.py), and worse at interval >= 4.
+        benchmarks/forecast_steps.py), and worse at interval >= 4. At 50 DPM++ steps forecast 1
+        is the better choice: interval 2 after warmup 3 gave 44.9 vs 42.6 dB (1.85x), interval 3
+        38.7 dB at 2.63x (10 images of issue 23, with the horizon cap).
     min_steps: pipeline calls with fewer scheduler steps are computed in full, with a warning in
         `.stats()` (on the default model the defaults give 6.5 dB PSNR at 4 DPM++ steps, 14.6 at 6,
         23.8 at 8, 26.8 at 12).

@@ -43,10 +43,14 @@ class ScheduleCacheConfig(MethodConfig):
         (0.4 of 20 steps = 8 computed: 2.5x fewer block evaluations).
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
-    forecast: order of the Δ forecast from the last computed steps (0 = reuse). Default 0: at
-        budget 0.4 on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200
-        images) but worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30,
-        depending on the calibration (16 images, benchmarks/forecast_steps.py).
+    forecast: order of the Δ forecast from the last computed steps (0 = reuse); with 1 or 2 the
+        schedule is the DP over the calibrated order-1 forecast errors. Default 0: at budget 0.4
+        on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200 images) but
+        worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30, depending
+        on the calibration (16 images, benchmarks/forecast_steps.py; before the forecast DP). At 50
+        steps use 1: budget 33/25/20 gave 44.4/41.2/39.0 dB against 43.3/39.5/35.4 without
+        forecast, and 40.9/41.0/39.3 with the reuse DP and no horizon cap as before (8-image
+        calibration, 10 images; benchmarks/schedule_calibration.py variants).
     """
 
     budget: int | float = 0.4
