@@ -1,5 +1,6 @@
 """The caching benchmark's curve arithmetic (benchmarks/_curves.py) on hand-made curves."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -15,10 +16,15 @@ def test_front_drops_dominated_points_and_sorts_by_speed():
     assert front(pts) == [(1.2, 35.0, 4.0), (2.0, 30.0, 5.0), (3.0, 20.0, 9.0)]
 
 
-def test_at_speed_interpolates_psnr_and_fd_linearly_inside_the_span_only():
+def _mixed(p0, p1, w):  # PSNR of running two settings on shares (1 - w, w) of the images
+    return -10 * math.log10((1 - w) * 10 ** (-p0 / 10) + w * 10 ** (-p1 / 10))
+
+
+def test_at_speed_interpolates_mse_and_fd_linearly_inside_the_span_only():
     pts = [(1.0, 40.0, 2.0), (2.0, 30.0, 4.0), (3.0, 20.0, 10.0)]
-    assert at_speed(pts, 1.5) == pytest.approx((35.0, 3.0))
-    assert at_speed(pts, 2.5) == pytest.approx((25.0, 7.0))
+    assert at_speed(pts, 1.5) == pytest.approx((_mixed(40, 30, 0.5), 3.0))
+    assert at_speed(pts, 1.5)[0] < 35.0  # below the dB midpoint: the dB line overstates the mix
+    assert at_speed(pts, 2.5) == pytest.approx((_mixed(30, 20, 0.5), 7.0))
     assert at_speed(pts, 3.0) == pytest.approx((20.0, 10.0))
     assert at_speed(pts, 3.01) is None  # not reached: no extrapolation
     assert at_speed(pts, 0.9) is None
@@ -34,13 +40,13 @@ def test_matched_table_picks_best_line_per_side_and_says_not_reached():
     sides = {"a1": "accel", "a2": "accel", "p1": "peer"}
     rows = matched_speed_table(lines, sides, (1.5, 2.0, 2.5, 3.0))
     r15, r20, r25, r30 = rows
-    # at 1.5x: a1 interpolates to 37.29, a2 to 37.6 -> a2 is best accel; p1 = 36.0
-    assert r15["best_accel"]["line"] == "a2" and r15["best_accel"]["psnr"] == pytest.approx(37.6)
+    # at 1.5x: a1 mixes to 36.8, a2 to 31.9 (the dB line would say 37.6: a2) -> a1 is best accel; p1 = 36.0
+    assert r15["best_accel"]["line"] == "a1" and r15["best_accel"]["psnr"] == pytest.approx(_mixed(38, 33, 1 / 7))
     assert r15["best_peer"]["psnr"] == pytest.approx(36.0) and r15["accel_ahead"] is True
     assert r20["best_accel"]["line"] == "a1"
-    # at 2.5x only a2 spans on the accel side (40 - 16 * 0.65 = 29.6); the peer has 31.45
-    assert r25["best_accel"]["psnr"] == pytest.approx(29.6)
-    assert r25["best_peer"]["psnr"] == pytest.approx(36.0 - 5.0 * (1.0 / 1.1))
+    # at 2.5x only a2 spans on the accel side; the peer is ahead
+    assert r25["best_accel"]["psnr"] == pytest.approx(_mixed(40, 24, 0.65))
+    assert r25["best_peer"]["psnr"] == pytest.approx(_mixed(36, 31, 1 / 1.1))
     assert r25["accel_ahead"] is False
     assert r30["best_peer"] is None and r30["accel_ahead"] is None  # the peer's curve stops at 2.6x
     text = format_matched(rows, "FD")
