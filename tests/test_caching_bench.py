@@ -40,7 +40,7 @@ def test_matched_table_picks_best_line_per_side_and_says_not_reached():
     sides = {"a1": "accel", "a2": "accel", "p1": "peer"}
     rows = matched_speed_table(lines, sides, (1.5, 2.0, 2.5, 3.0))
     r15, r20, r25, r30 = rows
-    # at 1.5x: a1 mixes to 36.8, a2 to 31.9 (the dB line would say 37.6: a2) -> a1 is best accel; p1 = 36.0
+    # at 1.5x: a1 mixes to 36.8, a2 to 31.7 (the dB line would say 37.6: a2) -> a1 is best accel; p1 = 36.0
     assert r15["best_accel"]["line"] == "a1" and r15["best_accel"]["psnr"] == pytest.approx(_mixed(38, 33, 1 / 7))
     assert r15["best_peer"]["psnr"] == pytest.approx(36.0) and r15["accel_ahead"] is True
     assert r20["best_accel"]["line"] == "a1"
