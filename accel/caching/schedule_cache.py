@@ -269,10 +269,13 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     The documented call, `calibrate_schedule(pipe, num_inference_steps=50, guidance_scale=2.0)`,
     makes its own inputs: `images` (default 8) images, one generator per image seeded from
     `seed` + i, class labels cycled over the pipeline's classes (or `class_labels=[...]`; a
-    text pipeline needs `prompt=[...]`); every other keyword goes to each pipeline call. 8
-    because fewer are not safe: on the default model at 50 DPM-Solver++ steps, schedules
-    calibrated on 1-2 images lost up to N dB (benchmarks/schedule_calibration.py). `run`
-    instead makes one pipeline call of your own (fixed seeds; use >= 8 images).
+    text pipeline needs `prompt=[...]`); every other keyword goes to each pipeline call. Why 8:
+    on the default model at 50 DPM-Solver++ steps (budget 25, forecast 1, 10 images), schedules
+    from two different single images gave 36.9 and 39.1 dB, from two pairs 39.2 and 41.6, from
+    two sets of 4 41.9 and 42.3, from all 8 41.2 (benchmarks/schedule_calibration.py sizes): the
+    spread, up to 5 dB below the best with 1-2 images, is gone from 4 on; 8 keeps a margin and
+    covers more labels for twice the one-off cost. `run` instead makes one pipeline call of your
+    own (fixed seeds; use >= 8 images).
 
     The pipeline is called 1 + (N-1) times for N steps: once computing everything (the
     reference images, the per-step offsets, the reuse and forecast errors), then once per step
