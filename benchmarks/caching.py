@@ -1,7 +1,8 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
     python benchmarks/caching.py --workload dpm20|dpm50|ddim50 [--num-images 200] [--repeats 5]
-        [--settings full|quick] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX] [--probe]
+        [--settings full|quick|matched] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
+        [--speed measured|ideal] [--labels 1,3,5,7,9] [--calibration-labels 0,2,4,6,8] [--probe]
 
 One run = one workload on the embedded default model, guidance 2.0 (dpm20: 20 DPM-Solver++
 steps, dpm50: 50 DPM-Solver++ steps, ddim50: 50 DDIM steps). Every method runs on the same
