@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..outputs import write_text_atomic
 from ._runs import forecast_step
 
 FORMAT = "accel.schedule-calibration/2"
@@ -230,13 +231,8 @@ def cache_dir() -> Path:
 def save_calibration(path: Path, key: CalibrationKey, errors: list[list[float]], images: int,
                      **extra: Any) -> Path:
     """Write the calibration JSON atomically (`extra`: what it was made from, for people)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, **asdict(key), "images": images, "errors": errors, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(doc, allow_nan=False, separators=(",", ":")))
 
 
 def _matrix(value: Any, shape: tuple[int, ...]) -> bool:
