@@ -8,6 +8,7 @@ A method is one frozen dataclass (its settings, validated on construction) whose
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -107,8 +108,11 @@ class CallCounters:
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 lo_open: bool = False, hi_open: bool = False) -> None:
-    """ValueError unless lo <= value <= hi (open ends excluded when asked)."""
+    """ValueError unless `value` is a finite number with lo <= value <= hi (open ends excluded when
+    asked). NaN and ±inf are refused whatever the bounds: NaN passes every comparison check, and a
+    setting at infinity is never meant (e.g. a cache threshold of inf reuses every step)."""
     bad = isinstance(value, bool) or not isinstance(value, (int, float))
+    bad = bad or (isinstance(value, float) and not math.isfinite(value))
     if not bad and lo is not None:
         bad = value <= lo if lo_open else value < lo
     if not bad and hi is not None:
@@ -116,7 +120,8 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
     if bad:
         left = ("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}")
         right = ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]")
-        raise ValueError(f"{name} must be in {left}, {right}, got {value!r}")
+        what = "a finite number in" if isinstance(value, float) and not math.isfinite(value) else "in"
+        raise ValueError(f"{name} must be {what} {left}, {right}, got {value!r}")
 
 
 def check_int(name: str, value: int, lo: int | None = None, hi: int | None = None) -> None:
