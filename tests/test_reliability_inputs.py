@@ -46,3 +46,45 @@ def test_non_finite_float_refused_at_construction(name, cls, field, bad):
 def test_non_finite_float_refused_at_parse(name, cls, field, text):
     with pytest.raises(BenchInputError, match=field):
         build_config(name, cls, {field: text})
+
+
+def _pngs(folder, n: int, size: int = 8) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
+
+
+def test_reference_images_on_the_default_model(tmp_path, monkeypatch):
+    """`--reference-images DIR` on the default model crashed in `extractor_fingerprint` (its
+    classifier has 0-dim BatchNorm buffers): now the statistics are computed and cached."""
+    import types
+
+    import torch
+
+    from accel.eval import fid, prepare
+
+    monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path / "cache"))
+    args = types.SimpleNamespace(model="default", scheduler=None)
+    pipe, _, ext, _ = prepare._load_digits(args, torch.device("cpu"), torch.float32, True)
+    assert any(t.dim() == 0 for t in ext.state_dict().values())  # what used to crash
+    key = fid.extractor_fingerprint(ext)
+    assert key == fid.extractor_fingerprint(ext) and len(key) == 16
+    prep = prepare.Prepared(pipe, [], 20, None, torch.device("cpu"), "default", None, extractor=ext)
+    few = tmp_path / "few"
+    _pngs(few, 20, size=32)
+    with pytest.raises(BenchInputError, match="at least 65"):
+        prepare._reference_from_folder(prep, few)
+    small = tmp_path / "small"
+    _pngs(small, 70, size=8)  # not the model's 32x32: one line, not a traceback from the classifier
+    with pytest.raises(BenchInputError, match="8x8"):
+        prepare._reference_from_folder(prep, small)
+    ref = tmp_path / "ref"
+    _pngs(ref, 70, size=32)
+    mu, sigma = prepare._reference_from_folder(prep, ref)
+    assert mu.shape == (ext.num_features,) and sigma.shape == (ext.num_features,) * 2
+    assert torch.isfinite(mu).all() and torch.isfinite(sigma).all()
+    assert len(list((tmp_path / "cache" / "fd_stats").glob("*.safetensors"))) == 1

@@ -186,7 +186,8 @@ def extractor_fingerprint(module: torch.nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
+        # reshape(-1): a 0-dim buffer (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                  if t.numel() else b"")
     return h.hexdigest()[:16]
 
@@ -330,8 +331,13 @@ def folder_features(extractor, paths, channels: int, batch_size: int = 64, devic
         groups.setdefault(tuple(t.shape), []).append(t)
     out = []
     with torch.inference_mode():
-        for imgs in groups.values():
+        for shape, imgs in groups.items():
             for i in range(0, len(imgs), batch_size):
                 x = torch.stack(imgs[i : i + batch_size]).to(device)
-                out.append(extractor(x).detach().to("cpu", torch.float64).reshape(x.shape[0], -1))
+                try:
+                    out.append(extractor(x).detach().to("cpu", torch.float64).reshape(x.shape[0], -1))
+                except RuntimeError as exc:  # e.g. a size the extractor's layers cannot take
+                    raise ValueError(f"{len(imgs)} image(s) of {shape[1]}x{shape[2]} pixels cannot go through "
+                                     f"the feature extractor (use images of the pipeline's size): "
+                                     f"{str(exc).splitlines()[0]}") from None
     return torch.cat(out)

@@ -201,9 +201,12 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
         )
     channels = _image_channels(prep.pipe)
     ext_key = f"{type(ext).__name__}-{fidmod.extractor_fingerprint(ext)}"
-    mu, sigma, n = fidmod.cached_reference_stats(
-        ext_key, data_key, lambda: fidmod.folder_features(ext, paths, channels, device=prep.device)
-    )
+    try:
+        mu, sigma, n = fidmod.cached_reference_stats(
+            ext_key, data_key, lambda: fidmod.folder_features(ext, paths, channels, device=prep.device)
+        )
+    except (ValueError, OSError) as exc:  # an unreadable image, a size the extractor cannot take
+        raise BenchInputError(f"--reference-images {folder}: {exc}") from None
     prep.notes.append(f"reference: {n} images from {folder} (statistics cached as {ext_key}/{data_key})")
     return mu, sigma
 
