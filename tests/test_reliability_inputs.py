@@ -88,3 +88,72 @@ def test_reference_images_on_the_default_model(tmp_path, monkeypatch):
     assert mu.shape == (ext.num_features,) and sigma.shape == (ext.num_features,) * 2
     assert torch.isfinite(mu).all() and torch.isfinite(sigma).all()
     assert len(list((tmp_path / "cache" / "fd_stats").glob("*.safetensors"))) == 1
+
+
+class _OpenEndedPipe:
+    """A pipeline whose __call__ also takes **kwargs (as many diffusers pipelines do)."""
+
+    def __call__(self, prompt=None, height=None, num_images_per_prompt=1, generator=None, **kwargs):
+        return None
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"num_images_per_prompt": -5}', "'num_images_per_prompt' is set by the bench"),
+    ('{"num_images_per_prompt": 2}', "'num_images_per_prompt' is set by the bench"),
+    ('{"heigth": 32}', "_OpenEndedPipe.__call__ takes no 'heigth'"),  # swallowed by **kwargs before
+])
+def test_pipeline_kwargs_refused(text, message):
+    import types
+
+    from accel.eval.prepare import call_kwargs
+
+    args = types.SimpleNamespace(pipeline_kwargs=text, height=None, width=None, negative_prompt=None)
+    with pytest.raises(BenchInputError, match=message):
+        call_kwargs(args, _OpenEndedPipe())
+    args.pipeline_kwargs = '{"height": 32}'
+    assert call_kwargs(args, _OpenEndedPipe()) == {"height": 32}
+
+
+def _write(path, content) -> str:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+BAD_CONFIGS = {
+    "list-as-name": ({"methods": [{"name": ["interval-cache"], "params": {}}]}, "unknown method"),
+    "list-as-method": ({"methods": [["interval-cache"]]}, r"methods\[0\] must be an object"),
+    "list-as-params": ({"methods": [{"name": "interval-cache", "params": [3]}]}, "params must be an object"),
+    "list-as-model": ({"chosen": {"model": ["x"], "methods": []}}, "model must be a folder name"),
+    "nan-param": ('{"methods": [{"name": "residual-cache", "params": {"threshold": NaN}}]}', "threshold"),
+    "not-utf8": (b'{"methods": [{"name": "\xff\xfe"}]}', "not UTF-8"),
+    "deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_load_configs_bad_file_is_one_line_value_error(tmp_path, case):
+    content, message = BAD_CONFIGS[case]
+    path = _write(tmp_path / "tune.json", content)
+    with pytest.raises(ValueError, match=message) as info:
+        accel.load_configs(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_load_configs_directory(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        accel.load_configs(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["list-as-name", "not-utf8", "deep"])
+def test_bench_config_bad_file_exits_2(tmp_path, capsys, case):
+    from accel.cli import main
+
+    path = _write(tmp_path / "tune.json", BAD_CONFIGS[case][0])
+    out = tmp_path / "out"
+    rc = main(["bench", "--config", path, "--no-fd", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("accel bench: error: --config")
+    assert not out.exists()

@@ -32,7 +32,7 @@ SCHEDULERS = ("ddim", "dpm++", "ddpm", "euler")
 # call kwargs the bench sets itself (from which flag)
 RESERVED_KWARGS = {"prompt": "--prompts", "class_labels": "(the workload)", "generator": "--seed",
                    "num_inference_steps": "--steps", "guidance_scale": "--guidance", "output_type": "(the bench)",
-                   "return_dict": "(the bench)"}
+                   "return_dict": "(the bench)", "num_images_per_prompt": "--num-images (one image per seed)"}
 
 
 @dataclass
@@ -234,14 +234,15 @@ def call_kwargs(args, pipe) -> dict:
         if key in kwargs:
             raise BenchInputError(f"{flag} and --pipeline-kwargs both set {key!r}; give it once")
         kwargs[key] = value
-    params = inspect.signature(pipe.__call__).parameters
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    # only named parameters: a pipeline's **kwargs swallows (and mostly ignores) a misspelt key
+    params = {k: p for k, p in inspect.signature(pipe.__call__).parameters.items()
+              if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
     name = f"{type(pipe).__name__}.__call__"
     for key in kwargs:
         flag = next((f for k, (f, v) in flags.items() if k == key and v is not None), "--pipeline-kwargs")
         if key in RESERVED_KWARGS:
             raise BenchInputError(f"{flag}: {key!r} is set by the bench; use {RESERVED_KWARGS[key]}")
-        if key not in params and not open_ended:
+        if key not in params:
             known = ", ".join(p for p in params if p not in RESERVED_KWARGS and p not in ("self", "kwargs"))
             raise BenchInputError(f"{flag}: {name} takes no {key!r}; it takes: {known}")
     return kwargs

@@ -28,12 +28,21 @@ class ConfigFileError(ValueError):
 def read_choice(path: str | Path) -> dict[str, Any]:
     """The chosen ``{"model", "methods"}`` of a tune.json (or a bare ``{"methods": [...]}`` file)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigFileError(f"config file {p} is a directory; give the tune.json inside it")
     if not p.is_file():
         raise ConfigFileError(f"config file {p} does not exist (write one with `accel tune ... --out {p}`)")
     try:
-        doc = json.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+        doc = json.loads(text)
+    except OSError as exc:
+        raise ConfigFileError(f"config file {p} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"config file {p} is not UTF-8 text (byte {exc.start}); expected JSON") from None
     except json.JSONDecodeError as exc:
         raise ConfigFileError(f"config file {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise ConfigFileError(f"config file {p}: JSON nested too deeply to be a config") from None
     if not isinstance(doc, dict):
         raise ConfigFileError(f"config file {p}: expected a JSON object")
     choice = doc.get("chosen", doc) if "chosen" in doc else doc
@@ -41,6 +50,8 @@ def read_choice(path: str | Path) -> dict[str, Any]:
         raise ConfigFileError(f"{p}: the tune run found no config inside its budget (chosen is null); see its front")
     if not isinstance(choice, dict) or not isinstance(choice.get("methods"), list):
         raise ConfigFileError(f"{p}: expected {{'chosen': {{'methods': [{{'name', 'params'}}, ...]}}}}")
+    if choice.get("model") is not None and not isinstance(choice["model"], str):
+        raise ConfigFileError(f"{p}: chosen model must be a folder name or null, got {_short(choice['model'])}")
     return choice
 
 
@@ -49,15 +60,31 @@ def configs_from_choice(choice: dict[str, Any], where: str = "config") -> list[M
 
     registry = accel.methods()
     out = []
-    for m in choice["methods"]:
-        name = m.get("name") if isinstance(m, dict) else None
-        if name not in registry:
-            raise ConfigFileError(f"{where}: unknown method {name!r}; available: {', '.join(sorted(registry))}")
+    for i, m in enumerate(choice["methods"]):
+        if not isinstance(m, dict):
+            raise ConfigFileError(f"{where}: methods[{i}] must be an object {{'name': ..., 'params': {{...}}}}, "
+                                  f"got {_short(m)}")
+        name = m.get("name")
+        if not isinstance(name, str) or name not in registry:
+            raise ConfigFileError(f"{where}: methods[{i}]: unknown method {_short(name)}; "
+                                  f"available: {', '.join(sorted(registry))}")
+        params = m.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigFileError(f"{where}: methods[{i}] ({name}): params must be an object, got {_short(params)}")
         try:
-            out.append(registry[name](**dict(m.get("params") or {})))
-        except (TypeError, ValueError) as exc:
-            raise ConfigFileError(f"{where}: invalid settings for {name!r}: {exc}") from None
+            out.append(registry[name](**params))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ConfigFileError(f"{where}: invalid settings for {name!r}: {_short(str(exc), 200)}") from None
     return out
+
+
+def _short(x: Any, n: int = 60) -> str:
+    """One line of at most ~n characters naming a bad value (a file may hold a huge one)."""
+    try:
+        text = " ".join((x if isinstance(x, str) else repr(x)).split())
+    except RecursionError:
+        text = f"a deeply nested {type(x).__name__}"
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def load_configs(path: str | Path) -> list[MethodConfig]:
