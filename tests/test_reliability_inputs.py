@@ -157,3 +157,69 @@ def test_bench_config_bad_file_exits_2(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("accel bench: error: --config")
     assert not out.exists()
+
+
+GOOD_RATES = {"rates": [1.0, 0.75, 0.5], "sublayers": ["attention", "mlp"], "depth": 3,
+              "transformer": "DiTTransformer2DModel"}
+BAD_RATES = {
+    "nan": ({**GOOD_RATES, "rates": [1.0, float("nan"), 0.5]}, r"rates\[1\] = nan"),
+    "above-1": ({**GOOD_RATES, "rates": [1.0, 1.5, 0.5]}, r"rates\[1\] = 1.5"),
+    "zero": ({**GOOD_RATES, "rates": [0, 1, 1]}, r"rates\[0\] = 0"),
+    "string": ({**GOOD_RATES, "rates": ["0.5", 1, 1]}, r"rates\[0\] = '0.5'"),
+    "bool": ({**GOOD_RATES, "rates": [True, 1, 1]}, r"rates\[0\] = True"),
+    "empty": ({**GOOD_RATES, "rates": []}, "non-empty list"),
+    "no-rates": ({"sublayers": ["mlp"]}, "no 'rates' list"),
+    "not-object": ([1, 0.5], "no 'rates' list"),
+    "truncated": ({**GOOD_RATES, "rates": [1.0, 0.5]}, "depth 3 but holds 2"),
+    "sublayer": ({**GOOD_RATES, "sublayers": ["attention", "conv"]}, "unknown sub-layer 'conv'"),
+    "sublayers-type": ({**GOOD_RATES, "sublayers": "attention"}, "sublayers must be"),
+    "not-utf8": (b'{"rates": [1, \xff]}', "not a JSON rates file"),
+    "deep": ('{"rates": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RATES))
+def test_bad_rates_file_refused_at_construction(tmp_path, case):
+    from accel.tokens import DiffRateConfig
+
+    content, message = BAD_RATES[case]
+    path = _write(tmp_path / "rates.json", content)
+    with pytest.raises(ValueError, match=message) as info:
+        DiffRateConfig(rates=path)
+    assert "\n" not in str(info.value)
+
+
+def test_rates_for_another_model_refused_at_apply(tmp_path):
+    from accel.testing import tiny_transformer
+    from accel.tokens import DiffRateConfig
+
+    model = tiny_transformer("dit")  # 3 blocks
+    good = DiffRateConfig(rates=_write(tmp_path / "good.json", GOOD_RATES))
+    accel.apply(model, good).remove()
+    deeper = DiffRateConfig(rates=_write(tmp_path / "deep.json", {**GOOD_RATES, "rates": [1.0] * 12, "depth": 12}))
+    with pytest.raises(ValueError, match="12 rates for a model with 3 blocks"):
+        accel.apply(model, deeper)
+    other = DiffRateConfig(rates=_write(tmp_path / "other.json", {**GOOD_RATES, "transformer": "FluxTransformer2DModel"}))
+    with pytest.raises(ValueError, match="learned on a FluxTransformer2DModel, not this DiTTransformer2DModel"):
+        accel.apply(model, other)
+    path = tmp_path / "changed.json"
+    changed = DiffRateConfig(rates=_write(path, GOOD_RATES))
+    _write(path, BAD_RATES["nan"][0])  # edited between construction and apply: checked again
+    with pytest.raises(ValueError, match="nan"):
+        accel.apply(model, changed)
+    assert not any(hasattr(m, "_diffusers_hook") and m._diffusers_hook._hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("case", ["nan", "truncated", "depth"])
+def test_bench_bad_rates_exits_2_before_any_work(tmp_path, capsys, case):
+    from accel.cli import main
+
+    content = {**GOOD_RATES, "rates": [0.5] * 5, "depth": 5} if case == "depth" else BAD_RATES[case][0]
+    path = _write(tmp_path / "rates.json", content)
+    out = tmp_path / "out"
+    rc = main(["bench", "--methods", f"baseline,diffrate:rates={path}", "--no-fd", "--num-images", "2",
+               "--quiet", "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error" in line.lower() or "Traceback" in line]
+    assert rc == 2 and len(errors) == 1 and errors[0].startswith("accel bench: error:") and "rates" in errors[0]
+    assert not out.exists()

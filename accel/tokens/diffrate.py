@@ -67,23 +67,66 @@ def _heads(x: torch.Tensor, norm: torch.nn.Module | None, heads: int) -> torch.T
     return norm(x) if norm is not None and not across else x
 
 
-def read_rates(spec: Any) -> dict[str, Any]:
-    """{"rates": [...], "sublayers": [...] | None} from a rates file path, a sequence or a ';'-string."""
-    if isinstance(spec, (list, tuple)):
-        return {"rates": [float(v) for v in spec], "sublayers": None}
-    if isinstance(spec, str) and not spec.strip().endswith(".json") and not Path(spec).exists():
-        try:
-            return {"rates": [float(v) for v in spec.replace(";", " ").replace("|", " ").split()], "sublayers": None}
-        except ValueError:
-            raise ValueError(f"rates: {spec!r} is neither a rates .json file nor numbers like '1;0.8;0.5'") from None
-    path = Path(spec)
+def _rate_list(values: Any, where: str) -> list[float]:
+    """`values` as kept fractions, each a finite number in (0, 1]; ValueError naming `where` otherwise."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"rates: {where} must be a non-empty list of kept fractions in (0, 1]")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 1):
+            raise ValueError(f"rates: {where}[{i}] = {v!r}: a kept fraction must be a finite number in (0, 1]")
+        out.append(float(v))
+    return out
+
+
+def _read_rates_file(path: Path) -> dict[str, Any]:
+    """The checked content of a rates file: rates, sublayers, and the depth/transformer it was learned for."""
+    where = f"rates file {str(path)!r}"
+    if path.is_dir():
+        raise ValueError(f"rates: {str(path)!r} is a directory, not a rates .json file")
     if not path.is_file():
         raise ValueError(f"rates: no such file {str(path)!r} (write one with `accel diffrate --out {path}`)")
     try:
-        data = json.loads(path.read_text())
-        return {"rates": [float(v) for v in data["rates"]], "sublayers": data.get("sublayers"), "file": data}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"rates: {str(path)!r} is not a rates file written by `accel diffrate` ({exc})") from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ValueError(f"rates: {where} cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+        raise ValueError(f"rates: {where} is not a JSON rates file written by `accel diffrate` ({why})") from None
+    if not isinstance(data, dict) or "rates" not in data:
+        raise ValueError(f"rates: {where} is not a rates file written by `accel diffrate` (no 'rates' list)")
+    rates = _rate_list(data["rates"], f"{where}: rates")
+    sub = data.get("sublayers")
+    if sub is not None:
+        if not isinstance(sub, list) or not sub or not all(isinstance(k, str) for k in sub):
+            raise ValueError(f"rates: {where}: sublayers must be a non-empty list of names from {SUBLAYERS}")
+        unknown = [k for k in sub if k not in SUBLAYERS]
+        if unknown:
+            raise ValueError(f"rates: {where}: unknown sub-layer {unknown[0]!r}; known: {', '.join(SUBLAYERS)}")
+    depth = data.get("depth", len(rates))
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth != len(rates):
+        raise ValueError(f"rates: {where} says depth {depth!r} but holds {len(rates)} rates (edited or truncated?)")
+    transformer = data.get("transformer")
+    if transformer is not None and not isinstance(transformer, str):
+        raise ValueError(f"rates: {where}: transformer must be a class name, got {type(transformer).__name__}")
+    return {"rates": rates, "sublayers": sub, "file": str(path), "transformer": transformer}
+
+
+def read_rates(spec: Any) -> dict[str, Any]:
+    """{"rates": [...], "sublayers": [...] | None} from a rates file path, a sequence or a ';'-string,
+    every value checked (finite, in (0, 1]); a file also gives "file" and "transformer" (the class it
+    was learned on, or None in files written before it was recorded). ValueError, one line, otherwise."""
+    if isinstance(spec, (list, tuple)):
+        return {"rates": _rate_list(list(spec), "the list"), "sublayers": None}
+    if not isinstance(spec, (str, Path)):
+        raise ValueError(f"rates: expected a rates .json file or numbers like '1;0.8;0.5', got {type(spec).__name__}")
+    if isinstance(spec, str) and not spec.strip().endswith(".json") and not Path(spec).exists():
+        try:
+            values = [float(v) for v in spec.replace(";", " ").replace("|", " ").split()]
+        except ValueError:
+            raise ValueError(f"rates: {spec!r} is neither a rates .json file nor numbers like '1;0.8;0.5'") from None
+        return {"rates": _rate_list(values, repr(spec)), "sublayers": None}
+    return _read_rates_file(Path(spec))
 
 
 @register_method("diffrate")
@@ -107,10 +150,7 @@ class DiffRateConfig(MethodConfig):
             raise ValueError("rates: required (a file from `accel diffrate --out rates.json`, or '1;0.8;...')")
         if isinstance(self.rates, list):
             object.__setattr__(self, "rates", tuple(self.rates))
-        values = read_rates(self.rates)["rates"]
-        bad = [v for v in values if not 0 < v <= 1]
-        if bad or not values:
-            raise ValueError(f"rates: kept fractions must be in (0, 1], got {bad[0] if bad else values!r}")
+        read_rates(self.rates)  # every value and field checked; again at install (the file may change)
         check_int("queries", self.queries, 1)
 
     def install(self, target: Target) -> "DiffRate":
@@ -118,13 +158,15 @@ class DiffRateConfig(MethodConfig):
         rates = data["rates"]
         if len(rates) == 1 and "file" not in data:
             rates = rates * len(target.blocks)
+        model_class = type(target.model).__name__
+        if data.get("transformer") not in (None, model_class):
+            raise ValueError(f"rates: {data['file']!r} was learned on a {data['transformer']}, not this "
+                             f"{model_class} (learn rates for it with `accel diffrate --model ...`)")
         if len(rates) != len(target.blocks):
+            what = f"the rates file {data['file']!r} was learned for" if "file" in data else "rates given for"
             raise ValueError(f"rates: {len(rates)} rates for a model with {len(target.blocks)} blocks "
-                             "(the rates file was learned for another depth)")
+                             f"({what} another depth)")
         wanted = tuple(data["sublayers"] or ("attention", "mlp"))
-        unknown = [k for k in wanted if k not in SUBLAYERS]
-        if unknown:
-            raise ValueError(f"rates: unknown sub-layer {unknown[0]!r} in the rates file; known: {SUBLAYERS}")
         kinds = {ref.global_index: tuple(k for k in wanted if mergeable(ref, k) is None) for ref in target.blocks}
         return DiffRate(target, self, rates, kinds)
 

@@ -354,6 +354,7 @@ def _diffrate(args: Any) -> int:
                          rows=args.rows, sublayers=sublayers, seed=args.seed, checkpoint=ckpt,
                          progress=not args.quiet, log=print)
     result["model"] = args.model
+    result["transformer"] = type(pipe.transformer).__name__  # checked when the file is applied
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out, result, allow_nan=True)
     if ckpt.exists():
