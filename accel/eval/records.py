@@ -18,9 +18,9 @@ from . import fid as fidmod
 from .methods import MethodSpec
 from .paired import MethodImages, TimedMethod
 from .fidelity import psnr_from_mse
-from .timing import speedup
+from .timing import IDEAL_BOUNDS, speedup, timing_verdict
 
-NOISE_RATIO = 1.05
+NOISE_RATIO = IDEAL_BOUNDS[1]
 
 
 def _fd(images: MethodImages, base: MethodImages, reference_stats) -> tuple[list[float], list[float]]:
@@ -73,6 +73,7 @@ def method_record(
         "ideal_speedup": ideal,
         "achieved_over_ideal": (sp / ideal) if ideal else None,
     }
+    rec["timing_verdict"], rec["timing_warning"] = timing_verdict(base_timed.timing, timed.timing, ideal)
     if len(fd_vals) >= 2 and base_fd:
         deltas = [a - b for a, b in zip(fd_vals, base_fd)]
         rec["fd_delta"] = statistics.fmean(deltas)
@@ -104,7 +105,16 @@ def build_records(
 def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list[str]:
     """Flags: achieved/ideal above NOISE_RATIO (noise), block counts that differed between timed calls."""
     notes = []
+    unreliable = [r["method"] for r in records if r.get("timing_verdict") == "unreliable"]
+    if unreliable:
+        notes.append(
+            f"timing unreliable (speedup marked '!'): {', '.join(unreliable)}: the repeats spread too much or the "
+            "speedup does not match the saved compute, as on a busy machine; re-run on a quiet machine "
+            "(no other heavy process) for a meaningful speedup"
+        )
     for r in records:
+        if r.get("timing_warning"):
+            notes.append(f"{r['method']}: timing: {r['timing_warning']}")
         ratio = r.get("achieved_over_ideal")
         if ratio is not None and ratio > NOISE_RATIO:
             notes.append(

@@ -46,6 +46,8 @@ RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
     "flops_ratio": ((_NUM, "null"), False),
     "ideal_speedup": ((_NUM, "null"), True),
     "achieved_over_ideal": ((_NUM, "null"), False),
+    "timing_verdict": (("str",), False),  # "ok" or "unreliable" (accel.eval.timing.timing_verdict)
+    "timing_warning": (("str", "null"), False),
     "device": (("str",), True),
     "torch_version": (("str",), True),
     "diffusers_version": (("str", "null"), True),
@@ -283,6 +285,8 @@ def table_cells(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         sp = _fmt(r.get("speedup"), ".2f")
         if r.get("speedup_spread"):
             sp += f" ±{_fmt(r['speedup_spread'], '.2f')}"
+        if r.get("timing_verdict") == "unreliable":
+            sp += " !"  # the notes say why and to re-run on a quiet machine
         t = _fmt(r.get("time_s"), ".3g")
         if r.get("time_spread_s"):
             t += f" ±{_fmt(r['time_spread_s'], '.1g')}"

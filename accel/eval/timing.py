@@ -82,3 +82,33 @@ def speedup(base: Timing, other: Timing) -> tuple[float, float]:
         return ratio, 0.0
     q = statistics.quantiles(pairs, n=4, method="inclusive")
     return ratio, (q[2] - q[0]) / 2
+
+
+# A speedup is marked unreliable (a "!" in the table, a note to re-run on a quiet machine) when
+# the repeats of its method or of the baseline spread by more than SPREAD_LIMIT (half the
+# interquartile range over the median), or when achieved/ideal falls outside IDEAL_BOUNDS: more
+# than the saved block compute allows, or under half of it. SPREAD_LIMIT is measured with
+# benchmarks/busy_machine.py (see its results: the spread of quiet vs busy runs).
+SPREAD_LIMIT = 0.10
+IDEAL_BOUNDS = (0.5, 1.05)
+
+
+def relative_spread(t: Timing) -> float:
+    """Half the interquartile range of the repeats over their median (0 with fewer than 2)."""
+    return t.spread / t.median if t.times and t.median > 0 else 0.0
+
+
+def timing_verdict(base: Timing, other: Timing, ideal: float | None) -> tuple[str, str | None]:
+    """("ok", None) or ("unreliable", why) for the speedup base.median / other.median."""
+    why = []
+    spreads = {"baseline": relative_spread(base), "method": relative_spread(other)}
+    for who, rel in spreads.items():
+        if rel > SPREAD_LIMIT:
+            why.append(f"{who} repeats spread {rel:.0%} > {SPREAD_LIMIT:.0%}")
+    if ideal and other.median > 0:
+        ratio = base.median / other.median / ideal
+        lo, hi = IDEAL_BOUNDS
+        if not lo <= ratio <= hi:
+            why.append(f"achieved/ideal speedup {ratio:.2f} outside [{lo:g}, {hi:g}]")
+    return ("unreliable", "; ".join(why)) if why else ("ok", None)
+
