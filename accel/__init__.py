@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _omp  # noqa: F401  (first: the CLI's OpenMP wait policy must be set before torch loads)
 from .api import Handle, apply
 from .attention import AttentionConfig
 from .compiling import Compiled, compile

@@ -68,3 +68,31 @@ def test_table_marks_and_notes():
     notes = records.timing_notes(recs, timed)
     assert any("busy" in n and "quiet machine" in n and "good" not in n for n in notes)
     assert not records.timing_notes(recs[:2], timed)
+
+
+@pytest.mark.parametrize("argv,cli", [
+    (["/venv/bin/python", "/venv/bin/accel", "bench"], True),
+    (["python", "-m", "accel.cli", "bench"], True),
+    (["python", "-u", "-m", "accel.cli", "tune"], True),
+    (["python", "-m", "pytest", "-q"], False),
+    (["python", "train.py", "--accel"], False),
+    (["python", "-c", "import accel"], False),
+])
+def test_cli_wait_policy_only_for_the_accel_command(argv, cli, monkeypatch):
+    import sys
+
+    from accel import _omp
+
+    monkeypatch.delitem(sys.modules, "torch")  # as before torch loads
+    env: dict = {}
+    assert _omp.set_cli_wait_policy(env, argv) is cli
+    assert env == ({"OMP_WAIT_POLICY": "PASSIVE"} if cli else {})
+    theirs = {"OMP_WAIT_POLICY": ""}  # set by the user (even empty): left alone
+    assert not _omp.set_cli_wait_policy(theirs, argv) and theirs == {"OMP_WAIT_POLICY": ""}
+
+
+def test_cli_wait_policy_not_set_once_torch_is_loaded():
+    from accel import _omp
+
+    env: dict = {}
+    assert not _omp.set_cli_wait_policy(env, ["python", "-m", "accel.cli"]) and env == {}
