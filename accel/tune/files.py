@@ -66,7 +66,7 @@ def configs_from_choice(choice: dict[str, Any], where: str = "config") -> list[M
                                   f"got {_short(m)}")
         name = m.get("name")
         if not isinstance(name, str) or name not in registry:
-            raise ConfigFileError(f"{where}: methods[{i}]: unknown method {_short(name)}; "
+            raise ConfigFileError(f"{where}: methods[{i}]: unknown method {_short(repr(name))}; "
                                   f"available: {', '.join(sorted(registry))}")
         params = m.get("params") or {}
         if not isinstance(params, dict):
