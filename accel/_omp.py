@@ -5,8 +5,9 @@ spinning between parallel regions; when another process holds a core they fight 
 CPU and `accel bench` collapses (issue 18: 48 min instead of 6.7 on 2 cores beside one other
 process). ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) keeps the default thread
 count usable there: benchmarks/busy_machine.py with one busy-loop process beside a small bench
-on the 2-core CPU: 2 threads default policy > 480 s (stopped), 2 threads PASSIVE 244 s, 1 thread
-407 s (benchmarks/results/busy_machine.json). OpenMP reads the variable once, when torch loads,
+on the 2-core CPU (already loaded by other jobs): 2 threads default policy > 480 s (stopped),
+2 threads PASSIVE 244 s, 1 thread 407 s; without the busy loop > 360 s, 186 s, 303 s
+(benchmarks/results/busy_machine*.json). OpenMP reads the variable once, when torch loads,
 so it is set here, imported by ``accel/__init__`` before anything imports torch, and only:
 
 * in the `accel` command (the console script or ``python -m accel.cli``, also under torchrun /

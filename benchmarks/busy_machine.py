@@ -22,6 +22,20 @@ interquartile range of the repeats over their median, the worst method); the spe
 flagged. `--quiet-runs` adds the same runs without the hog (the spread on a quiet machine is
 what `accel.eval.timing.SPREAD_LIMIT` is measured against). Policies are compared within one
 run; the load of the machine before the run (`os.getloadavg`) is recorded.
+
+Measured (2-core AMD EPYC, torch 2.13.0+cpu, defaults: baseline, interval-cache, tome; 16 images,
+10 steps, 5 repeats of 8 images; the machine already carried other jobs, load 8-13):
+
+    policy (threads, wait)    wall s, 1 hog     wall s, no hog   spread (1 hog / none)   speedup error
+    default (2, unset)        >480 (stopped)    >360 (stopped)   -                       -
+    passive (2, PASSIVE)      244               186              32% / 67%               0.31 / 0.12
+    one = cores-1 (1, unset)  407               303              15% / 22%               0.28 / 0.17
+
+(busy_machine.json: `--hogs 1 --timeout 480`; busy_machine-nohog.json: `--hogs 0 --policies
+default,passive,one --timeout 360`.) The default policy collapses as in the issue; PASSIVE keeps
+both cores' worth of work and is the fastest, so the `accel` command sets it (accel/_omp.py).
+No policy gives a trustworthy speedup on such a machine: the spreads are far above the quiet
+1-3% (accel.eval.timing.SPREAD_LIMIT), which is what the bench's timing verdict reports.
 """
 
 from __future__ import annotations
