@@ -223,3 +223,24 @@ def test_bench_bad_rates_exits_2_before_any_work(tmp_path, capsys, case):
     errors = [line for line in err if "error" in line.lower() or "Traceback" in line]
     assert rc == 2 and len(errors) == 1 and errors[0].startswith("accel bench: error:") and "rates" in errors[0]
     assert not out.exists()
+
+
+def test_diffrate_sublayers_option():
+    import torch
+
+    from accel.testing import tiny_transformer, transformer_inputs
+    from accel.tokens import DiffRateConfig
+
+    model = tiny_transformer("dit", num_layers=3)
+    counts = {}
+    for sub in ("attention", "attention;mlp"):
+        with torch.no_grad(), accel.apply(model, DiffRateConfig(rates="0.5", sublayers=sub)) as h:
+            model(**transformer_inputs("dit", model))
+            counts[sub] = h.stats()["diffrate"]["total"]
+    assert counts["attention"]["attention.tokens_out"] == counts["attention"]["attention.tokens_in"] // 2
+    assert counts["attention"]["mlp.tokens_out"] == counts["attention"]["mlp.tokens_in"]  # MLP on every token
+    assert counts["attention;mlp"]["mlp.tokens_out"] == counts["attention;mlp"]["mlp.tokens_in"] // 2
+    with pytest.raises(ValueError, match="sublayers"):
+        DiffRateConfig(sublayers="attention;conv")
+    with pytest.raises(BenchInputError, match="sublayers"):
+        build_config("diffrate", DiffRateConfig, {"sublayers": "nan"})

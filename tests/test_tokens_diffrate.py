@@ -98,6 +98,7 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
     assert main(argv) == 0
     data = json.loads(out.read_text())
     assert data["depth"] == 2 and len(data["rates"]) == 2 and data["flops_target"] == 0.6
+    assert data["transformer"] == type(pipe.transformer).__name__  # checked at apply
     assert not (tmp_path / "rates.json.ckpt.safetensors").exists()
     with accel.apply(pipe, accel.methods()["diffrate"](rates=str(out))) as h:
         run = pipe(class_labels=[3], num_inference_steps=2, output_type="np")
@@ -113,10 +114,11 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
 
 def test_single_rate_applies_to_every_block():
     model = tiny_transformer("dit", num_layers=3)
-    with torch.no_grad(), accel.apply(model, DiffRateConfig()) as h:  # default: uniform 0.75
+    with torch.no_grad(), accel.apply(model, DiffRateConfig()) as h:  # default: uniform 0.85, attention only
         model(**transformer_inputs("dit", model))
         stats = h.stats()["diffrate"]
-    assert stats["rates"] == [0.75] * 3 and stats["total"]["attention.tokens_out"] == 3 * 2 * 12
+    assert stats["rates"] == [0.85] * 3 and stats["total"]["attention.tokens_out"] == 3 * 2 * 14  # of 16
+    assert stats["total"]["mlp.tokens_out"] == stats["total"]["mlp.tokens_in"]
 
 
 def test_registered_everywhere():

@@ -129,18 +129,41 @@ def read_rates(spec: Any) -> dict[str, Any]:
     return _read_rates_file(Path(spec))
 
 
+NUMBER_SUBLAYERS = ("attention",)  # sub-layers merged for rates given as numbers (see DiffRateConfig)
+
+
+def _sublayer_names(spec: Any) -> tuple[str, ...]:
+    """("attention", ...) from "attention;mlp" (also ',' or '|' separated); () for None."""
+    if spec is None:
+        return ()
+    names = tuple(spec.replace(",", " ").replace(";", " ").replace("|", " ").split()) if isinstance(spec, str) else ()
+    bad = [k for k in names if k not in SUBLAYERS]
+    if not names or bad:
+        raise ValueError(f"sublayers: expected names from {', '.join(SUBLAYERS)} like 'attention;mlp', got {spec!r}")
+    return names
+
+
 @register_method("diffrate")
 @dataclass(frozen=True)
 class DiffRateConfig(MethodConfig):
     """rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
         each in (0, 1], one per block (global order); a single number is the same rate in every
-        block (the default, 0.75, is that uncalibrated uniform baseline: learn rates with
-        `accel diffrate`).
+        block. The default, 0.85 on attention only, is an uncalibrated uniform baseline chosen
+        not to destroy images (learn rates for a real speedup with `accel diffrate`): on the
+        default model (80 images, 20 DPM++ steps, benchmarks/results/diffrate_defaults.json,
+        `accel bench --methods baseline,diffrate:rates=R,sublayers=S --num-images 80 --threads 1`)
+        FD-digits vs the baseline's 27.7 / PSNR dB / blocks' FLOPs ratio: attention only, R=0.9
+        39.0 / 23.3 / 0.90, 0.85 44.7 / 21.3 / 0.86, 0.75 66.7 / 18.7 / 0.78, 0.5 148 / 14.1 /
+        0.60, 0.25 225 / 10.9 / 0.48; attention+mlp, 0.9 105 / 18.4 / 0.86, 0.75 (the old
+        default) 428 / 12.7 / 0.68. Merging the MLP's tokens is what destroys the digits.
     queries: query tokens sampled for the attention-received importance.
+    sublayers: the sub-layers that run on the kept tokens, e.g. "attention" or "attention;mlp";
+        None = the rates file's (what its rates were learned for), "attention" for numbers.
     """
 
-    rates: str | None = "0.75"
+    rates: str | None = "0.85"
     queries: int = 32
+    sublayers: str | None = None
 
     kind = "tokens"
     tunable = {"rates": ("0.9", "0.75", "0.5")}
@@ -152,6 +175,8 @@ class DiffRateConfig(MethodConfig):
             object.__setattr__(self, "rates", tuple(self.rates))
         read_rates(self.rates)  # every value and field checked; again at install (the file may change)
         check_int("queries", self.queries, 1)
+        _sublayer_names(self.sublayers)
+
 
     def install(self, target: Target) -> "DiffRate":
         data = read_rates(self.rates)
@@ -166,7 +191,8 @@ class DiffRateConfig(MethodConfig):
             what = f"the rates file {data['file']!r} was learned for" if "file" in data else "rates given for"
             raise ValueError(f"rates: {len(rates)} rates for a model with {len(target.blocks)} blocks "
                              f"({what} another depth)")
-        wanted = tuple(data["sublayers"] or ("attention", "mlp"))
+        wanted = (_sublayer_names(self.sublayers) or tuple(data["sublayers"] or ())
+                  or (("attention", "mlp") if "file" in data else NUMBER_SUBLAYERS))
         kinds = {ref.global_index: tuple(k for k in wanted if mergeable(ref, k) is None) for ref in target.blocks}
         return DiffRate(target, self, rates, kinds)
 
