@@ -72,7 +72,7 @@ def speed_configs(family: str) -> dict[str, object]:
             T(ratio=r, merge_attn=True, merge_mlp=True, **cross)
     out["tome:ratio=0.5 (attention only)"] = T(ratio=0.5)
     for keep in (0.75, 0.5):
-        out[f"diffrate:rates={keep} x4 (uniform)"] = D(rates=";".join([str(keep)] * 4))
+        out[f"diffrate:rates={keep} x4 (uniform)"] = D(rates=";".join([str(keep)] * 4), sublayers="attention;mlp")
     return out
 
 
@@ -157,7 +157,8 @@ def quality_methods(steps: int, rates_dir: Path | None, model: torch.nn.Module) 
             methods[f"diffrate:rates={path.name}"] = [D(rates=str(path))]
             keep = uniform_keep_for(data["flops_ratio"], model)
             methods[f"diffrate uniform keep={keep:.3f} (FLOPs {data['flops_ratio']:.2f})"] = [
-                D(rates=";".join([f"{keep:.4f}"] * len(data["rates"])))]
+                D(rates=";".join([f"{keep:.4f}"] * len(data["rates"])),
+                  sublayers=";".join(data.get("sublayers") or ("attention", "mlp")))]
     return methods
 
 
