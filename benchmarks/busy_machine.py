@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--policies", default="default,passive,cores-1,one")
     ap.add_argument("--hogs", type=int, default=1, help="busy-loop processes beside the bench (default 1)")
     ap.add_argument("--hog-seconds", type=float, default=900, help="each hog stops itself after this")
-    ap.add_argument("--timeout", type=float, default=600, help="a bench slower than this counts as collapsed")
+    ap.add_argument("--timeout", type=float, default=300, help="a bench slower than this (s) counts as collapsed")
     ap.add_argument("--quiet-runs", action="store_true", help="also run every policy without the hog")
     ap.add_argument("--methods", default="baseline,interval-cache,tome")
     ap.add_argument("--num-images", type=int, default=16)
