@@ -35,6 +35,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="caption column of a CSV/TSV/JSON prompt file (default: caption, prompt or text)")
     p.add_argument("--height", type=positive_int, default=None, help="image height (default: the pipeline's)")
     p.add_argument("--width", type=positive_int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--num-frames", type=positive_int, default=None,
+                   help="frames per video of a video pipeline (default: the pipeline's)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt of every image")
     p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")

@@ -21,3 +21,8 @@ class ModelNotFoundError(AccelError, FileNotFoundError):
 
 class BackendUnavailableError(AccelError, RuntimeError):
     """An optional backend (e.g. xformers) was requested but cannot be imported."""
+
+
+class UnsupportedMethodError(AccelError, ValueError):
+    """A method the model (its family) or the pipeline cannot run, e.g. token merging on Qwen-Image;
+    `accel bench` lists such a method as skipped, with this reason."""

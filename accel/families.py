@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedMethodError, UnsupportedModelError
 
 GridFn = Callable[[torch.nn.Module, tuple, dict], "tuple[int, ...]"]
 RETURNS = ("H", "EH", "HE", "auto")
@@ -131,12 +131,13 @@ class Family:
         return {"cache": True, "tokens": self.token_grid is not None, "pruning": self.prunable}
 
     def check(self, kind: str, method: str) -> None:
-        """ValueError unless methods of `kind` ("cache", "tokens", ...) can work on this family."""
+        """UnsupportedMethodError (a ValueError) unless methods of `kind` ("cache", "tokens", ...) can work
+        on this family."""
         if kind == "tokens" and self.token_grid is None:
             why = ("auto-detected models have no known token grid" if self.detected else
                    "its blocks do not see one image-token grid that accel can read (rotary tables or "
                    "packed [image, text] sequences it does not cut)")
-            raise ValueError(f"{method} is not available for {self.class_name}: {why}. "
+            raise UnsupportedMethodError(f"{method} is not available for {self.class_name}: {why}. "
                              "Block caches work on it (see README, Supported models).")
 
 

@@ -314,3 +314,72 @@ def wan_inputs(steps: int = 6, num_frames: int = 5, cfg: bool = True, seed: int 
     if cfg:
         kw["negative_prompt_embeds"] = torch.randn(1, _TEXT_LEN, _TEXT_DIM, generator=g)
     return kw
+
+
+def _tiny_umt5(seed: int) -> torch.nn.Module:
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    return UMT5EncoderModel(UMT5Config(vocab_size=len(_WORDS) + 3, d_model=_TEXT_DIM, d_kv=8, d_ff=32, num_layers=1,
+                                       num_heads=2, relative_attention_num_buckets=8)).eval()
+
+
+def _tiny_qwen25vl(seed: int) -> torch.nn.Module:
+    """A 1-layer Qwen2.5-VL text encoder (diffusers' QwenImage pipeline test settings, tiny vocabulary)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": _TEXT_DIM, "intermediate_size": 16, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": len(_WORDS) + 3,
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                     "rope_theta": 1000000.0, "bos_token_id": None, "eos_token_id": 2, "pad_token_id": 0},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=_TEXT_DIM, vocab_size=len(_WORDS) + 3, bos_token_id=None, eos_token_id=2, pad_token_id=0,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+TEXT_PIPELINES = ("wan22", "cogvideox", "qwen-image")
+
+
+def tiny_prompt_pipeline(name: str, num_layers: int = 2, seed: int = 0) -> Any:
+    """A stock text-to-video / text-to-image pipeline with a tiny random transformer, text encoder,
+    offline tokenizer and VAE, so that it takes plain-text prompts and round-trips `save_pretrained`:
+    "wan22" (WanPipeline, two experts: 16x16 pixels, frames 4k+1), "cogvideox" (16x16, frames 4k+1),
+    "qwen-image" (QwenImagePipeline, 32x32 pixels)."""
+    import diffusers as d
+
+    if name == "wan22":
+        pipe = tiny_wan22_pipeline(num_layers=num_layers, seed=seed)
+        pipe.register_modules(tokenizer=tiny_tokenizer(), text_encoder=_tiny_umt5(seed))
+        return pipe
+    torch.manual_seed(seed)
+    if name == "cogvideox":
+        transformer = d.CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+            text_embed_dim=_TEXT_DIM, num_layers=num_layers, sample_width=2, sample_height=2, sample_frames=5,
+            patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,  # the pipeline default
+        ).eval()
+        vae = d.AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+            layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+        ).eval()
+        pipe = d.CogVideoXPipeline(tokenizer=tiny_tokenizer(), text_encoder=_tiny_t5(seed), vae=vae,
+                                   transformer=transformer, scheduler=d.CogVideoXDDIMScheduler())
+    elif name == "qwen-image":
+        transformer = d.QwenImageTransformer2DModel(
+            patch_size=2, in_channels=16, out_channels=4, num_layers=num_layers, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=_TEXT_DIM, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+        ).eval()
+        vae = d.AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                       temperal_downsample=[False, True], latents_mean=[0.0] * 4,
+                                       latents_std=[1.0] * 4).eval()
+        pipe = d.QwenImagePipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(), vae=vae,
+                                   text_encoder=_tiny_qwen25vl(seed), tokenizer=tiny_tokenizer(),
+                                   transformer=transformer)
+    else:
+        raise ValueError(f"unknown tiny prompt pipeline {name!r}; choose from {TEXT_PIPELINES}")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -24,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..api import Target, apply
+from ..api import Target, apply, transformers_of
+from ..errors import UnsupportedMethodError
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
@@ -102,6 +103,12 @@ def _require_pipeline(target: Target) -> None:
     if target.pipeline is None or getattr(target.pipeline, "scheduler", None) is None:
         raise ValueError("schedule-cache needs a pipeline (its scheduler tells the step count); "
                          "apply it to the pipeline, not the bare transformer")
+    names = [n for n, _ in transformers_of(target.pipeline)]
+    if len(names) > 1:  # the calibration (one model's per-step offsets and errors) is per transformer
+        raise UnsupportedMethodError(
+            f"schedule-cache is not available for {type(target.pipeline).__name__} calling {len(names)} "
+            f"transformers ({', '.join(names)}): its calibration covers one transformer's steps; "
+            "interval-cache computes whole steps the same way without one")
 
 
 class ScheduleCache(RunCache):

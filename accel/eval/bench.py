@@ -58,15 +58,25 @@ def apply_spec(pipe: Any, spec: MethodSpec) -> Any:
     return accel.apply(pipe, *spec.configs)
 
 
-def check_applicable(pipe: Any, methods: Sequence[MethodSpec]) -> None:
-    """Apply and remove every spec once, so that conflicts surface before any image is made."""
-    from accel.errors import AccelError
+def check_applicable(pipe: Any, methods: Sequence[MethodSpec]) -> tuple[list[MethodSpec], list[str]]:
+    """Apply and remove every spec once, so that conflicts surface before any image is made.
 
+    Returns (methods to run, notes): a method the pipeline's model cannot run (its family's or the
+    pipeline's reason, `UnsupportedMethodError`, e.g. token methods on Qwen-Image) is left out and
+    listed as skipped; any other failure is bad input."""
+    from accel.errors import AccelError, UnsupportedMethodError
+
+    kept, notes = [], []
     for m in methods:
         try:
             apply_spec(pipe, m).remove()
+        except UnsupportedMethodError as exc:
+            notes.append(f"{m.label} skipped: {_one_line(exc)}")
+            continue
         except (AccelError, ValueError, TypeError, NotImplementedError) as exc:
             raise BenchInputError(f"method {m.label!r} cannot be applied to this pipeline: {exc}") from None
+        kept.append(m)
+    return kept, notes
 
 
 def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, extractor) -> None:
@@ -82,11 +92,11 @@ def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, e
         )
 
 
-def probe_call(pipe: Any, workload: Any) -> None:
+def probe_call(pipe: Any, workload: Any) -> torch.Tensor:
     """One image with the run's call kwargs, so that a call the pipeline rejects (e.g. a height
-    it cannot take) is bad input before any method runs."""
+    it cannot take) is bad input before any method runs; returns it (a video: (1, F, C, H, W))."""
     try:
-        generate(pipe, workload, [0])
+        return generate(pipe, workload, [0])
     except (ValueError, TypeError) as exc:
         raise BenchInputError(f"{type(pipe).__name__} rejected the call: {exc}") from None
 
@@ -163,7 +173,8 @@ def run_bench(
     state, methods, notes = state or SingleProcess(), list(methods), []
     provenance = run_meta(command)  # the code as it was when the run started
     _check_run(methods, num_images, seed_sets, extractor)
-    check_applicable(pipe, methods)
+    methods, skipped = check_applicable(pipe, methods)
+    notes += skipped
     lpips_metric, why = try_lpips(device) if lpips else (None, None)
     notes += [why] if why else []
     if hasattr(pipe, "set_progress_bar_config"):
@@ -173,7 +184,7 @@ def run_bench(
                       num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)
         for k in range(seed_sets)
     ]
-    probe_call(pipe, workloads[0])
+    probe = probe_call(pipe, workloads[0])
     t_imgs = min(timing_images or batch_size, batch_size, num_images)
     calibration = make_workload(pipe, num_images, seed, steps, guidance=guidance, batch_size=batch_size,
                                 seed_set=seed_sets, num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)
@@ -195,6 +206,8 @@ def run_bench(
         torch_version=torch.__version__, diffusers_version=package_versions(["diffusers"])["diffusers"],
         memory_kind=memory_kind(device),
     )
+    if probe.ndim == 5:  # a video pipeline: frames per video, as generated
+        common.update(media="video", num_frames=int(probe.shape[1]))
     records, flags = build_records(methods, images, timed, reference_stats=reference_stats, fd_name=fd_name,
                                    common=common)
     notes += [_timing_note(t_imgs, num_images, repeats, warmup, workloads[0].seeds)] + flags

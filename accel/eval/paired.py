@@ -23,6 +23,7 @@ from .memory import PeakMemory
 from .methods import MethodSpec
 from .runtime import gather
 from .timing import Timing, interleaved, timed
+from .video import grid_frame, per_video
 from .workload import Workload, generate
 
 
@@ -35,7 +36,7 @@ class ImageRow:
     ssim: float
     lpips: float | None = None
     features: torch.Tensor | None = None  # (D,) float64
-    image: torch.Tensor | None = None  # (C, H, W), kept for the grid only
+    image: torch.Tensor | None = None  # (C, H, W), kept for the grid only (a video's middle frame)
 
 
 @dataclass
@@ -83,12 +84,20 @@ def _features(extractor, images: torch.Tensor, device) -> torch.Tensor:
 
 
 def _rows(imgs, ref, idx, *, extractor, device, lpips_metric, keep_image) -> list[ImageRow]:
-    feats = _features(extractor, imgs, device) if extractor is not None else None
-    mse, ssim = per_image_mse(imgs, ref), per_image_ssim(imgs, ref)
-    lp = per_image_lpips(lpips_metric, imgs, ref) if lpips_metric is not None else None
+    """One row per image, or per video for (N, F, C, H, W) videos (metrics: mean over frames; no features)."""
+    video = imgs.ndim == 5
+    feats = _features(extractor, imgs, device) if extractor is not None and not video else None
+    lpips_fn = (lambda p, t: per_image_lpips(lpips_metric, p, t)) if lpips_metric is not None else None
+    if video:
+        mse, ssim = per_video(per_image_mse, imgs, ref), per_video(per_image_ssim, imgs, ref)
+        lp = per_video(lpips_fn, imgs, ref) if lpips_fn is not None else None
+    else:
+        mse, ssim = per_image_mse(imgs, ref), per_image_ssim(imgs, ref)
+        lp = lpips_fn(imgs, ref) if lpips_fn is not None else None
+    shown = lambda j: grid_frame(imgs[j]) if video else imgs[j]  # noqa: E731
     return [
         ImageRow(i, float(mse[j]), float(ssim[j]), None if lp is None else float(lp[j]),
-                 None if feats is None else feats[j], imgs[j] if keep_image(i) else None)
+                 None if feats is None else feats[j], shown(j) if keep_image(i) else None)
         for j, i in enumerate(idx)
     ]
 

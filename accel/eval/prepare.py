@@ -21,6 +21,7 @@ from . import fid as fidmod
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
 from .runtime import parse_dtype, resolve_device, set_scheduler
+from .video import is_video_pipeline, video_features
 from .workload import infer_num_classes, pipeline_kind
 
 # The embedded model's sampler uses 50 steps; `accel bench` without --steps uses 20 so that the
@@ -63,7 +64,7 @@ def check_args(args: Any) -> None:
 
     for flag, lo in (("--steps", 1), ("--num-images", 1), ("--batch-size", 1), ("--repeats", 1),
                      ("--seed-sets", 1), ("--warmup", 0), ("--timing-images", 1), ("--threads", 1),
-                     ("--seed", 0), ("--height", 1), ("--width", 1)):
+                     ("--seed", 0), ("--height", 1), ("--width", 1), ("--num-frames", 1)):
         at_least(flag, getattr(args, flag[2:].replace("-", "_"), None), lo)
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise BenchInputError(f"--guidance must be a finite number, got {args.guidance}")
@@ -227,7 +228,8 @@ def call_kwargs(args, pipe) -> dict:
     against the pipeline's ``__call__`` signature."""
     kwargs = json_object(args.pipeline_kwargs) if args.pipeline_kwargs else {}
     flags = {"height": ("--height", args.height), "width": ("--width", args.width),
-             "negative_prompt": ("--negative-prompt", args.negative_prompt)}
+             "negative_prompt": ("--negative-prompt", args.negative_prompt),
+             "num_frames": ("--num-frames", getattr(args, "num_frames", None))}
     for key, (flag, value) in flags.items():
         if value is None:
             continue
@@ -294,5 +296,8 @@ def prepare(args: Any, state: Any = None) -> Prepared:
         if len(prompts) < args.num_images:
             notes.append(f"prompts: {len(prompts)} in {args.prompts}, cycled over {args.num_images} images")
     prep.call_kwargs = call_kwargs(args, prep.pipe)
-    choose_features(args, prep)
+    if is_video_pipeline(prep.pipe):
+        video_features(args, prep)  # FD does not apply to videos: null, with a note
+    else:
+        choose_features(args, prep)
     return prep

@@ -118,7 +118,8 @@ def _to_nchw(images) -> torch.Tensor:
 
 
 def generate(pipe, workload: Workload, indices: Sequence[int]) -> torch.Tensor:
-    """Images (len(indices), C, H, W) float32 in [0, 1] on the CPU, called exactly as stock."""
+    """Images (len(indices), C, H, W) float32 in [0, 1] on the CPU, called exactly as stock; a video
+    pipeline's videos as (len(indices), F, C, H, W)."""
     gens = [torch.Generator().manual_seed(int(workload.seeds[i])) for i in indices]
     conds = [workload.conditions[i] for i in indices]
     kwargs: dict[str, Any] = dict(
@@ -132,5 +133,9 @@ def generate(pipe, workload: Workload, indices: Sequence[int]) -> torch.Tensor:
         kwargs["prompt"] = conds
     with torch.inference_mode():
         out = pipe(**kwargs)
+    if hasattr(out, "frames"):  # video pipelines
+        from .video import frames_tensor
+
+        return frames_tensor(out.frames).clamp(0, 1)
     images = out.images if hasattr(out, "images") else out[0]
     return _to_nchw(images).clamp(0, 1)
