@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 FD_NOTE = ("FD does not apply to video pipelines (no video feature extractor): fd is null; fidelity is PSNR / "
-           "SSIM per video (mean over its frames) against the baseline's video of the same seed")
+           "SSIM per video (mean over its frames) against the baseline's video of the same seed; grid.png and "
+           "report.html show each video's middle frame")
 
 
 def is_video_pipeline(pipe: Any) -> bool:
