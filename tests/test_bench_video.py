@@ -118,3 +118,16 @@ def test_per_video_metrics_are_frame_means():
     assert torch.equal(frames, a)
     with pytest.raises(ValueError, match="N, F, H, W, C"):
         frames_tensor(a[0].numpy())
+
+
+def test_tune_on_a_video_folder(folders, tmp_path):
+    """`accel tune` shares the workload and fidelity code: PSNR per video, a budget on it."""
+    out = tmp_path / "tune.json"
+    argv = ["tune", "--model", str(folders / "cogvideox"), "--num-frames", "9", "--height", "32", "--width", "32",
+            "--budget-psnr", "20", "--evals", "2", "--calibration-images", "4", "--holdout-images", "2",
+            "--steps", "8", "--methods", "interval-cache", "--threads", "1", "--device", "cpu", "--quiet",
+            "--no-cache", "--out", str(out)]
+    assert main(argv) == 0
+    chosen = json.loads(out.read_text())["chosen"]
+    assert chosen["methods"][0]["name"] == "interval-cache"
+    assert chosen["holdout"]["psnr"] >= 20 and chosen["holdout"]["fd"] is None

@@ -23,7 +23,7 @@ from .memory import PeakMemory
 from .methods import MethodSpec
 from .runtime import gather
 from .timing import Timing, interleaved, timed
-from .video import grid_frame, per_video
+from .video import grid_frame, per_sample
 from .workload import Workload, generate
 
 
@@ -87,13 +87,10 @@ def _rows(imgs, ref, idx, *, extractor, device, lpips_metric, keep_image) -> lis
     """One row per image, or per video for (N, F, C, H, W) videos (metrics: mean over frames; no features)."""
     video = imgs.ndim == 5
     feats = _features(extractor, imgs, device) if extractor is not None and not video else None
-    lpips_fn = (lambda p, t: per_image_lpips(lpips_metric, p, t)) if lpips_metric is not None else None
-    if video:
-        mse, ssim = per_video(per_image_mse, imgs, ref), per_video(per_image_ssim, imgs, ref)
-        lp = per_video(lpips_fn, imgs, ref) if lpips_fn is not None else None
-    else:
-        mse, ssim = per_image_mse(imgs, ref), per_image_ssim(imgs, ref)
-        lp = lpips_fn(imgs, ref) if lpips_fn is not None else None
+    mse, ssim = per_sample(per_image_mse, imgs, ref), per_sample(per_image_ssim, imgs, ref)
+    lp = None
+    if lpips_metric is not None:
+        lp = per_sample(lambda p, t: per_image_lpips(lpips_metric, p, t), imgs, ref)
     shown = lambda j: grid_frame(imgs[j]) if video else imgs[j]  # noqa: E731
     return [
         ImageRow(i, float(mse[j]), float(ssim[j]), None if lp is None else float(lp[j]),

@@ -50,6 +50,12 @@ def per_video(metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pred
     return metric(preds.flatten(0, 1), target.flatten(0, 1)).reshape(n, f).mean(dim=1)
 
 
+def per_sample(metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], preds: torch.Tensor,
+               target: torch.Tensor) -> torch.Tensor:
+    """(N,) `metric` per image of (N, C, H, W) images, or per video (mean over frames) of (N, F, C, H, W)."""
+    return per_video(metric, preds, target) if preds.ndim == 5 else metric(preds, target)
+
+
 def grid_frame(video: torch.Tensor) -> torch.Tensor:
     """The frame of a (F, C, H, W) video shown in grid.png and report.html: the middle one."""
     return video[video.shape[0] // 2]

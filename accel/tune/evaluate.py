@@ -28,6 +28,7 @@ import torch
 
 from ..eval import fid as fidmod
 from ..eval.fidelity import per_image_mse, psnr_from_mse
+from ..eval.video import per_sample  # videos: the mean over frames
 from ..eval.timing import synchronize
 from ..eval.workload import Workload, generate
 from .space import Candidate
@@ -164,7 +165,7 @@ class Evaluator:
             for idx in batches:
                 imgs, s = self._timed_batch(pipe, idx)
                 times.append(s)
-                mse.append(per_image_mse(imgs, torch.stack([self._base[i] for i in idx])))
+                mse.append(per_sample(per_image_mse, imgs, torch.stack([self._base[i] for i in idx])))
                 if self.fd_ok(n):
                     feats.append(self._features(imgs))
             total = handle.stats().get("total", {})
