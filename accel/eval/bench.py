@@ -97,7 +97,7 @@ def probe_call(pipe: Any, workload: Any) -> torch.Tensor:
     it cannot take) is bad input before any method runs; returns it (a video: (1, F, C, H, W))."""
     try:
         return generate(pipe, workload, [0])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: e.g. a size the model cannot take
         raise BenchInputError(f"{type(pipe).__name__} rejected the call: {exc}") from None
 
 
