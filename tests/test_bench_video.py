@@ -67,16 +67,21 @@ def test_bench_video_folder(folders, tmp_path, name, frames):
     assert tome["flops_ratio"] is not None and 0 < tome["flops_ratio"] < 1  # token merging over frames
 
 
-def test_wan22_counts_both_experts_and_skips_schedule_cache(folders, tmp_path):
-    doc = _bench(folders / "wan22", tmp_path / "out", f"baseline,{IC},schedule-cache", "--num-frames", "5",
-                 "--height", "16", "--width", "16")
-    assert [r["method"] for r in doc["records"]] == ["baseline", IC]
-    skipped = [n for n in doc["notes"] if n.startswith("schedule-cache skipped:")]
-    assert len(skipped) == 1 and "transformer, transformer_2" in skipped[0]
-    base, ic = doc["records"]
+def test_wan22_counts_both_experts_and_calibrates_schedule_cache(folders, tmp_path):
+    one_file = tmp_path / "calibration.json"
+    one_file.write_text("{}")
+    sc_file = f"schedule-cache:schedule={one_file}"
+    doc = _bench(folders / "wan22", tmp_path / "out", f"baseline,{IC},schedule-cache,{sc_file}",
+                 "--num-frames", "5", "--height", "16", "--width", "16")
+    assert [r["method"] for r in doc["records"]] == ["baseline", IC, "schedule-cache"]
+    skipped = [n for n in doc["notes"] if n.startswith(f"{sc_file} skipped:")]
+    assert len(skipped) == 1 and "transformer, transformer_2" in skipped[0]  # one file covers one expert
+    assert any(n.startswith("method preparation (calibration)") for n in doc["notes"])
+    base, ic, sc = doc["records"]
     # 2 blocks x 6 steps x 2 CFG calls (Wan calls the transformer once per branch), over both experts
     assert base["block_total"] == base["block_evals"] == 2 * 6 * 2
-    assert ic["block_evals"] < base["block_total"]
+    assert ic["block_evals"] < base["block_total"] and sc["block_evals"] < base["block_total"]
+    assert math.isfinite(sc["psnr"])
 
 
 def test_bench_qwen_image_folder_skips_token_methods(folders, tmp_path):

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ..api import Target, apply, transformers_of
-from ..errors import UnsupportedMethodError
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
+from ..errors import UnsupportedMethodError
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 from .schedule import (
     CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix, model_fingerprint,
@@ -76,6 +76,12 @@ class ScheduleCacheConfig(MethodConfig):
 
     def install(self, target: Target) -> "ScheduleCache":
         _require_pipeline(target)
+        names = [n for n, _ in transformers_of(target.pipeline)]
+        if self.schedule is not None and len(names) > 1:  # a calibration file is keyed by one model
+            raise UnsupportedMethodError(
+                f"schedule-cache:schedule=FILE is not available for {type(target.pipeline).__name__} calling "
+                f"{len(names)} transformers ({', '.join(names)}): a calibration file covers one transformer; "
+                "leave out schedule= and each one is calibrated into the cache directory")
         cache = ScheduleCache(target, self)
         if self.schedule is not None:  # model and sampler now; the step count at the call's first step
             key = CalibrationKey(cache._model_key, scheduler_fingerprint(target.pipeline.scheduler), 0)
@@ -103,12 +109,6 @@ def _require_pipeline(target: Target) -> None:
     if target.pipeline is None or getattr(target.pipeline, "scheduler", None) is None:
         raise ValueError("schedule-cache needs a pipeline (its scheduler tells the step count); "
                          "apply it to the pipeline, not the bare transformer")
-    names = [n for n, _ in transformers_of(target.pipeline)]
-    if len(names) > 1:  # the calibration (one model's per-step offsets and errors) is per transformer
-        raise UnsupportedMethodError(
-            f"schedule-cache is not available for {type(target.pipeline).__name__} calling {len(names)} "
-            f"transformers ({', '.join(names)}): its calibration covers one transformer's steps; "
-            "interval-cache computes whole steps the same way without one")
 
 
 class ScheduleCache(RunCache):
@@ -227,7 +227,8 @@ class _CalibrationConfig(MethodConfig):
 
 def _images(out: Any) -> torch.Tensor:
     """A pipeline output's images as one float tensor (pt / np / PIL outputs)."""
-    images = out.images if hasattr(out, "images") else out[0] if isinstance(out, tuple) else out
+    images = (out.images if hasattr(out, "images") else out.frames if hasattr(out, "frames")
+              else out[0] if isinstance(out, tuple) else out)
     if isinstance(images, torch.Tensor):
         return images.detach().float().cpu()
     if isinstance(images, list):
@@ -288,7 +289,10 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     reference images, the per-step offsets, the reuse and forecast errors), then once per step
     j reusing Δ_{j-1} at j alone (that step's sensitivity). Writes the calibration to `path`
     (default: the cache directory) and returns where; with `reuse_existing`, a complete
-    existing cache-directory entry is kept.
+    existing cache-directory entry is kept. A pipeline calling several transformers (Wan 2.2's
+    experts, each running some of the steps) gets one pipeline-level calibration, saved under
+    each transformer's key in the cache directory (an expert's first step is always computed:
+    it has no offset of its own to reuse yet).
     """
     from tqdm.auto import tqdm
 
@@ -298,16 +302,20 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     elif call_kwargs:
         raise ValueError(f"calibrate_schedule: pass {sorted(call_kwargs)} inside run, or leave run out")
     with apply(pipe, _CalibrationConfig()) as handle:
-        cache: _Calibrating = handle._installed[0][1]
+        caches = _calibrating(handle)
         reference = _images(run())
-        key = cache.key
-    if key is None:
+        keys = [c.key for c in caches if c.key is not None]  # an expert that ran no step needs none
+    if not keys:
         raise ValueError("calibrate_schedule: run() made no pipeline call through this pipeline's transformer")
-    target = Path(path) if path is not None else cache_dir() / key.filename()
-    if reuse_existing and path is None and target.is_file() and _complete(target, key):
-        return target
-    steps = key.steps
-    deltas = [cache.recorded[s] for s in range(steps)]
+    if path is not None and len(keys) > 1:
+        raise ValueError(f"calibrate_schedule: path= holds one transformer's calibration, and run() called "
+                         f"{len(keys)}; leave path out (each is written to the cache directory)")
+    targets = [Path(path) if path is not None else cache_dir() / key.filename() for key in keys]
+    if reuse_existing and path is None and all(t.is_file() and _complete(t, k) for t, k in zip(targets, keys)):
+        return targets[0]
+    steps = keys[0].steps
+    recorded = {s: d for c in caches for s, d in c.recorded.items()}  # Wan 2.2: each step ran on one expert
+    deltas = [recorded[s] for s in range(steps)]
     sensitivity = [0.0]
     bar_off = None if progress else True  # None: a bar only on a terminal (quiet in logs and `--quiet` runs)
     for j in tqdm(range(1, steps), desc="calibrating schedule", disable=bar_off, unit="call"):
@@ -315,8 +323,17 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
             sensitivity.append(float(((_images(run()) - reference) ** 2).mean()))
     reuse = reuse_errors(deltas)
     errors = sensitivity_errors(reuse, sensitivity)
-    return save_calibration(target, key, errors, images=int(reference.shape[0]),
-                            sensitivity=sensitivity, reuse=reuse, forecast=forecast_errors(deltas))
+    forecast = forecast_errors(deltas)
+    for target, key in zip(targets, keys):  # the same pipeline-level errors under each transformer's key
+        save_calibration(target, key, errors, images=int(reference.shape[0]), sensitivity=sensitivity,
+                         reuse=reuse, forecast=forecast)
+    return targets[0]
+
+
+def _calibrating(handle: Any) -> list[_Calibrating]:
+    """The calibration cache of every transformer the handle covers (a `PipelineHandle`: one per expert)."""
+    handles = list(handle.handles.values()) if hasattr(handle, "handles") else [handle]
+    return [h._installed[0][1] for h in handles]
 
 
 def _complete(path: Path, key: CalibrationKey) -> bool:
