@@ -19,6 +19,7 @@ from .errors import (
     AlreadyAcceleratedError,
     BackendUnavailableError,
     ModelNotFoundError,
+    UnsupportedMethodError,
     UnsupportedModelError,
 )
 from .trace import TraceConfig
@@ -64,5 +65,5 @@ def default_pipeline(**kwargs: Any):
 __all__ = [
     "apply", "compile", "Compiled", "methods", "preset", "load_configs", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
     "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",
-    "UnsupportedModelError",
+    "UnsupportedMethodError", "UnsupportedModelError",
 ]

@@ -138,7 +138,7 @@ class Family:
                    "its blocks do not see one image-token grid that accel can read (rotary tables or "
                    "packed [image, text] sequences it does not cut)")
             raise UnsupportedMethodError(f"{method} is not available for {self.class_name}: {why}. "
-                             "Block caches work on it (see README, Supported models).")
+                                         "Block caches work on it (see README, Supported models).")
 
 
 # ----------------------------------------------------------------------------- token grids
