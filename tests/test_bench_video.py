@@ -139,3 +139,18 @@ def test_tune_on_a_video_folder(folders, tmp_path):
     chosen = json.loads(out.read_text())["chosen"]
     assert chosen["methods"][0]["name"] == "interval-cache"
     assert chosen["holdout"]["psnr"] >= 20 and chosen["holdout"]["fd"] is None
+
+
+def test_pipeline_handle_reports_held_bytes_of_both_experts():
+    """What the bench reads from a `PipelineHandle`: cached tensors held during a call, freed after it."""
+    import accel
+    from accel.testing import tiny_wan22_pipeline, wan_inputs
+
+    pipe = tiny_wan22_pipeline()
+    held = []
+    with accel.apply(pipe, accel.methods()["interval-cache"](interval=2, warmup=1, min_steps=0)) as handle:
+        pipe(**wan_inputs(), callback_on_step_end=lambda p, i, t, kw: held.append(handle.held_bytes()) or kw)
+        assert handle.held_bytes() == 0  # both experts' caches are freed when the call ends
+        parts = handle.stats()["models"]
+    assert max(held) > 0 and len(held) == 6
+    assert all(p["total"]["block_evals"] > 0 for p in parts.values())
