@@ -69,7 +69,8 @@ def test_bench_video_folder(folders, tmp_path, name, frames):
 
 def test_wan22_counts_both_experts_and_calibrates_schedule_cache(folders, tmp_path):
     one_file = tmp_path / "calibration.json"
-    one_file.write_text("{}")
+    one_file.write_text(json.dumps({"format": "accel.schedule-calibration/1", "model": "m", "scheduler": "s",
+                                    "steps": 6, "errors": [[0.0] * 6] * 6}))  # well-formed, for another model
     sc_file = f"schedule-cache:schedule={one_file}"
     doc = _bench(folders / "wan22", tmp_path / "out", f"baseline,{IC},schedule-cache,{sc_file}",
                  "--num-frames", "5", "--height", "16", "--width", "16")
@@ -107,10 +108,13 @@ def test_video_bad_input_is_one_line(folders, tmp_path, capsys):
     # the tiny Wan's rotary table is too short for the pipeline's default 480x832: the probe call says so
     assert main([*common, str(tmp_path / "d"), "--model", str(folders / "wan22"), "--num-frames", "5"]) == 2
     assert "WanPipeline rejected the call" in capsys.readouterr().err
+    assert main([*common, str(tmp_path / "e"), "--model", str(folders / "wan22"), "--pipeline-kwargs",
+                 '{"num_videos_per_prompt": 2}']) == 2  # one video per seed: the bench's
+    assert "'num_videos_per_prompt' is set by the bench" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse's range check: exit 2, one line
         main([*common, str(tmp_path / "c"), "--model", str(folders / "wan22"), "--num-frames", "0"])
     assert exit_info.value.code == 2 and "--num-frames must be >= 1" in capsys.readouterr().err
-    assert not any((tmp_path / d).exists() for d in "abcd")
+    assert not any((tmp_path / d).exists() for d in "abcde")
 
 
 def test_per_video_metrics_are_frame_means():

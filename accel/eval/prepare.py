@@ -33,7 +33,8 @@ SCHEDULERS = ("ddim", "dpm++", "ddpm", "euler")
 # call kwargs the bench sets itself (from which flag)
 RESERVED_KWARGS = {"prompt": "--prompts", "class_labels": "(the workload)", "generator": "--seed",
                    "num_inference_steps": "--steps", "guidance_scale": "--guidance", "output_type": "(the bench)",
-                   "return_dict": "(the bench)", "num_images_per_prompt": "--num-images (one image per seed)"}
+                   "return_dict": "(the bench)", "num_images_per_prompt": "--num-images (one image per seed)",
+                   "num_videos_per_prompt": "--num-images (one video per seed)"}
 
 
 @dataclass
