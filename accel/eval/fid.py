@@ -213,12 +213,12 @@ def cached_reference_stats(
     cache miss. The file is written atomically (temp file + rename).
     """
     import hashlib
-    import os
     import re
-    import tempfile
     from pathlib import Path
 
     from safetensors.torch import load_file, save_file
+
+    from ..outputs import atomic_path
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(f"{extractor_key}\0{data_key}".encode()).hexdigest()[:16]
@@ -238,15 +238,12 @@ def cached_reference_stats(
         mu, sigma, n = out
         mu, sigma = mu.to(torch.float64), sigma.to(torch.float64)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        os.close(fd)
-        save_file(
-            {"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([int(n)])},
-            tmp,
-            metadata={"extractor": extractor_key, "data": data_key},
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(
+                {"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([int(n)])},
+                str(tmp),
+                metadata={"extractor": extractor_key, "data": data_key},
+            )
     except OSError:  # read-only home etc.: the cache is an optimisation only
         pass
     return mu, sigma, int(n)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import MethodConfig
+from ..outputs import write_json_atomic
 
 SCHEMA = "accel-tune/1"
 
@@ -99,7 +100,6 @@ def load_configs(path: str | Path) -> list[MethodConfig]:
 def write_tune_json(path: str | Path, doc: dict[str, Any]) -> Path:
     """Strict JSON (non-finite numbers become null), written atomically."""
     import math
-    import os
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and not math.isfinite(x):
@@ -110,9 +110,4 @@ def write_tune_json(path: str | Path, doc: dict[str, Any]) -> Path:
             return [clean(v) for v in x]
         return x
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(clean({"schema": SCHEMA, **doc}), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_json_atomic(path, clean({"schema": SCHEMA, **doc}))
