@@ -9,8 +9,9 @@ Reproduces ``accel/models/weights/generator.{safetensors,json}``:
 Seeded; epsilon prediction; DDPMScheduler with linear betas; 10% label dropout to the
 null class 1000 (the class the stock DiTPipeline uses for classifier-free guidance);
 AdamW with warmup + cosine decay; EMA weights are exported. Checkpoints (model,
-optimizer, LR schedule, EMA, RNG, loss history) are written with
-``Accelerator.save_state`` to ``<out>/checkpoint`` and restored by ``--resume``.
+optimizer, LR schedule, EMA, RNG, loss history) are accel's own safetensors + JSON folders
+under a sha256 manifest (``accel/pruning/checkpoint.py``, never a pickle) in
+``<out>/checkpoint/step_NNNNNNN`` and restored by ``--resume``.
 Uses a GPU when one is present (accelerate picks the device).
 Outputs in ``--out``: generator.safetensors, generator.json, loss_curve.json, loss_curve.png.
 """
@@ -42,10 +43,17 @@ from accel.models.default import (  # noqa: E402
     build_generator,
 )
 from accel.models.digits import load_digits_split  # noqa: E402
+from accel.pruning.checkpoint import (  # noqa: E402
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 
 
 class TrainState:
-    """Everything besides model/optimizer/LR that a resume needs (checkpointed by accelerate)."""
+    """Everything besides model/optimizer/LR that a resume needs, as JSON-able values."""
 
     def __init__(self, model: torch.nn.Module, seed: int):
         self.step = 0
@@ -54,21 +62,18 @@ class TrainState:
         self.ema = copy.deepcopy(model).requires_grad_(False).eval()
         self.gen = torch.Generator().manual_seed(seed)
 
-    def state_dict(self):
-        return {
-            "step": self.step,
-            "losses": torch.tensor(self.losses, dtype=torch.float64),
-            "elapsed_s": self.elapsed_s,
-            "ema": self.ema.state_dict(),
-            "gen": self.gen.get_state(),
-        }
+    def to_json(self, lr_sched) -> dict:
+        sched = lr_sched.state_dict()  # LambdaLR with a plain function: numbers, lr_lambdas == [None]
+        return {"step": self.step, "losses": self.losses, "elapsed_s": self.elapsed_s,
+                "data_rng": self.gen.get_state().tolist(), "lr_schedule": sched}
 
-    def load_state_dict(self, sd):
-        self.step = int(sd["step"])
-        self.losses = [float(v) for v in sd["losses"]]
-        self.elapsed_s = float(sd["elapsed_s"])
-        self.ema.load_state_dict(sd["ema"])
-        self.gen.set_state(sd["gen"])
+    def from_json(self, doc: dict, ema: dict[str, torch.Tensor], lr_sched) -> None:
+        self.step = int(doc["step"])
+        self.losses = [float(v) for v in doc["losses"]]
+        self.elapsed_s = float(doc["elapsed_s"])
+        self.ema.load_state_dict(ema)
+        self.gen.set_state(torch.tensor(doc["data_rng"], dtype=torch.uint8))
+        lr_sched.load_state_dict(doc["lr_schedule"])
 
 
 @torch.no_grad()
@@ -202,13 +207,17 @@ def main(argv=None) -> int:
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     model, optimizer, lr_sched = accelerator.prepare(model, optimizer, lr_sched)
     state = TrainState(accelerator.unwrap_model(model), args.seed)
-    accelerator.register_for_checkpointing(state)
 
     if args.resume:
-        if not ckpt_dir.is_dir():
-            raise SystemExit(f"--resume: no checkpoint at {ckpt_dir}")
-        accelerator.load_state(str(ckpt_dir))
-        accelerator.print(f"resumed from {ckpt_dir} at step {state.step}")
+        try:
+            path = latest_checkpoint(ckpt_dir)
+            doc, ema = load_checkpoint(path, accelerator.unwrap_model(model), optimizer)
+        except CheckpointError as exc:
+            raise SystemExit(str(exc)) from None
+        state.from_json(doc, ema, lr_sched)
+        accelerator.print(f"resumed from {path} at step {state.step}")
+    elif ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+        raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume, or another --out")
     state.ema.to(device)
 
     n = images.shape[0]
@@ -250,7 +259,11 @@ def main(argv=None) -> int:
         if state.step % args.checkpoint_every == 0 or state.step == args.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                accelerator.save_state(str(ckpt_dir))
+                old = list(ckpt_dir.glob("step_*"))
+                save_checkpoint(ckpt_dir / f"step_{state.step:07d}", accelerator.unwrap_model(model),
+                                state.ema.state_dict(), optimizer, state.to_json(lr_sched))
+                for p in old:  # this run's own older checkpoints (each has a manifest we wrote)
+                    remove_checkpoint(p)
                 export(state, args, out, final=state.step >= args.steps)
             t_last = time.perf_counter()
     bar.close()

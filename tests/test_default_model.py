@@ -151,7 +151,10 @@ def test_training_script_runs_and_resumes(tmp_path):
     assert train.main(["--steps", "2", *common]) == 0
     meta = json.loads((out / "generator.json").read_text())
     assert meta["training"]["steps"] == 2
-    assert (out / "checkpoint").is_dir()
+    ckpts = sorted((out / "checkpoint").glob("step_*"))
+    assert [c.name for c in ckpts] == ["step_0000002"]  # the older one (step 0) is replaced
+    assert (ckpts[0] / "manifest.json").is_file()
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.bin"))  # nothing to unpickle
     assert (out / "loss_curve.png").is_file()
     assert len(json.loads((out / "loss_curve.json").read_text())["step_loss"]) == 2
 
@@ -159,6 +162,11 @@ def test_training_script_runs_and_resumes(tmp_path):
     meta = json.loads((out / "generator.json").read_text())
     assert meta["training"]["steps"] == 3
     assert len(json.loads((out / "loss_curve.json").read_text())["step_loss"]) == 3
+    # a resume from a checkpoint holding a file accel did not write is refused
+    latest = sorted((out / "checkpoint").glob("step_*"))[-1]
+    (latest / "extra.pkl").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="did not write"):
+        train.main(["--steps", "4", "--resume", *common])
     # the exported weights load into the stock pipeline
     shutil.copy(WEIGHTS_DIR / "classifier.json", out / "classifier.json")
     pipe = load_default_pipeline("ddim", weights_dir=out)

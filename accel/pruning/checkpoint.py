@@ -90,6 +90,20 @@ def latest_checkpoint(root: Path) -> Path:
     raise CheckpointError(f"--resume: no finished checkpoint under {root} ({what}); start a new --out")
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint folder only if it is exactly what accel wrote (its manifest's files), else keep it."""
+    try:
+        listed = json.loads((path / MANIFEST).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    names = {e.name for e in path.iterdir()}
+    if names != {*listed, MANIFEST}:
+        return
+    for name in names:
+        (path / name).unlink()
+    path.rmdir()
+
+
 def verify_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's state.json after checking the folder against its manifest (CheckpointError otherwise)."""
     try:
