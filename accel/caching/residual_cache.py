@@ -14,7 +14,8 @@ If diff < `threshold` the middle blocks Fn .. N−Bn−1 are skipped and their s
 offset Δ_mid (hidden and encoder stream) is added to their fresh input; otherwise they
 are computed and Δ_mid is refreshed. The last `back_blocks` (Bn) blocks always run.
 The first `warmup` steps are always computed, and at most `max_consecutive` steps in a
-row reuse. One `.item()` per transformer call syncs for the decision.
+row reuse. One host sync per transformer call for the decision; under diffusers' context
+parallelism its sums are all-reduced over the ranks first (`accel.distributed`).
 
 `forecast=1` replaces plain reuse by a first-order extrapolation of Δ_mid from the
 last two computed steps, Δ(s) = Δ1 + (Δ1 − Δ0)·(s − s1)/(s1 − s0); `forecast=2` adds
@@ -35,6 +36,7 @@ import torch
 from ..api import Target
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo
+from ..distributed import sum_across_ranks
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 
 
@@ -95,6 +97,7 @@ class ResidualCache(RunCache):
 
     def __init__(self, target: Target, config: ResidualCacheConfig):
         super().__init__(target, "accel.residual-cache")
+        self.model = target.model
         self.config = config
         self.forecast = config.forecast
         n = self.num_blocks
@@ -123,14 +126,20 @@ class ResidualCache(RunCache):
             self.counters.add(self.info.call, "shape_recomputes")
             reuse = False
         if reuse:
-            diff = ((dh.float() - prev.float()).abs().mean() / prev.float().abs().mean()).item()  # fp32: bf16 safe
-            reuse = diff < cfg.threshold
+            reuse = self._relative_change(dh, prev) < cfg.threshold
         if reuse:
             state.consecutive += 1
             self.switch(self.reuse_plan)
         else:
             state.consecutive = 0
             state.head = dh
+
+    def _relative_change(self, r: torch.Tensor, prev: torch.Tensor) -> float:
+        """mean|r - r_prev| / mean|r_prev| in float32 (bf16 safe), over the whole sequence: under context
+        parallelism the sums are all-reduced over the ranks, so every rank decides the same."""
+        sums = torch.stack([(r.float() - prev.float()).abs().sum(), prev.float().abs().sum()])
+        num, den = sum_across_ranks(self.model, sums).tolist()
+        return num / den if den else float("inf")
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "threshold": self.config.threshold}
