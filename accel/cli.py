@@ -166,7 +166,8 @@ def _add_distill(sub) -> None:
     p.add_argument("--sample-steps", type=positive_int, default=20, help="sampling steps of --teacher-samples")
     p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
     p.add_argument("--minutes", type=positive_float, default=None, help="wall-clock budget in minutes")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="global batch: split over the processes of `accelerate launch` (must divide evenly)")
     p.add_argument("--lr", type=positive_float, default=1e-4)
     p.add_argument("--lambda-task", type=nonneg_float, default=1.0)
     p.add_argument("--lambda-out", type=nonneg_float, default=1.0)

@@ -18,16 +18,16 @@ import accel.distributed as accel_dist
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
-def _launch(args: list[str], timeout: int) -> None:
-    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _launch(args: list[str], timeout: int, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(args, cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
@@ -62,3 +62,69 @@ def test_residual_cache_decides_the_same_on_every_context_parallel_rank(tmp_path
 
     torch.testing.assert_close(images[0]["parallel"], images[1]["parallel"], rtol=0, atol=0)
     torch.testing.assert_close(images[0]["parallel"], images[0]["alone"], rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- distillation with accelerate
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def distill_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+
+    from accel.cli import main
+    from accel.testing import tiny_class_pipeline
+
+    root = tmp_path_factory.mktemp("distill2")
+    tiny_class_pipeline(num_layers=3).save_pretrained(root / "teacher")
+    assert main(["prune", "--model", str(root / "teacher"), "--keep", "2", "--selector", "first",
+                 "--out", str(root / "student"), "--quiet"]) == 0
+    g = torch.Generator().manual_seed(0)
+    for c in (0, 1):
+        (root / "images" / str(c)).mkdir(parents=True)
+        for i in range(3):
+            pixels = (torch.rand(12, 12, generator=g) * 255).byte().numpy()
+            Image.fromarray(pixels, mode="L").save(root / "images" / str(c) / f"{i}.png")
+    return root
+
+
+def _distill_args(root: Path, out: Path, steps: int) -> list[str]:
+    return ["distill", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--data",
+            str(root / "images"), "--out", str(out), "--steps", str(steps), "--batch-size", "8", "--save-every", "2",
+            "--lr", "1e-3", "--quiet"]
+
+
+def _losses(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+
+
+def test_distill_in_two_processes_matches_one_and_resumes(distill_folders: Path, tmp_path: Path) -> None:
+    """`--batch-size` is the global batch: 2 processes of 4 samples give the losses of 1 process of 8, and a
+    2-process run stopped at step 2 resumes in 2 processes. The launch form is the README's:
+    `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m accel.cli distill ...`
+    (accelerate 1.16's `--cpu --num_processes 2` starts a single process)."""
+    from accel.cli import main
+
+    one = tmp_path / "one"
+    assert main(_distill_args(distill_folders, one, 4)) == 0
+    two = tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "accel.cli"]
+    env = {"ACCELERATE_USE_CPU": "true"}
+    _launch([*launch, *_distill_args(distill_folders, two, 2)], timeout=180, env=env)
+    first = _losses(two)
+    _launch([*launch, *_distill_args(distill_folders, two, 4), "--resume"], timeout=180, env=env)
+    info = json.loads((two / "distill.json").read_text())
+    assert info["num_processes"] == 2 and info["steps"] == 4
+    resumed, single = _losses(two), _losses(one)
+    assert resumed[:2] == first  # the resume continued the 2-process run from its step-2 checkpoint
+    assert [s["step"] for s in resumed] == [1, 2, 3, 4]
+    for a, b in zip(single, resumed):
+        for key in ("loss", "task", "out", "feat"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (key, a, b)

@@ -200,12 +200,20 @@ def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
 
 
 def _distill(args: Any) -> int:
+    """Under `accelerate launch` every process runs this: all check the input before any writes (a barrier
+    between), and only the main process writes (checkpoints, the final pipeline, the summary line)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
     from .distill import DistillConfig, RecordedCallData, check_student, digits_data, distill, ema_model
     from .distill import image_folder_data
     from .importance import record_calls
 
     from ..outputs import check_new_dir, check_writable
 
+    # the processes of `accelerate launch` (one otherwise); as `Accelerator` does, ACCELERATE_USE_CPU=true means
+    # CPU processes over gloo (a bare PartialState() would see no GPU and run each process alone)
+    procs = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -254,16 +262,23 @@ def _distill(args: Any) -> int:
             raise InputError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if getattr(data, "shardable", False) and cfg.batch_size % procs.num_processes:
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the "
+                         f"{procs.num_processes} processes")
+    procs.wait_for_everyone()  # every process has checked --out before the main one creates it
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    if procs.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
         result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
                          resume=args.resume)  # CheckpointError (one line) if the checkpoint changed since the check
     except BaseException:
-        if created and not any(out.iterdir()):  # failed before its first checkpoint: leave no empty folder
-            out.rmdir()
+        if created and procs.is_main_process and not any(out.iterdir()):  # failed before its first checkpoint:
+            out.rmdir()  # leave no empty folder
         raise
+    if not procs.is_main_process:
+        return 0
     final = ema_model(student_pipe.transformer, result["ema"]) if args.ema_weights else \
         student_pipe.transformer.eval()
     losses = result["losses"]

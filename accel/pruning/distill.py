@@ -13,8 +13,15 @@ The same code runs on one CPU, one or several GPUs and several nodes (`accelerat
 mixed precision where the device has it, gradient accumulation, EMA of the student, a
 checkpoint every N steps (accel's own format, safetensors + JSON under a hash manifest:
 checkpoint.py; resuming never unpickles) and resume from the latest one (losing at most one
-interval), refused when the settings or the student differ. Every batch is drawn from a generator seeded by (seed, step, process), so a
-resumed run computes exactly the losses an uninterrupted one would.
+interval), refused when the settings or the student differ. Every batch is drawn from a generator seeded by
+(seed, step), so a resumed run computes exactly the losses an uninterrupted one would.
+
+Several processes (`accelerate launch`, see the README): `batch_size` is the GLOBAL batch. Each
+process draws the same global batch and trains on its slice of it (`Batch.shard`), DDP averages
+the gradients, the feature loss's per-layer teacher norm is summed over the processes, and the
+logged losses are averaged over them, so N processes compute the losses and updates of one process
+with the same global batch (up to float summation order). Recorded teacher calls
+(`--teacher-samples`) cannot be split by sample: there each process draws its own call.
 """
 
 from __future__ import annotations
@@ -125,6 +132,19 @@ class Batch:
     kwargs: dict
     noise: torch.Tensor | None
 
+    def shard(self, index: int, count: int) -> "Batch":
+        """Slice `index` of `count` equal slices along the batch (every tensor sized like the batch is cut)."""
+        if count == 1:
+            return self
+        size = self.args[0].shape[0]
+        if size % count:
+            raise ValueError(f"--batch-size {size} is the global batch: it must be divisible by the {count} "
+                             "processes")
+        lo, hi = index * size // count, (index + 1) * size // count
+        cut = lambda x: x[lo:hi] if isinstance(x, torch.Tensor) and x.ndim and x.shape[0] == size else x  # noqa: E731
+        return Batch(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()},
+                     None if self.noise is None else cut(self.noise))
+
 
 class ClassImageData:
     """Real images with class labels (the digits set, or an image folder), noised on the fly.
@@ -132,6 +152,8 @@ class ClassImageData:
     x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε at t ~ U{0..T−1} on the pipeline's training noise schedule;
     a `label_dropout` share of labels becomes the null class (CFG training).
     """
+
+    shardable = True  # a batch of independent samples: processes split the global batch (`Batch.shard`)
 
     def __init__(self, latents: torch.Tensor, labels: torch.Tensor, alphas_cumprod: torch.Tensor,
                  null_class: int = 1000, label_dropout: float = 0.1):
@@ -162,6 +184,8 @@ class RecordedCallData:
     There is no ground-truth noise on the teacher's own trajectories, so the task loss
     is off and the teacher's prediction is the target (λ_out and λ_feat terms).
     """
+
+    shardable = False  # one recorded call per micro-batch, whatever its size: each process draws its own
 
     def __init__(self, calls: Sequence[tuple[tuple, dict]]):
         if not calls:
@@ -290,13 +314,23 @@ def _predict(model: torch.nn.Module, cfg: Any, batch: Batch) -> torch.Tensor:
 
 def distill_loss(student_pred: torch.Tensor, teacher_pred: torch.Tensor, noise: torch.Tensor | None,
                  s_feats: dict[int, torch.Tensor], t_feats: dict[int, torch.Tensor], mapping: Sequence[int],
-                 cfg: DistillConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """(total loss, its parts) of LAPTOP-Diff's task + output + normalized per-layer feature loss."""
+                 cfg: DistillConfig, sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 num_processes: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """(total loss, its parts) of LAPTOP-Diff's task + output + normalized per-layer feature loss.
+
+    On a slice of a global batch split over `num_processes`: the feature loss's teacher norms are summed
+    over the processes (`sum_over_processes`) and the slice's feature error is scaled by the process count,
+    so the processes' average (DDP's gradient average) is the global batch's loss.
+    """
     out = F.mse_loss(student_pred, teacher_pred)
     feat = student_pred.new_zeros(())
+    norms = [t_feats[m].float().pow(2).sum() for m in mapping]
+    if num_processes > 1:
+        norms = list(sum_over_processes(torch.stack(norms)))
     for l, m in enumerate(mapping):
         fs, ft = s_feats[l].float(), t_feats[m].float()
-        feat = feat + (fs - ft).pow(2).sum() / ft.pow(2).sum().clamp_min(1e-12)
+        err = (fs - ft).pow(2).sum()
+        feat = feat + (err * num_processes if num_processes > 1 else err) / norms[l].clamp_min(1e-12)
     total = cfg.lambda_out * out + cfg.lambda_feat * feat
     parts = {"out": float(out.detach()), "feat": float(feat.detach())}
     if noise is not None:
@@ -353,7 +387,12 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
         accelerator.print(f"resumed from {last} at step {state.step}")
     s_hooks, s_feats = capture_features(raw)
     t_hooks, t_feats = capture_features(teacher, mapping)
-    rank = accelerator.process_index
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    shard = getattr(data, "shardable", False)
+    if shard and cfg.batch_size % processes:
+        raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the "
+                         f"{processes} processes")
+    sum_over_processes = lambda t: accelerator.reduce(t.detach(), "sum")  # noqa: E731
     bar = tqdm(total=cfg.steps, initial=state.step, desc="distill",
                disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
     t_last = time.perf_counter()
@@ -368,21 +407,29 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
         while not done():
             parts_acc: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
+                # the global batch is drawn alike on every process and split; an unsplittable one per process
+                seed_rank = 0 if shard else rank
                 g = torch.Generator().manual_seed(
-                    (cfg.seed * 1_000_003 + state.step * 1009 + micro * 7919 + rank * 104729) % (2**63))
+                    (cfg.seed * 1_000_003 + state.step * 1009 + micro * 7919 + seed_rank * 104729) % (2**63))
                 batch = data.batch(g, cfg.batch_size, device)
+                if shard:
+                    batch = batch.shard(rank, processes)
                 with accelerator.accumulate(student):
                     with torch.no_grad(), accelerator.autocast():
                         teacher_pred = _predict(teacher, teacher.config, batch)
                     with accelerator.autocast():
                         student_pred = _predict(student, raw.config, batch)
                     loss, parts = distill_loss(student_pred, teacher_pred, batch.noise, s_feats, t_feats, mapping,
-                                               cfg)
+                                               cfg, sum_over_processes, processes if shard else 1)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(student.parameters(), 1.0)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                if processes > 1:  # the logged losses are the processes' average (the global batch's)
+                    mean = accelerator.reduce(torch.tensor(list(parts.values()), dtype=torch.float64, device=device),
+                                              "mean")
+                    parts = dict(zip(parts, mean.tolist()))
                 for k, v in parts.items():
                     parts_acc[k] = parts_acc.get(k, 0.0) + v / cfg.grad_accum
             state.update_ema(raw, cfg.ema_decay)
