@@ -78,6 +78,11 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--compile", nargs="?", const="regional", default=None, choices=("regional", "whole"),
+                   help="torch.compile every row, the baseline too (accel.compile; regional by default): "
+                        "adds compile seconds and recompiles on a second call to the results")
+    p.add_argument("--compile-backend", default="inductor", metavar="NAME",
+                   help="torch.compile backend of --compile (default inductor; eager / aot_eager only trace)")
 
     def run(args) -> int:
         from accel.eval.bench import bench_command

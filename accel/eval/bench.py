@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 
 from . import fid as fidmod
+from .compiled import CompileSetting, compile_fields, compile_note, compiled_apply, measure_compile
 from .fidelity import try_lpips
 from .memory import memory_kind
 from .methods import BenchInputError, MethodSpec
@@ -162,6 +163,7 @@ def run_bench(
     progress: bool = True,
     meta: dict | None = None,
     command: Sequence[str] | None = None,
+    compile: CompileSetting | None = None,  # noqa: A002
 ) -> BenchResult | None:
     """Run the paired benchmark; returns the result on the main process, None elsewhere.
 
@@ -169,6 +171,8 @@ def run_bench(
     ``num_features``. With ``reference_stats=(μ, Σ)`` the FD is to those statistics;
     without, to the baseline's images of the same seeds ("vs baseline"). No extractor:
     no FD. ``call_kwargs`` go into every pipeline call (height, width, negative_prompt, ...).
+    ``compile``: every row (baseline included) compiled that way after its method is applied
+    (compiled.py); the records gain compile_s, recompiles and graph_breaks.
     """
     state, methods, notes = state or SingleProcess(), list(methods), []
     provenance = run_meta(command)  # the code as it was when the run started
@@ -190,10 +194,15 @@ def run_bench(
                                 seed_set=seed_sets, num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)
     note = prepare_methods(pipe, methods, calibration, list(range(t_imgs)), state)
     notes += [note] if note else []
-    images = generate_paired(pipe, methods, workloads, apply_spec, state=state, extractor=extractor, device=device,
+    apply = compiled_apply(apply_spec, compile) if compile else apply_spec
+    images = generate_paired(pipe, methods, workloads, apply, state=state, extractor=extractor, device=device,
                              lpips_metric=lpips_metric, grid_cols=grid_cols, progress=progress)
+    costs: dict = {}
     if state.is_main_process:
-        timed = time_methods(pipe, methods, workloads[0], list(range(t_imgs)), apply_spec, repeats=repeats,
+        if compile:
+            costs = measure_compile(pipe, methods, workloads[0], list(range(t_imgs)), apply, device=device)
+            warmup = max(1, warmup)  # measure_compile left only the last method's graphs in Dynamo's cache
+        timed = time_methods(pipe, methods, workloads[0], list(range(t_imgs)), apply, repeats=repeats,
                              warmup=warmup, device=device, progress=progress)
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -206,10 +215,16 @@ def run_bench(
         torch_version=torch.__version__, diffusers_version=package_versions(["diffusers"])["diffusers"],
         memory_kind=memory_kind(device),
     )
+    if compile:
+        common.update(compile=compile.mode, compile_backend=compile.backend)
     if probe.ndim == 5:  # a video pipeline: frames per video, as generated
         common.update(media="video", num_frames=int(probe.shape[1]))
     records, flags = build_records(methods, images, timed, reference_stats=reference_stats, fd_name=fd_name,
                                    common=common)
+    if compile:
+        for rec in records:
+            rec.update(compile_fields(costs.get(rec["method"])))
+        notes.append(compile_note(compile, costs))
     notes += [_timing_note(t_imgs, num_images, repeats, warmup, workloads[0].seeds)] + flags
     grid = {label: im.grid for label, im in images.items() if im.grid is not None}
     return BenchResult(records, grid, notes, {**common, **provenance})
@@ -253,6 +268,8 @@ def bench_command(args: Any) -> int:
         threads = pin_threads(args.threads)
         state = distributed_state(args.device)
         prep = prepare(args, state)
+        mode = getattr(args, "compile", None)
+        setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
         if state.is_main_process:
             print(
                 f"accel bench: model={prep.model_name} device={prep.device} threads={threads} "
@@ -268,7 +285,7 @@ def bench_command(args: Any) -> int:
             reference_stats=prep.reference_stats, fd_name=prep.fd_name, device=prep.device, state=state,
             num_classes=prep.num_classes, prompts=prep.prompts, call_kwargs=prep.call_kwargs, lpips=args.lpips,
             progress=not args.quiet, meta={"model": prep.model_name, "scheduler": prep.scheduler},
-            command=getattr(args, "command_line", None),
+            command=getattr(args, "command_line", None), compile=setting,
         )
     except (BenchInputError, AccelError) as exc:
         print(f"accel bench: error: {_one_line(exc)}", file=sys.stderr)

@@ -57,6 +57,12 @@ RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
     "seed_sets": (("int",), False),
     "threads": (("int",), False),
     "memory_kind": (("str", "null"), False),
+    # `accel bench --compile` (compiled.py)
+    "compile": (("str",), False),
+    "compile_backend": (("str",), False),
+    "compile_s": ((_NUM, "null"), False),
+    "recompiles": (("int", "null"), False),
+    "graph_breaks": (("int", "null"), False),
 }
 
 
@@ -155,7 +161,8 @@ CSV_COLUMNS = [
     "method", "fd", "fd_name", "fd_spread", "fd_delta", "psnr", "ssim", "lpips", "speedup",
     "speedup_spread", "time_s", "time_spread_s", "peak_mem_mb", "block_evals", "block_total", "flops_ratio",
     "ideal_speedup", "achieved_over_ideal", "num_images", "steps", "seed", "seed_sets",
-    "device", "threads", "torch_version", "diffusers_version", "config",
+    "device", "threads", "torch_version", "diffusers_version", "compile", "compile_backend", "compile_s",
+    "recompiles", "graph_breaks", "config",
 ]
 
 
@@ -295,6 +302,10 @@ def table_cells(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
             _fmt(r.get("ideal_speedup"), ".2f"), _fmt(r.get("achieved_over_ideal"), ".2f"), t,
             _fmt(r.get("peak_mem_mb"), ".0f"), _fmt(r.get("block_evals"), "d"),
         ])
+    if any(r.get("compile") for r in records):  # `accel bench --compile`
+        head += ["compile s", "recompiles"]
+        for r, row in zip(records, rows):
+            row += [_fmt(r.get("compile_s"), ".3g"), _fmt(r.get("recompiles"), "d")]
     return head, rows
 
 
