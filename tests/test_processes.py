@@ -128,3 +128,16 @@ def test_distill_in_two_processes_matches_one_and_resumes(distill_folders: Path,
     for a, b in zip(single, resumed):
         for key in ("loss", "task", "out", "feat"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (key, a, b)
+
+
+def test_batch_shard_slices_the_global_batch() -> None:
+    from accel.pruning.distill import Batch
+
+    x, t = torch.arange(8.0).view(8, 1), torch.arange(8)
+    batch = Batch((x,), {"timestep": t, "return_dict": False}, x + 1)
+    part = batch.shard(1, 2)
+    assert part.args[0].flatten().tolist() == [4, 5, 6, 7] and part.kwargs["timestep"].tolist() == [4, 5, 6, 7]
+    assert part.noise.flatten().tolist() == [5, 6, 7, 8] and part.kwargs["return_dict"] is False
+    assert batch.shard(0, 1) is batch
+    with pytest.raises(ValueError, match="divisible by the 3 processes"):
+        batch.shard(0, 3)
