@@ -7,6 +7,10 @@ class AccelError(Exception):
     """Base class of accel's own errors."""
 
 
+class InputError(AccelError, ValueError):
+    """Bad user input (a flag's value, a file given on the command line): one line, exit code 2."""
+
+
 class UnsupportedModelError(AccelError, ValueError):
     """The model (or the pipeline's transformer) is not a supported diffusion transformer."""
 

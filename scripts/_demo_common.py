@@ -1,8 +1,7 @@
 """Shared pieces of the demo scripts (demo_preset.py, demo_end_to_end.py, reproduce_readme.py).
 
-Loading goes through accel's own loaders (`accel.pipelines.load_pipeline`, the digits-model
-lineage, `accel.testing` for tiny models); timing, fidelity and provenance through
-`accel.eval`. What is here is only what a demo adds on top: one paired image source for
+Loading goes through accel's one loader (`accel.pipelines.load_model`; `accel.testing` for tiny
+models); timing, fidelity and provenance through `accel.eval`. What is here is only what a demo adds on top: one paired image source for
 every kind of model, a labelled side-by-side grid PNG, strict JSON and the one-line error.
 """
 
@@ -88,10 +87,9 @@ def load_model(model: str | None, family: str = "pixart", device: Any = "cpu",
                dtype: torch.dtype = torch.float32, num_layers: int = 3) -> DemoModel:
     """`None` -> a tiny random-init stock pipeline of `family` (accel.testing); `"default"` -> the
     embedded digits model; a folder pruned/distilled from it -> that digits model; anything else ->
-    `accel.pipelines.load_pipeline` (local files only; its ModelNotFoundError / UnsupportedModelError
-    say how to bring weights over)."""
+    a pipeline folder or cached hub id: `accel.pipelines.load_model`, the loader every accel command uses
+    (local files only; its ModelNotFoundError / UnsupportedModelError say how to bring weights over)."""
     from accel.errors import AccelError
-    from accel.pruning.lineage import is_digits_model, load_digits_model
 
     if model is None:
         from accel.testing import FAMILIES, tiny_pipeline
@@ -102,20 +100,19 @@ def load_model(model: str | None, family: str = "pixart", device: Any = "cpu",
         if dtype != torch.float32:
             pipe = pipe.to(dtype=dtype)
         return DemoModel(pipe, f"tiny-{family}", "tiny", family=family)
-    try:
-        if is_digits_model(model):
-            pipe = load_digits_model(model, device=device, dtype=dtype)
-            return DemoModel(pipe, model, "digits", digits=True)
-        from accel.pipelines import load_pipeline
+    from accel.pipelines import load_model as load
 
-        pipe = load_pipeline(model, device=device, dtype=dtype)
+    try:
+        loaded = load(model, device=device, dtype=dtype)
     except AccelError:
         raise  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
     except (ValueError, OSError) as exc:
         raise DemoInputError(f"--model {model!r} could not be loaded: {exc}") from None
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
-    return DemoModel(pipe, model, "pipeline")
+    if loaded.digits:
+        return DemoModel(loaded.pipe, model, "digits", digits=True)
+    if hasattr(loaded.pipe, "set_progress_bar_config"):
+        loaded.pipe.set_progress_bar_config(disable=True)
+    return DemoModel(loaded.pipe, model, "pipeline")
 
 
 def default_steps(m: DemoModel) -> int:

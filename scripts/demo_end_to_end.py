@@ -350,7 +350,7 @@ def _asdict(cfg: Any) -> dict:
 def save_models(out: Path, m: C.DemoModel, pruned: torch.nn.Module, distilled: torch.nn.Module,
                 prune_info: dict, distill_info: dict) -> dict:
     """pruned/ and distilled/ pipeline folders as `accel prune` / `accel distill` write them."""
-    from accel.pruning.lineage import MARKER_FILE, digits_marker
+    from accel.models.lineage import MARKER_FILE, digits_marker
     from accel.pruning.prune import PRUNING_FILE, save_pipeline
 
     marker = {MARKER_FILE: digits_marker(derived_from=m.name)} if m.digits else {}

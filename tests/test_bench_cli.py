@@ -207,7 +207,7 @@ def test_model_errors_exit_2(features_on_path, tmp_path, capsys, monkeypatch):
         args[args.index("--model") + 1] = model
         code, err = _bad(args, capsys)
         assert code == 2 and len(_error_lines(err)) == 1 and msg in err and "Traceback" not in err, err
-    import accel.pipelines
+    import accel.pipelines.loader
 
     held = []
 
@@ -216,7 +216,7 @@ def test_model_errors_exit_2(features_on_path, tmp_path, capsys, monkeypatch):
         held.append(accel.apply(pipe))
         return pipe
 
-    monkeypatch.setattr(accel.pipelines, "load_pipeline", accelerated)
+    monkeypatch.setattr(accel.pipelines.loader, "load_pipeline", accelerated)  # what the one loader calls
     code, err = _bad(_args(features_on_path, tmp_path / "out"), capsys)
     assert code == 2 and "already accelerated" in err and len(_error_lines(err)) == 1
     assert not (tmp_path / "out").exists()

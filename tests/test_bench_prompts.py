@@ -60,7 +60,7 @@ def test_text_to_image_bench_end_to_end(saved, tmp_path, monkeypatch, family):
             with_kwargs=True)
         return pipe
 
-    monkeypatch.setattr(accel.pipelines, "load_pipeline", spying_loader)
+    monkeypatch.setattr(accel.pipelines.loader, "load_pipeline", spying_loader)  # what the one loader calls
     out = tmp_path / "out"
     argv = ["bench", "--model", str(saved / family), "--no-fd", "--prompts", str(saved / prompt_file),
             "--height", "16", "--width", "24", "--negative-prompt", "blurry", "--pipeline-kwargs", extra_kwargs,

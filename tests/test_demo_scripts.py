@@ -179,7 +179,7 @@ def test_end_to_end_demo_on_the_default_model(common, tmp_path):
     assert stages["+tokens toca:interval=2,recompute=0.3"]["flops_ratio"] < 1
     grid = _png(tmp_path / "grid.png")
     assert (grid.shape[1], grid.shape[0]) == common.grid_size(5, 2, 32, 32)
-    from accel.pruning.lineage import load_digits_model
+    from accel.models.lineage import load_digits_model
 
     pipe = load_digits_model(tmp_path / "distilled")
     assert len(pipe.transformer.transformer_blocks) == 9

@@ -11,7 +11,7 @@ from diffusers import DiTTransformer2DModel
 from accel.cli import main
 from accel.pipelines import load_pipeline
 from accel.pruning.importance import BlockProbe, prediction
-from accel.pruning.lineage import MARKER_FILE, is_digits_model, load_digits_model
+from accel.models.lineage import MARKER_FILE, is_digits_model, load_digits_model
 from accel.testing import tiny_class_pipeline
 
 

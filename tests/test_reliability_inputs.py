@@ -61,15 +61,15 @@ def _pngs(folder, n: int, size: int = 8) -> None:
 def test_reference_images_on_the_default_model(tmp_path, monkeypatch):
     """`--reference-images DIR` on the default model crashed in `extractor_fingerprint` (its
     classifier has 0-dim BatchNorm buffers): now the statistics are computed and cached."""
-    import types
-
     import torch
 
     from accel.eval import fid, prepare
 
     monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path / "cache"))
-    args = types.SimpleNamespace(model="default", scheduler=None)
-    pipe, _, ext, _ = prepare._load_digits(args, torch.device("cpu"), torch.float32, True)
+    from accel.pipelines import load_model
+
+    pipe = load_model("default").pipe
+    ext, _ = prepare._digits_fd(torch.device("cpu"))
     assert any(t.dim() == 0 for t in ext.state_dict().values())  # what used to crash
     key = fid.extractor_fingerprint(ext)
     assert key == fid.extractor_fingerprint(ext) and len(key) == 16

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import accel
+import accel.models
 from accel.testing import FAMILIES, run_tiny, tiny_class_pipeline, tiny_transformer, transformer_inputs
 from accel.tokens import DiffRateConfig
 from accel.tokens.diffrate_train import RateTrainer, record_calls, train_rates
@@ -91,7 +92,7 @@ def test_cli_writes_a_rates_file_that_applies(tmp_path, monkeypatch):
     from accel.cli import main
 
     pipe = tiny_class_pipeline(num_layers=2)
-    monkeypatch.setattr(accel, "default_pipeline", lambda **kw: pipe)
+    monkeypatch.setattr(accel.models, "load_default_pipeline", lambda **kw: pipe)  # what --model default loads
     out = tmp_path / "rates.json"
     argv = ["diffrate", "--model", "default", "--flops", "0.6", "--out", str(out), "--iters", "6", "--steps", "2",
             "--calibration-images", "2", "--calibration-runs", "1", "--quiet"]

@@ -20,7 +20,7 @@ import torch
 from . import fid as fidmod
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
-from .runtime import parse_dtype, resolve_device, set_scheduler
+from .runtime import parse_dtype, resolve_device
 from .video import is_video_pipeline, video_features
 from .workload import infer_num_classes, pipeline_kind
 
@@ -93,50 +93,40 @@ class DigitsFeatures(torch.nn.Module):
         return self.classifier.features(self.to_input(images.cpu()).to(dev))
 
 
-def _load_digits(args, device, dtype, prep_fd: bool) -> tuple[Any, dict, Any, Any]:
-    """The embedded default model or a folder pruned / distilled from it (`accel_model.json`):
-    (pipe, sampler defaults, FD-digits extractor or None, reference stats or None)."""
-    try:
-        from accel import models as M
-        from accel.pruning.lineage import load_digits_model, read_marker
+def _digits_fd(device) -> tuple[Any, Any]:
+    """The FD-digits extractor and the digits reference statistics."""
+    from accel import models as M
 
-        marker = read_marker(args.model) if args.model != "default" else None
-        sampler = dict((marker or {}).get("sampler") or M.DEFAULT_SAMPLER)
-        pipe = load_digits_model(args.model, scheduler=args.scheduler or sampler.get("scheduler"), device=device,
-                                 dtype=dtype)
-        if not prep_fd:
-            return pipe, sampler, None, None
-        extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
-        return pipe, sampler, extractor, M.load_reference_stats()
-    except Exception as exc:  # noqa: BLE001 - missing weights and the like
-        what = "the embedded default model" if args.model == "default" else f"digits model {args.model}"
-        raise BenchInputError(f"{what} could not be loaded: {exc}") from None
+    return DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input), M.load_reference_stats()
 
 
 def load_model(args, device, dtype) -> Prepared:
-    """The pipeline and its sampler defaults (steps, guidance, scheduler, classes)."""
-    from accel.pruning.lineage import is_digits_model
+    """The pipeline (accel.pipelines.load_model) and its sampler defaults (steps, guidance, scheduler, classes)."""
+    from accel.errors import AccelError
+    from accel.models import is_digits_model, is_embedded, sampler_defaults
+    from accel.pipelines import load_model as load
 
-    if is_digits_model(args.model):
-        digits_fd = not args.no_fd and args.inception_weights is None and args.features is None
-        pipe, sampler, extractor, reference = _load_digits(args, device, dtype, digits_fd)
+    digits = is_digits_model(args.model)
+    sampler = sampler_defaults(args.model)
+    scheduler = args.scheduler or sampler.get("scheduler")
+    try:
+        pipe = load(args.model, device=device, dtype=dtype, scheduler=scheduler).pipe
+        digits_fd = digits and not args.no_fd and args.inception_weights is None and args.features is None
+        extractor, reference = _digits_fd(device) if digits_fd else (None, None)
+    except Exception as exc:  # noqa: BLE001 - missing weights, a folder diffusers cannot read and the like
+        if digits:
+            what = f"the embedded {args.model} model" if is_embedded(args.model) else f"digits model {args.model}"
+            raise BenchInputError(f"{what} could not be loaded: {exc}") from None
+        if isinstance(exc, AccelError):  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
+            raise
+        raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+    if digits:
         return Prepared(
             pipe, [], args.steps or BENCH_DEFAULT_STEPS,
             args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, args.model,
-            args.scheduler or sampler.get("scheduler"), num_classes=infer_num_classes(pipe, default=10),
-            extractor=extractor,
+            scheduler, num_classes=infer_num_classes(pipe, default=10), extractor=extractor,
             reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
         )
-    from accel.errors import AccelError
-    from accel.pipelines import load_pipeline
-
-    try:
-        pipe = load_pipeline(args.model, device=device, dtype=dtype)
-    except AccelError:  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
-        raise
-    except Exception as exc:  # noqa: BLE001 - any other loader failure is a bad --model too
-        raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
-    set_scheduler(pipe, args.scheduler)
     return Prepared(pipe, [], args.steps or OTHER_MODEL_STEPS, args.guidance, device, args.model, args.scheduler)
 
 

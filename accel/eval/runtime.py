@@ -1,4 +1,4 @@
-"""Where `accel bench` runs: processes (accelerate), device, dtype, threads, scheduler.
+"""Where `accel bench` runs: processes (accelerate), device, dtype, threads (the scheduler: accel.pipelines).
 
 Every function turns a bad value into a :class:`BenchInputError` that names the flag.
 """
@@ -82,19 +82,3 @@ def pin_threads(n: int | None) -> int:
         return timing.pin_threads(n)
     except ValueError as exc:
         raise BenchInputError(str(exc)) from None
-
-
-def set_scheduler(pipe: Any, name: str | None) -> None:
-    """Swap the pipeline's scheduler for ``ddim``, ``dpm++``, ``ddpm`` or ``euler`` (same config)."""
-    if name is None:
-        return
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-    table = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler,
-             "euler": EulerDiscreteScheduler}
-    if name not in table:
-        raise BenchInputError(f"--scheduler {name!r}: choose one of {', '.join(table)}")
-    try:
-        pipe.scheduler = table[name].from_config(pipe.scheduler.config)
-    except Exception as exc:  # noqa: BLE001 - any failure means this scheduler does not fit the pipeline
-        raise BenchInputError(f"--scheduler {name}: cannot be used with this pipeline ({exc})") from None

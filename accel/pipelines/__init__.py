@@ -1,6 +1,6 @@
-"""Pipeline wrapper and loader."""
+"""Pipeline wrapper and the one model loader."""
 
-from .loader import load_pipeline
+from .loader import LoadedModel, load_model, load_pipeline, set_scheduler
 from .wrapper import AcceleratedPipeline
 
-__all__ = ["AcceleratedPipeline", "load_pipeline"]
+__all__ = ["AcceleratedPipeline", "LoadedModel", "load_model", "load_pipeline", "set_scheduler"]

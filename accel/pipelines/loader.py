@@ -1,4 +1,9 @@
-"""Load a diffusers pipeline from a local folder or a hub id already in the local cache.
+"""The one model loader: `--model NAME` of every command, script and benchmark goes through here.
+
+:func:`load_model` resolves, in this order: a named embedded model (``"default"``;
+`accel.models.lineage.EMBEDDED_MODELS`), a folder pruned / distilled from one
+(``accel_model.json``), then any diffusers pipeline folder or hub id already in the local
+cache (:func:`load_pipeline`).
 
 This never downloads: accel runs on machines without internet, so a missing model
 is an error that says how to bring the weights over.
@@ -7,12 +12,69 @@ is an error that says how to bring the weights over.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..api import resolve
-from ..errors import ModelNotFoundError, UnsupportedModelError
+from ..errors import InputError, ModelNotFoundError, UnsupportedModelError
+
+SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
+                     "euler": "EulerDiscreteScheduler"}
+
+
+@dataclass
+class LoadedModel:
+    """A loaded pipeline and what the caller needs to know about it."""
+
+    pipe: Any
+    name: str  # as given: "default", a folder or a hub id
+    digits: bool  # an embedded digits model or a folder derived from one: FD-digits and the digits data apply
+    sampler: dict = field(default_factory=dict)  # its own sampler defaults (scheduler, guidance_scale); {} if unknown
+
+
+def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               scheduler: str | None = None, progress_bars: bool = True) -> LoadedModel:
+    """Any model accel accepts as ``--model``: an embedded model's name, a folder derived from one, or a
+    supported diffusers pipeline folder / cached hub id.
+
+    `scheduler`: None keeps the model's own (a folder's saved scheduler); ``ddim``, ``dpm++``, ``ddpm``
+    or ``euler`` builds that one (on the model's noise schedule). `progress_bars=False` hides diffusers'
+    "Loading pipeline components" bars. Raises ModelNotFoundError / UnsupportedModelError / InputError
+    (their messages say what to do) and, for a digits folder that does not load, ValueError / OSError.
+    """
+    from ..models.lineage import is_digits_model, load_digits_model, sampler_defaults
+
+    from diffusers.utils import logging as dlog
+
+    bars = dlog.is_progress_bar_enabled()
+    if not progress_bars:
+        dlog.disable_progress_bar()
+    try:
+        if is_digits_model(model):
+            pipe = load_digits_model(model, scheduler=scheduler, device=device, dtype=dtype)
+            return LoadedModel(pipe, str(model), True, sampler_defaults(model))
+        pipe = load_pipeline(model, device=device, dtype=dtype)
+        set_scheduler(pipe, scheduler)
+        return LoadedModel(pipe, str(model), False)
+    finally:
+        if bars and not progress_bars:
+            dlog.enable_progress_bar()
+
+
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    """Swap the pipeline's scheduler for ``ddim``, ``dpm++``, ``ddpm`` or ``euler`` (same config); None keeps it."""
+    if name is None:
+        return
+    import diffusers
+
+    if name not in SCHEDULER_CLASSES:
+        raise InputError(f"--scheduler {name!r}: choose one of {', '.join(SCHEDULER_CLASSES)}")
+    try:
+        pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(pipe.scheduler.config)
+    except Exception as exc:  # noqa: BLE001 - any failure means this scheduler does not fit the pipeline
+        raise InputError(f"--scheduler {name}: cannot be used with this pipeline ({exc})") from None
 
 
 def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

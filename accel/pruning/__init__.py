@@ -7,8 +7,8 @@
 
 Modules: importance (calibration, block bypass, LAPTOP-Diff / ShortGPT / positional scores),
 select (exact knapsack, EvoPress-style search, budgets and per-block costs), prune (the
-smaller model and its pipeline folder), distill (accelerate training loop), lineage
-(folders derived from the default digits model), cli (`accel prune`, `accel distill`).
+smaller model and its pipeline folder), distill (accelerate training loop), cli (`accel prune`,
+`accel distill`). Folders derived from the embedded digits model: accel.models.lineage.
 """
 
 from .importance import BlockProbe, Calibration, MaskEvaluator, collect_calibration, cosine_scores, laptop_scores

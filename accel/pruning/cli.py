@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..eval.provenance import git_commit
-from .lineage import digits_marker, is_digits_model, load_digits_model, MARKER_FILE
+from ..models.lineage import MARKER_FILE, digits_marker
 from .prune import PRUNING_FILE, SELECTORS, block_map, prune_model, save_pipeline, select_keep
 
 DEFAULT_PROMPTS = (
@@ -31,27 +31,15 @@ class InputError(ValueError):
 
 def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                 flag: str = "--model") -> tuple[Any, bool]:
-    """(pipeline, is_digits) for `default`, a digits-derived folder, or any supported pipeline folder / hub id;
-    InputError naming `flag` when it cannot be loaded."""
-    from diffusers.utils import logging as dlog
+    """(pipeline, is_digits) for an embedded model, a digits-derived folder, or any supported pipeline folder /
+    hub id (accel.pipelines.load_model); InputError naming `flag` when it cannot be loaded."""
+    from accel.pipelines import load_model
 
-    bars = dlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()  # no "Loading pipeline components" bars: the command's stderr stays its own
     try:
-        if model == "default":
-            from accel.models import load_default_pipeline
-
-            return load_default_pipeline(device=device, dtype=dtype), True
-        if is_digits_model(model):
-            return load_digits_model(model, device=device, dtype=dtype), True
-        from accel.pipelines import load_pipeline
-
-        return load_pipeline(model, device=device, dtype=dtype), False
+        loaded = load_model(model, device=device, dtype=dtype, progress_bars=False)  # stderr stays the command's
     except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{flag} {model}: {type(exc).__name__ + ': ' if isinstance(exc, (KeyError, TypeError, AttributeError)) else ''}{exc}") from None
-    finally:
-        if bars:
-            dlog.enable_progress_bar()
+    return loaded.pipe, loaded.digits
 
 
 def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: int,

@@ -164,7 +164,7 @@ def write_pipeline(pipe: Any, transformer: torch.nn.Module, folder: Path, files:
 def _own_entries(folder: Path) -> list[str]:
     """accel's own JSON files that an earlier save_pipeline may have left in `folder` and this write may not
     produce (a digits marker must not outlive its model). Component folders are replaced only by name."""
-    from .lineage import MARKER_FILE
+    from ..models.lineage import MARKER_FILE
 
     return [PRUNING_FILE, "distill.json", MARKER_FILE] if (folder / "model_index.json").is_file() else []
 

@@ -304,7 +304,6 @@ def diffrate_command(args: Any) -> int:
 
 
 def _diffrate(args: Any) -> int:
-    import accel
     from accel.errors import ModelNotFoundError
     from accel.outputs import check_file_output, write_json_atomic
 
@@ -327,12 +326,9 @@ def _diffrate(args: Any) -> int:
         raise _InputError(str(exc)) from None
     t0 = time.perf_counter()
     try:
-        if args.model == "default":
-            pipe = accel.default_pipeline()
-        else:
-            from accel.pipelines.loader import load_pipeline
+        from accel.pipelines import load_model
 
-            pipe = load_pipeline(args.model)
+        pipe = load_model(args.model).pipe  # an embedded model, a folder derived from one, any supported pipeline
     except (ModelNotFoundError, OSError, ValueError) as exc:
         raise _InputError(f"--model {args.model}: {exc}") from None
     from accel.eval.workload import DEFAULT_PROMPTS, pipeline_kind

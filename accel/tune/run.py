@@ -82,17 +82,13 @@ def _workload_key(prep: Any, args: argparse.Namespace, n: int, seed_set: int) ->
 
 
 def _loader(prep: Any, args: argparse.Namespace):
-    """Folder -> pipeline on the same device/dtype/scheduler as the original."""
+    """Folder -> pipeline on the same device/dtype/scheduler as the original (accel.pipelines.load_model)."""
     def load(folder: str) -> Any:
-        from accel.pruning.lineage import is_digits_model, load_digits_model
-        from accel.pipelines import load_pipeline
-        from accel.eval.runtime import parse_dtype, set_scheduler
+        from accel.eval.runtime import parse_dtype
+        from accel.pipelines import load_model
 
-        if is_digits_model(folder):
-            return load_digits_model(folder, scheduler=prep.scheduler, device=prep.device, dtype=parse_dtype(args.dtype))
-        pipe = load_pipeline(folder, device=prep.device, dtype=parse_dtype(args.dtype))
-        set_scheduler(pipe, args.scheduler)
-        return pipe
+        # prep.scheduler: --scheduler, else a digits model's own sampler's (as `accel bench` loads the original)
+        return load_model(folder, device=prep.device, dtype=parse_dtype(args.dtype), scheduler=prep.scheduler).pipe
     return load
 
 

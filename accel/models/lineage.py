@@ -1,4 +1,7 @@
-"""Self-describing pipeline folders derived from the embedded default (digits) model.
+"""The named models shipped inside accel, and self-describing folders derived from them.
+
+``EMBEDDED_MODELS`` is the one place where a name such as ``"default"`` (``--model default``)
+resolves to a loader in :mod:`accel.models`; adding a second embedded model is one entry there.
 
 A pruned or distilled copy of the default model is still a 10-class 32x32 digits model:
 FD-digits and class agreement apply to it as to the default. `accel prune` /
@@ -10,6 +13,7 @@ embedded weights (same pipeline class, sampler defaults and scheduler choices).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +23,43 @@ MARKER_FILE = "accel_model.json"
 DIGITS_KIND = "accel-digits"
 
 
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship with accel: the names of its loader and sampler defaults in `accel.models`.
+
+    The loader is called as ``loader(scheduler=..., device=..., dtype=...)``; the sampler is a
+    dict with at least ``scheduler`` and ``guidance_scale``."""
+
+    loader: str
+    sampler: str
+
+
+# --model NAME -> the embedded model it names (every one is a 10-class 32x32 digits model: FD-digits applies)
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "default": EmbeddedModel("load_default_pipeline", "DEFAULT_SAMPLER"),
+}
+
+
+def is_embedded(name: Any) -> bool:
+    """True when `name` names a model shipped with accel (``"default"``, ...)."""
+    return isinstance(name, (str, Path)) and str(name) in EMBEDDED_MODELS
+
+
+def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
+                  dtype: torch.dtype = torch.float32) -> Any:
+    """The pipeline of an embedded model (``scheduler=None``: its own sampler's)."""
+    from accel import models as M
+
+    return getattr(M, EMBEDDED_MODELS[str(name)].loader)(scheduler=scheduler, device=device, dtype=dtype)
+
+
 def digits_marker(derived_from: str) -> dict[str, Any]:
-    """Content of `accel_model.json` for a folder derived from the default model."""
+    """Content of `accel_model.json` for a folder derived from `derived_from` (an embedded model or a
+    folder derived from one): the sampler is the source's (the default model's when it names none)."""
     from accel.models import DEFAULT_SAMPLER
 
-    return {"kind": DIGITS_KIND, "num_classes": 10, "image_size": 32, "sampler": dict(DEFAULT_SAMPLER),
+    sampler = sampler_defaults(derived_from) or dict(DEFAULT_SAMPLER)
+    return {"kind": DIGITS_KIND, "num_classes": 10, "image_size": 32, "sampler": sampler,
             "derived_from": derived_from}
 
 
@@ -39,10 +75,22 @@ def read_marker(path: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def sampler_defaults(model: str | Path) -> dict[str, Any]:
+    """The sampler a digits model was made for (an embedded model's, or the folder's `accel_model.json`
+    ``sampler``); {} for any other model."""
+    from accel import models as M
+
+    if is_embedded(model):
+        return dict(getattr(M, EMBEDDED_MODELS[str(model)].sampler))
+    if not is_digits_model(model):
+        return {}
+    return dict((read_marker(model) or {}).get("sampler") or M.DEFAULT_SAMPLER)
+
+
 def is_digits_model(path: str | Path) -> bool:
-    """True when `path` is a pipeline folder derived from the embedded digits model (FD-digits applies)."""
-    if not isinstance(path, (str, Path)) or str(path) == "default":
-        return str(path) == "default"
+    """True when `path` names an embedded model or a pipeline folder derived from one (FD-digits applies)."""
+    if not isinstance(path, (str, Path)) or is_embedded(path):
+        return is_embedded(path)
     marker = read_marker(path)
     return marker is not None and marker.get("kind") == DIGITS_KIND
 
@@ -52,16 +100,16 @@ def load_digits_model(path: str | Path, scheduler: str | None = None, device: An
     """A digits pipeline folder as `accel.models.load_default_pipeline` would build it.
 
     `scheduler`: None keeps the folder's own scheduler; "dpm++", "ddim", "ddpm" or
-    "euler" builds that scheduler on the training noise schedule. `path="default"` is the
-    embedded model itself (`load_default_pipeline`), so callers can treat every digits
-    model alike: `if is_digits_model(m): pipe = load_digits_model(m, ...)`.
+    "euler" builds that scheduler on the training noise schedule. An embedded model's name
+    (`path="default"`) loads that model itself, so callers can treat every digits model
+    alike: `if is_digits_model(m): pipe = load_digits_model(m, ...)`.
     """
     from diffusers import DiTPipeline, DiTTransformer2DModel
 
     from accel import models as M
 
-    if str(path) == "default":
-        return M.load_default_pipeline(scheduler=scheduler, device=device, dtype=dtype)
+    if is_embedded(path):
+        return load_embedded(str(path), scheduler=scheduler, device=device, dtype=dtype)
     path = Path(path)
     if not is_digits_model(path):
         raise ValueError(f"{path} is not a pipeline folder derived from the default digits model "
