@@ -39,10 +39,10 @@ from accel.models import (  # noqa: E402
     load_digits_classifier,
     load_reference_stats,
 )
+from accel.pipelines.calls import class_inputs  # noqa: E402
 from accel.pruning.distill import DistillConfig, digits_data, distill, ema_model  # noqa: E402
 from accel.pruning.importance import (  # noqa: E402
     MaskEvaluator,
-    class_inputs,
     collect_calibration,
     cosine_scores,
     first_scores,

@@ -141,9 +141,9 @@ def make_pruned(pipe: Any, args: argparse.Namespace, folder: Path, info: dict) -
     """Prune (and optionally distil) the default model, save the pipeline folder, load its transformer back."""
     from diffusers import DiTTransformer2DModel
 
-    from accel.pruning import prune_model, save_pipeline, select_keep
-    from accel.pruning.importance import class_inputs, collect_calibration
-    from accel.pruning.select import Budget
+    from accel.pruning import save_pipeline
+    from accel.pruning.distill import DistillConfig
+    from accel.pruning.workflow import distill_data, distill_pipeline, prune_pipeline
 
     teacher = pipe.transformer
     n = len(teacher.transformer_blocks)
@@ -161,23 +161,17 @@ def make_pruned(pipe: Any, args: argparse.Namespace, folder: Path, info: dict) -
                     params_original=sum(p.numel() for p in teacher.parameters()))
         return loaded
     t0 = time.perf_counter()
-    cal = None
-    if args.selector in ("laptop", "evo", "cosine"):
-        cal = collect_calibration(pipe, class_inputs(10, 10, STEPS, 2.0, seed=10_000), max_calls=16)
-    sel = select_keep(teacher, args.selector, Budget("count", args.keep, (1.0,) * n), cal,
-                      evo_evaluations=args.evo_evaluations)
-    keep = sel["keep"]
-    student = prune_model(teacher, keep)
+    # 10 calibration images on seeds disjoint from the measured ones, 16 calls kept
+    pruned = prune_pipeline(pipe, args.keep, digits=True, selector=args.selector, calib_images=10, calib_steps=STEPS,
+                            calib_calls=16, calib_seed=10_000, evo_evaluations=args.evo_evaluations)
+    keep, student = pruned.keep, pruned.model
     info.update(keep=keep, removed=[i for i in range(n) if i not in keep], selector=args.selector,
                 select_seconds=round(time.perf_counter() - t0, 1))
     if args.distill_minutes > 0:
-        from accel.pruning.distill import DistillConfig, digits_data, distill, ema_model
-
         cfg = DistillConfig(minutes=args.distill_minutes, batch_size=args.distill_batch, lr=args.distill_lr,
                             save_every=10**9, seed=args.seed, progress=False)
         with tempfile.TemporaryDirectory() as work:
-            res = distill(teacher, student, keep, digits_data(), cfg, work)
-        student = ema_model(student, res["ema"])
+            student, res = distill_pipeline(pipe, student, keep, distill_data(pipe, digits=True)[0], cfg, work)
         losses = res["losses"]
         info["distill"] = {
             "minutes": args.distill_minutes, "steps": res["steps"], "train_seconds": round(res["elapsed_s"], 1),

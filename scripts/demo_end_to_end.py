@@ -153,60 +153,35 @@ def with_transformer(pipe: Any, transformer: torch.nn.Module) -> Any:
 
 
 def prune_stage(args: argparse.Namespace, m: C.DemoModel) -> tuple[torch.nn.Module, dict]:
-    """Calibrate, score, select and build the pruned transformer (what `accel prune` does, in memory)."""
-    from accel.families import blocks_of
-    from accel.pruning import collect_calibration, prune_model, resolve_keep, select_keep
-    from accel.pruning.cli import calibration_inputs
+    """Calibrate, score, select and build the pruned transformer (`accel prune`'s prune_pipeline, in memory)."""
+    from accel.pruning.workflow import prune_pipeline
 
-    model = m.pipe.transformer
-    n = len(blocks_of(model))
-    try:
-        budget = resolve_keep(args.keep, [1.0] * n, "count")  # a bad --keep fails before the calibration runs
+    try:  # a bad --keep fails before the calibration runs
+        result = prune_pipeline(m.pipe, args.keep, digits=m.digits, selector=args.selector,
+                                calib_images=args.calib_images, calib_steps=args.calib_steps,
+                                calib_calls=args.calib_calls, seed=args.seed, source=m.name, progress=not args.quiet)
     except ValueError as exc:
         raise C.DemoInputError(str(exc)) from None
-    t0 = time.perf_counter()
-    calibration = None
-    if args.selector in ("laptop", "evo", "cosine"):
-        inputs = calibration_inputs(m.pipe, m.digits, args.calib_images, args.calib_steps, args.seed)
-        m.pipe.set_progress_bar_config(disable=args.quiet, desc="calibration", leave=False)  # diffusers' step bar
-        try:
-            calibration = collect_calibration(m.pipe, inputs, max_calls=args.calib_calls,
-                                              settings=dict(images=args.calib_images, steps=args.calib_steps))
-        finally:
-            m.pipe.set_progress_bar_config(disable=True)
-    chosen = select_keep(model, args.selector, budget, calibration, seed=args.seed)
-    pruned = prune_model(model, chosen["keep"]).eval()
-    info = {"selector": args.selector, "num_blocks": n, "keep": chosen["keep"],
-            "removed": [i for i in range(n) if i not in chosen["keep"]], "block_map": sorted(chosen["keep"]),
-            "scores": chosen.get("scores"), "seconds": round(time.perf_counter() - t0, 2),
-            "calibration": dict(images=args.calib_images, steps=args.calib_steps, calls=args.calib_calls)}
-    return pruned, info
+    return result.model.eval(), result.info
 
 
 def distill_stage(args: argparse.Namespace, m: C.DemoModel, pruned: torch.nn.Module, mapping: list[int],
                   workdir: Path) -> tuple[torch.nn.Module, dict]:
-    """Train a copy of the pruned transformer towards the original (what `accel distill` does)."""
-    from accel.pruning.cli import calibration_inputs
-    from accel.pruning.distill import DistillConfig, RecordedCallData, digits_data, distill, ema_model
-    from accel.pruning.importance import record_calls
+    """Train a copy of the pruned transformer towards the original (`accel distill`'s distill_pipeline)."""
+    from accel.pruning.distill import DistillConfig
+    from accel.pruning.workflow import distill_data, distill_pipeline
 
-    student = copy.deepcopy(pruned)
-    if m.digits:
-        data, data_info = digits_data(), {"kind": "digits"}
-    else:
-        inputs = calibration_inputs(m.pipe, False, args.teacher_samples, args.calib_steps, args.seed + 1)
-        data = RecordedCallData(record_calls(m.pipe, inputs))
-        data_info = {"kind": "teacher-samples", "samples": args.teacher_samples, "calls": len(data)}
+    data, data_info = distill_data(m.pipe, digits=m.digits, teacher_samples=0 if m.digits else args.teacher_samples,
+                                   sample_steps=args.calib_steps, seed=args.seed + 1)
     cfg = DistillConfig(steps=args.max_steps, minutes=args.minutes, batch_size=args.distill_batch_size,
                         lr=args.lr, save_every=10**9, seed=args.seed, progress=not args.quiet)
-    res = distill(m.pipe.transformer, student, mapping, data, cfg, workdir)
-    student = ema_model(student, res["ema"]).requires_grad_(False)
+    student, res = distill_pipeline(m.pipe, copy.deepcopy(pruned), mapping, data, cfg, workdir)
     losses = res["losses"]
     info = {"steps": res["steps"], "train_seconds": round(res["elapsed_s"], 1), "data": data_info,
             "batch_size": args.distill_batch_size, "lr": args.lr, "minutes": args.minutes,
             "max_steps": args.max_steps, "weights": "ema",
             "first_loss": losses[0]["loss"] if losses else None, "last_loss": losses[-1]["loss"] if losses else None}
-    return student, info
+    return student.requires_grad_(False), info
 
 
 def quality(images: torch.Tensor, base: torch.Tensor, conditions: list, digits: bool, fd_tools: Any) -> dict:

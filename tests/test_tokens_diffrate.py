@@ -11,7 +11,8 @@ import accel
 import accel.models
 from accel.testing import FAMILIES, run_tiny, tiny_class_pipeline, tiny_transformer, transformer_inputs
 from accel.tokens import DiffRateConfig
-from accel.tokens.diffrate_train import RateTrainer, record_calls, train_rates
+from accel.pipelines.calls import record_calls
+from accel.tokens.diffrate_train import RateTrainer, train_rates
 from accel.tokens.merge import keep_top, merge, unmerge
 
 
@@ -78,9 +79,9 @@ def test_ste_gives_gradients_to_the_rate_logits():
 
 def test_flops_term_moves_the_kept_fraction_toward_the_target(tmp_path):
     pipe = tiny_class_pipeline(num_layers=2)
-    calls = record_calls(pipe, lambda: pipe(class_labels=[1, 2], num_inference_steps=3, output_type="np",
-                                            generator=torch.Generator().manual_seed(0)))
-    assert len(calls) == 3
+    calls = record_calls(pipe, [dict(class_labels=[1, 2], num_inference_steps=3, output_type="np",
+                                     generator=torch.Generator().manual_seed(0))], outputs=True)
+    assert len(calls) == 3 and all(len(c) == 3 and c[2].shape[0] == c[0][0].shape[0] for c in calls)
     result = train_rates(pipe.transformer, calls, flops=0.5, iters=40, lr=0.1, rows=None, progress=False,
                          checkpoint=tmp_path / "r.ckpt.safetensors")
     assert abs(result["flops_ratio"] - 0.5) < 0.2 and min(result["rates"]) < 1.0

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from ..pipelines.calls import pipeline_kind
 from . import fid as fidmod
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
 from .runtime import parse_dtype, resolve_device
 from .video import is_video_pipeline, video_features
-from .workload import infer_num_classes, pipeline_kind
+from .workload import infer_num_classes
 
 # The embedded model's sampler uses 50 steps; `accel bench` without --steps uses 20 so that the
 # no-flag run (baseline + every method, 200 images) fits 10 minutes on 2 CPU cores. FD-digits of

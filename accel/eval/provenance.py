@@ -1,7 +1,7 @@
 """What every result file records about its run, and strict JSON for it.
 
-``run_meta()`` gives the command line, the project's git commit (None outside a git
-checkout) and the versions of the packages that shape the numbers. ``strict_json``
+``run_meta()`` gives the command line, the project's git commit (`accel.provenance.git_commit`;
+None outside a git checkout) and the versions of the packages that shape the numbers. ``strict_json``
 replaces non-finite floats (JSON has no Infinity/NaN) by ``null`` and says where, so
 the caller can add a note such as "psnr null = identical to baseline (infinite)".
 """
@@ -9,10 +9,10 @@ the caller can add a note such as "psnr null = identical to baseline (infinite)"
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Sequence
+
+from ..provenance import git_commit
 
 PACKAGES = ("torch", "diffusers", "accelerate", "torchmetrics", "transformers", "accel")
 
@@ -28,20 +28,6 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None
         except PackageNotFoundError:
             out[p] = None
     return out
-
-
-def git_commit(path: str | Path | None = None) -> str | None:
-    """HEAD of the git checkout holding ``path`` (default: this package), ``+dirty`` if modified; else None."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def run_meta(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -10,23 +10,13 @@ images whatever the process count.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-DEFAULT_PROMPTS = (
-    "a photo of a red fox in the snow",
-    "a watercolor painting of a lighthouse at dawn",
-    "a bowl of ramen on a wooden table",
-    "an astronaut riding a horse, digital art",
-    "a city street at night in the rain",
-    "a close-up of a sunflower",
-    "a cozy cabin in a pine forest",
-    "a sailing boat on a calm lake",
-)
+from ..pipelines.calls import DEFAULT_PROMPTS, pipeline_kind
 
 
 @dataclass
@@ -47,18 +37,6 @@ class Workload:
         n = len(self) if limit is None else min(limit, len(self))
         all_b = [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
         return all_b[rank::world_size]
-
-
-def pipeline_kind(pipe) -> str:
-    """"class" for class-conditional pipelines (DiT), "prompt" for text-to-image ones."""
-    params = inspect.signature(pipe.__call__).parameters
-    if "class_labels" in params:
-        return "class"
-    if "prompt" in params:
-        return "prompt"
-    raise ValueError(
-        f"{type(pipe).__name__} takes neither class_labels nor prompt; not a supported pipeline"
-    )
 
 
 def infer_num_classes(pipe, default: int = 1000) -> int:

@@ -15,15 +15,9 @@ from typing import Any
 
 import torch
 
-from ..eval.provenance import git_commit
+from ..provenance import git_commit
 from ..models.lineage import MARKER_FILE, digits_marker
-from .prune import PRUNING_FILE, SELECTORS, block_map, prune_model, save_pipeline, select_keep
-
-DEFAULT_PROMPTS = (
-    "a photo of a cat", "a red car on a street", "a bowl of fruit on a table", "a mountain lake at sunrise",
-    "a portrait of an old man", "a city skyline at night", "a wooden house in a forest", "a dog on a beach",
-)
-
+from .prune import PRUNING_FILE, SELECTORS, save_pipeline
 
 class InputError(ValueError):
     """Bad command-line input: reported on one line, exit code 2."""
@@ -42,28 +36,6 @@ def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.floa
     return loaded.pipe, loaded.digits
 
 
-def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: int,
-                       prompts: list[str] | None = None, batch_size: int = 10) -> list[dict]:
-    """Pipeline kwargs for the calibration runs: digit classes, ImageNet-style classes or prompts."""
-    from diffusers import DiTPipeline
-
-    from .importance import class_inputs
-
-    if digits:
-        from accel.models import DEFAULT_SAMPLER
-
-        return class_inputs(images, 10, steps, DEFAULT_SAMPLER["guidance_scale"], seed, batch_size)
-    if isinstance(pipe, DiTPipeline):
-        classes = min(1000, int(getattr(pipe.transformer.config, "num_embeds_ada_norm", 1000) or 1000))
-        return class_inputs(images, classes, steps, 4.0, seed, batch_size)
-    prompts = list(prompts or DEFAULT_PROMPTS)
-    out = []
-    for b, start in enumerate(range(0, images, batch_size)):
-        batch = [prompts[(start + i) % len(prompts)] for i in range(min(batch_size, images - start))]
-        out.append(dict(prompt=batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed + b)))
-    return out
-
-
 def _fail(command: str, exc: BaseException) -> int:
     print(f"accel {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
     return 2
@@ -80,11 +52,8 @@ def prune_command(args: Any) -> int:
 
 
 def _prune(args: Any) -> int:
-    from ..families import blocks_of
-    from .importance import collect_calibration
-    from .select import block_costs, resolve_keep
-
     from ..outputs import check_new_dir
+    from .workflow import prune_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,51 +62,19 @@ def _prune(args: Any) -> int:
     if args.selector not in SELECTORS:
         raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
     pipe, digits = load_source(args.model, device=args.device)
-    model = pipe.transformer
-    n = len(blocks_of(model))
-    # validate --keep against the depth before any expensive work
     try:
-        resolve_keep(args.keep, [1.0] * n, "count" if args.cost == "count" else args.cost)
+        result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
+                                calib_images=args.calib_images, calib_steps=args.calib_steps,
+                                calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
+                                source=args.model)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    t0 = time.perf_counter()
-    settings = dict(images=args.calib_images, steps=args.calib_steps, seed=args.seed, max_calls=args.calib_calls,
-                    source="the pipeline's own sampling (its scheduler, conditions and CFG batching)")
-    calibration = None
-    if args.selector in ("laptop", "evo", "cosine") or args.cost in ("flops", "latency"):
-        inputs = calibration_inputs(pipe, digits, args.calib_images, args.calib_steps, args.seed)
-        calibration = collect_calibration(pipe, inputs, max_calls=args.calib_calls, settings=settings)
-    first_call = calibration.calls[0] if calibration is not None else None
-    try:
-        costs = block_costs(model, args.cost, first_call)
-        budget = resolve_keep(args.keep, costs, args.cost)
-        chosen = select_keep(model, args.selector, budget, calibration, seed=args.seed,
-                             evo_evaluations=args.evo_evaluations)
-        pruned = prune_model(model, chosen["keep"])
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    keep = chosen["keep"]
-    info = {
-        "selector": args.selector,
-        "source_model": args.model,
-        "model_class": type(model).__name__,
-        "num_blocks": n,
-        "keep": keep,
-        "removed": [i for i in range(n) if i not in keep],
-        "block_map": block_map(model, keep),
-        "budget": {"keep": str(args.keep), "cost": args.cost, "value": budget.value, "total": budget.total},
-        "block_costs": costs,
-        "scores": chosen.get("scores"),
-        "calibration": dict(calibration.settings) if calibration is not None else None,
-        "selection_seconds": round(time.perf_counter() - t0, 2),
-        "accel_commit": git_commit(),
-    }
-    info.update({k: v for k, v in chosen.items() if k not in info and k != "selector"})
+    info, keep, n = result.info, result.keep, result.info["num_blocks"]
     files = {PRUNING_FILE: info}
     if digits:
         files[MARKER_FILE] = digits_marker(derived_from=str(args.model))
-    save_pipeline(pipe, pruned, out, files, overwrite=args.overwrite)
-    print(f"pruned {type(model).__name__}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
+    save_pipeline(pipe, result.model, out, files, overwrite=args.overwrite)
+    print(f"pruned {info['model_class']}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
     if not args.quiet:
         print(json.dumps({k: info[k] for k in ("keep", "removed", "scores")}, default=str))
     return 0
@@ -193,11 +130,9 @@ def _distill(args: Any) -> int:
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    from .distill import DistillConfig, RecordedCallData, check_student, digits_data, distill, ema_model
-    from .distill import image_folder_data
-    from .importance import record_calls
-
     from ..outputs import check_new_dir, check_writable
+    from .distill import DistillConfig, check_student
+    from .workflow import distill_data, distill_pipeline
 
     # the processes of `accelerate launch` (one otherwise); as `Accelerator` does, ACCELERATE_USE_CPU=true means
     # CPU processes over gloo (a bare PartialState() would see no GPU and run each process alone)
@@ -236,18 +171,9 @@ def _distill(args: Any) -> int:
     except ValueError as exc:
         raise InputError(f"--student {student_dir}: {exc}") from None
     try:
-        if args.data is not None:
-            data = image_folder_data(args.data, teacher_pipe)
-            data_info = {"kind": "image-folder", "path": str(args.data), "images": len(data)}
-        elif args.teacher_samples:
-            inputs = calibration_inputs(teacher_pipe, digits, args.teacher_samples, args.sample_steps, args.seed)
-            data = RecordedCallData(record_calls(teacher_pipe, inputs))
-            data_info = {"kind": "teacher-samples", "samples": args.teacher_samples, "calls": len(data)}
-        elif digits:
-            data = digits_data()
-            data_info = {"kind": "digits", "images": len(data)}
-        else:
-            raise InputError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
+        data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
+                                       teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
+                                       seed=args.seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if getattr(data, "shardable", False) and cfg.batch_size % procs.num_processes:
@@ -259,16 +185,15 @@ def _distill(args: Any) -> int:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        result = distill(teacher_pipe.transformer, student_pipe.transformer, mapping, data, cfg, out,
-                         resume=args.resume)  # CheckpointError (one line) if the checkpoint changed since the check
+        # CheckpointError (one line) if the checkpoint changed since the check
+        final, result = distill_pipeline(teacher_pipe, student_pipe.transformer, mapping, data, cfg, out,
+                                         resume=args.resume, ema_weights=args.ema_weights)
     except BaseException:
         if created and procs.is_main_process and not any(out.iterdir()):  # failed before its first checkpoint:
             out.rmdir()  # leave no empty folder
         raise
     if not procs.is_main_process:
         return 0
-    final = ema_model(student_pipe.transformer, result["ema"]) if args.ema_weights else \
-        student_pipe.transformer.eval()
     losses = result["losses"]
     info = {
         "teacher": args.teacher, "student": str(student_dir), "block_map": mapping, "data": data_info,

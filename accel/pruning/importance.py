@@ -25,6 +25,7 @@ from diffusers.hooks import ModelHook
 
 from ..families import BlockRef, blocks_of
 from ..hooks import HookSet
+from ..pipelines.calls import record_calls
 
 PROBE_HOOK = "accel.pruning.probe"
 
@@ -43,42 +44,6 @@ class Calibration:
         return len(self.calls)
 
 
-def _detach(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, tuple):
-        return tuple(_detach(v) for v in x)
-    if isinstance(x, list):
-        return [_detach(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _detach(v) for k, v in x.items()}
-    return x
-
-
-class _Recorder(ModelHook):
-    def __init__(self, sink: list[Call]):
-        super().__init__()
-        self.sink = sink
-
-    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
-        self.sink.append((_detach(args), _detach(kwargs)))
-        return args, kwargs
-
-
-def record_calls(pipe: Any, inputs: Iterable[dict]) -> list[Call]:
-    """Run `pipe(**kw)` for each kw in `inputs` and return every transformer call it made."""
-    calls: list[Call] = []
-    hooks = HookSet(pipe.transformer)
-    hooks.add(pipe.transformer, _Recorder(calls), "accel.pruning.recorder")
-    try:
-        with torch.no_grad():
-            for kw in inputs:
-                pipe(**kw)
-    finally:
-        hooks.remove()
-    return calls
-
-
 def collect_calibration(pipe: Any, inputs: Sequence[dict], max_calls: int | None = None,
                         settings: dict[str, Any] | None = None) -> Calibration:
     """Calibration calls drawn from the pipeline's own sampling of `inputs`.
@@ -95,17 +60,6 @@ def collect_calibration(pipe: Any, inputs: Sequence[dict], max_calls: int | None
     info = dict(settings or {})
     info.update(num_calls=len(calls), num_pipeline_calls=len(inputs))
     return Calibration(calls, info)
-
-
-def class_inputs(num_images: int, num_classes: int, steps: int, guidance: float, seed: int = 0,
-                 batch_size: int = 10) -> list[dict]:
-    """Pipeline kwargs for a class-conditional pipeline (DiTPipeline): classes cycle 0..num_classes-1."""
-    out = []
-    for b, start in enumerate(range(0, num_images, batch_size)):
-        labels = [(start + i) % num_classes for i in range(min(batch_size, num_images - start))]
-        out.append(dict(class_labels=labels, num_inference_steps=steps, guidance_scale=guidance,
-                        generator=torch.Generator().manual_seed(seed + b), output_type="np"))
-    return out
 
 
 # ----------------------------------------------------------------------------- block probe

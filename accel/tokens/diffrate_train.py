@@ -166,24 +166,6 @@ class RateTrainer:
         return [self.candidates[int(i)] for i in self.logits.argmax(dim=-1)]
 
 
-def record_calls(pipe: Any, run: Callable[[], Any]) -> list[tuple[tuple, dict, torch.Tensor]]:
-    """(args, kwargs, output) of every transformer call while `run()` samples with the pipeline."""
-    model = pipe.transformer
-    calls: list[tuple[tuple, dict, torch.Tensor]] = []
-
-    def hook(module, args, kwargs, out):
-        first = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
-        calls.append((args, dict(kwargs), first.detach()))
-
-    handle = model.register_forward_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        handle.remove()
-    return calls
-
-
 def _take_rows(call: tuple, rows: int | None, gen: torch.Generator) -> tuple[tuple, dict, torch.Tensor]:
     """A random subset of `rows` batch rows of a recorded call (every batch-shaped tensor sliced alike)."""
     args, kwargs, target = call
@@ -325,25 +307,18 @@ def _diffrate(args: Any) -> int:
     except ValueError as exc:
         raise _InputError(str(exc)) from None
     t0 = time.perf_counter()
-    try:
-        from accel.pipelines import load_model
+    from accel.pipelines import load_model
+    from accel.pipelines.calls import calibration_inputs, record_calls
 
-        pipe = load_model(args.model).pipe  # an embedded model, a folder derived from one, any supported pipeline
+    try:
+        loaded = load_model(args.model)  # an embedded model, a folder derived from one, any supported pipeline
     except (ModelNotFoundError, OSError, ValueError) as exc:
         raise _InputError(f"--model {args.model}: {exc}") from None
-    from accel.eval.workload import DEFAULT_PROMPTS, pipeline_kind
-
-    kind = pipeline_kind(pipe)
-    calls: list = []
-    for i in range(args.calibration_runs):
-        n = args.calibration_images
-        gens = [torch.Generator().manual_seed(args.seed + 1000 * i + j) for j in range(n)]
-        if kind == "class":
-            cond = {"class_labels": [(i * n + j) % 10 for j in range(n)]}
-        else:
-            cond = {"prompt": [DEFAULT_PROMPTS[(i * n + j) % len(DEFAULT_PROMPTS)] for j in range(n)]}
-        calls += record_calls(pipe, lambda: pipe(**cond, generator=gens, num_inference_steps=args.steps,
-                                                 output_type="np"))
+    pipe = loaded.pipe
+    # --calibration-runs pipeline calls of --calibration-images images each (classes or prompts cycled)
+    inputs = calibration_inputs(pipe, args.calibration_images * args.calibration_runs, args.steps, args.seed,
+                                digits=loaded.digits, batch_size=args.calibration_images)
+    calls = record_calls(pipe, inputs, outputs=True)
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
     out.parent.mkdir(parents=True, exist_ok=True)  # the resumable checkpoint is saved next to --out while training
     result = train_rates(pipe.transformer, calls, args.flops, iters=args.iters, lr=args.lr, lam=args.lam,
