@@ -38,6 +38,24 @@ def test_a_second_embedded_model_is_one_table_entry(monkeypatch):
     assert loaded.pipe is toy and loaded.digits and seen == {"scheduler": "euler", "device": "cpu"}
     assert loaded.sampler == {"scheduler": "ddim", "guidance_scale": 1.5}
     assert M.is_digits_model("toy") and M.digits_marker("toy")["sampler"] == loaded.sampler
+    assert loaded.fd_digits and loaded.prompts is None
+
+
+def test_an_embedded_text_to_image_model_brings_its_prompts_and_scheduler(monkeypatch):
+    """A prompt-conditioned embedded model (not a digits DiT): FD-digits applies, its prompts come along,
+    and a loader without a `scheduler` parameter refuses --scheduler in one line."""
+    text = tiny_pipeline("pixart")
+    monkeypatch.setattr(M, "load_toy_text", lambda device="cpu", dtype=None: text, raising=False)
+    monkeypatch.setattr(M, "TOY_TEXT_SAMPLER", {"steps": 8, "guidance_scale": 3.0}, raising=False)
+    monkeypatch.setattr(M, "toy_prompts", lambda: ["zero", "one"], raising=False)
+    monkeypatch.setitem(lineage.EMBEDDED_MODELS, "toytext",
+                        lineage.EmbeddedModel("load_toy_text", "TOY_TEXT_SAMPLER", digits_dit=False,
+                                              prompts="toy_prompts"))
+    loaded = load_model("toytext")
+    assert loaded.pipe is text and loaded.fd_digits and not loaded.digits and loaded.prompts == ["zero", "one"]
+    assert not M.is_digits_model("toytext") and loaded.sampler["steps"] == 8
+    with pytest.raises(InputError, match="toytext model samples with its own scheduler"):
+        load_model("toytext", scheduler="ddim")
 
 
 def test_a_digits_folder_and_a_plain_folder(tmp_path):

@@ -107,28 +107,28 @@ def load_model(args, device, dtype) -> Prepared:
     from accel.models import is_digits_model, is_embedded, sampler_defaults
     from accel.pipelines import load_model as load
 
-    digits = is_digits_model(args.model)
+    ours = is_embedded(args.model) or is_digits_model(args.model)  # shipped with accel, or derived from it
     sampler = sampler_defaults(args.model)
     scheduler = args.scheduler or sampler.get("scheduler")
     try:
-        pipe = load(args.model, device=device, dtype=dtype, scheduler=scheduler).pipe
-        digits_fd = digits and not args.no_fd and args.inception_weights is None and args.features is None
+        m = load(args.model, device=device, dtype=dtype, scheduler=scheduler)
+        digits_fd = m.fd_digits and not args.no_fd and args.inception_weights is None and args.features is None
         extractor, reference = _digits_fd(device) if digits_fd else (None, None)
     except Exception as exc:  # noqa: BLE001 - missing weights, a folder diffusers cannot read and the like
-        if digits:
+        if ours:
             what = f"the embedded {args.model} model" if is_embedded(args.model) else f"digits model {args.model}"
             raise BenchInputError(f"{what} could not be loaded: {exc}") from None
         if isinstance(exc, AccelError):  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
             raise
         raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
-    if digits:
+    if ours:
         return Prepared(
-            pipe, [], args.steps or BENCH_DEFAULT_STEPS,
+            m.pipe, [], args.steps or BENCH_DEFAULT_STEPS,
             args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, args.model,
-            scheduler, num_classes=infer_num_classes(pipe, default=10), extractor=extractor,
-            reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
+            scheduler, num_classes=infer_num_classes(m.pipe, default=10) if m.digits else None, prompts=m.prompts,
+            extractor=extractor, reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
         )
-    return Prepared(pipe, [], args.steps or OTHER_MODEL_STEPS, args.guidance, device, args.model, args.scheduler)
+    return Prepared(m.pipe, [], args.steps or OTHER_MODEL_STEPS, args.guidance, device, args.model, args.scheduler)
 
 
 def _load_features_factory(spec: str, device) -> Any:
@@ -281,7 +281,8 @@ def prepare(args: Any, state: Any = None) -> Prepared:
     methods += config_file_methods(config_files, args.model, {m.label for m in methods})
     prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
-    prep.methods, prep.notes, prep.prompts = methods, notes, prompts
+    prep.methods, prep.notes = methods, notes
+    prep.prompts = prompts if prompts is not None else prep.prompts  # an embedded text-to-image model's own
     if prompts is not None:
         if pipeline_kind(prep.pipe) != "prompt":
             raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")

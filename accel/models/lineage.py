@@ -25,16 +25,25 @@ DIGITS_KIND = "accel-digits"
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model whose weights ship with accel: the names of its loader and sampler defaults in `accel.models`.
+    """A model whose weights ship with accel, by the names of its pieces in `accel.models`.
 
-    The loader is called as ``loader(scheduler=..., device=..., dtype=...)``; the sampler is a
-    dict with at least ``scheduler`` and ``guidance_scale``."""
+    Every embedded model generates 32x32 digits, so FD-digits applies to all of them.
+    `loader`: called as ``loader(device=..., dtype=...)``, plus ``scheduler=NAME`` when one is asked
+    for (a loader without that parameter keeps its own scheduler and refuses --scheduler).
+    `sampler`: a dict of its sampler defaults (``steps``, ``guidance_scale``, optionally ``scheduler``).
+    `digits_dit`: a class-conditional digits DiT; folders pruned from it stay digits models
+    (``accel_model.json``) and the digits training set distils them.
+    `prompts`: for a text-to-image model, a function returning its own prompts (used for
+    calibration and by the bench when no --prompts is given).
+    """
 
     loader: str
     sampler: str
+    digits_dit: bool = True
+    prompts: str | None = None
 
 
-# --model NAME -> the embedded model it names (every one is a 10-class 32x32 digits model: FD-digits applies)
+# --model NAME -> the embedded model it names; a new embedded model is one entry here
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "default": EmbeddedModel("load_default_pipeline", "DEFAULT_SAMPLER"),
 }
@@ -48,9 +57,26 @@ def is_embedded(name: Any) -> bool:
 def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
                   dtype: torch.dtype = torch.float32) -> Any:
     """The pipeline of an embedded model (``scheduler=None``: its own sampler's)."""
+    import inspect
+
+    from accel import models as M
+    from accel.errors import InputError
+
+    loader = getattr(M, EMBEDDED_MODELS[str(name)].loader)
+    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    if scheduler is not None:
+        if "scheduler" not in inspect.signature(loader).parameters:
+            raise InputError(f"--scheduler: the {name} model samples with its own scheduler; drop the flag")
+        kwargs["scheduler"] = scheduler
+    return loader(**kwargs)
+
+
+def embedded_prompts(name: Any) -> list[str] | None:
+    """An embedded text-to-image model's own prompts; None for other models."""
     from accel import models as M
 
-    return getattr(M, EMBEDDED_MODELS[str(name)].loader)(scheduler=scheduler, device=device, dtype=dtype)
+    entry = EMBEDDED_MODELS.get(str(name)) if is_embedded(name) else None
+    return list(getattr(M, entry.prompts)()) if entry is not None and entry.prompts else None
 
 
 def digits_marker(derived_from: str) -> dict[str, Any]:
@@ -88,9 +114,9 @@ def sampler_defaults(model: str | Path) -> dict[str, Any]:
 
 
 def is_digits_model(path: str | Path) -> bool:
-    """True when `path` names an embedded model or a pipeline folder derived from one (FD-digits applies)."""
+    """True when `path` names an embedded digits DiT or a pipeline folder derived from one (a 10-class digits DiT)."""
     if not isinstance(path, (str, Path)) or is_embedded(path):
-        return is_embedded(path)
+        return is_embedded(path) and EMBEDDED_MODELS[str(path)].digits_dit
     marker = read_marker(path)
     return marker is not None and marker.get("kind") == DIGITS_KIND
 

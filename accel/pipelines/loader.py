@@ -30,8 +30,10 @@ class LoadedModel:
 
     pipe: Any
     name: str  # as given: "default", a folder or a hub id
-    digits: bool  # an embedded digits model or a folder derived from one: FD-digits and the digits data apply
+    digits: bool  # an embedded digits DiT or a folder derived from one: 10 digit classes, the digits training set
     sampler: dict = field(default_factory=dict)  # its own sampler defaults (scheduler, guidance_scale); {} if unknown
+    fd_digits: bool = False  # it generates 32x32 digits (every embedded model and its digits folders): FD-digits applies
+    prompts: list[str] | None = None  # an embedded text-to-image model's own prompts
 
 
 def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -44,7 +46,8 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     "Loading pipeline components" bars. Raises ModelNotFoundError / UnsupportedModelError / InputError
     (their messages say what to do) and, for a digits folder that does not load, ValueError / OSError.
     """
-    from ..models.lineage import is_digits_model, load_digits_model, sampler_defaults
+    from ..models.lineage import embedded_prompts, is_digits_model, is_embedded, load_digits_model, load_embedded
+    from ..models.lineage import sampler_defaults
 
     from diffusers.utils import logging as dlog
 
@@ -52,9 +55,13 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     if not progress_bars:
         dlog.disable_progress_bar()
     try:
+        if is_embedded(model):
+            pipe = load_embedded(str(model), scheduler=scheduler, device=device, dtype=dtype)
+            return LoadedModel(pipe, str(model), is_digits_model(model), sampler_defaults(model), True,
+                               embedded_prompts(model))
         if is_digits_model(model):
             pipe = load_digits_model(model, scheduler=scheduler, device=device, dtype=dtype)
-            return LoadedModel(pipe, str(model), True, sampler_defaults(model))
+            return LoadedModel(pipe, str(model), True, sampler_defaults(model), True)
         pipe = load_pipeline(model, device=device, dtype=dtype)
         set_scheduler(pipe, scheduler)
         return LoadedModel(pipe, str(model), False)

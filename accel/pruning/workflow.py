@@ -49,13 +49,16 @@ class PruneResult:
 def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, selector: str = "laptop",
                    cost: str = "count", calib_images: int = 20, calib_steps: int = 20, calib_calls: int = 32,
                    seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100,
-                   source: str | None = None, progress: bool | None = None) -> PruneResult:
+                   prompts: list[str] | None = None, source: str | None = None,
+                   progress: bool | None = None) -> PruneResult:
     """Score `pipe.transformer`'s blocks on calibration calls of the pipeline's own sampling (when the
     selector or cost needs them), keep `keep` of them (a count, or a fraction of the blocks / of the
     total `cost`) and build the smaller model.
 
     `digits`: the model is an embedded digits model or derived from one (its classes and guidance for
-    calibration). `calib_seed` (default `seed`) seeds the calibration images, `seed` the selector.
+    calibration). `prompts`: a text-to-image model's calibration prompts (default
+    `accel.pipelines.calls.DEFAULT_PROMPTS`). `calib_seed` (default `seed`) seeds the calibration images,
+    `seed` the selector.
     `source` is recorded as ``source_model``; `progress` True/False shows/hides the sampling bar during
     calibration (None leaves the pipeline's setting).
     """
@@ -70,7 +73,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     if selector in CALIBRATING_SELECTORS or cost in CALIBRATING_COSTS:
         settings = dict(images=calib_images, steps=calib_steps, seed=calib_seed, max_calls=calib_calls,
                         source="the pipeline's own sampling (its scheduler, conditions and CFG batching)")
-        inputs = calibration_inputs(pipe, calib_images, calib_steps, calib_seed, digits=digits)
+        inputs = calibration_inputs(pipe, calib_images, calib_steps, calib_seed, digits=digits, prompts=prompts)
         if progress is not None:
             pipe.set_progress_bar_config(disable=not progress, desc="calibration", leave=False)
         try:
@@ -104,16 +107,18 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
 
 
 def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.PathLike | None = None,
-                 teacher_samples: int = 0, sample_steps: int = 20, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+                 teacher_samples: int = 0, sample_steps: int = 20, seed: int = 0,
+                 prompts: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
     """(training data, its description for distill.json): an image folder (`data_dir`), the transformer
-    calls of `teacher_samples` images the teacher samples itself, or the digits set (digits models)."""
+    calls of `teacher_samples` images the teacher samples itself (`prompts` as in prune_pipeline), or
+    the digits set (digits models)."""
     if data_dir is not None and teacher_samples:
         raise ValueError("--data and --teacher-samples exclude each other")
     if data_dir is not None:
         data = image_folder_data(data_dir, teacher_pipe)
         return data, {"kind": "image-folder", "path": str(data_dir), "images": len(data)}
     if teacher_samples:
-        inputs = calibration_inputs(teacher_pipe, teacher_samples, sample_steps, seed, digits=digits)
+        inputs = calibration_inputs(teacher_pipe, teacher_samples, sample_steps, seed, digits=digits, prompts=prompts)
         data = RecordedCallData(record_calls(teacher_pipe, inputs))
         return data, {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(data)}
     if digits:

@@ -317,7 +317,7 @@ def _diffrate(args: Any) -> int:
     pipe = loaded.pipe
     # --calibration-runs pipeline calls of --calibration-images images each (classes or prompts cycled)
     inputs = calibration_inputs(pipe, args.calibration_images * args.calibration_runs, args.steps, args.seed,
-                                digits=loaded.digits, batch_size=args.calibration_images)
+                                digits=loaded.digits, prompts=loaded.prompts, batch_size=args.calibration_images)
     calls = record_calls(pipe, inputs, outputs=True)
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
     out.parent.mkdir(parents=True, exist_ok=True)  # the resumable checkpoint is saved next to --out while training
