@@ -197,31 +197,6 @@ class CalibrationKey:
         return f"schedule-{digest}-{self.steps}steps.json"
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Class, config and a sample of the weights (first and last values of a few tensors)."""
-    config = {k: v for k, v in dict(getattr(model, "config", {})).items() if not k.startswith("_")}
-    # by name, not registration order: libraries that re-register modules (cache-dit) keep the key
-    params = [p for _, p in sorted(model.named_parameters())]
-    sample = [_plain(p).flatten()[:: max(1, p.numel() // 64)][:64].float().cpu().tolist()
-              for p in params[:2] + params[-2:]]
-    return f"{type(model).__name__}:{_digest(config)}:{_digest(sample)}"
-
-
-def _plain(p: torch.Tensor) -> torch.Tensor:
-    """A parameter as a plain tensor (quantized weights, e.g. torchao's, dequantized)."""
-    t = p.detach()
-    return t.dequantize() if type(t) is not torch.Tensor and hasattr(t, "dequantize") else t
-
-
-def scheduler_fingerprint(scheduler: Any) -> str:
-    config = {k: v for k, v in dict(getattr(scheduler, "config", {})).items() if not k.startswith("_")}
-    return f"{type(scheduler).__name__}:{_digest(config)}"
-
-
 def cache_dir() -> Path:
     """`$ACCEL_CACHE_DIR/schedules` (default `~/.cache/accel/schedules`)."""
     root = os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel"

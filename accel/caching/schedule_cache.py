@@ -29,9 +29,10 @@ from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ..errors import UnsupportedMethodError
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
+from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
-    CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix, model_fingerprint,
-    read_calibration, reuse_errors, save_calibration, scheduler_fingerprint, sensitivity_errors,
+    CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
+    read_calibration, reuse_errors, save_calibration, sensitivity_errors,
 )
 
 _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calibration memory

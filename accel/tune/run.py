@@ -71,7 +71,7 @@ def _bench_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _workload_key(prep: Any, args: argparse.Namespace, n: int, seed_set: int) -> str:
-    from accel.caching.schedule import model_fingerprint, scheduler_fingerprint
+    from accel.fingerprints import model_fingerprint, scheduler_fingerprint
 
     return json.dumps({
         "model": model_fingerprint(prep.pipe.transformer), "scheduler": scheduler_fingerprint(prep.pipe.scheduler),
