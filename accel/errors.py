@@ -30,3 +30,8 @@ class BackendUnavailableError(AccelError, RuntimeError):
 class UnsupportedMethodError(AccelError, ValueError):
     """A method the model (its family) or the pipeline cannot run, e.g. token merging on Qwen-Image;
     `accel bench` lists such a method as skipped, with this reason."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line a command prints: its message with whitespace collapsed (else its type)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

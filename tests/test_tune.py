@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -155,10 +154,10 @@ def test_tune_command_writes_a_config_bench_and_apply_accept_and_resumes(tmp_pat
     assert _tune(tmp_path, "--budget-psnr", "10", "--overwrite") == 0
     assert json.loads((tmp_path / "tune.json").read_text())["search"]["new_evaluations"] == 0
     # the result loads into accel.apply and into `accel bench --config`
-    from accel.eval.prepare import config_file_methods
+    from accel.commands.bench import config_rows
 
-    rows = config_file_methods([str(tmp_path / "tune.json")], "default", set())
-    assert rows[0].configs == load_configs(tmp_path / "tune.json")
+    rows = config_rows([str(tmp_path / "tune.json")], "default")
+    assert rows[0][0] == str(tmp_path / "tune.json") and rows[0][1].configs == load_configs(tmp_path / "tune.json")
     pipe = accel.default_pipeline()
     with accel.apply(pipe, *load_configs(tmp_path / "tune.json")) as h:
         pipe(class_labels=[1], num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="np")
@@ -177,12 +176,12 @@ def test_tune_budget_nobody_meets_exits_1_and_bad_input_exits_2(tmp_path, capsys
 
 def test_bench_config_tuned_on_another_model_is_refused(tmp_path):
     from accel.eval.methods import BenchInputError
-    from accel.eval.prepare import config_file_methods
+    from accel.commands.bench import config_rows
 
     c = Candidate((("interval-cache", (("interval", 2),)),), model=str(tmp_path / "pruned"))
     p = write_tune_json(tmp_path / "t.json", {"chosen": c.as_record()})
     with pytest.raises(BenchInputError, match="tuned on the pruned model"):
-        config_file_methods([str(p)], "default", set())
+        config_rows([str(p)], "default")
 
 
 @pytest.mark.parametrize("name", ["fast", "balanced", "quality"])

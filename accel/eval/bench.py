@@ -16,7 +16,8 @@ Generation for quality/fidelity can be sharded over processes (``accelerate``'s
 ``PartialState``; whole batches per rank, per-image results gathered on rank 0).
 Timing runs on rank 0 only, while the other ranks wait.
 
-Modules: methods.py (``--methods``), prepare.py (flags -> model, workload, extractor),
+The command itself (flags, output checks, the printed table) is accel/commands/bench.py.
+Modules: methods.py (``--methods``), prepare.py (settings -> model, workload, extractor),
 runtime.py (processes, device), paired.py (generation and timing), records.py (results),
 report.py (files and table). Methods are looked up through ``accel.methods()`` and applied
 with ``accel.apply``.
@@ -24,23 +25,22 @@ with ``accel.apply``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from ..errors import one_line
 from . import fid as fidmod
 from .compiled import CompileSetting, compile_fields, compile_note, compiled_apply, measure_compile
 from .fidelity import try_lpips
 from .memory import memory_kind
 from .methods import BenchInputError, MethodSpec
 from .paired import generate_paired, time_methods
-from .prepare import prepare
 from .provenance import package_versions, run_meta
 from .records import build_records
-from .runtime import SingleProcess, distributed_state, pin_threads
+from .runtime import SingleProcess
 from .workload import generate, make_workload
 
 
@@ -72,7 +72,7 @@ def check_applicable(pipe: Any, methods: Sequence[MethodSpec]) -> tuple[list[Met
         try:
             apply_spec(pipe, m).remove()
         except UnsupportedMethodError as exc:
-            notes.append(f"{m.label} skipped: {_one_line(exc)}")
+            notes.append(f"{m.label} skipped: {one_line(exc)}")
             continue
         except (AccelError, ValueError, TypeError, NotImplementedError) as exc:
             raise BenchInputError(f"method {m.label!r} cannot be applied to this pipeline: {exc}") from None
@@ -249,54 +249,3 @@ def write_outputs(out: Path, result: BenchResult) -> Path:
         html_report.write_html_report(tmp / "report.html", title=f"accel bench: {result.meta.get('model') or 'run'}",
                                       records=result.records, meta=result.meta, images=result.grid, notes=result.notes)
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def bench_command(args: Any) -> int:
-    """`accel bench`; returns the exit code (2 on bad input: one line on stderr, nothing written)."""
-    from accel.errors import AccelError
-
-    from . import report
-
-    from accel.outputs import check_dir_output
-
-    try:
-        check_dir_output(args.out, BENCH_FILES, overwrite=getattr(args, "overwrite", False))
-        threads = pin_threads(args.threads)
-        state = distributed_state(args.device)
-        prep = prepare(args, state)
-        mode = getattr(args, "compile", None)
-        setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
-        if state.is_main_process:
-            print(
-                f"accel bench: model={prep.model_name} device={prep.device} threads={threads} "
-                f"processes={state.num_processes} images={args.num_images} steps={prep.steps} seed={args.seed} "
-                f"seed_sets={args.seed_sets} guidance={prep.guidance} "
-                f"methods={', '.join(m.label for m in prep.methods)}",
-                file=sys.stderr,
-            )
-        result = run_bench(
-            prep.pipe, prep.methods, num_images=args.num_images, steps=prep.steps, seed=args.seed,
-            guidance=prep.guidance, batch_size=args.batch_size, seed_sets=args.seed_sets, repeats=args.repeats,
-            warmup=args.warmup, timing_images=args.timing_images, extractor=prep.extractor,
-            reference_stats=prep.reference_stats, fd_name=prep.fd_name, device=prep.device, state=state,
-            num_classes=prep.num_classes, prompts=prep.prompts, call_kwargs=prep.call_kwargs, lpips=args.lpips,
-            progress=not args.quiet, meta={"model": prep.model_name, "scheduler": prep.scheduler},
-            command=getattr(args, "command_line", None), compile=setting,
-        )
-    except (BenchInputError, AccelError) as exc:
-        print(f"accel bench: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    if result is None:  # non-main process
-        return 0
-    result.notes[:0] = prep.notes
-    write_outputs(Path(args.out), result)
-    print(report.format_table(result.records))
-    for n in result.notes:
-        print(f"note: {n}")
-    print(f"peak memory: {result.meta.get('memory_kind') or 'unavailable'}; threads: {result.meta['threads']}; "
-          f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png, report.html")
-    return 0

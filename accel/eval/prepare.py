@@ -1,5 +1,5 @@
-"""From `accel bench` flags to what a run needs: checked values, model, methods, workload
-settings, feature extractor and reference statistics.
+"""From `accel bench` / `accel tune` settings (:class:`PrepareSettings`) to what a run needs: checked
+values, model, methods, workload settings, feature extractor and reference statistics.
 
 Everything here raises :class:`BenchInputError` (or an ``AccelError``) on bad input before
 any image is generated, so a bad flag costs seconds and writes nothing.
@@ -11,7 +11,7 @@ import importlib
 import inspect
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,50 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def check_args(args: Any) -> None:
+@dataclass
+class PrepareSettings:
+    """What :func:`prepare` reads: the pipeline flags `accel bench` and `accel tune` share, the methods, and
+    the workload sizes it range-checks (None: not given, not checked). Build it from parsed flags of the
+    same names with :meth:`from_args`."""
+
+    model: str = "default"
+    scheduler: str | None = None
+    guidance: float | None = None
+    threads: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    inception_weights: str | None = None
+    features: str | None = None
+    reference_images: str | None = None
+    prompts: str | None = None
+    prompt_column: str | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    negative_prompt: str | None = None
+    pipeline_kwargs: str | None = None
+    methods: str | None = None  # `--methods`; None: the default set (or only the baseline with config rows)
+    config_rows: list[tuple[str, MethodSpec]] = field(default_factory=list)  # (--config FILE, its row), read
+    no_fd: bool = False
+    steps: int | None = None
+    num_images: int | None = None
+    batch_size: int | None = None
+    repeats: int | None = None
+    seed_sets: int | None = None
+    warmup: int | None = None
+    timing_images: int | None = None
+    seed: int | None = None
+    out: str = "."  # the output directory (checked: not a file)
+
+    @classmethod
+    def from_args(cls, args: Any, **overrides: Any) -> "PrepareSettings":
+        """The settings of the parsed flags of the same names (others ignored); `overrides` replace some."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in names}
+        return cls(**{**values, **overrides})
+
+
+def check_args(args: "PrepareSettings") -> None:
     """Range checks of the numeric and named flags (before anything is loaded)."""
     def at_least(flag: str, value: int | None, lo: int) -> None:
         if value is not None and value < lo:
@@ -242,43 +285,22 @@ def call_kwargs(args, pipe) -> dict:
     return kwargs
 
 
-def config_file_methods(paths: list[str], model: str, taken: set[str]) -> list[MethodSpec]:
-    """One row per ``--config FILE`` (an `accel tune` result): its chosen stack, labelled by its settings."""
-    from accel.tune.files import ConfigFileError, configs_from_choice, read_choice
-    from accel.tune.space import Candidate
-
-    out = []
-    for path in paths:
-        try:
-            choice = read_choice(path)
-            configs = configs_from_choice(choice, path)
-        except ConfigFileError as exc:
-            raise BenchInputError(f"--config: {exc}") from None
-        chosen_model = choice.get("model")
-        if chosen_model and Path(chosen_model).resolve() != Path(model).resolve():
-            raise BenchInputError(
-                f"--config {path} was tuned on the pruned model {chosen_model}; run "
-                f"`accel bench --model {chosen_model} --config {path}` (its baseline is then that folder)")
-        label = "config:" + Candidate.from_record({"methods": choice["methods"]}).methods_key
-        if label in taken:
-            raise BenchInputError(f"--config {path}: the row {label!r} is listed twice")
-        taken.add(label)
-        out.append(MethodSpec(label, [(m["name"], {}) for m in choice["methods"]], configs))
-    return out
-
-
-def prepare(args: Any, state: Any = None) -> Prepared:
-    """Check the flags, load the model, parse the methods; BenchInputError/AccelError on bad input."""
+def prepare(args: "PrepareSettings", state: Any = None) -> Prepared:
+    """Check the settings, load the model, parse the methods; BenchInputError/AccelError on bad input."""
     import accel
 
     check_args(args)
     registry, notes = dict(accel.methods()), []
-    config_files = getattr(args, "config", None) or []
     if args.methods is None:  # with --config only: the baseline and the tuned rows
-        methods = parse_methods("baseline", registry) if config_files else default_methods(registry, notes)
+        methods = parse_methods("baseline", registry) if args.config_rows else default_methods(registry, notes)
     else:
         methods = parse_methods(args.methods, registry)
-    methods += config_file_methods(config_files, args.model, {m.label for m in methods})
+    taken = {m.label for m in methods}
+    for path, row in args.config_rows:
+        if row.label in taken:
+            raise BenchInputError(f"--config {path}: the row {row.label!r} is listed twice")
+        taken.add(row.label)
+        methods.append(row)
     prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
     prep.methods, prep.notes = methods, notes

@@ -7,8 +7,9 @@
 
 Modules: importance (calibration, block bypass, LAPTOP-Diff / ShortGPT / positional scores),
 select (exact knapsack, EvoPress-style search, budgets and per-block costs), prune (the
-smaller model and its pipeline folder), distill (accelerate training loop), cli (`accel prune`,
-`accel distill`). Folders derived from the embedded digits model: accel.models.lineage.
+smaller model and its pipeline folder), distill (accelerate training loop), workflow
+(`prune_pipeline` / `distill_pipeline`: what `accel prune` / `accel distill` run; the commands
+themselves are accel/commands/). Folders derived from the embedded digits model: accel.models.lineage.
 """
 
 from .importance import BlockProbe, Calibration, MaskEvaluator, collect_calibration, cosine_scores, laptop_scores

@@ -24,8 +24,6 @@ with the same settings; the finished run writes `<out>` (JSON) and deletes the c
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +32,7 @@ from diffusers.hooks import ModelHook
 
 from ..families import BlockRef, blocks_of
 from ..hooks import HookSet
-from ._sublayers import SUBLAYERS, mergeable, sublayers_of
+from ._sublayers import mergeable, sublayers_of
 from .diffrate import attention_received, kept_count
 from .flops import SublayerCost
 
@@ -268,86 +266,3 @@ def check_checkpoint(ckpt: Path) -> None:
     if not need <= set(state) or state["logits"].ndim != 2 or state["settings"].shape != (8,):
         raise ValueError(f"{ckpt} is not an `accel diffrate` checkpoint (missing {sorted(need - set(state))} or "
                          "wrong shapes); delete it to start over")
-
-
-class _InputError(ValueError):
-    """Bad command-line input of `accel diffrate`."""
-
-
-def diffrate_command(args: Any) -> int:
-    """`accel diffrate`: calibrate on the model's own samples, train, write the rates JSON."""
-    from accel.errors import AccelError
-
-    try:
-        return _diffrate(args)
-    except (_InputError, AccelError) as exc:  # bad --out, --model or checkpoint: one line, exit 2
-        print(f"accel diffrate: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-
-
-def _diffrate(args: Any) -> int:
-    from accel.errors import ModelNotFoundError
-    from accel.outputs import check_file_output, write_json_atomic
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not 0 < args.flops <= 1:
-        print(f"accel diffrate: error: --flops must be in (0, 1], got {args.flops}", file=sys.stderr)
-        return 2
-    sublayers = tuple(k.strip() for k in args.sublayers.split(",") if k.strip())
-    bad = [k for k in sublayers if k not in SUBLAYERS]
-    if bad or not sublayers:
-        print(f"accel diffrate: error: --sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
-              f"choose from {', '.join(SUBLAYERS)}", file=sys.stderr)
-        return 2
-    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
-    ckpt = out.with_name(out.name + ".ckpt.safetensors")
-    try:
-        check_checkpoint(ckpt)
-    except ValueError as exc:
-        raise _InputError(str(exc)) from None
-    t0 = time.perf_counter()
-    from accel.pipelines import load_model
-    from accel.pipelines.calls import calibration_inputs, record_calls
-
-    try:
-        loaded = load_model(args.model)  # an embedded model, a folder derived from one, any supported pipeline
-    except (ModelNotFoundError, OSError, ValueError) as exc:
-        raise _InputError(f"--model {args.model}: {exc}") from None
-    pipe = loaded.pipe
-    # --calibration-runs pipeline calls of --calibration-images images each (classes or prompts cycled)
-    inputs = calibration_inputs(pipe, args.calibration_images * args.calibration_runs, args.steps, args.seed,
-                                digits=loaded.digits, prompts=loaded.prompts, batch_size=args.calibration_images)
-    calls = record_calls(pipe, inputs, outputs=True)
-    print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
-    out.parent.mkdir(parents=True, exist_ok=True)  # the resumable checkpoint is saved next to --out while training
-    result = train_rates(pipe.transformer, calls, args.flops, iters=args.iters, lr=args.lr, lam=args.lam,
-                         rows=args.rows, sublayers=sublayers, seed=args.seed, checkpoint=ckpt,
-                         progress=not args.quiet, log=print)
-    result["model"] = args.model
-    result["transformer"] = type(pipe.transformer).__name__  # checked when the file is applied
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json_atomic(out, result, allow_nan=True)
-    if ckpt.exists():
-        ckpt.unlink()
-    print(f"wrote {out}: FLOPs ratio {result['flops_ratio']:.3f} (target {args.flops}), rates {result['rates']}")
-    return 0
-
-
-def add_arguments(p: Any) -> None:
-    """The `accel diffrate` options (the CLI module only wires the subcommand)."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
-    p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
-    p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
-    p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
-    p.add_argument("--rows", type=int, default=4, help="batch rows of one recorded call per iteration (default 4)")
-    p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate of the rate logits")
-    p.add_argument("--lam", type=float, default=5.0, help="weight of the FLOPs penalty (DiffRate: 5)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps of the calibration runs")
-    p.add_argument("--calibration-images", type=int, default=8, help="images per calibration run")
-    p.add_argument("--calibration-runs", type=int, default=2, help="calibration sampling runs")
-    p.add_argument("--sublayers", default="attention,mlp",
-                   help="comma list of the sub-layers that run on the kept tokens (default attention,mlp)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,7 +2,7 @@
 
 space.py (the joint space from each config's ``tunable``), evaluate.py (paired evaluation of a
 candidate, cached per workload), search.py (successive halving, exhaustive grid, front),
-files.py (tune.json, `load_configs`), run.py (the command).
+files.py (tune.json, `load_configs`), run.py (the run behind `accel tune`; its flags: accel/commands/tune.py).
 """
 
 from .files import ConfigFileError, load_configs, read_choice

@@ -22,52 +22,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import finite_float, int_at_least, nonneg_int, positive_int, seed_int
-from ..cli import add_pipeline_arguments
 from .files import write_tune_json
 from .search import Budget, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, build_space
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_pipeline_arguments(p)
-    p.add_argument("--budget-fd", type=finite_float, default=None, metavar="PCT",
-                   help="largest FD increase over the baseline, in percent (paired; needs an FD extractor)")
-    p.add_argument("--budget-psnr", type=finite_float, default=None, metavar="DB",
-                   help="smallest PSNR to the baseline's images, in dB")
-    p.add_argument("--evals", type=positive_int, default=40,
-                   help="search compute in full evaluations: EVALS x --calibration-images images in all, split "
-                        "over the rungs (default 40)")
-    p.add_argument("--methods", default=None,
-                   help="comma list of methods to search over (default: every method that declares tunable "
-                        "settings; see each config's `tunable`)")
-    p.add_argument("--pruned", action="append", default=[], metavar="DIR",
-                   help="a pruned pipeline folder (`accel prune` / `accel distill`) to search as a variant of "
-                        "the model; repeatable")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: as accel bench)")
-    p.add_argument("--calibration-images", type=positive_int, default=None,
-                   help="images of the last search rung (default 192 with --budget-fd, 64 without)")
-    p.add_argument("--holdout-images", type=nonneg_int, default=200,
-                   help="held-out images the front is re-measured on (default 200; 0 = skip)")
-    p.add_argument("--front-max", type=positive_int, default=8, help="front candidates re-measured on held-out images")
-    p.add_argument("--eta", type=int_at_least(2), default=3, help="successive halving: keep 1/eta per rung (default 3)")
-    p.add_argument("--exhaustive", action="store_true",
-                   help="evaluate the whole grid on the calibration images instead of searching")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
-    p.add_argument("--seed", type=seed_int, default=0, help="first seed (calibration and held-out sets are disjoint)")
-    p.add_argument("--out", default="tune.json", help="output JSON (report.html is written next to it)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out and the report.html next to it")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the evaluation cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def _prepare_settings(args: argparse.Namespace) -> Any:
+    """What `accel.eval.prepare` needs from tune's flags: the shared pipeline flags, the baseline only,
+    FD only with an FD budget, --out's folder (checked there: not a file)."""
+    from accel.eval.prepare import PrepareSettings
 
-
-def _bench_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The flags `accel.eval.prepare` reads, from tune's."""
-    ns = argparse.Namespace(**vars(args))
-    ns.methods, ns.no_fd = "baseline", args.budget_fd is None
-    ns.out = str(Path(args.out).resolve().parent)
-    ns.num_images = ns.repeats = ns.seed_sets = ns.timing_images = ns.warmup = None
-    return ns
+    return PrepareSettings.from_args(args, methods="baseline", no_fd=args.budget_fd is None,
+                                     out=str(Path(args.out).resolve().parent))
 
 
 def _workload_key(prep: Any, args: argparse.Namespace, n: int, seed_set: int) -> str:
@@ -104,7 +70,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     import accel
     from accel.errors import AccelError
-    from accel.eval.bench import _one_line
+    from accel.errors import one_line
     from accel.eval.methods import BenchInputError
     from accel.eval.prepare import prepare
     from accel.eval.runtime import pin_threads
@@ -136,12 +102,12 @@ def tune_command(args: argparse.Namespace) -> int:
         registry = dict(accel.methods())
         names = [n.strip() for n in args.methods.split(",")] if args.methods else None
         space = build_space(registry, names, models=[None, *args.pruned])
-        prep = prepare(_bench_args(args))
+        prep = prepare(_prepare_settings(args))
         if budget.fd_pct is not None and prep.extractor is None:
             raise BenchInputError("--budget-fd needs an FD extractor (the default model has FD-digits; else "
                                   "--inception-weights PATH or --features MODULE:FACTORY), or use --budget-psnr")
     except (BenchInputError, AccelError, ValueError) as exc:
-        return fail(_one_line(exc))
+        return fail(one_line(exc))
     if hasattr(prep.pipe, "set_progress_bar_config"):
         prep.pipe.set_progress_bar_config(disable=True)
     from accel.eval import fid as fidmod
@@ -183,7 +149,7 @@ def tune_command(args: argparse.Namespace) -> int:
                                      min_images=min_images, eta=args.eta, seed=args.seed, progress=progress)
     except (AccelError, ValueError) as exc:
         bar.close()
-        return fail(_one_line(exc))
+        return fail(one_line(exc))
     bar.close()
     quality = "fd_pct" if budget.fd_pct is not None else "psnr"
     latest: dict[str, dict] = {}  # each candidate at the most images it was evaluated on

@@ -1,95 +1,71 @@
-"""`accel prune` and `accel distill`: argument handling on top of accel.pruning (argparse lives in accel/cli.py).
-
-Bad input (keep out of range, unknown selector, a student that is not a pruned copy of the
-teacher, a missing data folder, an occupied --out) prints one clear line and returns 2
-before anything is written.
-"""
+"""`accel distill`: train a pruned student (from `accel prune`) towards its teacher and write the
+result (accel.pruning.workflow.distill_pipeline). Bad input (a student that is not a pruned copy of the
+teacher, a missing data folder, an occupied --out, a --resume that does not match) prints one line
+and returns 2 before anything is written."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..provenance import git_commit
+from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int, seed_int, unit_interval
+from ..errors import AccelError, InputError
 from ..models.lineage import MARKER_FILE, digits_marker
-from .prune import PRUNING_FILE, SELECTORS, save_pipeline
-
-class InputError(ValueError):
-    """Bad command-line input: reported on one line, exit code 2."""
-
-
-def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32,
-                flag: str = "--model") -> tuple[Any, bool]:
-    """(pipeline, is_digits) for an embedded model, a digits-derived folder, or any supported pipeline folder /
-    hub id (accel.pipelines.load_model); InputError naming `flag` when it cannot be loaded."""
-    from accel.pipelines import load_model
-
-    try:
-        loaded = load_model(model, device=device, dtype=dtype, progress_bars=False)  # stderr stays the command's
-    except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{flag} {model}: {type(exc).__name__ + ': ' if isinstance(exc, (KeyError, TypeError, AttributeError)) else ''}{exc}") from None
-    return loaded.pipe, loaded.digits
+from ..provenance import git_commit
+from ..pruning.prune import PRUNING_FILE
+from ._shared import fail, load_source
 
 
-def _fail(command: str, exc: BaseException) -> int:
-    print(f"accel {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-    return 2
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill a pruned student (from `accel prune`) towards its teacher",
+        description=(
+            "Train the pruned student's transformer towards the teacher (task + output + feature "
+            "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
+        ),
+    )
+    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
+    p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--data", default=None, metavar="DIR", help="image folder to train on")
+    p.add_argument("--teacher-samples", type=nonneg_int, default=0,
+                   help="train on N images sampled by the teacher (recorded transformer calls)")
+    p.add_argument("--sample-steps", type=positive_int, default=20, help="sampling steps of --teacher-samples")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
+    p.add_argument("--minutes", type=positive_float, default=None, help="wall-clock budget in minutes")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="global batch: split over the processes of `accelerate launch` (must divide evenly)")
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--lambda-task", type=nonneg_float, default=1.0)
+    p.add_argument("--lambda-out", type=nonneg_float, default=1.0)
+    p.add_argument("--lambda-feat", type=nonneg_float, default=0.1)
+    p.add_argument("--grad-accum", type=positive_int, default=1)
+    p.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights, in [0, 1]")
+    p.add_argument("--mixed-precision", default="auto", help="auto, no, fp16, bf16")
+    p.add_argument("--save-every", type=positive_int, default=100)
+    p.add_argument("--raw-weights", dest="ema_weights", action="store_false",
+                   help="write the raw student weights instead of the EMA")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
 
 
-def prune_command(args: Any) -> int:
-    """`accel prune`: score, select, build the smaller model, write DIR (pipeline + pruning.json)."""
-    from ..errors import AccelError
-
-    try:
-        return _prune(args)
-    except (InputError, AccelError) as exc:  # OutputError, ModelNotFoundError, ... : one line
-        return _fail("prune", exc)
-
-
-def _prune(args: Any) -> int:
-    from ..outputs import check_new_dir
-    from .workflow import prune_pipeline
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = check_new_dir(args.out, overwrite=args.overwrite, own=("model_index.json", PRUNING_FILE),
-                        hint=" (or --overwrite to replace a folder `accel prune` wrote)")
-    if args.selector not in SELECTORS:
-        raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
-    pipe, digits = load_source(args.model, device=args.device)
-    try:
-        result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
-                                calib_images=args.calib_images, calib_steps=args.calib_steps,
-                                calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
-                                source=args.model)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    info, keep, n = result.info, result.keep, result.info["num_blocks"]
-    files = {PRUNING_FILE: info}
-    if digits:
-        files[MARKER_FILE] = digits_marker(derived_from=str(args.model))
-    save_pipeline(pipe, result.model, out, files, overwrite=args.overwrite)
-    print(f"pruned {info['model_class']}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
-    if not args.quiet:
-        print(json.dumps({k: info[k] for k in ("keep", "removed", "scores")}, default=str))
-    return 0
-
-
-# ----------------------------------------------------------------------------- distill
-def distill_command(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     """`accel distill`: train the pruned student towards the teacher; write DIR2 (pipeline + distill.json)."""
-    from ..errors import AccelError
-    from .checkpoint import CheckpointError
+    from ..pruning.checkpoint import CheckpointError
 
     try:
         return _distill(args)
-    except (InputError, AccelError, CheckpointError) as exc:
-        return _fail("distill", exc)
+    except (AccelError, CheckpointError) as exc:
+        return fail("distill", exc)
 
 
 def _student_map(student_dir: Path) -> list[int]:
@@ -115,8 +91,8 @@ def _student_map(student_dir: Path) -> list[int]:
 def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
     """Refuse, before any model loads, a --resume whose checkpoint is missing, half-written, modified, of
     another student or of other settings (checkpoint.py)."""
-    from .checkpoint import check_resume, latest_checkpoint, verify_checkpoint
-    from .distill import _mixed_precision, resume_settings
+    from ..pruning.checkpoint import check_resume, latest_checkpoint, verify_checkpoint
+    from ..pruning.distill import _mixed_precision, resume_settings
 
     state = verify_checkpoint(latest_checkpoint(out / "checkpoints"))
     saved = state.get("settings") or {}
@@ -124,15 +100,15 @@ def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
     check_resume(state, settings, mapping)
 
 
-def _distill(args: Any) -> int:
+def _distill(args: argparse.Namespace) -> int:
     """Under `accelerate launch` every process runs this: all check the input before any writes (a barrier
     between), and only the main process writes (checkpoints, the final pipeline, the summary line)."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     from ..outputs import check_new_dir, check_writable
-    from .distill import DistillConfig, check_student
-    from .workflow import distill_data, distill_pipeline
+    from ..pruning.distill import DistillConfig, check_student
+    from ..pruning.workflow import distill_data, distill_pipeline
 
     # the processes of `accelerate launch` (one otherwise); as `Accelerator` does, ACCELERATE_USE_CPU=true means
     # CPU processes over gloo (a bare PartialState() would see no GPU and run each process alone)
@@ -164,8 +140,10 @@ def _distill(args: Any) -> int:
     mapping = _student_map(student_dir)
     if args.resume:
         _check_resume(out, cfg, mapping)
-    teacher_pipe, digits = load_source(args.teacher, flag="--teacher")
-    student_pipe, student_digits = load_source(str(student_dir), flag="--student")
+    teacher = load_source(args.teacher, flag="--teacher")
+    teacher_pipe, digits = teacher.pipe, teacher.digits
+    student = load_source(str(student_dir), flag="--student")
+    student_pipe, student_digits = student.pipe, student.digits
     try:
         check_student(teacher_pipe.transformer, student_pipe.transformer, mapping)
     except ValueError as exc:
@@ -173,7 +151,7 @@ def _distill(args: Any) -> int:
     try:
         data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
                                        teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
-                                       seed=args.seed)
+                                       seed=args.seed, prompts=teacher.prompts)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if getattr(data, "shardable", False) and cfg.batch_size % procs.num_processes:
@@ -216,7 +194,7 @@ def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict, lo
     """Write the final pipeline and losses.jsonl into `out` next to the run's checkpoints: staged in a hidden
     sibling folder, then each name moved in (accel.outputs.staged_dir); checkpoints/ stays."""
     from ..outputs import staged_dir
-    from .prune import write_pipeline
+    from ..pruning.prune import write_pipeline
 
     with staged_dir(out) as stage:
         write_pipeline(pipe, transformer, stage, files)

@@ -1,0 +1,61 @@
+"""What several subcommands share: the pipeline flags (`accel bench`, `accel tune`), loading `--model`
+for a command, and the one error line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from ..argtypes import nonneg_float, positive_int
+from ..errors import InputError, one_line
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
+    p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="local FID Inception-v3 weights: Inception FID vs the baseline (needs torch-fidelity)")
+    p.add_argument("--features", default=None, metavar="MODULE:FACTORY",
+                   help="custom feature extractor factory (module exposing num_features): FD vs the baseline")
+    p.add_argument("--reference-images", default=None, metavar="DIR",
+                   help="FD against a folder of real images instead of the baseline (statistics cached "
+                        "in $ACCEL_CACHE_DIR or ~/.cache/accel, keyed by extractor + image data)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="text-to-image prompts: .txt (one per line), .csv/.tsv with a header, .json/.jsonl "
+                        "(COCO captions, PartiPrompts); cycled over the images")
+    p.add_argument("--prompt-column", default=None, metavar="NAME",
+                   help="caption column of a CSV/TSV/JSON prompt file (default: caption, prompt or text)")
+    p.add_argument("--height", type=positive_int, default=None, help="image height (default: the pipeline's)")
+    p.add_argument("--width", type=positive_int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--num-frames", type=positive_int, default=None,
+                   help="frames per video of a video pipeline (default: the pipeline's)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt of every image")
+    p.add_argument("--pipeline-kwargs", default=None, metavar="JSON",
+                   help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
+
+
+def fail(command: str, exc: BaseException | str) -> int:
+    """Print ``accel COMMAND: error: <one line>`` on stderr; the exit code of bad input (2)."""
+    text = exc if isinstance(exc, str) else one_line(exc)
+    print(f"accel {command}: error: {text}", file=sys.stderr)
+    return 2
+
+
+def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model") -> Any:
+    """`accel.pipelines.load_model` for a command: the LoadedModel, or an InputError naming `flag`.
+    diffusers' loading bars are hidden, so the command's stderr stays its own."""
+    from ..pipelines import load_model
+
+    try:
+        return load_model(model, device=device, dtype=dtype, progress_bars=False)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+        kind = f"{type(exc).__name__}: " if isinstance(exc, (KeyError, TypeError, AttributeError)) else ""
+        raise InputError(f"{flag} {model}: {kind}{exc}") from None

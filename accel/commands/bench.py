@@ -1,0 +1,147 @@
+"""`accel bench`: the paired benchmark (accel.eval) of the baseline and every requested method."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..argtypes import nonneg_int, positive_int, seed_int
+from ._shared import add_pipeline_arguments, fail
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="paired quality/fidelity/speed/memory benchmark of acceleration methods",
+        description=(
+            "Run the baseline and every requested method on the same seeds and classes/prompts; "
+            "write DIR/results.json, results.csv, pareto.png, grid.png and report.html. Several processes: "
+            "`torchrun --nproc_per_node N -m accel.cli bench ...` or "
+            "`accelerate launch --multi_gpu --num_processes N -m accel.cli bench ...` (on CPU add "
+            "--device cpu); each rank generates whole batches, rank 0 gathers and writes."
+        ),
+    )
+    add_pipeline_arguments(p)
+    p.add_argument("--methods", default=None,
+                   help="comma list: baseline,NAME[:key=val,...],A+B (stacked); default: baseline "
+                        "plus every method of accel.methods() at default settings")
+    p.add_argument("--config", action="append", default=None, metavar="FILE",
+                   help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
+                        "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
+    p.add_argument("--num-images", type=positive_int, default=200, help="images per method and seed set (default 200)")
+    p.add_argument("--seed", type=seed_int, default=0, help="first seed; image i gets seed+i")
+    p.add_argument("--seed-sets", type=positive_int, default=1,
+                   help="repeat over K disjoint seed sets and report FD's spread")
+    p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=positive_int, default=8,
+                   help="images per timed call (default 8; timing uses this smaller batch)")
+    p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
+    p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--compile", nargs="?", const="regional", default=None, choices=("regional", "whole"),
+                   help="torch.compile every row, the baseline too (accel.compile; regional by default): "
+                        "adds compile seconds and recompiles on a second call to the results")
+    p.add_argument("--compile-backend", default="inductor", metavar="NAME",
+                   help="torch.compile backend of --compile (default inductor; eager / aot_eager only trace)")
+    plain_help = p.format_help
+    p.format_help = lambda: plain_help() + "\n" + methods_help()  # type: ignore[method-assign]
+    p.set_defaults(func=run)
+
+
+def methods_help() -> str:
+    """Every registered method with its options and defaults (the `accel bench --help` epilog; read
+    from the config dataclasses, so a new option appears here without editing this file)."""
+    import dataclasses
+
+    import accel
+
+    lines = ["methods (--methods NAME:option=value,...; defaults shown; tuned settings marked *):"]
+    for name, cls in sorted(accel.methods().items()):
+        tun = getattr(cls, "tunable", {}) or {}
+        opts = ", ".join(f"{f.name}={f.default!r}{'*' if f.name in tun else ''}" for f in dataclasses.fields(cls)
+                         if f.init and f.default is not dataclasses.MISSING)
+        lines.append(f"  {name}: {opts or '(no options)'}")
+    lines.append("each option is explained in its config's docstring (accel.methods()[NAME]) and in README.md")
+    return "\n".join(lines) + "\n"
+
+
+def config_rows(paths: list[str], model: str) -> list[tuple[str, Any]]:
+    """``(FILE, row)`` per ``--config FILE`` (an `accel tune` result): its chosen stack, labelled by its settings."""
+    from ..eval.methods import BenchInputError, MethodSpec
+    from ..tune.files import ConfigFileError, configs_from_choice, read_choice
+    from ..tune.space import Candidate
+
+    out = []
+    for path in paths:
+        try:
+            choice = read_choice(path)
+            configs = configs_from_choice(choice, path)
+        except ConfigFileError as exc:
+            raise BenchInputError(f"--config: {exc}") from None
+        chosen_model = choice.get("model")
+        if chosen_model and Path(chosen_model).resolve() != Path(model).resolve():
+            raise BenchInputError(
+                f"--config {path} was tuned on the pruned model {chosen_model}; run "
+                f"`accel bench --model {chosen_model} --config {path}` (its baseline is then that folder)")
+        label = "config:" + Candidate.from_record({"methods": choice["methods"]}).methods_key
+        out.append((path, MethodSpec(label, [(m["name"], {}) for m in choice["methods"]], configs)))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """`accel bench`; returns the exit code (2 on bad input: one line on stderr, nothing written)."""
+    from ..errors import AccelError
+    from ..eval import report
+    from ..eval.bench import BENCH_FILES, run_bench, write_outputs
+    from ..eval.compiled import CompileSetting
+    from ..eval.methods import BenchInputError
+    from ..eval.prepare import PrepareSettings, prepare
+    from ..eval.runtime import distributed_state, pin_threads
+    from ..outputs import check_dir_output
+
+    try:
+        check_dir_output(args.out, BENCH_FILES, overwrite=getattr(args, "overwrite", False))
+        threads = pin_threads(args.threads)
+        state = distributed_state(args.device)
+        rows = config_rows(args.config or [], args.model)
+        prep = prepare(PrepareSettings.from_args(args, config_rows=rows), state)
+        mode = getattr(args, "compile", None)
+        setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
+        if state.is_main_process:
+            print(
+                f"accel bench: model={prep.model_name} device={prep.device} threads={threads} "
+                f"processes={state.num_processes} images={args.num_images} steps={prep.steps} seed={args.seed} "
+                f"seed_sets={args.seed_sets} guidance={prep.guidance} "
+                f"methods={', '.join(m.label for m in prep.methods)}",
+                file=sys.stderr,
+            )
+        result = run_bench(
+            prep.pipe, prep.methods, num_images=args.num_images, steps=prep.steps, seed=args.seed,
+            guidance=prep.guidance, batch_size=args.batch_size, seed_sets=args.seed_sets, repeats=args.repeats,
+            warmup=args.warmup, timing_images=args.timing_images, extractor=prep.extractor,
+            reference_stats=prep.reference_stats, fd_name=prep.fd_name, device=prep.device, state=state,
+            num_classes=prep.num_classes, prompts=prep.prompts, call_kwargs=prep.call_kwargs, lpips=args.lpips,
+            progress=not args.quiet, meta={"model": prep.model_name, "scheduler": prep.scheduler},
+            command=getattr(args, "command_line", None), compile=setting,
+        )
+    except (BenchInputError, AccelError) as exc:
+        return fail("bench", exc)
+    if result is None:  # non-main process
+        return 0
+    result.notes[:0] = prep.notes
+    write_outputs(Path(args.out), result)
+    print(report.format_table(result.records))
+    for n in result.notes:
+        print(f"note: {n}")
+    print(f"peak memory: {result.meta.get('memory_kind') or 'unavailable'}; threads: {result.meta['threads']}; "
+          f"wrote {args.out}/results.json, results.csv, pareto.png, grid.png, report.html")
+    return 0

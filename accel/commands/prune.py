@@ -1,0 +1,88 @@
+"""`accel prune`: score the transformer's blocks, keep the best set, write the smaller pipeline folder
+(accel.pruning.workflow.prune_pipeline). Bad input (keep out of range, unknown selector, an occupied
+--out) prints one line and returns 2 before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from ..argtypes import keep_amount, positive_int, seed_int
+from ..errors import AccelError, InputError
+from ..models.lineage import MARKER_FILE, digits_marker
+from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
+from ._shared import fail, load_source
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="remove transformer blocks (LAPTOP-Diff scores, knapsack / evolutionary selection)",
+        description=(
+            "Score every transformer block on calibration calls drawn from the pipeline's own sampling, "
+            "choose the blocks to keep and write DIR: the full pipeline with a smaller transformer of the "
+            "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
+        ),
+    )
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a pipeline folder or hub id")
+    p.add_argument("--keep", required=True, type=keep_amount,
+                   help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
+    p.add_argument("--selector", default="laptop", choices=SELECTORS,
+                   help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "
+                        "search on calibration error; cosine (ShortGPT); first; last; uniform; random")
+    p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
+                   help="per-block cost the --keep fraction budgets (default: count of blocks)")
+    p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
+    p.add_argument("--calib-images", type=positive_int, default=20, help="calibration images (default 20)")
+    p.add_argument("--calib-steps", type=positive_int, default=20, help="sampling steps of the calibration runs (default 20)")
+    p.add_argument("--calib-calls", type=positive_int, default=32,
+                   help="transformer calls kept for scoring, strided over all steps (default 32)")
+    p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a pipeline folder an earlier `accel prune` wrote at --out (never other folders)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`accel prune`: score, select, build the smaller model, write DIR (pipeline + pruning.json)."""
+    try:
+        return _prune(args)
+    except AccelError as exc:  # InputError, OutputError, ModelNotFoundError, ... : one line
+        return fail("prune", exc)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ..outputs import check_new_dir
+    from ..pruning.workflow import prune_pipeline
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = check_new_dir(args.out, overwrite=args.overwrite, own=("model_index.json", PRUNING_FILE),
+                        hint=" (or --overwrite to replace a folder `accel prune` wrote)")
+    if args.selector not in SELECTORS:
+        raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
+    source = load_source(args.model, device=args.device)
+    pipe, digits = source.pipe, source.digits
+    try:
+        result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
+                                calib_images=args.calib_images, calib_steps=args.calib_steps,
+                                calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
+                                prompts=source.prompts, source=args.model)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    info, keep, n = result.info, result.keep, result.info["num_blocks"]
+    files = {PRUNING_FILE: info}
+    if digits:
+        files[MARKER_FILE] = digits_marker(derived_from=str(args.model))
+    save_pipeline(pipe, result.model, out, files, overwrite=args.overwrite)
+    print(f"pruned {info['model_class']}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
+    if not args.quiet:
+        print(json.dumps({k: info[k] for k in ("keep", "removed", "scores")}, default=str))
+    return 0
