@@ -10,6 +10,8 @@ Rectified flow as SD3: x_t = (1 - s) x0 + s eps with s ~ logit-normal(0, 1), the
 transformer predicts the velocity eps - x0 at timestep s * 1000 (what
 FlowMatchEulerDiscreteScheduler passes). Prompts are drawn from the template set per digit
 (``accel.models.flow.PROMPT_TEMPLATES``), 10% empty prompts for classifier-free guidance.
+The zero "T5" block the pipeline appends (text_encoder_3 is None) has 6 tokens in most
+steps, 256 (the stock default) in 15% and 1..256 in 15%, so plain pipe(prompt) calls work too.
 The two tiny CLIP text encoders are trained JOINTLY with the transformer (frozen afterwards);
 prompts are encoded by the pipeline's own ``encode_prompt``, so training sees exactly what
 sampling sees. AdamW with warmup + cosine decay; EMA weights are exported.
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from accel.models.digits import load_digits_split  # noqa: E402
 from accel.models.flow import (  # noqa: E402
     PROMPT_TEMPLATES,
+    STOCK_MAX_SEQUENCE_LENGTH,
     T5_ZERO_TOKENS,
     TRANSFORMER_CONFIG,
     build_flow_pipeline,
@@ -54,7 +57,7 @@ from accel.pruning.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 
-SETTINGS = ("batch_size", "lr", "ema_decay", "prompt_dropout", "seed", "text_lr_scale")
+SETTINGS = ("batch_size", "lr", "ema_decay", "prompt_dropout", "seed", "text_lr_scale", "stock_zero_block")
 
 
 def trainable(pipe) -> torch.nn.ModuleDict:
@@ -71,6 +74,17 @@ def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, step: int, 
             ema[k].lerp_(v.detach(), 1 - decay)
         else:
             ema[k].copy_(v)
+
+
+def zero_block_length(args) -> int:
+    """Length of the pipeline's zero "T5" block this step: mostly the fast one, sometimes the stock
+    default, sometimes in between (so the model does not depend on it)."""
+    u = float(torch.rand(()))
+    if u < args.stock_zero_block:
+        return STOCK_MAX_SEQUENCE_LENGTH
+    if u < 2 * args.stock_zero_block:
+        return int(torch.randint(1, STOCK_MAX_SEQUENCE_LENGTH + 1, ()))
+    return T5_ZERO_TOKENS
 
 
 def write_loss_curve(losses: list[float], out: Path):
@@ -112,7 +126,7 @@ def export(pipe, model, ema, state: dict, args, out: Path, final: bool):
         "lr_schedule": "linear warmup + cosine to 10% over target_steps", "ema_decay": args.ema_decay,
         "prompt_dropout": args.prompt_dropout, "seed": args.seed, "timestep_sampling": "logit-normal(0, 1)",
         "loss": "rectified-flow velocity MSE (eps - x0)", "text_encoders": "trained jointly, then frozen",
-        "t5_zero_tokens": T5_ZERO_TOKENS, "prompt_templates": list(PROMPT_TEMPLATES),
+        "t5_zero_tokens": T5_ZERO_TOKENS, "stock_zero_block_share": args.stock_zero_block, "prompt_templates": list(PROMPT_TEMPLATES),
         "data": "sklearn load_digits train split (1,397 images), bilinear 8->32, [-1, 1]",
         "wall_time_s": round(state["elapsed_s"], 1), "device": f"cpu ({os.cpu_count()} cores)",
         "torch_threads": torch.get_num_threads(),
@@ -138,6 +152,8 @@ def parse_args(argv=None):
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--prompt-dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stock-zero-block", type=float, default=0.15,
+                   help="share of steps with the stock 256 zero T5 tokens (the same share again: 1..256)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--export-every", type=int, default=0, help="also export to --out every N steps (0: at the end)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -202,7 +218,8 @@ def main(argv=None) -> int:
         noise = torch.randn((bs, 1, 32, 32))
         x0 = images[idx]
         prompts = ["" if drop[i] else digit_prompt(int(labels[idx[i]]), int(templates[i])) for i in range(bs)]
-        embeds, pooled = encode_prompts(pipe, prompts)
+        zero_tokens = zero_block_length(args)
+        embeds, pooled = encode_prompts(pipe, prompts, max_sequence_length=zero_tokens)
         sv = s.view(-1, 1, 1, 1)
         xt = (1 - sv) * x0 + sv * noise
         pred = model["transformer"](hidden_states=xt, timestep=s * 1000, encoder_hidden_states=embeds,

@@ -15,9 +15,10 @@ Everything ships in ``accel/models/weights_flow/`` in ``save_pretrained`` layout
 (safetensors + JSON, no pickle) with a ``flow.json`` manifest of sha256 hashes, and is
 reproduced by ``scripts/train_flow_model.py``. See ``weights_flow/MODEL_CARD.md``.
 
-Call the pipeline with ``max_sequence_length=FLOW_SAMPLER["max_sequence_length"]``: the
-model was trained with that many zero "T5" tokens (the stock default, 256, is another input).
-:func:`flow_call_kwargs` gives the full default sampler as pipeline keyword arguments.
+The model was trained with zero "T5" blocks of length 6 (mostly), 256 (the stock default) and
+in between, so a plain ``pipe(prompt)`` works; accel calls it with
+``max_sequence_length=FLOW_SAMPLER["max_sequence_length"]`` (6: 16 text tokens, not 266, so
+about twice as fast). :func:`flow_call_kwargs` gives the default sampler as keyword arguments.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ TRAIN_FLOW_CMD = "python scripts/train_flow_model.py --out accel/models/weights_
 NUM_CLASSES = 10
 TOKENIZER_MAX_LENGTH = 10  # CLIP tokens per prompt (BOS + up to 8 words + EOS, padded)
 T5_ZERO_TOKENS = 6  # the zero block the pipeline appends when text_encoder_3 is None
+# Training draws the zero block's length per batch (mostly T5_ZERO_TOKENS, sometimes the stock
+# default 256 or anything between), so a plain `pipe(prompt)` call works as well as the fast one.
+STOCK_MAX_SEQUENCE_LENGTH = 256
 
 TRANSFORMER_CONFIG: dict[str, Any] = {
     "sample_size": 32,
@@ -163,7 +167,9 @@ class FlowIdentityVAE(ModelMixin, ConfigMixin):
     def __init__(self, scaling_factor: float = 1.0, shift_factor: float = 0.0,
                  block_out_channels: tuple[int, ...] = (1,), latent_channels: int = 1):
         super().__init__()
-        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+        # one persistent (unused) value, so save_pretrained writes a weights file that
+        # StableDiffusion3Pipeline.from_pretrained can load (it refuses a weightless model)
+        self.register_buffer("identity", torch.ones(1))
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         return IdentityVAEOutput(sample=x) if return_dict else (x,)
@@ -200,11 +206,12 @@ def build_flow_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     return pipe
 
 
-def encode_prompts(pipe: StableDiffusion3Pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(pipe: StableDiffusion3Pipeline, prompts: list[str],
+                   max_sequence_length: int = T5_ZERO_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds, pooled) exactly as the pipeline computes them (gradients flow)."""
     embeds, _, pooled, _ = pipe.encode_prompt(
         prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
-        max_sequence_length=T5_ZERO_TOKENS, device=pipe.transformer.device,
+        max_sequence_length=max_sequence_length, device=pipe.transformer.device,
     )
     return embeds, pooled
 
@@ -228,10 +235,75 @@ def save_flow_pipeline(pipe: StableDiffusion3Pipeline, out: Path, training: dict
     """Write ``pipe`` in ``save_pretrained`` layout plus the ``flow.json`` sha256 manifest (last)."""
     out = Path(out)
     pipe.save_pretrained(str(out), safe_serialization=True)
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.parent != out or p.name == "model_index.json")
-    hashes = {str(p.relative_to(out)): _sha256(p) for p in files if p.suffix in (".json", ".safetensors", ".txt")}
-    hashes.pop(MANIFEST_FILE, None)
+    parts = [out / "model_index.json", *(p for p in out.glob("*/*") if p.is_file())]
+    hashes = {str(p.relative_to(out)): _sha256(p) for p in sorted(parts)}
     doc = {"format": "accel-flow-model/1", "files": hashes, "sampler": FLOW_SAMPLER, "training": training}
     tmp = out / (MANIFEST_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(out / MANIFEST_FILE)
+
+
+def _manifest(wdir: Path) -> dict[str, Any]:
+    path = wdir / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"flow-model file missing: {path}. Regenerate it with `{TRAIN_FLOW_CMD}` "
+                                "(or reinstall accel).")
+    try:
+        doc = json.loads(path.read_text())
+        files = doc["files"]
+        assert isinstance(files, dict) and files
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise ValueError(f"flow-model manifest {path} is corrupted ({type(exc).__name__}). "
+                         f"Regenerate it with `{TRAIN_FLOW_CMD}`.") from None
+    return doc
+
+
+def verify_flow_weights(weights_dir: str | Path | None = None) -> dict[str, Any]:
+    """The ``flow.json`` manifest after checking every file it names against its sha256."""
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_FLOW_DIR
+    doc = _manifest(wdir)
+    for name, digest in doc["files"].items():
+        f = wdir / name
+        if not f.is_file():
+            raise FileNotFoundError(f"flow-model file missing: {f}. Regenerate it with `{TRAIN_FLOW_CMD}` "
+                                    "(or reinstall accel).")
+        if _sha256(f) != digest:
+            raise ValueError(f"flow-model file {f} is corrupted (sha256 mismatch with {MANIFEST_FILE}). "
+                             f"Regenerate it with `{TRAIN_FLOW_CMD}`.")
+    return doc
+
+
+def load_flow_pipeline(
+    shift: float | None = None,
+    device="cpu",
+    dtype=torch.float32,
+    weights_dir: str | Path | None = None,
+) -> StableDiffusion3Pipeline:
+    """The embedded flow model as a stock ``diffusers.StableDiffusion3Pipeline`` (pixel space).
+
+    Every shipped file is checked against the sha256 in ``weights_flow/flow.json`` first
+    (a missing or corrupt file raises, naming the file and the training command).
+    ``shift``: the FlowMatchEuler shift (default ``FLOW_SAMPLER["shift"]``). Prompts name a
+    digit (:func:`digit_prompt`); call it with the default sampler's arguments::
+
+        pipe = load_flow_pipeline()
+        images = pipe(["a handwritten seven"], output_type="np", **flow_call_kwargs()).images
+
+    which returns (N, 32, 32, 1) images in [0, 1]. Text encoders are frozen (eval mode).
+    """
+    import accel.models.flow as _this  # noqa: F401  (diffusers loads FlowIdentityVAE from this module)
+
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_FLOW_DIR
+    verify_flow_weights(wdir)
+    try:
+        pipe = StableDiffusion3Pipeline.from_pretrained(
+            str(wdir), local_files_only=True, dtype=dtype, text_encoder_3=None, tokenizer_3=None
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ValueError(f"flow-model weights in {wdir} could not be loaded ({exc}). "
+                         f"Regenerate them with `{TRAIN_FLOW_CMD}`.") from exc
+    pipe.scheduler = make_flow_scheduler(FLOW_SAMPLER["shift"] if shift is None else shift)
+    for m in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+        m.requires_grad_(False).eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
