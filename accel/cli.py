@@ -15,7 +15,7 @@ from .argtypes import (keep_amount, nonneg_float, nonneg_int, one_line_errors, o
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -118,7 +118,7 @@ def _add_prune(sub) -> None:
             "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a pipeline folder or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded digits SD3 MMDiT), a pipeline folder or hub id")
     p.add_argument("--keep", required=True, type=keep_amount,
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
@@ -156,7 +156,7 @@ def _add_distill(sub) -> None:
             "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
         ),
     )
-    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), 'flow' (embedded digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")

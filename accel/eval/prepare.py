@@ -113,10 +113,34 @@ def _load_digits(args, device, dtype, prep_fd: bool) -> tuple[Any, dict, Any, An
         raise BenchInputError(f"{what} could not be loaded: {exc}") from None
 
 
+def _load_flow(args, device, dtype) -> Prepared:
+    """The embedded flow model (`--model flow`): its default sampler, one prompt per digit
+    (image i asks for digit i % 10, so FD-digits applies) and the fast zero-T5 block length."""
+    from accel import models as M
+
+    if args.scheduler is not None:
+        raise BenchInputError("--scheduler: the flow model samples with FlowMatchEuler (its own); drop the flag")
+    try:
+        pipe = M.load_flow_pipeline(device=device, dtype=dtype)
+        extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
+        reference = M.load_reference_stats()
+    except Exception as exc:  # noqa: BLE001 - missing weights and the like
+        raise BenchInputError(f"the embedded flow model could not be loaded: {exc}") from None
+    sampler = M.FLOW_SAMPLER
+    guidance = args.guidance if args.guidance is not None else sampler["guidance_scale"]
+    prep = Prepared(pipe, [], args.steps or sampler["steps"], guidance, device, "flow", "flow-euler",
+                    extractor=extractor, reference_stats=reference, fd_name="FD-digits")
+    prep.prompts = [M.digit_prompt(d) for d in range(10)]
+    prep.call_kwargs = {"max_sequence_length": sampler["max_sequence_length"]}
+    return prep
+
+
 def load_model(args, device, dtype) -> Prepared:
     """The pipeline and its sampler defaults (steps, guidance, scheduler, classes)."""
     from accel.pruning.lineage import is_digits_model
 
+    if args.model == "flow":
+        return _load_flow(args, device, dtype)
     if is_digits_model(args.model):
         digits_fd = not args.no_fd and args.inception_weights is None and args.features is None
         pipe, sampler, extractor, reference = _load_digits(args, device, dtype, digits_fd)
@@ -290,13 +314,14 @@ def prepare(args: Any, state: Any = None) -> Prepared:
     methods += config_file_methods(config_files, args.model, {m.label for m in methods})
     prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
     prep = load_model(args, resolve_device(args.device, state), parse_dtype(args.dtype))
-    prep.methods, prep.notes, prep.prompts = methods, notes, prompts
+    prep.methods, prep.notes = methods, notes
+    prep.prompts = prompts if prompts is not None else prep.prompts  # the flow model brings its own
     if prompts is not None:
         if pipeline_kind(prep.pipe) != "prompt":
             raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")
         if len(prompts) < args.num_images:
             notes.append(f"prompts: {len(prompts)} in {args.prompts}, cycled over {args.num_images} images")
-    prep.call_kwargs = call_kwargs(args, prep.pipe)
+    prep.call_kwargs = {**prep.call_kwargs, **call_kwargs(args, prep.pipe)}
     if is_video_pipeline(prep.pipe):
         video_features(args, prep)  # FD does not apply to videos: null, with a note
     else:

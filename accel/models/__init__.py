@@ -1,4 +1,9 @@
-"""The embedded default model (tiny class-conditional DiT on 32x32 digits) and FD-digits."""
+"""The embedded models and FD-digits.
+
+* the default model: a tiny class-conditional DiT on 32x32 digits (``load_default_pipeline``);
+* the flow model: a tiny text-to-image rectified-flow MMDiT in the stock
+  ``StableDiffusion3Pipeline`` (``load_flow_pipeline``, ``--model flow``).
+"""
 
 from accel.models.default import (
     DEFAULT_SAMPLER,
@@ -17,21 +22,37 @@ from accel.models.default import (
     make_scheduler,
     to_classifier_input,
 )
+from accel.models.flow import (
+    FLOW_FEW_STEP_SAMPLER,
+    FLOW_SAMPLER,
+    WEIGHTS_FLOW_DIR,
+    digit_prompt,
+    digit_prompts,
+    flow_call_kwargs,
+    load_flow_pipeline,
+)
 from accel.models.digits import load_digits_split, upsample_digits
 
 __all__ = [
     "DEFAULT_SAMPLER",
+    "FLOW_FEW_STEP_SAMPLER",
+    "FLOW_SAMPLER",
     "SCHEDULERS",
     "WEIGHTS_DIR",
+    "WEIGHTS_FLOW_DIR",
     "DigitsClassifier",
     "DigitsDiTPipeline",
     "IdentityVAE",
     "build_generator",
     "classifier_features",
+    "digit_prompt",
+    "digit_prompts",
+    "flow_call_kwargs",
     "fd_digits",
     "load_default_pipeline",
     "load_digits_classifier",
     "load_digits_split",
+    "load_flow_pipeline",
     "load_generator",
     "load_reference_stats",
     "make_scheduler",

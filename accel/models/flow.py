@@ -27,14 +27,17 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from accel.models.default import IdentityVAEOutput
+
+if TYPE_CHECKING:  # importing the pipeline class imports transformers: only where a pipeline is built
+    from diffusers import StableDiffusion3Pipeline
 
 WEIGHTS_FLOW_DIR = Path(__file__).resolve().parent / "weights_flow"
 MANIFEST_FILE = "flow.json"
@@ -193,6 +196,8 @@ def make_flow_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
 
 def build_flow_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     """A freshly initialised pipeline (what training starts from)."""
+    from diffusers import StableDiffusion3Pipeline
+
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     transformer = build_transformer()
@@ -291,10 +296,20 @@ def load_flow_pipeline(
 
     which returns (N, 32, 32, 1) images in [0, 1]. Text encoders are frozen (eval mode).
     """
+    from diffusers import StableDiffusion3Pipeline
+    from diffusers.utils import logging as dlog
+
     import accel.models.flow as _this  # noqa: F401  (diffusers loads FlowIdentityVAE from this module)
 
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_FLOW_DIR
     verify_flow_weights(wdir)
+    from transformers.utils import logging as tlog
+
+    bars, level = dlog.is_progress_bar_enabled(), dlog.get_verbosity()
+    tbars = tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()  # no "Loading pipeline components" / "Loading weights" bars
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()  # nor "Expected types for vae: AutoencoderKL" (the identity VAE is on purpose)
     try:
         pipe = StableDiffusion3Pipeline.from_pretrained(
             str(wdir), local_files_only=True, dtype=dtype, text_encoder_3=None, tokenizer_3=None
@@ -302,6 +317,12 @@ def load_flow_pipeline(
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ValueError(f"flow-model weights in {wdir} could not be loaded ({exc}). "
                          f"Regenerate them with `{TRAIN_FLOW_CMD}`.") from exc
+    finally:
+        dlog.set_verbosity(level)
+        if bars:
+            dlog.enable_progress_bar()
+        if tbars:
+            tlog.enable_progress_bar()
     pipe.scheduler = make_flow_scheduler(FLOW_SAMPLER["shift"] if shift is None else shift)
     for m in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         m.requires_grad_(False).eval()

@@ -31,7 +31,7 @@ class InputError(ValueError):
 
 def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                 flag: str = "--model") -> tuple[Any, bool]:
-    """(pipeline, is_digits) for `default`, a digits-derived folder, or any supported pipeline folder / hub id;
+    """(pipeline, is_digits) for `default`, `flow`, a digits-derived folder, or any supported pipeline folder / hub id;
     InputError naming `flag` when it cannot be loaded."""
     from diffusers.utils import logging as dlog
 
@@ -42,6 +42,10 @@ def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.floa
             from accel.models import load_default_pipeline
 
             return load_default_pipeline(device=device, dtype=dtype), True
+        if model == "flow":  # the embedded flow model (a stock StableDiffusion3Pipeline)
+            from accel.models import load_flow_pipeline
+
+            return load_flow_pipeline(device=device, dtype=dtype), False
         if is_digits_model(model):
             return load_digits_model(model, device=device, dtype=dtype), True
         from accel.pipelines import load_pipeline
@@ -52,6 +56,13 @@ def load_source(model: str, device: Any = "cpu", dtype: torch.dtype = torch.floa
     finally:
         if bars:
             dlog.enable_progress_bar()
+
+
+def flow_prompts() -> list[str]:
+    """The flow model's calibration prompts: one per digit."""
+    from accel.models import digit_prompt
+
+    return [digit_prompt(d) for d in range(10)]
 
 
 def calibration_inputs(pipe: Any, digits: bool, images: int, steps: int, seed: int,
@@ -117,7 +128,8 @@ def _prune(args: Any) -> int:
                     source="the pipeline's own sampling (its scheduler, conditions and CFG batching)")
     calibration = None
     if args.selector in ("laptop", "evo", "cosine") or args.cost in ("flops", "latency"):
-        inputs = calibration_inputs(pipe, digits, args.calib_images, args.calib_steps, args.seed)
+        inputs = calibration_inputs(pipe, digits, args.calib_images, args.calib_steps, args.seed,
+                                    prompts=flow_prompts() if args.model == "flow" else None)
         calibration = collect_calibration(pipe, inputs, max_calls=args.calib_calls, settings=settings)
     first_call = calibration.calls[0] if calibration is not None else None
     try:
@@ -244,7 +256,8 @@ def _distill(args: Any) -> int:
             data = image_folder_data(args.data, teacher_pipe)
             data_info = {"kind": "image-folder", "path": str(args.data), "images": len(data)}
         elif args.teacher_samples:
-            inputs = calibration_inputs(teacher_pipe, digits, args.teacher_samples, args.sample_steps, args.seed)
+            inputs = calibration_inputs(teacher_pipe, digits, args.teacher_samples, args.sample_steps, args.seed,
+                                        prompts=flow_prompts() if args.teacher == "flow" else None)
             data = RecordedCallData(record_calls(teacher_pipe, inputs))
             data_info = {"kind": "teacher-samples", "samples": args.teacher_samples, "calls": len(data)}
         elif digits:
