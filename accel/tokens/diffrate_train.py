@@ -329,6 +329,10 @@ def _diffrate(args: Any) -> int:
     try:
         if args.model == "default":
             pipe = accel.default_pipeline()
+        elif args.model == "flow":  # the embedded flow model; calibrated on one prompt per digit below
+            from accel.models import load_flow_pipeline
+
+            pipe = load_flow_pipeline()
         else:
             from accel.pipelines.loader import load_pipeline
 
@@ -345,7 +349,12 @@ def _diffrate(args: Any) -> int:
         if kind == "class":
             cond = {"class_labels": [(i * n + j) % 10 for j in range(n)]}
         else:
-            cond = {"prompt": [DEFAULT_PROMPTS[(i * n + j) % len(DEFAULT_PROMPTS)] for j in range(n)]}
+            prompts = DEFAULT_PROMPTS
+            if args.model == "flow":
+                from accel.models import digit_prompt
+
+                prompts = [digit_prompt(d) for d in range(10)]
+            cond = {"prompt": [prompts[(i * n + j) % len(prompts)] for j in range(n)]}
         calls += record_calls(pipe, lambda: pipe(**cond, generator=gens, num_inference_steps=args.steps,
                                                  output_type="np"))
     print(f"calibration: {len(calls)} transformer calls recorded in {time.perf_counter() - t0:.1f}s")
@@ -365,7 +374,7 @@ def _diffrate(args: Any) -> int:
 
 def add_arguments(p: Any) -> None:
     """The `accel diffrate` options (the CLI module only wires the subcommand)."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
     p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
     p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
