@@ -236,10 +236,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _portable_tokenizer_names(out: Path) -> None:
+    """transformers 5 saves the tokenizer class as ``TokenizersBackend``, which transformers 4 lacks;
+    ``PreTrainedTokenizerFast`` names the same class in 5 (an alias) and the fast tokenizer in 4."""
+    for f in [out / "model_index.json", *out.glob("tokenizer*/tokenizer_config.json")]:
+        doc = json.loads(f.read_text())
+        for k, v in doc.items():
+            if v == "TokenizersBackend":
+                doc[k] = "PreTrainedTokenizerFast"
+            elif v == ["transformers", "TokenizersBackend"]:
+                doc[k] = ["transformers", "PreTrainedTokenizerFast"]
+        f.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
 def save_flow_pipeline(pipe: StableDiffusion3Pipeline, out: Path, training: dict[str, Any]) -> None:
     """Write ``pipe`` in ``save_pretrained`` layout plus the ``flow.json`` sha256 manifest (last)."""
     out = Path(out)
     pipe.save_pretrained(str(out), safe_serialization=True)
+    _portable_tokenizer_names(out)
     parts = [out / "model_index.json", *(p for p in out.glob("*/*") if p.is_file())]
     hashes = {str(p.relative_to(out)): _sha256(p) for p in sorted(parts)}
     doc = {"format": "accel-flow-model/1", "files": hashes, "sampler": FLOW_SAMPLER, "training": training}
