@@ -117,6 +117,27 @@ def fmt(x, nd=2):
     return "inf" if isinstance(x, float) and math.isinf(x) else f"{x:.{nd}f}"
 
 
+def merge(paths: list[Path], out: Path | None) -> int:
+    """One quality.json from runs of disjoint sections (run side by side to share a busy machine)."""
+    import json
+
+    doc: dict = {"runs": [], "table_markdown": ""}
+    for path in paths:
+        part = json.loads(path.read_text())
+        doc["runs"].append({"file": path.name, "config": part.pop("config"), "meta": part.pop("meta", None),
+                            "seconds_total": part.pop("seconds_total", None)})
+        doc["table_markdown"] += part.pop("table_markdown", "") + "\n\n"
+        part.pop("notes", None)
+        clash = set(part) & set(doc)
+        if clash:
+            raise SystemExit(f"--merge: {path} repeats sections {sorted(clash)}")
+        doc.update(part)
+    if out:
+        write_json(out, doc)
+    print(doc["table_markdown"])
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100, help="images per measurement (multiple of 10)")
@@ -135,7 +156,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--grid", type=Path, default=None, help="PNG grid of default-sampler samples (10 per digit)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="only merge the results of runs of disjoint --sections into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:

@@ -128,7 +128,7 @@ def _load_flow(args, device, dtype) -> Prepared:
         raise BenchInputError(f"the embedded flow model could not be loaded: {exc}") from None
     sampler = M.FLOW_SAMPLER
     guidance = args.guidance if args.guidance is not None else sampler["guidance_scale"]
-    prep = Prepared(pipe, [], args.steps or sampler["steps"], guidance, device, "flow", "flow-euler",
+    prep = Prepared(pipe, [], args.steps or M.FLOW_BENCH_STEPS, guidance, device, "flow", "flow-euler",
                     extractor=extractor, reference_stats=reference, fd_name="FD-digits")
     prep.prompts = [M.digit_prompt(d) for d in range(10)]
     prep.call_kwargs = {"max_sequence_length": sampler["max_sequence_length"]}

@@ -23,6 +23,7 @@ from accel.models.default import (
     to_classifier_input,
 )
 from accel.models.flow import (
+    FLOW_BENCH_STEPS,
     FLOW_FEW_STEP_SAMPLER,
     FLOW_SAMPLER,
     WEIGHTS_FLOW_DIR,
@@ -35,6 +36,7 @@ from accel.models.digits import load_digits_split, upsample_digits
 
 __all__ = [
     "DEFAULT_SAMPLER",
+    "FLOW_BENCH_STEPS",
     "FLOW_FEW_STEP_SAMPLER",
     "FLOW_SAMPLER",
     "SCHEDULERS",
