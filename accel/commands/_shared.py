@@ -15,7 +15,7 @@ from ..errors import InputError, one_line
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")

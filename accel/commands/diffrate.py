@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
             "re-running with the same settings continues from OUT.ckpt.safetensors."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
     p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
     p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")

@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
             "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
         ),
     )
-    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), a local path or hub id")
+    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")

@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
             "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), a pipeline folder or hub id")
+    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a pipeline folder or hub id")
     p.add_argument("--keep", required=True, type=keep_amount,
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,

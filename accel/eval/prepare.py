@@ -148,6 +148,7 @@ def load_model(args, device, dtype) -> Prepared:
     """The pipeline (accel.pipelines.load_model) and its sampler defaults (steps, guidance, scheduler, classes)."""
     from accel.errors import AccelError
     from accel.models import is_digits_model, is_embedded, sampler_defaults
+    from accel.models.lineage import bench_settings
     from accel.pipelines import load_model as load
 
     ours = is_embedded(args.model) or is_digits_model(args.model)  # shipped with accel, or derived from it
@@ -165,11 +166,13 @@ def load_model(args, device, dtype) -> Prepared:
             raise
         raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
     if ours:
+        bench_steps, model_kwargs = bench_settings(args.model)
         return Prepared(
-            m.pipe, [], args.steps or BENCH_DEFAULT_STEPS,
+            m.pipe, [], args.steps or bench_steps or BENCH_DEFAULT_STEPS,
             args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, args.model,
             scheduler, num_classes=infer_num_classes(m.pipe, default=10) if m.digits else None, prompts=m.prompts,
             extractor=extractor, reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,
+            call_kwargs=model_kwargs,
         )
     return Prepared(m.pipe, [], args.steps or OTHER_MODEL_STEPS, args.guidance, device, args.model, args.scheduler)
 
@@ -310,7 +313,7 @@ def prepare(args: "PrepareSettings", state: Any = None) -> Prepared:
             raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")
         if len(prompts) < args.num_images:
             notes.append(f"prompts: {len(prompts)} in {args.prompts}, cycled over {args.num_images} images")
-    prep.call_kwargs = call_kwargs(args, prep.pipe)
+    prep.call_kwargs = {**prep.call_kwargs, **call_kwargs(args, prep.pipe)}
     if is_video_pipeline(prep.pipe):
         video_features(args, prep)  # FD does not apply to videos: null, with a note
     else:

@@ -35,17 +35,25 @@ class EmbeddedModel:
     (``accel_model.json``) and the digits training set distils them.
     `prompts`: for a text-to-image model, a function returning its own prompts (used for
     calibration and by the bench when no --prompts is given).
+    `bench_steps`: an int constant giving the steps of `accel bench` without --steps (None: the
+    bench's default, 20), so that the no-flag run fits 10 minutes on 2 CPU cores.
+    `call_keys`: sampler entries passed to every pipeline call (e.g. the flow model's short
+    ``max_sequence_length``).
     """
 
     loader: str
     sampler: str
     digits_dit: bool = True
     prompts: str | None = None
+    bench_steps: str | None = None
+    call_keys: tuple[str, ...] = ()
 
 
 # --model NAME -> the embedded model it names; a new embedded model is one entry here
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "default": EmbeddedModel("load_default_pipeline", "DEFAULT_SAMPLER"),
+    "flow": EmbeddedModel("load_flow_pipeline", "FLOW_SAMPLER", digits_dit=False, prompts="flow_prompts",
+                          bench_steps="FLOW_BENCH_STEPS", call_keys=("max_sequence_length",)),
 }
 
 
@@ -62,10 +70,12 @@ def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
     from accel import models as M
     from accel.errors import InputError
 
-    loader = getattr(M, EMBEDDED_MODELS[str(name)].loader)
+    entry = EMBEDDED_MODELS[str(name)]
+    loader = getattr(M, entry.loader)
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
-    if scheduler is not None:
-        if "scheduler" not in inspect.signature(loader).parameters:
+    takes = "scheduler" in inspect.signature(loader).parameters
+    if scheduler is not None and (takes or scheduler != getattr(M, entry.sampler).get("scheduler")):
+        if not takes:
             raise InputError(f"--scheduler: the {name} model samples with its own scheduler; drop the flag")
         kwargs["scheduler"] = scheduler
     return loader(**kwargs)
@@ -77,6 +87,18 @@ def embedded_prompts(name: Any) -> list[str] | None:
 
     entry = EMBEDDED_MODELS.get(str(name)) if is_embedded(name) else None
     return list(getattr(M, entry.prompts)()) if entry is not None and entry.prompts else None
+
+
+def bench_settings(name: Any) -> tuple[int | None, dict[str, Any]]:
+    """(steps of a no-flag `accel bench`, extra pipeline-call kwargs) of an embedded model; (None, {}) otherwise."""
+    from accel import models as M
+
+    entry = EMBEDDED_MODELS.get(str(name)) if is_embedded(name) else None
+    if entry is None:
+        return None, {}
+    sampler = getattr(M, entry.sampler)
+    steps = int(getattr(M, entry.bench_steps)) if entry.bench_steps else None
+    return steps, {k: sampler[k] for k in entry.call_keys}
 
 
 def digits_marker(derived_from: str) -> dict[str, Any]:

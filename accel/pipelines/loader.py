@@ -104,6 +104,8 @@ def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: to
     if local:
         _import_accel_components(path_or_id)
     kwargs = dict(from_pretrained_kwargs)
+    if local:
+        kwargs = {**_saved_none_components(path_or_id), **kwargs}
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
@@ -136,3 +138,24 @@ def _import_accel_components(folder: str) -> None:
         if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
             if value[0] == "accel" or value[0].startswith("accel."):
                 importlib.import_module(value[0])
+
+
+def _saved_none_components(folder: str) -> dict[str, None]:
+    """``{name: None}`` for the components a saved folder stored as ``[null, null]`` (an SD3 pipeline
+    without T5, like the embedded flow model): diffusers saves them so but will not load the folder
+    unless they are passed again as None. Optional components (image_encoder, ...) are left out."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    import diffusers
+
+    cls = getattr(diffusers, str(index.get("_class_name")), None)
+    optional = set(getattr(cls, "_optional_components", []) or [])
+    return {k: None for k, v in index.items()
+            if not k.startswith("_") and v == [None, None] and k not in optional}
