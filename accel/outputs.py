@@ -13,6 +13,9 @@ The rules (the developers' guide: a command never deletes or overwrites what it 
   sibling folder and moved in when complete (`staged_dir`).
 
 Errors are `OutputError` (a ValueError and an AccelError) with a one-line message naming the flag.
+
+Caches (FD reference statistics, schedule-cache calibrations, `accel tune` evaluations) live
+under one root, `cache_dir()`: `$ACCEL_CACHE_DIR`, default `~/.cache/accel`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from .errors import AccelError
 
 class OutputError(AccelError, ValueError):
     """An output path the command must not (or cannot) write; the message is one line."""
+
+
+def cache_dir(*parts: str) -> Path:
+    """`$ACCEL_CACHE_DIR/<parts>` (default `~/.cache/accel/<parts>`): where accel keeps its caches."""
+    return Path(os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel", *parts)
 
 
 def _protected(path: Path) -> str | None:

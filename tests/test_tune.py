@@ -227,3 +227,30 @@ def test_tune_searches_a_pruned_folder_as_a_model_variant(tmp_path):
     assert str(folder) in models  # the variant was evaluated
     on_pruned = [r for r in doc["history"] if r["candidate"]["model"] == str(folder)]
     assert all(r["psnr"] is not None and r["block_ratio"] < 1 for r in on_pruned)  # fewer blocks, not identical
+
+
+def test_tune_speed_is_the_bench_paired_timing(monkeypatch):
+    """A candidate's speedup and block ratio come from `accel bench`'s `time_methods` (baseline and candidate
+    interleaved on the first batch), and its PSNR from the bench's per-image rows."""
+    import accel.tune.evaluate as ev
+    from accel.eval.workload import make_workload
+
+    calls = []
+    real = ev.time_methods
+
+    def spy(pipe, methods, workload, indices, apply, **kw):
+        out = real(pipe, methods, workload, indices, apply, **kw)
+        calls.append(([m.label for m in methods], list(indices), kw["repeats"], out))
+        return out
+
+    monkeypatch.setattr(ev, "time_methods", spy)
+    pipe = accel.default_pipeline()
+    wl = make_workload(pipe, 4, 0, 8, guidance=2.0, batch_size=2, num_classes=10)
+    c = Candidate((("interval-cache", (("forecast", 0), ("interval", 2), ("warmup", 1))),))
+    r = ev.Evaluator(pipe, wl, accel.methods()).evaluate(c, 4)
+    [(labels, idx, repeats, out)] = calls
+    assert labels == ["baseline", "candidate"] and idx == [0, 1] and repeats == 2
+    assert len(out["candidate"].timing.times) == len(out["baseline"].timing.times) == 2
+    assert r["speedup"] == out["baseline"].timing.median / out["candidate"].timing.median
+    assert r["block_ratio"] == out["candidate"].block_evals / out["baseline"].block_evals < 1
+    assert r["psnr"] is not None and 0 < r["psnr"] < 200 and 0 < r["ssim"] <= 1

@@ -114,7 +114,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from accel.eval.runtime import pin_threads
     from accel.eval.workload import make_workload
 
-    from .evaluate import Evaluator
+    from .evaluate import Evaluator, timing_note
 
     def fail(msg: str) -> int:
         print(f"accel tune: error: {msg}", file=sys.stderr)
@@ -229,8 +229,7 @@ def tune_command(args: argparse.Namespace) -> int:
         "notes": [], "meta": _meta(args, t0),
     }
     if args.holdout_images:
-        doc["notes"].append(f"speeds: each candidate's median time per batch of {args.batch_size} images against the "
-                            f"baseline's first batch timed right before and after it, on {threads} thread(s)")
+        doc["notes"].append(timing_note(args.batch_size, threads))
     out = write_tune_json(args.out, doc)
     _report(out, doc)
     print(f"\nfront ({'held-out' if held else 'calibration'} images; quality budget {budget.as_dict()}):")
