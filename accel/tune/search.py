@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..eval.pareto import pareto_front
 from .space import Candidate, Space
 
 
@@ -234,10 +235,4 @@ def front(results: list[dict], quality: str = "psnr") -> list[dict]:
             return math.inf if quality == "psnr" else -math.inf  # identical images / no FD
         return v if quality == "psnr" else -v
 
-    pts = sorted((r for r in results if r.get("speedup")), key=lambda r: (-r["speedup"], -q(r)))
-    out, best = [], -math.inf
-    for r in pts:
-        if q(r) > best:
-            out.append(r)
-            best = q(r)
-    return out[::-1]
+    return pareto_front(results, lambda r: r.get("speedup") or None, q)
