@@ -33,7 +33,8 @@ from ..api import Target
 from ..config import MethodConfig, check_int, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, TokenMerger, mergeable, sublayers_of
+from ._sublayers import SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
+from .flops import is_linear_attention
 from .merge import Matching, keep_top
 
 
@@ -48,7 +49,7 @@ def attention_received(attn: torch.nn.Module, tokens: torch.Tensor, queries: int
         q = _heads(q, getattr(attn, "norm_q", None), heads)  # (B, H, Q, D)
         k = _heads(k, getattr(attn, "norm_k", None), heads)  # (B, H, N, D)
         q, k = q.float(), k.float()
-        if "Linear" in type(getattr(attn, "processor", None)).__name__:
+        if is_linear_attention(attn):
             w = torch.relu(q) @ torch.relu(k).transpose(-1, -2)
             w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         else:
@@ -197,7 +198,7 @@ class DiffRateConfig(MethodConfig):
         return DiffRate(target, self, rates, kinds)
 
 
-class DiffRate(TokenMerger):
+class DiffRate(TokenCompressor):
     def __init__(self, target: Target, config: DiffRateConfig, rates: list[float], kinds: dict[int, tuple[str, ...]]):
         self.config = config
         self.rates = rates

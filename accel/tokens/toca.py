@@ -45,7 +45,7 @@ from ..api import Target
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, SublayerHook, TokenMerger, mergeable
+from ._sublayers import SUBLAYERS, BlockCall, SublayerHook, TokenCompressor, mergeable
 from .merge import Matching
 
 
@@ -95,7 +95,7 @@ class _BlockCache:
         self.change: torch.Tensor | None = None  # (B, N) relative change at the last recompute
 
 
-class Toca(TokenMerger):
+class Toca(TokenCompressor):
     observes = True
     full_keys = True
 
@@ -103,8 +103,6 @@ class Toca(TokenMerger):
         self.config = config
         self._call = -1
         self._branches: dict[int, dict[int, _BlockCache]] = {}
-        self._grid: tuple[int, ...] | None = None
-        self._grid_info: object = None
         super().__init__(target, "accel.toca", kinds)
 
     # -- schedule ---------------------------------------------------------------------------
@@ -130,12 +128,6 @@ class Toca(TokenMerger):
         return n - max(1, math.ceil(self.config.recompute * n))
 
     # -- selection --------------------------------------------------------------------------
-    def grid(self) -> tuple[int, ...]:
-        info = self.tracker.info
-        if self._grid is None or self._grid_info is not info:
-            self._grid, self._grid_info = self.tracker.token_grid(), info
-        return self._grid
-
     def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
         cache = self._cache(call.info, call.ref.global_index)
         b, n, _ = tokens.shape
@@ -146,7 +138,7 @@ class Toca(TokenMerger):
         if not fits:  # no cache for this batch yet: compute in full (and cache it)
             return Matching(arange, arange, torch.ones_like(arange))
         k = n - call.r
-        keep = self.select(cache, k, self.grid())
+        keep = self.select(cache, k, self.token_grid())
         cache.age += 1
         cache.age.scatter_(1, keep, 0)
         return Matching(keep, arange, torch.ones_like(keep))

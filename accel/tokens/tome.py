@@ -28,7 +28,7 @@ from ..api import Target
 from ..config import MethodConfig, check_choice, check_int, check_range, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import OPTION, SUBLAYERS, BlockCall, TokenMerger, mergeable, sublayers_of
+from ._sublayers import OPTION, SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
 from .merge import Matching, match_grid
 
 def parse_blocks(spec: Any, depth: int, field: str = "blocks") -> tuple[int, ...]:
@@ -168,12 +168,10 @@ class TomeConfig(MethodConfig):
         return Tome(target, self, kinds)
 
 
-class Tome(TokenMerger):
+class Tome(TokenCompressor):
     def __init__(self, target: Target, config: TomeConfig, kinds: dict[int, tuple[str, ...]]):
         self.config = config
         self.proportional = config.prop_attn
-        self._grid: tuple[int, ...] | None = None
-        self._grid_call: object = None
         super().__init__(target, "accel.tome", kinds)
 
     def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
@@ -184,12 +182,6 @@ class Tome(TokenMerger):
         if step < c.start_step or (c.stop_step is not None and step >= c.stop_step):
             return 0
         return int(math.floor(c.ratio * n))
-
-    def grid(self) -> tuple[int, ...]:
-        info = self.tracker.info
-        if self._grid is None or self._grid_call is not info:
-            self._grid, self._grid_call = self.tracker.token_grid(), info
-        return self._grid
 
     def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
         c = self.config
@@ -204,7 +196,7 @@ class Tome(TokenMerger):
             if to_k is not None:
                 with torch.no_grad():
                     metric = to_k(tokens)
-        return match_grid(metric, call.r, self.grid(), c.sx, c.sy, gen, st=c.st)
+        return match_grid(metric, call.r, self.token_grid(), c.sx, c.sy, gen, st=c.st)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "ratio": self.config.ratio}
