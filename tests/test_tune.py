@@ -12,7 +12,7 @@ import torch
 import accel
 from accel.eval.methods import parse_methods
 from accel.testing import FAMILIES, run_tiny
-from accel.tune import Budget, Candidate, build_space, exhaustive, front, load_configs, successive_halving
+from accel.tune import QualityBudget, Candidate, build_space, exhaustive, front, load_configs, successive_halving
 from accel.tune.files import ConfigFileError, write_tune_json
 from accel.tune.space import method_options
 
@@ -77,7 +77,7 @@ def _synthetic(space):
 def test_successive_halving_finds_near_the_exhaustive_best_with_a_quarter_of_the_evaluations():
     space = build_space(accel.methods(), ["interval-cache", "tome"])
     space.options["cache"] = [o for o in space.options["cache"] if dict(o[1])["forecast"] != 2]
-    budget = Budget(psnr=33.0)
+    budget = QualityBudget(psnr=33.0)
     ev, calls = _synthetic(space)
     full = exhaustive(space, ev, budget, images=32)
     n_full = len(calls)
@@ -94,15 +94,15 @@ def test_successive_halving_finds_near_the_exhaustive_best_with_a_quarter_of_the
 def test_budget_nobody_meets_gives_no_best_and_budget_validation():
     space = build_space(accel.methods(), ["interval-cache"])
     ev, _ = _synthetic(space)
-    res = successive_halving(space, ev, Budget(psnr=60.0), evals=6, final_images=8, min_images=4)
+    res = successive_halving(space, ev, QualityBudget(psnr=60.0), evals=6, final_images=8, min_images=4)
     assert res.best is None and res.finals
     with pytest.raises(ValueError, match="give a quality budget"):
-        Budget()
+        QualityBudget()
     with pytest.raises(ValueError, match="budget-fd"):
-        Budget(fd_pct=-1)
-    assert Budget(fd_pct=5).meets({"fd_pct": 4.9}) and not Budget(fd_pct=5).meets({"fd_pct": 5.1})
-    assert not Budget(fd_pct=5).meets({"fd_pct": None})  # FD not measured is not inside an FD budget
-    assert Budget(psnr=30).meets({"psnr": None})  # None = identical images
+        QualityBudget(fd_pct=-1)
+    assert QualityBudget(fd_pct=5).meets({"fd_pct": 4.9}) and not QualityBudget(fd_pct=5).meets({"fd_pct": 5.1})
+    assert not QualityBudget(fd_pct=5).meets({"fd_pct": None})  # FD not measured is not inside an FD budget
+    assert QualityBudget(psnr=30).meets({"psnr": None})  # None = identical images
 
 
 def test_front_keeps_only_undominated_points():
@@ -132,6 +132,10 @@ def test_load_configs_round_trip_and_errors(tmp_path):
         load_configs(tmp_path / "unk.json")
     with pytest.raises(ConfigFileError, match="does not exist"):
         load_configs(tmp_path / "missing.json")
+    assert json.loads(p.read_text())["schema"] == "accel-tune/1"
+    (tmp_path / "v2.json").write_text(json.dumps({"schema": "accel-tune/2", "chosen": c.as_record()}))
+    with pytest.raises(ConfigFileError, match="schema 'accel-tune/2' is not 'accel-tune/1'"):
+        load_configs(tmp_path / "v2.json")
 
 
 def _tune(tmp_path, *extra):

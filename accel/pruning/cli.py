@@ -136,7 +136,7 @@ def _prune(args: Any) -> int:
         "num_blocks": n,
         "keep": keep,
         "removed": [i for i in range(n) if i not in keep],
-        "block_map": block_map(model, keep),
+        "block_map": block_map(keep),
         "budget": {"keep": str(args.keep), "cost": args.cost, "value": budget.value, "total": budget.total},
         "block_costs": costs,
         "scores": chosen.get("scores"),

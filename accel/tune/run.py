@@ -25,7 +25,7 @@ from typing import Any
 from ..argtypes import finite_float, int_at_least, nonneg_int, positive_int, seed_int
 from ..cli import add_pipeline_arguments
 from .files import write_tune_json
-from .search import Budget, exhaustive, front, rung_plan, successive_halving
+from .search import QualityBudget, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, build_space
 
 
@@ -124,7 +124,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        budget = Budget(args.budget_fd, args.budget_psnr)
+        budget = QualityBudget(args.budget_fd, args.budget_psnr)
         if budget.fd_pct is None and args.calibration_images is not None and args.calibration_images < 4:
             raise BenchInputError(f"--calibration-images {args.calibration_images} is too few for a search: at least 4")
         for flag, v, lo in (("--evals", args.evals, 1), ("--holdout-images", args.holdout_images, 0),
