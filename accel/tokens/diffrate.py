@@ -147,7 +147,20 @@ def _sublayer_names(spec: Any) -> tuple[str, ...]:
 @register_method("diffrate")
 @dataclass(frozen=True)
 class DiffRateConfig(MethodConfig):
-    """rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
+    """`diffrate`: per-block kept-token rates (learned by `accel diffrate`), merged like `tome`.
+
+    Example::
+
+        import accel
+        from accel.tokens import DiffRateConfig
+
+        pipe = accel.default_pipeline()
+        # rates="rates.json" (written by `accel diffrate`) for learned rates; here a uniform 0.85
+        with accel.apply(pipe, DiffRateConfig(rates="0.85")) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["diffrate"]["total"])
+
+    rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
         each in (0, 1], one per block (global order); a single number is the same rate in every
         block. The default, 0.85 on attention only, is an uncalibrated uniform baseline chosen
         not to destroy images (learn rates for a real speedup with `accel diffrate`): on the

@@ -52,7 +52,19 @@ from .merge import Matching
 @register_method("toca")
 @dataclass(frozen=True)
 class TocaConfig(MethodConfig):
-    """interval: a full step every `interval` steps (1 = always full: identical model).
+    """`toca`: token-wise feature caching; between full steps recompute only the stalest, fastest-changing tokens.
+
+    Example::
+
+        import accel
+        from accel.tokens import TocaConfig
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, TocaConfig(interval=3, recompute=0.3)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["toca"]["total"])
+
+    interval: a full step every `interval` steps (1 = always full: identical model).
     recompute: fraction of image tokens recomputed per block on the steps between, (0, 1].
     warmup: leading steps that are always full.
     importance: weight of the change-based importance term next to staleness (0 = staleness only).

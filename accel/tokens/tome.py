@@ -101,7 +101,19 @@ def step_seed(seed: int, step: int, block: int) -> int:
 @register_method("tome")
 @dataclass(frozen=True)
 class TomeConfig(MethodConfig):
-    """ratio: fraction of a block's image tokens merged away, [0, 1); with 2x2 windows at most
+    """`tome`: ToMe/ToMeSD token merging inside each block (tomesd's `apply_patch`).
+
+    Example::
+
+        import accel
+        from accel.tokens import TomeConfig
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, TomeConfig(ratio=0.5)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["tome"]["total"])  # FLOPs of the blocks vs the full model's
+
+    ratio: fraction of a block's image tokens merged away, [0, 1); with 2x2 windows at most
         3/4 of the tokens are sources, so larger ratios are clipped to that (0 = identical model).
     merge_attn / merge_crossattn / merge_mlp: which sub-layers see merged tokens (tomesd's
         names); None = default (attention only).
