@@ -38,3 +38,15 @@ def test_the_docstring_example_applies_the_method_and_runs(name, capsys):
     if cls.kind == "cache":
         total = scope["handle"].stats()["total"]
         assert total["block_evals"] < total["block_total"]  # the example's settings really skip blocks
+
+
+def test_method_configs_are_top_level_names_loaded_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, accel; assert 'accel.tokens' not in sys.modules; "
+            "from accel.tokens import TomeConfig; assert accel.TomeConfig is TomeConfig; "
+            "assert set(accel._LAZY) <= set(accel.__all__)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchConfig'"):
+        accel.NoSuchConfig  # noqa: B018

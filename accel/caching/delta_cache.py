@@ -59,10 +59,9 @@ class DeltaCacheConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.caching import DeltaCacheConfig
 
         pipe = accel.default_pipeline()
-        with accel.apply(pipe, DeltaCacheConfig(interval=2, boundary=0.6)) as handle:
+        with accel.apply(pipe, accel.DeltaCacheConfig(interval=2), accel.TomeConfig(ratio=0.3)) as handle:  # stacked
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["total"])
 

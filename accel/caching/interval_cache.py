@@ -33,10 +33,9 @@ class IntervalCacheConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.caching import IntervalCacheConfig
 
         pipe = accel.default_pipeline()
-        with accel.apply(pipe, IntervalCacheConfig(interval=3, warmup=1)) as handle:
+        with accel.apply(pipe, accel.IntervalCacheConfig(interval=3, warmup=1)) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["total"])  # block_evals: 8 of 20 steps computed
 

@@ -46,12 +46,11 @@ class ResidualCacheConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.caching import ResidualCacheConfig
 
         pipe = accel.default_pipeline()
-        with accel.apply(pipe, ResidualCacheConfig(threshold=0.1)) as handle:
+        with accel.apply(pipe, accel.ResidualCacheConfig(threshold=0.1)) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
-            print(handle.stats()["total"])  # how many blocks it computed decides per step
+            print(handle.stats()["total"])  # the first blocks decide, step by step, what is computed
 
     threshold: relative L1 change of the first blocks' residual below which the middle blocks are
         reused (0 = never reuse; FirstBlockCache uses 0.05, cache-dit 0.08).

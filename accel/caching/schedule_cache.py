@@ -45,11 +45,10 @@ class ScheduleCacheConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.caching import ScheduleCacheConfig, calibrate_schedule
 
         pipe = accel.default_pipeline()
-        calibrate_schedule(pipe, num_inference_steps=20, progress=False)  # once per model, sampler, step count
-        with accel.apply(pipe, ScheduleCacheConfig(budget=0.4)) as handle:
+        accel.calibrate_schedule(pipe, num_inference_steps=20, progress=False)  # once per model, sampler, steps
+        with accel.apply(pipe, accel.ScheduleCacheConfig(budget=0.4)) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["total"])  # 8 of 20 steps computed
 

@@ -152,11 +152,10 @@ class DiffRateConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.tokens import DiffRateConfig
 
         pipe = accel.default_pipeline()
         # rates="rates.json" (written by `accel diffrate`) for learned rates; here a uniform 0.85
-        with accel.apply(pipe, DiffRateConfig(rates="0.85")) as handle:
+        with accel.apply(pipe, accel.DiffRateConfig("0.85")) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["diffrate"]["total"])
 

@@ -57,10 +57,9 @@ class TocaConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.tokens import TocaConfig
 
         pipe = accel.default_pipeline()
-        with accel.apply(pipe, TocaConfig(interval=3, recompute=0.3)) as handle:
+        with accel.apply(pipe, accel.TocaConfig(interval=3, recompute=0.3, warmup=2, spread=0.5)) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["toca"]["total"])
 

@@ -106,10 +106,9 @@ class TomeConfig(MethodConfig):
     Example::
 
         import accel
-        from accel.tokens import TomeConfig
 
         pipe = accel.default_pipeline()
-        with accel.apply(pipe, TomeConfig(ratio=0.5)) as handle:
+        with accel.apply(pipe, accel.TomeConfig(ratio=0.5, sx=2, sy=2)) as handle:
             images = pipe(class_labels=[3, 7], num_inference_steps=20).images
             print(handle.stats()["tome"]["total"])  # FLOPs of the blocks vs the full model's
 
