@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import textwrap
 
@@ -50,3 +51,17 @@ def test_method_configs_are_top_level_names_loaded_on_first_use():
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="no attribute 'NoSuchConfig'"):
         accel.NoSuchConfig  # noqa: B018
+
+
+@pytest.mark.parametrize("name", sorted(accel.methods()))
+def test_every_setting_is_documented_in_the_config_docstring(name):
+    """The config's docstring is the one home of a method's settings: each field has a `name:` entry there
+    (`a / b: ...` describes several)."""
+    cls = accel.methods()[name]
+    described = set()
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        head, sep, _ = line.partition(":")
+        if sep and not line.startswith(" "):
+            described |= {w.strip() for w in head.split("/")}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in described]
+    assert not missing, f"{cls.__name__}: settings not described in its docstring: {missing}"

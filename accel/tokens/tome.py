@@ -124,6 +124,7 @@ class TomeConfig(MethodConfig):
         2 frames x sy x sx window, so up to 7/8 of the tokens can merge, across frames).
     use_rand: random destination inside each window (drawn from seed, step and block);
         False: top-left corner.
+    seed: seeds the random destinations (with the step and the block: the same every call).
     similarity: "hidden" (the merged sub-layer's input tokens) or "keys" (the block's
         attention key projection of them; one extra projection per block).
     prop_attn: proportional attention (DiT, PixArt self-attention).
