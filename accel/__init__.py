@@ -62,8 +62,28 @@ def default_pipeline(**kwargs: Any):
     return load_default_pipeline(**kwargs)
 
 
+# Method configs of the subpackages, reachable as `accel.TomeConfig` etc. without importing them
+# (and torch-heavy code) at `import accel`: loaded on first use.
+_LAZY = {
+    "DeltaCacheConfig": "accel.caching", "IntervalCacheConfig": "accel.caching",
+    "ResidualCacheConfig": "accel.caching", "ScheduleCacheConfig": "accel.caching",
+    "calibrate_schedule": "accel.caching",
+    "DiffRateConfig": "accel.tokens", "TocaConfig": "accel.tokens", "TomeConfig": "accel.tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'accel' has no attribute {name!r}")
+
+
 __all__ = [
-    "apply", "compile", "Compiled", "methods", "preset", "load_configs", "default_pipeline", "Handle", "MethodConfig", "AttentionConfig", "TraceConfig",
+    "apply", "compile", "Compiled", "methods", "preset", "load_configs", "default_pipeline", "Handle",
+    "MethodConfig", "AttentionConfig", "TraceConfig", "DeltaCacheConfig", "IntervalCacheConfig",
+    "ResidualCacheConfig", "ScheduleCacheConfig", "calibrate_schedule", "DiffRateConfig", "TocaConfig", "TomeConfig",
     "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",
     "UnsupportedMethodError", "UnsupportedModelError",
 ]

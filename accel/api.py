@@ -157,9 +157,14 @@ class Handle:
         self.remove()
 
     def __repr__(self) -> str:
-        names = "+".join(c.cli_name for c in self.configs) or "baseline"
-        state = "active" if self.active else "removed"
-        return f"<accel.Handle {names} on {type(self.model).__name__} ({state})>"
+        return handle_repr(self, type(self.model).__name__)
+
+
+def handle_repr(handle: Any, where: str) -> str:
+    """`<accel.Handle interval-cache+tome on DiTTransformer2DModel (active)>` (also for PipelineHandle)."""
+    names = "+".join(c.cli_name for c in handle.configs) or "baseline"
+    state = "active" if handle.active else "removed"
+    return f"<accel.{type(handle).__name__} {names} on {where} ({state})>"
 
 
 def install_order(configs: tuple[MethodConfig, ...]) -> list[MethodConfig]:

@@ -14,7 +14,17 @@ from .errors import BackendUnavailableError
 @register_method("attention")
 @dataclass(frozen=True)
 class AttentionConfig(MethodConfig):
-    """backend: "sdpa" (PyTorch scaled-dot-product attention, diffusers' default; leaves the
+    """`attention`: choose the attention kernel; stacks with every other method.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.AttentionConfig(backend="sdpa")):
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+
+    backend: "sdpa" (PyTorch scaled-dot-product attention, diffusers' default; leaves the
     model as it is) or "xformers" (memory-efficient attention; needs `pip install accel[xformers]`
     with a CUDA build of xformers that matches the installed torch)."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -119,7 +119,6 @@ class Family:
     timestep_arg: str = "timestep"
     fixed: tuple[str, ...] = ()
     media: str = "image"
-    aliases: tuple[str, ...] = field(default_factory=tuple)
     detected: bool = False  # built by `detect`, not registered
 
     @property
@@ -191,9 +190,8 @@ _DETECTED: dict[type, Family] = {}
 
 
 def register(family: Family) -> Family:
-    """Add a family; its `class_name` (and `aliases`) are matched against the model's class and bases."""
-    for name in (family.class_name, *family.aliases):
-        _FAMILIES[name] = family
+    """Add a family; its `class_name` is matched against the model's class and bases."""
+    _FAMILIES[family.class_name] = family
     return family
 
 

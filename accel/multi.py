@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import Handle, transformers_of
+from .api import Handle, handle_repr, transformers_of
 
 
 def _sum_totals(parts: list[dict]) -> dict:
@@ -67,6 +67,4 @@ class PipelineHandle:
         self.remove()
 
     def __repr__(self) -> str:
-        names = "+".join(c.cli_name for c in self.configs) or "baseline"
-        state = "active" if self.active else "removed"
-        return f"<accel.PipelineHandle {names} on {', '.join(self.handles)} ({state})>"
+        return handle_repr(self, ", ".join(self.handles))

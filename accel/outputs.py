@@ -13,11 +13,15 @@ The rules (the developers' guide: a command never deletes or overwrites what it 
   sibling folder and moved in when complete (`staged_dir`).
 
 Errors are `OutputError` (a ValueError and an AccelError) with a one-line message naming the flag.
+
+Caches (FD reference statistics, schedule-cache calibrations, `accel tune` evaluations) live
+under one root, `cache_dir()`: `$ACCEL_CACHE_DIR`, default `~/.cache/accel`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +34,11 @@ from .errors import AccelError
 
 class OutputError(AccelError, ValueError):
     """An output path the command must not (or cannot) write; the message is one line."""
+
+
+def cache_dir(*parts: str) -> Path:
+    """`$ACCEL_CACHE_DIR/<parts>` (default `~/.cache/accel/<parts>`): where accel keeps its caches."""
+    return Path(os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel", *parts)
 
 
 def _protected(path: Path) -> str | None:
@@ -88,14 +97,20 @@ def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--o
     return p
 
 
-def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: bool, flag: str = "--out") -> Path:
-    """Check an output folder the command writes the files `names` into (other files in it are left alone)."""
+def _folder_output(path: str | os.PathLike, flag: str, example: str = "") -> Path:
+    """`path` as a Path, refused when it exists as a file or is a protected folder (`_protected`)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise OutputError(f"{flag} {p} exists and is not a folder")
     why = _protected(p)
     if why:
-        raise OutputError(f"{flag} {p} {why}; give a folder of its own, e.g. {flag} {p.resolve().name or 'out'}-run")
+        raise OutputError(f"{flag} {p} {why}; give a folder of its own{example}")
+    return p
+
+
+def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: bool, flag: str = "--out") -> Path:
+    """Check an output folder the command writes the files `names` into (other files in it are left alone)."""
+    p = _folder_output(path, flag, f", e.g. {flag} {Path(path).resolve().name or 'out'}-run")
     for name in names:
         t = p / name
         if t.exists() or t.is_symlink():
@@ -115,12 +130,7 @@ def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool 
     It must be new or empty; with `overwrite`, it may instead be a folder this kind of command
     wrote before: one holding every name in `own` (e.g. model_index.json + pruning.json).
     """
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"{flag} {p} exists and is not a folder")
-    why = _protected(p)
-    if why:
-        raise OutputError(f"{flag} {p} {why}; give a folder of its own")
+    p = _folder_output(path, flag)
     if p.is_dir() and any(p.iterdir()):
         own = list(own)
         if not overwrite:
@@ -134,6 +144,15 @@ def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool 
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (shipped weights, checkpoint manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -13,7 +13,17 @@ from .context import StepInfo
 @register_method("trace")
 @dataclass(frozen=True)
 class TraceConfig(MethodConfig):
-    """Record (call, step, branch, branch_name) of each transformer call; outputs are untouched."""
+    """`trace`: record (call, step, branch, branch_name) of each transformer call; outputs are untouched.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.TraceConfig()) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["trace"]["events"][:2])  # [(call, step, branch, branch_name), ...]
+    """
 
     kind = "probe"
     accelerates = False

@@ -16,18 +16,14 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+from accel.eval.pareto import pareto_front
+
 Point = tuple[float, float, "float | None"]  # (speedup, psnr, fd)
 
 
 def front(points: Iterable[Point]) -> list[Point]:
     """Points not dominated in (speed, PSNR) by another point of the line, by increasing speed."""
-    pts = sorted((p for p in points if p[0] is not None and p[1] is not None), key=lambda p: (-p[0], -p[1]))
-    out, best = [], float("-inf")
-    for p in pts:  # fastest first: keep a point only if it has more PSNR than every faster one
-        if p[1] > best:
-            out.append(p)
-            best = p[1]
-    return out[::-1]
+    return pareto_front(points, lambda p: p[0], lambda p: p[1])
 
 
 def _mse(psnr: float) -> float:

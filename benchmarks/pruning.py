@@ -113,7 +113,7 @@ class Quality:
 def generate(pipe, n: int, steps: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (N, 1, 32, 32) in [0, 1], requested labels): batch b uses generator seed + b, classes cycle."""
     images, labels = [], []
-    for b, kw in enumerate(class_inputs(n, 10, steps, DEFAULT_SAMPLER["guidance_scale"], seed, batch)):
+    for kw in class_inputs(n, 10, steps, DEFAULT_SAMPLER["guidance_scale"], seed, batch):
         kw["output_type"] = "np"
         with torch.no_grad():
             out = pipe(**kw).images

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     from accel import models as M
     from accel.eval.prepare import DigitsFeatures
     from accel.eval.workload import make_workload
-    from accel.tune import Budget, Candidate, build_space, exhaustive, successive_halving
+    from accel.tune import QualityBudget, Candidate, build_space, exhaustive, successive_halving
     from accel.tune.evaluate import Evaluator
 
     t0 = time.perf_counter()
@@ -88,13 +88,13 @@ def run(args: argparse.Namespace) -> dict:
     calib = evaluator(args.images, 1, tmp / "calib.json")  # baselines are generated when first needed
     bar = tqdm(total=len(grid), desc="exhaustive", unit="eval")
     full = {}
-    ex = exhaustive(space, calib.evaluate, Budget(psnr=0.0), images=args.images, progress=lambda r: bar.update(1))
+    ex = exhaustive(space, calib.evaluate, QualityBudget(psnr=0.0), images=args.images, progress=lambda r: bar.update(1))
     bar.close()
     results = ex.history
     n_evals = max(1, int(args.evals_frac * len(grid)))
     searches = []
     for bname, b in BUDGETS.items():
-        budget = Budget(**b)
+        budget = QualityBudget(**b)
         best = next((r for r in sorted(results, key=lambda r: -r["speedup"]) if budget.meets(r)), None)
         full[bname] = best
         for seed in [int(s) for s in args.seeds.split(",")]:

@@ -8,7 +8,14 @@ DIFFUSERS_CHECKOUT is a checkout of github.com/huggingface/diffusers matching th
 float tensors are stored as shapes (tests/_tiny_classes.py draws them), integer and structured
 tensors exactly. Run once when diffusers is upgraded; needs no network.
 """
-import sys, importlib, os, inspect, json, torch, warnings
+import importlib
+import inspect
+import json
+import os
+import sys
+import warnings
+
+import torch
 from safetensors.torch import save_file
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
@@ -32,20 +39,27 @@ def enc(x, prefix):
         return {"value": x}
     raise TypeError(type(x))
 def jsonable(v):
-    if isinstance(v, tuple): return [jsonable(x) for x in v]
-    if isinstance(v, list): return [jsonable(x) for x in v]
-    if isinstance(v, dict): return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
     return v
 for f in sorted(os.listdir(d)):
-    if not f.startswith("test_") or f == "test_models_prior.py": continue
+    if not f.startswith("test_") or f == "test_models_prior.py":
+        continue
     mod = importlib.import_module(f"tests.models.transformers.{f[:-3]}")
     for cname, c in vars(mod).items():
-        if not (inspect.isclass(c) and cname.endswith("TesterConfig") and c.__module__ == mod.__name__): continue
+        if not (inspect.isclass(c) and cname.endswith("TesterConfig") and c.__module__ == mod.__name__):
+            continue
         try:
-            obj = c(); cls = obj.model_class; init = obj.get_init_dict()
-        except Exception: continue
+            obj = c()
+            cls = obj.model_class
+            init = obj.get_init_dict()
+        except Exception:  # noqa: BLE001 - a tester config this diffusers cannot build is skipped
+            continue
         name = cls.__name__
-        if name in out or name in SKIP: continue
+        if name in out or name in SKIP:
+            continue
         inputs = obj.get_dummy_inputs()
         out[name] = {"init": jsonable(init), "inputs": enc(inputs, name)}
         print(name)

@@ -10,7 +10,7 @@ import torch
 import accel
 from accel.api import Target
 from accel.config import Installed, MethodConfig
-from accel.testing import run_tiny, tiny_pipeline, tiny_transformer, transformer_inputs
+from accel.testing import run_tiny, tiny_pipeline, tiny_transformer
 
 
 def _snapshot(pipe) -> dict:

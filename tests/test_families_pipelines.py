@@ -45,7 +45,7 @@ def test_blocks_grid_and_io(name):
     for hd in handles:
         hd.remove()
     rows, cols = EXPECTED[name][1]
-    for hidden_shape, out_shape, enc_none, out_enc_none in seen:
+    for hidden_shape, out_shape, enc_none, _ in seen:
         assert hidden_shape == out_shape and hidden_shape[1] == rows * cols  # image tokens only
         assert enc_none == (not refs[0].stack.returns_pair)
     # where token compression will look: attention and norm exist in every block

@@ -78,3 +78,11 @@ def test_a_digits_folder_and_a_plain_folder(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / M.MARKER_FILE).write_text(json.dumps({"kind": "something-else"}))
     assert not M.is_digits_model(tmp_path / "bad")
+
+
+def test_scheduler_names_agree():
+    """The default model's own scheduler builders and the loader's swap table name the same schedulers."""
+    from accel.models import SCHEDULERS
+    from accel.pipelines.loader import SCHEDULER_CLASSES
+
+    assert set(SCHEDULERS) == set(SCHEDULER_CLASSES)

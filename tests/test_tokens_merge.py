@@ -33,7 +33,7 @@ def test_grid_destinations_one_per_window_inside_it():
 def test_r0_merge_unmerge_is_identity():
     x = torch.randn(2, 16, 5)
     m = match_grid(x, 0, (4, 4))
-    assert m.r == 0 and m.num_merged == 16
+    assert m.r == 0 and m.num_kept == 16
     assert merge(x, m) is x and unmerge(x, m) is x
 
 

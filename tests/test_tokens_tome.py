@@ -123,7 +123,7 @@ def test_flux_rotary_rows_follow_the_tokens(stack, block):
         assert torch.allclose(got, torch.cat(expected), atol=1e-5)
         # and it is not what the wrong rows (the first N - r image rows) would give
         wrong = attn(hidden_states=torch.cat([x[:1, :prefix], merge(x[:1, prefix:], m.select(0))], 1),
-                     image_rotary_emb=(cos[: text + m.num_merged], sin[: text + m.num_merged]),
+                     image_rotary_emb=(cos[: text + m.num_kept], sin[: text + m.num_kept]),
                      **{k: v[:1] for k, v in seen["kwargs"].items() if k == "encoder_hidden_states"})
         wrong = wrong[0] if isinstance(wrong, tuple) else wrong
         assert not torch.allclose(wrong[:, prefix:], merge(got[:1, prefix:], m.select(0)), atol=1e-4)

@@ -11,7 +11,7 @@ import torch
 import accel
 from accel.eval.methods import parse_methods
 from accel.testing import FAMILIES, run_tiny
-from accel.tune import Budget, Candidate, build_space, exhaustive, front, load_configs, successive_halving
+from accel.tune import QualityBudget, Candidate, build_space, exhaustive, front, load_configs, successive_halving
 from accel.tune.files import ConfigFileError, write_tune_json
 from accel.tune.space import method_options
 
@@ -76,7 +76,7 @@ def _synthetic(space):
 def test_successive_halving_finds_near_the_exhaustive_best_with_a_quarter_of_the_evaluations():
     space = build_space(accel.methods(), ["interval-cache", "tome"])
     space.options["cache"] = [o for o in space.options["cache"] if dict(o[1])["forecast"] != 2]
-    budget = Budget(psnr=33.0)
+    budget = QualityBudget(psnr=33.0)
     ev, calls = _synthetic(space)
     full = exhaustive(space, ev, budget, images=32)
     n_full = len(calls)
@@ -93,15 +93,15 @@ def test_successive_halving_finds_near_the_exhaustive_best_with_a_quarter_of_the
 def test_budget_nobody_meets_gives_no_best_and_budget_validation():
     space = build_space(accel.methods(), ["interval-cache"])
     ev, _ = _synthetic(space)
-    res = successive_halving(space, ev, Budget(psnr=60.0), evals=6, final_images=8, min_images=4)
+    res = successive_halving(space, ev, QualityBudget(psnr=60.0), evals=6, final_images=8, min_images=4)
     assert res.best is None and res.finals
     with pytest.raises(ValueError, match="give a quality budget"):
-        Budget()
+        QualityBudget()
     with pytest.raises(ValueError, match="budget-fd"):
-        Budget(fd_pct=-1)
-    assert Budget(fd_pct=5).meets({"fd_pct": 4.9}) and not Budget(fd_pct=5).meets({"fd_pct": 5.1})
-    assert not Budget(fd_pct=5).meets({"fd_pct": None})  # FD not measured is not inside an FD budget
-    assert Budget(psnr=30).meets({"psnr": None})  # None = identical images
+        QualityBudget(fd_pct=-1)
+    assert QualityBudget(fd_pct=5).meets({"fd_pct": 4.9}) and not QualityBudget(fd_pct=5).meets({"fd_pct": 5.1})
+    assert not QualityBudget(fd_pct=5).meets({"fd_pct": None})  # FD not measured is not inside an FD budget
+    assert QualityBudget(psnr=30).meets({"psnr": None})  # None = identical images
 
 
 def test_front_keeps_only_undominated_points():
@@ -131,6 +131,10 @@ def test_load_configs_round_trip_and_errors(tmp_path):
         load_configs(tmp_path / "unk.json")
     with pytest.raises(ConfigFileError, match="does not exist"):
         load_configs(tmp_path / "missing.json")
+    assert json.loads(p.read_text())["schema"] == "accel-tune/1"
+    (tmp_path / "v2.json").write_text(json.dumps({"schema": "accel-tune/2", "chosen": c.as_record()}))
+    with pytest.raises(ConfigFileError, match="schema 'accel-tune/2' is not 'accel-tune/1'"):
+        load_configs(tmp_path / "v2.json")
 
 
 def _tune(tmp_path, *extra):
@@ -226,3 +230,30 @@ def test_tune_searches_a_pruned_folder_as_a_model_variant(tmp_path):
     assert str(folder) in models  # the variant was evaluated
     on_pruned = [r for r in doc["history"] if r["candidate"]["model"] == str(folder)]
     assert all(r["psnr"] is not None and r["block_ratio"] < 1 for r in on_pruned)  # fewer blocks, not identical
+
+
+def test_tune_speed_is_the_bench_paired_timing(monkeypatch):
+    """A candidate's speedup and block ratio come from `accel bench`'s `time_methods` (baseline and candidate
+    interleaved on the first batch), and its PSNR from the bench's per-image rows."""
+    import accel.tune.evaluate as ev
+    from accel.eval.workload import make_workload
+
+    calls = []
+    real = ev.time_methods
+
+    def spy(pipe, methods, workload, indices, apply, **kw):
+        out = real(pipe, methods, workload, indices, apply, **kw)
+        calls.append(([m.label for m in methods], list(indices), kw["repeats"], out))
+        return out
+
+    monkeypatch.setattr(ev, "time_methods", spy)
+    pipe = accel.default_pipeline()
+    wl = make_workload(pipe, 4, 0, 8, guidance=2.0, batch_size=2, num_classes=10)
+    c = Candidate((("interval-cache", (("forecast", 0), ("interval", 2), ("warmup", 1))),))
+    r = ev.Evaluator(pipe, wl, accel.methods()).evaluate(c, 4)
+    [(labels, idx, repeats, out)] = calls
+    assert labels == ["baseline", "candidate"] and idx == [0, 1] and repeats == 2
+    assert len(out["candidate"].timing.times) == len(out["baseline"].timing.times) == 2
+    assert r["speedup"] == out["baseline"].timing.median / out["candidate"].timing.median
+    assert r["block_ratio"] == out["candidate"].block_evals / out["baseline"].block_evals < 1
+    assert r["psnr"] is not None and 0 < r["psnr"] < 200 and 0 < r["ssim"] <= 1

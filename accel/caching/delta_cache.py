@@ -54,7 +54,18 @@ def _check_int_or_fraction(name: str, value: Any, int_lo: int, frac_lo_open: boo
 @register_method("delta-cache")
 @dataclass(frozen=True)
 class DeltaCacheConfig(MethodConfig):
-    """interval: a full step every `interval` steps, Δ reused in between (paper: 2; 1 = no caching).
+    """`delta-cache`: Δ-DiT's stage-aware cache of a block run's offset.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.DeltaCacheConfig(interval=2), accel.TomeConfig(ratio=0.3)) as handle:  # stacked
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["total"])
+
+    interval: a full step every `interval` steps, Δ reused in between (paper: 2; 1 = no caching).
     boundary: first step of the detail stage; float = fraction of the step count (paper: 12/20 = 0.6),
         int = step index.
     cached_blocks: N_c, blocks in the cached run; float = fraction of the depth, in (0, 1]

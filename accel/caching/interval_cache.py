@@ -28,7 +28,18 @@ from ._runs import BranchState, Plan, RunCache, check_forecast
 @register_method("interval-cache")
 @dataclass(frozen=True)
 class IntervalCacheConfig(MethodConfig):
-    """interval: compute every `interval`-th step, reuse the residual in between (1 = no caching;
+    """`interval-cache`: compute every `interval`-th step, reuse (or forecast) the whole-stack residual between.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.IntervalCacheConfig(interval=3, warmup=1)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["total"])  # block_evals: 8 of 20 steps computed
+
+    interval: compute every `interval`-th step, reuse the residual in between (1 = no caching;
         3 with warmup 1 computes 8 of 20 steps: 2.5x fewer block evaluations).
     warmup: leading steps that are always computed (the first steps change the latent most).
     forecast: order of the residual's forecast from the last computed steps (0 = reuse it,

@@ -43,7 +43,18 @@ from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 @register_method("residual-cache")
 @dataclass(frozen=True)
 class ResidualCacheConfig(MethodConfig):
-    """threshold: relative L1 change of the first blocks' residual below which the middle blocks are
+    """`residual-cache`: reuse the middle blocks while the first blocks' residual barely changes (adaptive).
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.ResidualCacheConfig(threshold=0.1)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["total"])  # the first blocks decide, step by step, what is computed
+
+    threshold: relative L1 change of the first blocks' residual below which the middle blocks are
         reused (0 = never reuse; FirstBlockCache uses 0.05, cache-dit 0.08).
     front_blocks: Fn, blocks always computed first; their residual drives the decision (>= 1).
     back_blocks: Bn, last blocks always computed (refine the reused features; may be 0).
@@ -110,6 +121,7 @@ class ResidualCache(RunCache):
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         return self.compute_plan  # the decision comes in finished(head)
 
+    @torch.compiler.disable  # the reuse decision syncs with the host (`.item()`): never traced
     def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
         if run != self.head:
             return super().finished(run, dh, de)

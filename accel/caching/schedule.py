@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..outputs import write_text_atomic
+from ..outputs import cache_dir as _cache_root, write_text_atomic
 from ._runs import forecast_step
 
 FORMAT = "accel.schedule-calibration/2"
@@ -199,8 +198,7 @@ class CalibrationKey:
 
 def cache_dir() -> Path:
     """`$ACCEL_CACHE_DIR/schedules` (default `~/.cache/accel/schedules`)."""
-    root = os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel"
-    return Path(root) / "schedules"
+    return _cache_root("schedules")
 
 
 def save_calibration(path: Path, key: CalibrationKey, errors: list[list[float]], images: int,

@@ -41,7 +41,19 @@ _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calib
 @register_method("schedule-cache")
 @dataclass(frozen=True)
 class ScheduleCacheConfig(MethodConfig):
-    """budget: steps to compute; int = count, float = fraction of the step count in (0, 1]
+    """`schedule-cache`: compute the `budget` steps a calibration of this model and sampler says matter most.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        accel.calibrate_schedule(pipe, num_inference_steps=20, progress=False)  # once per model, sampler, steps
+        with accel.apply(pipe, accel.ScheduleCacheConfig(budget=0.4)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["total"])  # 8 of 20 steps computed
+
+    budget: steps to compute; int = count, float = fraction of the step count in (0, 1]
         (0.4 of 20 steps = 8 computed: 2.5x fewer block evaluations).
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).

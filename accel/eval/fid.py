@@ -193,12 +193,10 @@ def extractor_fingerprint(module: torch.nn.Module) -> str:
 
 
 def default_cache_dir():
-    """``$ACCEL_CACHE_DIR`` or ``~/.cache/accel``, with an ``fd_stats`` subfolder."""
-    import os
-    from pathlib import Path
+    """``$ACCEL_CACHE_DIR/fd_stats`` (default ``~/.cache/accel/fd_stats``)."""
+    from ..outputs import cache_dir
 
-    root = os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel"
-    return Path(root) / "fd_stats"
+    return cache_dir("fd_stats")
 
 
 def cached_reference_stats(

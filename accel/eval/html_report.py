@@ -28,7 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .report import _pareto_front, table_cells
+from .pareto import pareto_front
+from .report import table_cells
 
 MAX_IMAGE_SIDE = 256  # embedded images are downscaled to this (keeps large-model reports small)
 DIFF_GAIN = 4.0  # |method - reference| is amplified this much in the difference rows
@@ -78,10 +79,9 @@ def _finite(x: Any) -> float | None:
 def front_members(records: Sequence[Mapping], key: str, lower_is_better: bool) -> set[int]:
     """Indices of the records on the speedup-vs-``key`` Pareto front (records lacking either value,
     or with a non-finite one such as the baseline's infinite PSNR, take no part)."""
-    idx = [i for i, r in enumerate(records)
-           if _finite(r.get("speedup")) is not None and _finite(r.get(key)) is not None]
-    pts = [(_finite(records[i]["speedup"]), _finite(records[i][key])) for i in idx]
-    return {idx[j] for j in _pareto_front(pts, lower_is_better)} if len(pts) >= 2 else set(idx)
+    sign = -1.0 if lower_is_better else 1.0
+    quality = lambda i: None if (q := _finite(records[i].get(key))) is None else sign * q  # noqa: E731
+    return set(pareto_front(range(len(records)), lambda i: _finite(records[i].get("speedup")), quality))
 
 
 # ---------------------------------------------------------------------------------------------- images

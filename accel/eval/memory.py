@@ -37,10 +37,6 @@ def _reset_cpu_hwm() -> bool:
         return False
 
 
-def cpu_peak_supported() -> bool:
-    return _read_vmhwm_kb() is not None and _reset_cpu_hwm()
-
-
 class PeakMemory:
     """Context manager; ``.peak_mb`` is the peak in MiB for the region, or None."""
 

@@ -1,4 +1,4 @@
-"""The paired run of `accel bench`: every method on the baseline's seeds, then timed.
+"""Paired evaluation, shared by `accel bench` and `accel tune`: methods on the baseline's seeds, then timed.
 
 Generation (quality and fidelity): per seed set, per method, each process generates its
 whole batches; per image it keeps one :class:`ImageRow` (MSE/SSIM/LPIPS to the baseline
@@ -9,6 +9,10 @@ Timing (speed, memory, block counts): rank 0 only, interleaved repeats of one ba
 the first seed set's images. The block evaluations are counted *during the timed calls*,
 so the ideal speedup describes exactly the work that was timed (adaptive caches decide
 per batch, and the timing batch is not the quality batch).
+
+`accel tune` (accel/tune/evaluate.py) measures each candidate with the same pieces:
+:func:`image_rows` against the baseline's images and :func:`time_methods` on the baseline and
+the candidate, so a tuned speedup and a bench speedup are the same measurement.
 """
 
 from __future__ import annotations
@@ -77,16 +81,19 @@ class TimedMethod:
 Apply = Callable[[Any, MethodSpec], Any]  # (pipe, spec) -> handle with .remove() and .stats()
 
 
-def _features(extractor, images: torch.Tensor, device) -> torch.Tensor:
+def features_of(extractor: Any, images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """(N, D) float64 features of a batch of images (on the CPU)."""
     with torch.inference_mode():
         f = extractor(images.to(device))
     return f.detach().to("cpu", torch.float64).reshape(images.shape[0], -1)
 
 
-def _rows(imgs, ref, idx, *, extractor, device, lpips_metric, keep_image) -> list[ImageRow]:
+def image_rows(imgs: torch.Tensor, ref: torch.Tensor, idx: Sequence[int], *, extractor: Any = None,
+               device: str | torch.device = "cpu", lpips_metric: Any = None,
+               keep_image: Callable[[int], bool] = lambda i: False) -> list[ImageRow]:
     """One row per image, or per video for (N, F, C, H, W) videos (metrics: mean over frames; no features)."""
     video = imgs.ndim == 5
-    feats = _features(extractor, imgs, device) if extractor is not None and not video else None
+    feats = features_of(extractor, imgs, device) if extractor is not None and not video else None
     mse, ssim = per_sample(per_image_mse, imgs, ref), per_sample(per_image_ssim, imgs, ref)
     lp = None
     if lpips_metric is not None:
@@ -131,7 +138,7 @@ def generate_paired(
                     if m.is_baseline:
                         base_imgs.update(zip(idx, imgs))
                     ref = torch.stack([base_imgs[i] for i in idx])
-                    rows += _rows(imgs, ref, idx, extractor=extractor, device=device, lpips_metric=lpips_metric,
+                    rows += image_rows(imgs, ref, idx, extractor=extractor, device=device, lpips_metric=lpips_metric,
                                   keep_image=lambda i: k == 0 and i < grid_cols)
                     bar.update(1)
             finally:
@@ -171,8 +178,13 @@ def time_methods(
     warmup: int,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    pipe_of: Callable[[MethodSpec], Any] | None = None,
 ) -> dict[str, TimedMethod]:
-    """Interleaved timing of one batch per method; peak memory and block counts of the timed calls."""
+    """Interleaved timing of one batch per method; peak memory and block counts of the timed calls.
+
+    ``pipe_of(spec)``: the pipeline a method runs on when not ``pipe`` (`accel tune`'s candidates
+    on a pruned model folder).
+    """
     from tqdm.auto import tqdm
 
     by_label = {m.label: m for m in methods}
@@ -180,10 +192,12 @@ def time_methods(
     bar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress, unit="call")
 
     def run_one(label: str) -> float:
-        handle = apply(pipe, by_label[label])
+        spec = by_label[label]
+        on = pipe if pipe_of is None else pipe_of(spec)
+        handle = apply(on, spec)
         try:
             with PeakMemory(device) as pm:
-                _, secs = timed(lambda: generate(pipe, workload, indices), device)
+                _, secs = timed(lambda: generate(on, workload, indices), device)
             counts = _block_counts(handle)
         finally:
             handle.remove()

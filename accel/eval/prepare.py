@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..pipelines.calls import pipeline_kind
+from ..pipelines.loader import SCHEDULER_CLASSES
 from . import fid as fidmod
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
@@ -30,7 +31,6 @@ from .workload import infer_num_classes
 # this model barely moves between 10 and 50 steps (see accel/models/weights/MODEL_CARD.md).
 BENCH_DEFAULT_STEPS = 20
 OTHER_MODEL_STEPS = 50
-SCHEDULERS = ("ddim", "dpm++", "ddpm", "euler")
 # call kwargs the bench sets itself (from which flag)
 RESERVED_KWARGS = {"prompt": "--prompts", "class_labels": "(the workload)", "generator": "--seed",
                    "num_inference_steps": "--steps", "guidance_scale": "--guidance", "output_type": "(the bench)",
@@ -113,8 +113,8 @@ def check_args(args: "PrepareSettings") -> None:
         at_least(flag, getattr(args, flag[2:].replace("-", "_"), None), lo)
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise BenchInputError(f"--guidance must be a finite number, got {args.guidance}")
-    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
-        raise BenchInputError(f"--scheduler {args.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+    if args.scheduler is not None and args.scheduler not in SCHEDULER_CLASSES:
+        raise BenchInputError(f"--scheduler {args.scheduler!r}: choose one of {', '.join(SCHEDULER_CLASSES)}")
     parse_dtype(args.dtype)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

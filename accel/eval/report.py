@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .pareto import pareto_front
 from .provenance import strict_json
 
 SCHEMA_VERSION = 2
@@ -176,22 +177,6 @@ def write_csv(path: Path, records: Sequence[dict]) -> None:
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
 
 
-def _pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> list[int]:
-    """Indices of points not dominated (higher speedup and better quality)."""
-    idx = []
-    for i, (s, q) in enumerate(points):
-        dominated = False
-        for j, (s2, q2) in enumerate(points):
-            better_q = q2 < q if lower_is_better else q2 > q
-            same_q = q2 <= q if lower_is_better else q2 >= q
-            if j != i and s2 >= s and same_q and (s2 > s or better_q):
-                dominated = True
-                break
-        if not dominated:
-            idx.append(i)
-    return sorted(idx, key=lambda i: points[i][0])
-
-
 def plot_pareto(path: Path, records: Sequence[dict]) -> None:
     """Quality vs speedup: FD (lower is better) if measured, and PSNR to the baseline."""
     import matplotlib
@@ -224,7 +209,8 @@ def plot_pareto(path: Path, records: Sequence[dict]) -> None:
         for (x, y), lab in zip(pts, labels):
             ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if len(pts) >= 2:
-            front = _pareto_front(pts, lower_is_better=(key == "fd"))
+            sign = -1.0 if key == "fd" else 1.0
+            front = pareto_front(range(len(pts)), lambda i: pts[i][0], lambda i: sign * pts[i][1])
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", alpha=0.5,
                     label="Pareto front")
             ax.legend(fontsize=7)

@@ -15,7 +15,6 @@ The generator runs in the STOCK ``diffusers.DiTPipeline`` through an identity "V
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from diffusers import (
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+
+from ..outputs import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -85,6 +86,8 @@ TRAIN_SCHEDULER_CONFIG: dict[str, Any] = {
 
 ID2LABEL = {i: str(i) for i in range(NUM_CLASSES)}
 
+# the schedulers built on the model's noise schedule (the same names as accel.pipelines.loader.SCHEDULER_CLASSES,
+# which swaps them on any pipeline; these carry the settings the digits model was measured with)
 SCHEDULERS = ("dpm++", "ddim", "ddpm", "euler")
 
 # Chosen by FD-digits (benchmarks/default_model_quality.py), see weights/MODEL_CARD.md.
@@ -92,14 +95,6 @@ DEFAULT_SAMPLER: dict[str, Any] = {"scheduler": "dpm++", "steps": 50, "guidance_
 
 
 # ----------------------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _require(path: Path, regen: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
@@ -124,7 +119,7 @@ def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, t
     from safetensors.torch import load_file
 
     _require(path, regen)
-    if sha256 is not None and _sha256(path) != sha256:
+    if sha256 is not None and sha256_file(path) != sha256:
         raise ValueError(
             f"default-model weights {path} are corrupted (sha256 mismatch with its JSON "
             f"config). Regenerate them with `{regen}`."

@@ -23,7 +23,6 @@ about twice as fast). :func:`flow_call_kwargs` gives the default sampler as keyw
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -35,6 +34,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from accel.models.default import IdentityVAEOutput
+from accel.outputs import sha256_file
 
 if TYPE_CHECKING:  # importing the pipeline class imports transformers: only where a pipeline is built
     from diffusers import StableDiffusion3Pipeline
@@ -237,13 +237,6 @@ def flow_call_kwargs(sampler: dict[str, Any] | None = None) -> dict[str, Any]:
             "max_sequence_length": int(s["max_sequence_length"]), "height": 32, "width": 32}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _portable_tokenizer_names(out: Path) -> None:
     """transformers 5 saves the tokenizer class as ``TokenizersBackend``, which transformers 4 lacks;
@@ -264,7 +257,7 @@ def save_flow_pipeline(pipe: StableDiffusion3Pipeline, out: Path, training: dict
     pipe.save_pretrained(str(out), safe_serialization=True)
     _portable_tokenizer_names(out)
     parts = [out / "model_index.json", *(p for p in out.glob("*/*") if p.is_file())]
-    hashes = {str(p.relative_to(out)): _sha256(p) for p in sorted(parts)}
+    hashes = {str(p.relative_to(out)): sha256_file(p) for p in sorted(parts)}
     doc = {"format": "accel-flow-model/1", "files": hashes, "sampler": FLOW_SAMPLER, "training": training}
     tmp = out / (MANIFEST_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -295,7 +288,7 @@ def verify_flow_weights(weights_dir: str | Path | None = None) -> dict[str, Any]
         if not f.is_file():
             raise FileNotFoundError(f"flow-model file missing: {f}. Regenerate it with `{TRAIN_FLOW_CMD}` "
                                     "(or reinstall accel).")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise ValueError(f"flow-model file {f} is corrupted (sha256 mismatch with {MANIFEST_FILE}). "
                              f"Regenerate it with `{TRAIN_FLOW_CMD}`.")
     return doc

@@ -15,13 +15,14 @@ resuming never runs code from a file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..outputs import sha256_file
 
 FORMAT = "accel-distill-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -36,14 +37,6 @@ _STEP = re.compile(r"step_(\d+)")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from (half-written, modified, foreign, other settings)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -77,7 +70,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Ten
            "scaler": scaler.state_dict() if scaler is not None else None}
     (path / "state.json").write_text(json.dumps(doc, allow_nan=False))
     write_json_atomic(path / MANIFEST, {"format": FORMAT, "step": state["step"],
-                                        "files": {n: _sha256(path / n) for n in FILES}})
+                                        "files": {n: sha256_file(path / n) for n in FILES}})
 
 
 def latest_checkpoint(root: Path) -> Path:
@@ -123,7 +116,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"--resume: {entry} is not a plain file; refusing to resume from it")
     for name, digest in listed.items():
         f = path / name
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or sha256_file(f) != digest:
             raise CheckpointError(f"--resume: {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
                                   " (modified or corrupt); refusing to resume from it")
     try:

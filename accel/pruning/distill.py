@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,7 +43,6 @@ from ..hooks import HookSet
 from .checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 
 CHECKPOINTS = "checkpoints"
-DISTILL_FILE = "distill.json"
 
 
 # ----------------------------------------------------------------------------- settings and state
@@ -480,10 +479,6 @@ def _save(accelerator: Any, root: Path, state: TrainState, model: torch.nn.Modul
         for p in old[:-max(0, keep - 1)] if keep > 1 else old:
             shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def config_dict(cfg: DistillConfig) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 def ema_model(student: torch.nn.Module, ema: dict[str, torch.Tensor]) -> torch.nn.Module:

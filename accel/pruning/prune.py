@@ -114,7 +114,7 @@ def prune_model(model: torch.nn.Module, keep: Iterable[int]) -> torch.nn.Module:
     return pruned
 
 
-def block_map(model: torch.nn.Module, keep: Sequence[int]) -> list[int]:
+def block_map(keep: Sequence[int]) -> list[int]:
     """m(l): the teacher's global block index each student block l descends from."""
     return sorted(keep)
 

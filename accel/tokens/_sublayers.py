@@ -1,9 +1,10 @@
-"""Shared machinery of the merging methods (`tome`, `diffrate`): hooks that merge a block's
-image tokens on the way into its attention / cross-attention / MLP and unmerge on the way out.
+"""Shared machinery of the token methods (`tome`, `diffrate`, `toca`): hooks that compress a block's
+image tokens on the way into its attention / cross-attention / MLP and restore them on the way out
+(tome and diffrate merge tokens; toca recomputes a subset and reuses its cache for the rest).
 
 Per block, a `BlockHook` opens a `BlockCall` (text length, token grid, step) and asks
-the method how many tokens to merge (`TokenMerger.tokens_to_merge`). The first hooked
-sub-layer that merges computes the `Matching` (`TokenMerger.match`) from the tokens
+the method how many tokens to merge (`TokenCompressor.tokens_to_merge`). The first hooked
+sub-layer that merges computes the `Matching` (`TokenCompressor.match`) from the tokens
 it receives; every later sub-layer of the same block call reuses it. A sub-layer hook
 replaces only its module's call: merge the image part of the input (after adaLN
 modulation, since the block modulates before calling the sub-layer), call the module
@@ -73,9 +74,9 @@ class BlockCall:
 class BlockHook(ModelHook):
     """On a block: opens its `BlockCall` before the block runs, closes it after."""
 
-    def __init__(self, merger: "TokenMerger", ref: BlockRef):
+    def __init__(self, method: "TokenCompressor", ref: BlockRef):
         super().__init__()
-        self.merger, self.ref = merger, ref
+        self.method, self.ref = method, ref
 
     @torch.compiler.disable  # host-side bookkeeping: never traced (see accel/compiling.py)
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
@@ -83,34 +84,34 @@ class BlockHook(ModelHook):
         if self.ref.stack.returns_pair and encoder is None:  # Flux passes it as keyword, SD3 too
             encoder = kwargs.get("encoder_hidden_states")
         text_len = int(encoder.shape[1]) if encoder is not None else 0
-        info = self.merger.tracker.info
-        r = self.merger.tokens_to_merge(self.ref, info, int(hidden.shape[1]))
-        self.merger.calls[self.ref.global_index] = BlockCall(self.ref, info, text_len, r)
+        info = self.method.tracker.info
+        r = self.method.tokens_to_merge(self.ref, info, int(hidden.shape[1]))
+        self.method.calls[self.ref.global_index] = BlockCall(self.ref, info, text_len, r)
         return args, kwargs
 
     @torch.compiler.disable
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
-        self.merger.calls.pop(self.ref.global_index, None)
+        self.method.calls.pop(self.ref.global_index, None)
         return output
 
 
 class SublayerHook(ModelHook):
     """On one attention / cross-attention / MLP module: merge in, unmerge out."""
 
-    def __init__(self, merger: "TokenMerger", ref: BlockRef, kind: str, module: torch.nn.Module, merges: bool):
+    def __init__(self, method: "TokenCompressor", ref: BlockRef, kind: str, module: torch.nn.Module, merges: bool):
         super().__init__()
-        self.merger, self.ref, self.kind, self.merges = merger, ref, kind, merges
+        self.method, self.ref, self.kind, self.merges = method, ref, kind, merges
         self.cost = SublayerCost(module, kind)
         self.prefix = ref.stack.text_prefix
         self.rotary = ref.stack.rotary_arg if kind == "attention" else None
         params = list(inspect.signature(type(module).forward).parameters)[1:]
         self.rotary_pos = params.index(self.rotary) if self.rotary in params else None
-        self.bias = kind == "attention" and ref.stack.attention_bias and merger.proportional
+        self.bias = kind == "attention" and ref.stack.attention_bias and method.proportional
 
     @torch.compiler.disable  # matching and counters run eagerly; `accel.compile` compiles the module below
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         fwd = self.fn_ref.original_forward
-        call = self.merger.calls.get(self.ref.global_index)
+        call = self.method.calls.get(self.ref.global_index)
         if args:
             x = args[0]
         else:
@@ -122,17 +123,17 @@ class SublayerHook(ModelHook):
         m = None
         if self.merges and call.r > 0:
             if call.matching is None:
-                call.matching = self.merger.match(call, x[:, prefix:])
+                call.matching = self.method.match(call, x[:, prefix:])
             m = call.matching if call.matching.r > 0 and call.matching.num_tokens == n else None
         self._count(call, x, n, m, kwargs)
         if m is None:
             out = fwd(*args, **kwargs)
-            if self.merger.observes:
-                self.merger.observe(call, self, _first(out)[:, prefix:])
+            if self.method.observes:
+                self.method.observe(call, self, _first(out)[:, prefix:])
             return out
-        img = self.merger.compress(x[:, prefix:], m)
+        img = self.method.compress(x[:, prefix:], m)
         xm = torch.cat([x[:, :prefix], img], dim=1) if prefix else img
-        extra = self.merger.extra_kwargs(self, x[:, prefix:])
+        extra = self.method.extra_kwargs(self, x[:, prefix:])
         if extra:
             kwargs = {**kwargs, **extra}
         rows = kwargs.get(self.rotary) if self.rotary else None
@@ -166,10 +167,10 @@ class SublayerHook(ModelHook):
     def _unmerge(self, out: Any, m: Matching, prefix: int) -> Any:
         if isinstance(out, tuple):
             return (self._unmerge(out[0], m, prefix), *out[1:])
-        call = self.merger.calls.get(self.ref.global_index)
+        call = self.method.calls.get(self.ref.global_index)
         if prefix:
-            return torch.cat([out[:, :prefix], self.merger.restore(call, self, out[:, prefix:], m)], dim=1)
-        return self.merger.restore(call, self, out, m)
+            return torch.cat([out[:, :prefix], self.method.restore(call, self, out[:, prefix:], m)], dim=1)
+        return self.method.restore(call, self, out, m)
 
     def _count(self, call: BlockCall, x: torch.Tensor, n: int, m: Matching | None, kwargs: dict) -> None:
         text = call.text_len if (self.prefix or (self.kind == "attention" and call.ref.stack.returns_pair)) else 0
@@ -177,12 +178,12 @@ class SublayerHook(ModelHook):
         if self.kind == "cross_attention":
             enc = kwargs.get("encoder_hidden_states")
             keys = int(enc.shape[1]) if isinstance(enc, torch.Tensor) else n
-        elif self.kind == "attention" and m is not None and self.merger.full_keys:
+        elif self.kind == "attention" and m is not None and self.method.full_keys:
             keys = n  # a subset of queries against all keys (token caching)
         after = n - m.r if m is not None else n
         b = x.shape[0]
         full, done = self.cost(n, text, keys) * b, self.cost(after, text, keys) * b
-        self.merger.record(call, self.kind, n * b, after * b, full, done)
+        self.method.record(call, self.kind, n * b, after * b, full, done)
 
 
 def _follow_rows(table: Any, keep: torch.Tensor, rows: int) -> Any:
@@ -214,11 +215,12 @@ def _cat(outs: list[Any]) -> Any:
     return torch.cat(outs, dim=0)
 
 
-class TokenMerger(Installed):
-    """Base `Installed` of the merging methods: hooks, per-call counters, stats.
+class TokenCompressor(Installed):
+    """Base `Installed` of the token methods: hooks, per-call counters, stats.
 
-    Subclasses decide `tokens_to_merge(ref, info, n)` (0 = leave the block alone) and
-    `match(call, tokens)` (the Matching for that block call).
+    Subclasses decide `tokens_to_merge(ref, info, n)` (how many tokens the block's sub-layers
+    do not see; 0 = leave the block alone) and `match(call, tokens)` (the Matching for that block
+    call); `compress` / `restore` default to merge / unmerge (toca overrides both).
     """
 
     proportional = False
@@ -233,6 +235,8 @@ class TokenMerger(Installed):
         self.counters = CallCounters()
         self.per_block: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         self._hooks = HookSet(target.model)
+        self._grid: tuple[int, ...] | None = None
+        self._grid_info: object = None
         self.merge_kinds = merge_kinds
         try:
             for ref in target.blocks:
@@ -244,6 +248,13 @@ class TokenMerger(Installed):
             self._hooks.remove()
             raise
         split_regions(target.blocks)  # blocks `accel.compile`d before: compile below the new hooks instead
+
+    def token_grid(self) -> tuple[int, ...]:
+        """The image-token grid of the transformer call in progress, read once per call."""
+        info = self.tracker.info
+        if self._grid is None or self._grid_info is not info:
+            self._grid, self._grid_info = self.tracker.token_grid(), info
+        return self._grid
 
     def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
         raise NotImplementedError

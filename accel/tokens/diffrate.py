@@ -33,7 +33,8 @@ from ..api import Target
 from ..config import MethodConfig, check_int, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, TokenMerger, mergeable, sublayers_of
+from ._sublayers import SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
+from .flops import is_linear_attention
 from .merge import Matching, keep_top
 
 
@@ -48,7 +49,7 @@ def attention_received(attn: torch.nn.Module, tokens: torch.Tensor, queries: int
         q = _heads(q, getattr(attn, "norm_q", None), heads)  # (B, H, Q, D)
         k = _heads(k, getattr(attn, "norm_k", None), heads)  # (B, H, N, D)
         q, k = q.float(), k.float()
-        if "Linear" in type(getattr(attn, "processor", None)).__name__:
+        if is_linear_attention(attn):
             w = torch.relu(q) @ torch.relu(k).transpose(-1, -2)
             w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         else:
@@ -146,7 +147,19 @@ def _sublayer_names(spec: Any) -> tuple[str, ...]:
 @register_method("diffrate")
 @dataclass(frozen=True)
 class DiffRateConfig(MethodConfig):
-    """rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
+    """`diffrate`: per-block kept-token rates (learned by `accel diffrate`), merged like `tome`.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        # rates="rates.json" (written by `accel diffrate`) for learned rates; here a uniform 0.85
+        with accel.apply(pipe, accel.DiffRateConfig("0.85")) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["diffrate"]["total"])
+
+    rates: a rates .json written by `accel diffrate`, or kept fractions per block ("1;0.8;...");
         each in (0, 1], one per block (global order); a single number is the same rate in every
         block. The default, 0.85 on attention only, is an uncalibrated uniform baseline chosen
         not to destroy images (learn rates for a real speedup with `accel diffrate`): on the
@@ -197,7 +210,7 @@ class DiffRateConfig(MethodConfig):
         return DiffRate(target, self, rates, kinds)
 
 
-class DiffRate(TokenMerger):
+class DiffRate(TokenCompressor):
     def __init__(self, target: Target, config: DiffRateConfig, rates: list[float], kinds: dict[int, tuple[str, ...]]):
         self.config = config
         self.rates = rates

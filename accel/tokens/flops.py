@@ -15,6 +15,11 @@ _KEY = ("to_k", "to_v")  # on each key/value token
 _TEXT = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")  # on each text token (joint attention)
 
 
+def is_linear_attention(attn: torch.nn.Module) -> bool:
+    """True for linear attention (Sana's `SanaLinearAttnProcessor*`: relu(q)·relu(k), no softmax)."""
+    return "Linear" in type(getattr(attn, "processor", None)).__name__
+
+
 def _linear_macs(module: torch.nn.Module, prefixes: tuple[str, ...] | None = None) -> int:
     total = 0
     for name, sub in module.named_modules():
@@ -38,8 +43,7 @@ class SublayerCost:
         self.inner = to_q.out_features if isinstance(to_q, torch.nn.Linear) else 0
         heads = int(getattr(module, "heads", 1) or 1)
         self.head_dim = self.inner // heads
-        processor = getattr(module, "processor", None)
-        self.linear_attention = "Linear" in type(processor).__name__
+        self.linear_attention = is_linear_attention(module)
 
     def __call__(self, n: int, text: int = 0, keys: int | None = None) -> int:
         """FLOPs for `n` image tokens, `text` text tokens joined in (joint attention / prefix) and,

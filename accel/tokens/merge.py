@@ -39,12 +39,12 @@ class Matching:
         return self.index.shape[1]
 
     @property
-    def num_merged(self) -> int:
+    def num_kept(self) -> int:
         return self.keep.shape[1]
 
     @property
     def r(self) -> int:
-        return self.num_tokens - self.num_merged
+        return self.num_tokens - self.num_kept
 
     def same_for_batch(self) -> bool:
         """True when every sample kept the same tokens (one positional table serves the batch)."""
@@ -140,11 +140,11 @@ def merge(x: torch.Tensor, m: Matching) -> torch.Tensor:
     if dtype in (torch.float16, torch.bfloat16):  # sums of several half-precision tokens: add in float32
         x = x.float()
     if m.merged_src is not None:  # kept tokens gathered, only the r merged sources scattered in
-        out = x.gather(1, m.keep.unsqueeze(-1).expand(b, m.num_merged, c))
+        out = x.gather(1, m.keep.unsqueeze(-1).expand(b, m.num_kept, c))
         src = x.gather(1, m.merged_src.unsqueeze(-1).expand(b, m.r, c))
         out.scatter_add_(1, m.index.gather(1, m.merged_src).unsqueeze(-1).expand(b, m.r, c), src)
     else:
-        out = x.new_zeros(b, m.num_merged, c)
+        out = x.new_zeros(b, m.num_kept, c)
         out.scatter_add_(1, m.index.unsqueeze(-1).expand(b, n, c), x)
     return out.div_(m.size.unsqueeze(-1).to(x.dtype)).to(dtype)
 

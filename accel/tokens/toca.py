@@ -45,14 +45,25 @@ from ..api import Target
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, SublayerHook, TokenMerger, mergeable
+from ._sublayers import SUBLAYERS, BlockCall, SublayerHook, TokenCompressor, mergeable
 from .merge import Matching
 
 
 @register_method("toca")
 @dataclass(frozen=True)
 class TocaConfig(MethodConfig):
-    """interval: a full step every `interval` steps (1 = always full: identical model).
+    """`toca`: token-wise feature caching; between full steps recompute only the stalest, fastest-changing tokens.
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.TocaConfig(interval=3, recompute=0.3, warmup=2, spread=0.5)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["toca"]["total"])
+
+    interval: a full step every `interval` steps (1 = always full: identical model).
     recompute: fraction of image tokens recomputed per block on the steps between, (0, 1].
     warmup: leading steps that are always full.
     importance: weight of the change-based importance term next to staleness (0 = staleness only).
@@ -95,7 +106,7 @@ class _BlockCache:
         self.change: torch.Tensor | None = None  # (B, N) relative change at the last recompute
 
 
-class Toca(TokenMerger):
+class Toca(TokenCompressor):
     observes = True
     full_keys = True
 
@@ -103,8 +114,6 @@ class Toca(TokenMerger):
         self.config = config
         self._call = -1
         self._branches: dict[int, dict[int, _BlockCache]] = {}
-        self._grid: tuple[int, ...] | None = None
-        self._grid_info: object = None
         super().__init__(target, "accel.toca", kinds)
 
     # -- schedule ---------------------------------------------------------------------------
@@ -130,12 +139,6 @@ class Toca(TokenMerger):
         return n - max(1, math.ceil(self.config.recompute * n))
 
     # -- selection --------------------------------------------------------------------------
-    def grid(self) -> tuple[int, ...]:
-        info = self.tracker.info
-        if self._grid is None or self._grid_info is not info:
-            self._grid, self._grid_info = self.tracker.token_grid(), info
-        return self._grid
-
     def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
         cache = self._cache(call.info, call.ref.global_index)
         b, n, _ = tokens.shape
@@ -146,7 +149,7 @@ class Toca(TokenMerger):
         if not fits:  # no cache for this batch yet: compute in full (and cache it)
             return Matching(arange, arange, torch.ones_like(arange))
         k = n - call.r
-        keep = self.select(cache, k, self.grid())
+        keep = self.select(cache, k, self.token_grid())
         cache.age += 1
         cache.age.scatter_(1, keep, 0)
         return Matching(keep, arange, torch.ones_like(keep))

@@ -28,7 +28,7 @@ from ..api import Target
 from ..config import MethodConfig, check_choice, check_int, check_range, register_method
 from ..context import StepInfo
 from ..families import BlockRef
-from ._sublayers import OPTION, SUBLAYERS, BlockCall, TokenMerger, mergeable, sublayers_of
+from ._sublayers import OPTION, SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
 from .merge import Matching, match_grid
 
 def parse_blocks(spec: Any, depth: int, field: str = "blocks") -> tuple[int, ...]:
@@ -101,7 +101,18 @@ def step_seed(seed: int, step: int, block: int) -> int:
 @register_method("tome")
 @dataclass(frozen=True)
 class TomeConfig(MethodConfig):
-    """ratio: fraction of a block's image tokens merged away, [0, 1); with 2x2 windows at most
+    """`tome`: ToMe/ToMeSD token merging inside each block (tomesd's `apply_patch`).
+
+    Example::
+
+        import accel
+
+        pipe = accel.default_pipeline()
+        with accel.apply(pipe, accel.TomeConfig(ratio=0.5, sx=2, sy=2)) as handle:
+            images = pipe(class_labels=[3, 7], num_inference_steps=20).images
+            print(handle.stats()["tome"]["total"])  # FLOPs of the blocks vs the full model's
+
+    ratio: fraction of a block's image tokens merged away, [0, 1); with 2x2 windows at most
         3/4 of the tokens are sources, so larger ratios are clipped to that (0 = identical model).
     merge_attn / merge_crossattn / merge_mlp: which sub-layers see merged tokens (tomesd's
         names); None = default (attention only).
@@ -113,6 +124,7 @@ class TomeConfig(MethodConfig):
         2 frames x sy x sx window, so up to 7/8 of the tokens can merge, across frames).
     use_rand: random destination inside each window (drawn from seed, step and block);
         False: top-left corner.
+    seed: seeds the random destinations (with the step and the block: the same every call).
     similarity: "hidden" (the merged sub-layer's input tokens) or "keys" (the block's
         attention key projection of them; one extra projection per block).
     prop_attn: proportional attention (DiT, PixArt self-attention).
@@ -168,12 +180,10 @@ class TomeConfig(MethodConfig):
         return Tome(target, self, kinds)
 
 
-class Tome(TokenMerger):
+class Tome(TokenCompressor):
     def __init__(self, target: Target, config: TomeConfig, kinds: dict[int, tuple[str, ...]]):
         self.config = config
         self.proportional = config.prop_attn
-        self._grid: tuple[int, ...] | None = None
-        self._grid_call: object = None
         super().__init__(target, "accel.tome", kinds)
 
     def tokens_to_merge(self, ref: BlockRef, info: StepInfo | None, n: int) -> int:
@@ -184,12 +194,6 @@ class Tome(TokenMerger):
         if step < c.start_step or (c.stop_step is not None and step >= c.stop_step):
             return 0
         return int(math.floor(c.ratio * n))
-
-    def grid(self) -> tuple[int, ...]:
-        info = self.tracker.info
-        if self._grid is None or self._grid_call is not info:
-            self._grid, self._grid_call = self.tracker.token_grid(), info
-        return self._grid
 
     def match(self, call: BlockCall, tokens: torch.Tensor) -> Matching:
         c = self.config
@@ -204,7 +208,7 @@ class Tome(TokenMerger):
             if to_k is not None:
                 with torch.no_grad():
                     metric = to_k(tokens)
-        return match_grid(metric, call.r, self.grid(), c.sx, c.sy, gen, st=c.st)
+        return match_grid(metric, call.r, self.token_grid(), c.sx, c.sy, gen, st=c.st)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "ratio": self.config.ratio}

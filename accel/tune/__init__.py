@@ -6,8 +6,8 @@ files.py (tune.json, `load_configs`), run.py (the run behind `accel tune`; its f
 """
 
 from .files import ConfigFileError, load_configs, read_choice
-from .search import Budget, exhaustive, front, successive_halving
+from .search import QualityBudget, exhaustive, front, successive_halving
 from .space import Candidate, Space, build_space
 
-__all__ = ["Budget", "Candidate", "ConfigFileError", "Space", "build_space", "exhaustive", "front",
+__all__ = ["Candidate", "ConfigFileError", "QualityBudget", "Space", "build_space", "exhaustive", "front",
            "load_configs", "read_choice", "successive_halving"]

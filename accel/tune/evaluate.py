@@ -1,13 +1,15 @@
 """Evaluate one candidate on the first ``n`` images of a paired workload (speed, PSNR, FD).
 
 The baseline (the original model, nothing applied) is generated once per image and kept;
-a candidate generates the same seeds and conditions, timed batch by batch, and is compared
-image for image. Speed is the baseline's time on the first batch (timed right before and right
-after the candidate, so a slow drift of the machine's load cancels) over the candidate's
-median time per batch of that size: every overhead (hooks, merging, forecasting) counts. PSNR is of the
-pooled MSE to the baseline images; FD (when an extractor is given and ``n`` is enough
-images for its covariance) is to the reference statistics, or to the baseline's features,
-and ``fd_pct`` its change against the baseline's FD on the same images.
+a candidate generates the same seeds and conditions and is compared image for image with
+`accel bench`'s own pieces (accel/eval/paired.py): ``image_rows`` for MSE and features, and
+``time_methods`` for speed: interleaved repeats of the baseline and the candidate on the first
+batch (with the default 2 repeats: baseline, candidate, candidate, baseline, so a slow drift of
+the machine's load cancels), the ratio of their medians, and the block evaluations counted in
+those timed calls. Every overhead (hooks, merging, forecasting) counts. PSNR is of the pooled MSE
+to the baseline images; FD (when an extractor is given and ``n`` is enough images for its
+covariance) is to the reference statistics, or to the baseline's features, and ``fd_pct`` its
+change against the baseline's FD on the same images.
 
 Results are cached in a JSON file keyed by candidate and image count, under a key of the
 workload (model, sampler, seeds), so an interrupted `accel tune` resumes where it stopped.
@@ -18,25 +20,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..eval import fid as fidmod
-from ..eval.fidelity import per_image_mse, psnr_from_mse
-from ..eval.video import per_sample  # videos: the mean over frames
-from ..eval.timing import synchronize
+from ..eval.fidelity import psnr_from_mse
+from ..eval.methods import BASELINE, MethodSpec
+from ..eval.paired import features_of, image_rows, time_methods
+from ..eval.timing import speedup
 from ..eval.workload import Workload, generate
+from ..outputs import cache_dir
 from .space import Candidate
 
 
 def cache_root() -> Path:
     """`$ACCEL_CACHE_DIR/tune` (default `~/.cache/accel/tune`)."""
-    return Path(os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel") / "tune"
+    return cache_dir("tune")
+
+
+def timing_note(batch_size: int, threads: int, repeats: int = 2) -> str:
+    """How `accel tune` timed its candidates (a note of tune.json)."""
+    return (f"speeds: as in `accel bench`, {repeats} interleaved repeats of one batch of {batch_size} images, "
+            f"the baseline's and each candidate's, ratio of the medians, on {threads} thread(s)")
 
 
 class Evaluator:
@@ -45,13 +52,14 @@ class Evaluator:
     pipe: the original pipeline. load_model: folder -> pipeline with the same scheduler (for
     pruned candidates). workload: seeds/conditions/steps (its batch size is the timing unit).
     extractor / reference_stats: FD as in `accel bench` (None: no FD). workload_key: text
-    naming model + sampler + seeds, keys the on-disk cache (None: no cache).
+    naming model + sampler + seeds, keys the on-disk cache (None: no cache). repeats: timed calls
+    per side (`accel bench --repeats`; warm-up is the candidate's own image generation before them).
     """
 
     def __init__(self, pipe: Any, workload: Workload, registry: dict, *, apply: Callable | None = None,
                  load_model: Callable[[str], Any] | None = None, extractor: Any = None, reference_stats=None,
                  device: str | torch.device = "cpu", workload_key: str | None = None,
-                 cache_path: Path | None = None) -> None:
+                 cache_path: Path | None = None, repeats: int = 2) -> None:
         import accel
 
         self.pipe, self.workload, self.registry = pipe, workload, registry
@@ -62,9 +70,8 @@ class Evaluator:
         self._base: dict[int, torch.Tensor] = {}  # image index -> baseline image
         self._base_feats: dict[int, torch.Tensor] = {}
         self._done: set[tuple[int, ...]] = set()  # baseline batches generated
-        self._last_base: tuple[tuple[int, ...], float, float] | None = None  # (batch, when, seconds)
+        self.repeats = repeats
         self.evaluations = 0  # candidate evaluations run here (cache hits excluded)
-        self.images_generated = 0
         self._cache: dict[str, dict] = {}
         self._cache_path = None
         if workload_key is not None:
@@ -80,32 +87,19 @@ class Evaluator:
     def _batches(self, n: int) -> list[list[int]]:
         return self.workload.batches(limit=n)
 
-    def _timed_batch(self, pipe: Any, idx: list[int]) -> tuple[torch.Tensor, float]:
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        imgs = generate(pipe, self.workload, idx)
-        synchronize(self.device)
-        self.images_generated += len(idx)
-        return imgs, time.perf_counter() - t0
-
-    def _features(self, imgs: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            f = self.extractor(imgs.to(self.device))
-        return f.detach().to("cpu", torch.float64).reshape(imgs.shape[0], -1)
-
     def baseline(self, n: int) -> None:
         """Generate the baseline's first ``n`` images where not done yet (the first call also warms up)."""
         if not self._done:
-            self._timed_batch(self.pipe, self._batches(n)[0])
+            generate(self.pipe, self.workload, self._batches(n)[0])
         for idx in self._batches(n):
             key = tuple(idx)
             if key in self._done:
                 continue
-            imgs, _ = self._timed_batch(self.pipe, idx)
+            imgs = generate(self.pipe, self.workload, idx)
             self._done.add(key)
             self._base.update(zip(idx, imgs))
             if self.extractor is not None:
-                self._base_feats.update(zip(idx, self._features(imgs)))
+                self._base_feats.update(zip(idx, features_of(self.extractor, imgs, self.device)))
 
     def _pipe_for(self, c: Candidate) -> Any:
         if c.model is None:
@@ -139,8 +133,8 @@ class Evaluator:
         return self._cache.get(f"{c.key}|{n}")
 
     def evaluate(self, c: Candidate, n: int) -> dict:
-        """``{"key", "n", "speedup", "psnr", "ssim"?, "fd", "fd_pct", "ideal_speedup", "seconds"}`` of ``c``
-        on images 0..n-1 (from the cache when this workload evaluated it before)."""
+        """``{"key", "n", "candidate", "speedup", "psnr", "ssim", "fd", "fd_pct", "block_ratio", "seconds",
+        "baseline_seconds"}`` of ``c`` on images 0..n-1 (from the cache when this workload evaluated it before)."""
         hit = self.cached(c, n)
         if hit is not None:
             return hit
@@ -149,65 +143,46 @@ class Evaluator:
         configs = c.configs(self.registry)
         for cfg in configs:  # one-off work (e.g. schedule-cache's calibration) on seeds of its own
             cfg.prepare(pipe, lambda: generate(pipe, self._calibration_workload(), [0, 1]))
-        batches = self._batches(n)
-        first = batches[0]
-        # the baseline right before and right after the candidate, so a slow drift of the load cancels;
-        # "before" is the previous evaluation's "after" when that is recent
-        last = self._last_base
-        if last is not None and last[0] == tuple(first) and time.monotonic() - last[1] < 120:
-            base_before = last[2]
-        else:
-            base_before = self._timed_batch(self.pipe, first)[1]
         handle = self.apply(pipe, *configs)
-        times: list[float] = []
-        mse, feats = [], []
+        rows = []
+        extractor = self.extractor if self.fd_ok(n) else None
         try:
-            for idx in batches:
-                imgs, s = self._timed_batch(pipe, idx)
-                times.append(s)
-                mse.append(per_sample(per_image_mse, imgs, torch.stack([self._base[i] for i in idx])))
-                if self.fd_ok(n):
-                    feats.append(self._features(imgs))
-            total = handle.stats().get("total", {})
+            for idx in self._batches(n):
+                imgs = generate(pipe, self.workload, idx)
+                ref = torch.stack([self._base[i] for i in idx])
+                rows += image_rows(imgs, ref, idx, extractor=extractor, device=self.device)
         finally:
             handle.remove()
-        base_after = self._timed_batch(self.pipe, first)[1]
-        self._last_base = (tuple(first), time.monotonic(), base_after)
-        full = [t for idx, t in zip(batches, times) if len(idx) == len(first)]
-        secs, base_secs = statistics.median(full), (base_before + base_after) / 2
+        base, cand = self._timed(c, pipe, configs, self._batches(n)[0])
         self.evaluations += 1
-        psnr = psnr_from_mse(torch.cat(mse))
+        psnr = psnr_from_mse(torch.tensor([r.mse for r in rows], dtype=torch.float64))
         fd = fd_pct = None
-        if feats:
-            fd = self._fd(torch.cat(feats), torch.stack([self._base_feats[i] for i in range(n)]))
+        if extractor is not None:
+            fd = self._fd(torch.stack([r.features for r in rows]),
+                          torch.stack([self._base_feats[i] for i in range(n)]))
             base_fd = self.base_fd(n)
             fd_pct = 100.0 * (fd / base_fd - 1.0) if base_fd else None
-        evals, blocks = total.get("block_evals"), total.get("block_total")
+        secs, base_secs = cand.timing.median, base.timing.median
         res = {
             "key": c.key, "n": n, "candidate": c.as_record(),
-            "speedup": base_secs / secs if secs > 0 else None,
+            "speedup": speedup(base.timing, cand.timing)[0] if secs > 0 else None,
             "psnr": psnr if math.isfinite(psnr) else None,
+            "ssim": sum(r.ssim for r in rows) / len(rows),
             "fd": fd, "fd_pct": fd_pct,
-            "block_ratio": (evals / self._base_blocks(n)) if evals and self._base_blocks(n) else None,
-            "seconds": secs, "baseline_seconds": base_secs,  # per batch of the first batch's size
+            "block_ratio": cand.block_evals / base.block_evals if cand.block_evals and base.block_evals else None,
+            "seconds": secs, "baseline_seconds": base_secs,  # medians per call on the first batch
         }
         self._cache[f"{c.key}|{n}"] = res
         self._save()
         return res
 
-    def _base_blocks(self, n: int) -> int | None:
-        """Block evaluations of the original model on the first n images (depth x steps x calls)."""
-        if not hasattr(self, "_blocks_per_call"):
-            import accel
-
-            h = accel.apply(self.pipe)
-            try:
-                generate(self.pipe, self.workload, [0])
-                self._blocks_per_call = h.stats()["total"].get("block_evals")
-            finally:
-                h.remove()
-        per = self._blocks_per_call
-        return None if per is None else per * len(self._batches(n))
+    def _timed(self, c: Candidate, pipe: Any, configs: list, batch: list[int]) -> tuple[Any, Any]:
+        """(baseline, candidate) `TimedMethod`s of `accel bench`'s interleaved timing on one batch."""
+        base, cand = MethodSpec(BASELINE), MethodSpec("candidate", configs=list(configs))
+        timed = time_methods(self.pipe, [base, cand], self.workload, batch,
+                             lambda p, spec: self.apply(p, *spec.configs), repeats=self.repeats, warmup=0,
+                             device=self.device, progress=False, pipe_of=lambda spec: pipe if spec is cand else self.pipe)
+        return timed[base.label], timed[cand.label]
 
     def _calibration_workload(self) -> Workload:
         """Seeds disjoint from the evaluated ones, for one-off method preparation."""

@@ -6,7 +6,8 @@
      "front": [...], "history": [...], "notes": [...], "meta": {...}}
 
 ``accel.load_configs(path)`` turns ``chosen`` (or any ``{"methods": [...]}`` document, e.g. a
-preset written out) into method configs for ``accel.apply(pipe, *configs)``; ``accel bench
+preset written out) into method configs (a ``schema`` other than ``accel-tune/1`` is refused:
+a file of another format version is not read as if it were this one) for ``accel.apply(pipe, *configs)``; ``accel bench
 --config tune.json`` adds it as a row.
 """
 
@@ -46,6 +47,9 @@ def read_choice(path: str | Path) -> dict[str, Any]:
         raise ConfigFileError(f"config file {p}: JSON nested too deeply to be a config") from None
     if not isinstance(doc, dict):
         raise ConfigFileError(f"config file {p}: expected a JSON object")
+    if "schema" in doc and doc["schema"] != SCHEMA:
+        raise ConfigFileError(f"config file {p}: schema {_short(repr(doc['schema']))} is not {SCHEMA!r}, the "
+                              "only format this accel reads (written by another accel version? re-run `accel tune`)")
     choice = doc.get("chosen", doc) if "chosen" in doc else doc
     if choice is None:
         raise ConfigFileError(f"{p}: the tune run found no config inside its budget (chosen is null); see its front")

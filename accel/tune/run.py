@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_tune_json
-from .search import Budget, exhaustive, front, rung_plan, successive_halving
+from .search import QualityBudget, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, build_space
 
 
@@ -76,7 +76,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from accel.eval.runtime import pin_threads
     from accel.eval.workload import make_workload
 
-    from .evaluate import Evaluator
+    from .evaluate import Evaluator, timing_note
 
     def fail(msg: str) -> int:
         print(f"accel tune: error: {msg}", file=sys.stderr)
@@ -86,7 +86,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        budget = Budget(args.budget_fd, args.budget_psnr)
+        budget = QualityBudget(args.budget_fd, args.budget_psnr)
         if budget.fd_pct is None and args.calibration_images is not None and args.calibration_images < 4:
             raise BenchInputError(f"--calibration-images {args.calibration_images} is too few for a search: at least 4")
         for flag, v, lo in (("--evals", args.evals, 1), ("--holdout-images", args.holdout_images, 0),
@@ -191,8 +191,7 @@ def tune_command(args: argparse.Namespace) -> int:
         "notes": [], "meta": _meta(args, t0),
     }
     if args.holdout_images:
-        doc["notes"].append(f"speeds: each candidate's median time per batch of {args.batch_size} images against the "
-                            f"baseline's first batch timed right before and after it, on {threads} thread(s)")
+        doc["notes"].append(timing_note(args.batch_size, threads))
     out = write_tune_json(args.out, doc)
     _report(out, doc)
     print(f"\nfront ({'held-out' if held else 'calibration'} images; quality budget {budget.as_dict()}):")

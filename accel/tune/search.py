@@ -1,7 +1,7 @@
 """Search strategies of `accel tune`: successive halving over the joint space, and the exhaustive
 grid it is checked against (benchmarks/tune_search.py).
 
-Goal: the fastest candidate whose quality stays within the budget (`Budget`). Successive
+Goal: the fastest candidate whose quality stays within the budget (`QualityBudget`). Successive
 halving screens many candidates on few images, keeps the best third (inside the budget by
 speed, then the rest by how close they come; on rungs too small for an FD budget, by
 speed-PSNR fronts) and re-evaluates those on three times the images. After each cut the
@@ -18,11 +18,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..eval.pareto import pareto_front
 from .space import Candidate, Space
 
 
 @dataclass(frozen=True)
-class Budget:
+class QualityBudget:
     """Quality budget: FD at most ``fd_pct`` % above the baseline's (paired), and/or PSNR to the
     baseline images at least ``psnr`` dB."""
 
@@ -79,11 +80,11 @@ def layers(results: list[dict]) -> list[dict]:
     return out
 
 
-def rank(results: list[dict], budget: Budget, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> list[dict]:
+def rank(results: list[dict], budget: QualityBudget, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> list[dict]:
     """Inside the budget first, fastest first; then the misses, closest first. Where the rung has no FD
     but the budget needs one, by speed-PSNR fronts (`layers`) after any PSNR budget."""
     if budget.fd_pct is not None and all(r.get("fd_pct") is None for r in results):
-        psnr_only = Budget(psnr=budget.psnr) if budget.psnr is not None else None
+        psnr_only = QualityBudget(psnr=budget.psnr) if budget.psnr is not None else None
         ok = [r for r in results if psnr_only is None or psnr_only.meets(r, psnr_slack=psnr_slack)]
         return layers(ok) + layers([r for r in results if not any(r is o for o in ok)])
 
@@ -120,7 +121,7 @@ class SearchResult:
     image_evaluations: int = 0  # sum of images over those runs: the compute spent
 
 
-def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *,
+def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict], budget: QualityBudget, *,
                        evals: int, final_images: int, min_images: int = 4, eta: int = 3, rungs: int = 3,
                        seed: int = 0, fd_slack: float = 3.0, psnr_slack: float = 1.0,
                        progress: Callable[[dict], Any] | None = None) -> SearchResult:
@@ -180,7 +181,7 @@ def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict],
 
 
 def _bisect_front(history: list[dict], run: Callable[[Candidate, int, int], dict], n: int, rung: int,
-                  budget: Budget, probes: int) -> list[dict]:
+                  budget: QualityBudget, probes: int) -> list[dict]:
     """The last rung: bisection along the speed-PSNR front of the screening rungs (each candidate at
     the most images it was screened on), for the fastest point inside the budget on all ``n`` images.
 
@@ -208,7 +209,7 @@ def _bisect_front(history: list[dict], run: Callable[[Candidate, int, int], dict
     return list(done.values())
 
 
-def exhaustive(space: Space, evaluate: Callable[[Candidate, int], dict], budget: Budget, *, images: int,
+def exhaustive(space: Space, evaluate: Callable[[Candidate, int], dict], budget: QualityBudget, *, images: int,
                progress: Callable[[dict], Any] | None = None) -> SearchResult:
     """Every candidate of the grid on ``images`` images; the fastest inside the budget."""
     out = SearchResult(None, [])
@@ -234,10 +235,4 @@ def front(results: list[dict], quality: str = "psnr") -> list[dict]:
             return math.inf if quality == "psnr" else -math.inf  # identical images / no FD
         return v if quality == "psnr" else -v
 
-    pts = sorted((r for r in results if r.get("speedup")), key=lambda r: (-r["speedup"], -q(r)))
-    out, best = [], -math.inf
-    for r in pts:
-        if q(r) > best:
-            out.append(r)
-            best = q(r)
-    return out[::-1]
+    return pareto_front(results, lambda r: r.get("speedup") or None, q)
