@@ -91,7 +91,7 @@ FLOW_SAMPLER: dict[str, Any] = {
     "scheduler": "flow-euler",
     "steps": 28,
     "shift": 1.0,
-    "guidance_scale": 2.0,
+    "guidance_scale": 1.5,
     "max_sequence_length": T5_ZERO_TOKENS,
 }
 # The few-step second workload.
