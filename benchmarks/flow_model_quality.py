@@ -245,6 +245,7 @@ def main(argv=None) -> int:
         dn = args.damage_n or n
         ref = base[:dn]
         dmg = [sc.score(ref) | {"case": "baseline", "psnr_to_baseline": float("inf")}]
+        res["damage"] = dmg  # filled case by case, so a partial run keeps what it measured
         tr = pipe.transformer
         blocks = tr.transformer_blocks
         mid = len(blocks) // 2
@@ -270,7 +271,6 @@ def main(argv=None) -> int:
                 tr.load_state_dict(saved)
             dmg.append(sc.score(imgs) | {"case": f"weight noise {sigma:g} x std", "psnr_to_baseline": psnr(imgs, ref)})
             dump()
-        res["damage"] = dmg
         log()
         log(f"damage (default sampler, seed set 0, N={dn}; PSNR to the baseline images)")
         log("| case | FD-digits | class agreement | PSNR (dB) |")
