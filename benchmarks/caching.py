@@ -329,6 +329,14 @@ def plot(path: Path, records: list[dict], lines: dict[str, list], sides: dict[st
     plt.close(fig)
 
 
+def _loadavg() -> str | None:
+    """/proc/loadavg (the machine's load, recorded with every run), None where there is none."""
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="dpm20")
@@ -373,6 +381,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    loadavg_start = _loadavg()
     if args.calibration_dir is None:
         tmp = tempfile.mkdtemp(prefix="accel-caching-bench-")
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
@@ -393,10 +402,18 @@ def main() -> None:
     model = load_model(args.workload, device, args.flow_weights)
     pipe, guidance = model.pipe, model.guidance
     notes: list[str] = []
+    weights: dict = {}
     if model.prompts:
+        from accel.models.flow import verify_flow_weights
+
+        manifest = verify_flow_weights(args.flow_weights)
+        training = manifest.get("training") or {}
+        weights = {"dir": str(args.flow_weights or M.WEIGHTS_FLOW_DIR), "training_steps": training.get("steps"),
+                   "final": training.get("final"),
+                   "transformer_sha256": manifest["files"].get("transformer/diffusion_pytorch_model.safetensors")}
         notes.append(f"flow model: stock {type(pipe).__name__}, FlowMatchEuler shift {pipe.scheduler.config.shift}, "
                      f"guidance {guidance}, call kwargs {model.call_kwargs}; image i asks for its digit with "
-                     f"digit_prompt(d) ('{model.conditions([7])[0]}' for 7)")
+                     f"digit_prompt(d) ('{model.conditions([7])[0]}' for 7); weights {weights}")
         docs = docs_call_errors(pipe)
         notes += [f"diffusers' documented call pipe.transformer.enable_cache({n}(...)) on "
                   f"{type(pipe.transformer).__name__}: {r}" for n, r in docs.items()]
@@ -524,7 +541,8 @@ def main() -> None:
         "curves": {n: {"side": sides[n], "points": [{"speedup": s, "psnr": p, "fd": f} for s, p, f in pts]}
                    for n, pts in lines.items()},
         "matched_speed": matched, "notes": notes,
-        "meta": {"wall_s": time.perf_counter() - t0},
+        "meta": {"wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
+                 **({"flow_weights": weights} if weights else {})},
     }
     write_json(prefix.with_suffix(".json"), doc)
     plot(prefix.with_suffix(".png"), records, lines, sides, title, base_fd)
