@@ -146,6 +146,14 @@ def _long(steps: int) -> bool:
     return steps >= 40
 
 
+def _few(steps: int) -> bool:
+    """Few-step workloads (flow8): a step is 1/8 of the work, so settings are whole steps. From an 8-image
+    `--probe` of flow8: intervals 4 and 5 both stop at 2.67x (5 is dropped), schedule-cache budgets are step
+    counts (fractions 0.3 and 0.25 both round to 2 of 8), residual thresholds 0.07/0.1 and MagCache's
+    0.01/0.02 skip nothing at 8 steps (higher ones replace them), TaylorSeer's warm-ups start earlier."""
+    return steps <= 10
+
+
 def accel_settings(steps: int) -> list[Setting]:
     """accel's caches, >= 4 settings per line, from about 1.3x to 3.5x+ fewer block evaluations."""
     m = accel.methods()
@@ -157,7 +165,7 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
             (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
-    intervals = (2, 2, 3, 4) if long else (2, 2, 3, 4, 5)
+    intervals = (2, 2, 3, 4) if long or _few(steps) else (2, 2, 3, 4, 5)
     for f in (0, 1, 2):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
@@ -168,6 +176,8 @@ def accel_settings(steps: int) -> list[Setting]:
     # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
     res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if not long else \
         ((0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4))
+    if _few(steps):  # the residual changes more per step at 8 steps
+        res = ((0.2, 4), (0.3, 4), (0.35, 6), (0.45, 6), (0.6, 8))
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
@@ -176,7 +186,7 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f))
-            for b in ((0.7, 0.5, 0.4, 0.3) if long else (0.7, 0.5, 0.4, 0.3, 0.25))])
+            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.5, 0.4, 0.3, 0.25))])
     return out
 
 
@@ -192,6 +202,8 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
     dbc_f8 = (0.08, 0.16, 0.4) if long else dbc  # Fn=8 of 12 blocks tops out near 1.35x
     out = _grid("diffusers-fbc", "peer", [(f"threshold={t}", DiffusersFBC(t)) for t in fbc])
     taylor = ((2, 2 * steps // 5), (2, 3), (3, 3), (4, 3)) + (() if long else ((6, 2),))  # the first ~1.4x
+    if _few(steps):
+        taylor = ((2, 3), (2, 1), (3, 1), (4, 1), (6, 1))
     out += _grid("diffusers-taylorseer", "peer", [
         (f"cache_interval={k},disable_cache_before_step={b}", DiffusersTaylorSeer(cache_interval=k, disable_cache_before_step=b))
         for k, b in taylor])
@@ -204,7 +216,8 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
         out += _grid("diffusers-magcache", "peer", [
             (f"threshold={t},max_skip_steps={k}",
              DiffusersMagCache(t, max_skip_steps=k, num_inference_steps=steps, mag_ratios=mag_ratios))
-            for t, k in ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8))])
+            for t, k in (((0.06, 3), (0.1, 3), (0.15, 3), (0.3, 5), (0.6, 8)) if _few(steps) else
+                         ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8)))])
     if cache_dit_available():
         warmup = min(8, steps // 4)  # cache-dit's default is 8 warm-up steps; 8 of 20 would cap it near 2x
         for line, fn, order in (("cache-dit-F1B0", 1, 0), ("cache-dit-F8B0", 8, 0), ("cache-dit-F1B0+taylorseer", 1, 1)):

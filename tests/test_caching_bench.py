@@ -82,3 +82,17 @@ def test_diffusers_taylorseer_on_sd3_runs_without_the_last_block_and_fails_with_
             run_tiny(pipe, "sd3", steps=5)
     finally:
         h.remove()
+
+
+@pytest.mark.parametrize("workload", ["dpm20", "dpm50", "ddim50", "flow28", "flow8"])
+def test_each_workloads_settings_have_unique_labels(workload):
+    # images and timings are keyed by label: two settings with one label would overwrite each other
+    # (TaylorSeer's (2, 2 * steps // 5) and (2, 3) were the same setting at 8 steps)
+    import caching  # noqa: E402
+
+    steps = caching.WORKLOADS[workload][1]
+    settings = caching.accel_settings(steps) + caching.peer_settings(steps, (1.0,) * steps, taylorseer_all_blocks=True)
+    labels = [s.label for s in settings]
+    assert len(set(labels)) == len(labels)
+    assert all(sum(s.line == line for s in settings) >= 4 for line in {s.line for s in settings} - {
+        "diffusers-taylorseer-allblocks", "cache-dit-F8B0"})
