@@ -1,22 +1,29 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
-    python benchmarks/caching.py --workload dpm20|dpm50|ddim50 [--num-images 200] [--repeats 5]
+    python benchmarks/caching.py --workload dpm20|dpm50|ddim50|flow28|flow8 [--num-images 200] [--repeats 5]
         [--settings full|quick|matched] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
         [--speed measured|ideal] [--labels 1,3,5,7,9] [--calibration-labels 0,2,4,6,8] [--probe]
+        [--flow-weights DIR]
 
 One run = one workload on the embedded default model, guidance 2.0 (dpm20: 20 DPM-Solver++
-steps, dpm50: 50 DPM-Solver++ steps, ddim50: 50 DDIM steps). Every method runs on the same
-seeds and classes in the same process, through accel.eval's paired machinery (generate_paired,
-time_methods, build_records), on a stock `diffusers.DiTPipeline` holding the default model
-(cache-dit refuses the `DigitsDiTPipeline` subclass by name; explicit guidance and steps make
-the images identical).
+steps, dpm50: 50 DPM-Solver++ steps, ddim50: 50 DDIM steps), or on the embedded flow model
+at its default sampler (FlowMatchEuler, its shift, guidance and text length; flow28: 28 steps,
+flow8: 8 steps; each image's prompt names its digit, `digit_prompt(d)`, as in
+`accel bench --model flow`). Every method runs on the same seeds and conditions in the same
+process, through accel.eval's paired machinery (generate_paired, time_methods, build_records),
+on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-dit refuses the
+`DigitsDiTPipeline` subclass by name; explicit guidance and steps make the images identical),
+`StableDiffusion3Pipeline` for the flow model (already stock). Labels below are digits either way.
 
 Lines (one curve each, >= 4 settings spanning about 1.3-3.5x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2)
 and schedule-cache (4+ budgets; forecast 0 and 1); peers
 diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
 DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
-skipped with a note when cache-dit is not installed). At 50 steps each line keeps the 4 settings
+skipped with a note when cache-dit is not installed). Each peer line is first run once on one
+image; a line whose hooks fail inside the model is dropped with its exact error in the notes
+(on SD3 at diffusers 0.42: FirstBlockCache, and TaylorSeer hooking the last block; the flow
+workloads also note what diffusers' documented `pipe.transformer.enable_cache(...)` does). At 50 steps each line keeps the 4 settings
 (3 for cache-dit F8B0, which tops out near 1.35x; MagCache all 6) that span the range in a `--probe`.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
@@ -63,11 +70,12 @@ from _curves import format_matched, matched_speed_table  # noqa: E402
 from accel.eval.methods import MethodSpec  # noqa: E402
 from peers import (  # noqa: E402
     CacheDitDBCache, DiffusersFBC, DiffusersMagCache, DiffusersTaylorSeer, apply_with_peers, cache_dit_available,
-    calibrate_magcache, stock_dit_pipeline,
+    calibrate_magcache, docs_call_errors, stock_dit_pipeline,
 )
 
 CALIBRATION_SEED_OTHER = 30_000  # other methods' one-off preparation (none at present)
-WORKLOADS = {"dpm20": ("dpm++", 20), "dpm50": ("dpm++", 50), "ddim50": ("ddim", 50)}
+WORKLOADS = {"dpm20": ("dpm++", 20), "dpm50": ("dpm++", 50), "ddim50": ("ddim", 50),
+             "flow28": ("flow-euler", 28), "flow8": ("flow-euler", 8)}
 TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0)
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,6 +89,52 @@ class Setting:
     quick: bool = False  # part of --settings quick
 
 
+@dataclass
+class Model:
+    """The pipeline a workload runs on and how every call of this benchmark makes its images."""
+
+    pipe: Any
+    name: str  # "default model" or "flow model"
+    guidance: float
+    prompts: bool  # conditions are text prompts (one per digit), not class labels
+    call_kwargs: dict  # extra keyword arguments of every pipeline call
+
+    def conditions(self, labels: list[int]) -> list:
+        """Each image's condition: its class label, or on the flow model the prompt naming its digit
+        (`digit_prompt(d)`, as `accel bench --model flow` asks for digit i % 10)."""
+        from accel.models import digit_prompt
+
+        return [digit_prompt(y) for y in labels] if self.prompts else list(labels)
+
+    def condition_kwargs(self, labels: list[int]) -> dict:
+        return {"prompt" if self.prompts else "class_labels": self.conditions(labels)}
+
+    def images(self, labels: list[int], steps: int, generator: Any) -> Any:
+        """One pipeline call as numpy images."""
+        return self.pipe(**self.condition_kwargs(labels), num_inference_steps=steps, guidance_scale=self.guidance,
+                         generator=generator, output_type="np", **self.call_kwargs).images
+
+
+def is_flow(workload: str) -> bool:
+    return WORKLOADS[workload][0] == "flow-euler"
+
+
+def load_model(workload: str, device: torch.device, flow_weights: Path | None = None) -> Model:
+    """The default model in a stock `DiTPipeline` (its guidance), or for flow workloads the flow model,
+    already a stock `StableDiffusion3Pipeline`, at its default sampler's shift, guidance and text length."""
+    from accel import models as M
+
+    scheduler, _ = WORKLOADS[workload]
+    if is_flow(workload):
+        pipe = M.load_flow_pipeline(device=device, weights_dir=flow_weights)
+        return Model(pipe, "flow model", float(M.FLOW_SAMPLER["guidance_scale"]), True,
+                     {"max_sequence_length": M.FLOW_SAMPLER["max_sequence_length"]})
+    if flow_weights is not None:
+        raise SystemExit("--flow-weights: only for the flow workloads (flow28, flow8)")
+    pipe = stock_dit_pipeline(M.load_default_pipeline(scheduler=scheduler, device=device))
+    return Model(pipe, "default model", float(M.DEFAULT_SAMPLER["guidance_scale"]), False, {})
+
+
 def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, ...] = (1, 3)) -> list[Setting]:
     return [Setting(line, f"{line}:{label}", cfg, side, i in quick) for i, (label, cfg) in enumerate(items)]
 
@@ -90,6 +144,14 @@ def _long(steps: int) -> bool:
     cache-dit F8B0) that span about 1.3-3.5x in an 8-image `--probe` of dpm50 and ddim50 and drops the
     rest; MagCache, the closest peer there, keeps all 6."""
     return steps >= 40
+
+
+def _few(steps: int) -> bool:
+    """Few-step workloads (flow8): a step is 1/8 of the work, so settings are whole steps. From an 8-image
+    `--probe` of flow8: intervals 4 and 5 both stop at 2.67x (5 is dropped), schedule-cache budgets are step
+    counts (fractions 0.3 and 0.25 both round to 2 of 8), residual thresholds 0.07/0.1 and MagCache's
+    0.01/0.02 skip nothing at 8 steps (higher ones replace them), TaylorSeer's warm-ups start earlier."""
+    return steps <= 10
 
 
 def accel_settings(steps: int) -> list[Setting]:
@@ -103,7 +165,7 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
             (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
-    intervals = (2, 2, 3, 4) if long else (2, 2, 3, 4, 5)
+    intervals = (2, 2, 3, 4) if long or _few(steps) else (2, 2, 3, 4, 5)
     for f in (0, 1, 2):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
@@ -114,6 +176,8 @@ def accel_settings(steps: int) -> list[Setting]:
     # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
     res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if not long else \
         ((0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4))
+    if _few(steps):  # the residual changes more per step at 8 steps
+        res = ((0.2, 4), (0.3, 4), (0.35, 6), (0.45, 6), (0.6, 8))
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
@@ -122,12 +186,15 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f))
-            for b in ((0.7, 0.5, 0.4, 0.3) if long else (0.7, 0.5, 0.4, 0.3, 0.25))])
+            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.5, 0.4, 0.3, 0.25))])
     return out
 
 
-def peer_settings(steps: int, mag_ratios: tuple | None) -> list[Setting]:
-    """diffusers' and cache-dit's caches, >= 4 settings per line (cache-dit only when installed)."""
+def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: bool = False) -> list[Setting]:
+    """diffusers' and cache-dit's caches, >= 4 settings per line (cache-dit only when installed).
+
+    `taylorseer_all_blocks` (the flow model): one more TaylorSeer line hooking every block, SD3's
+    `context_pre_only` last block included, so the run records what that does (an error, at diffusers 0.42)."""
     # residual-driven caches skip more per threshold at 50 steps (smaller per-step change): lower thresholds there
     long = _long(steps)
     fbc = (0.05, 0.065, 0.08, 0.1) if long else (0.08, 0.1, 0.15, 0.2, 0.35)
@@ -135,14 +202,22 @@ def peer_settings(steps: int, mag_ratios: tuple | None) -> list[Setting]:
     dbc_f8 = (0.08, 0.16, 0.4) if long else dbc  # Fn=8 of 12 blocks tops out near 1.35x
     out = _grid("diffusers-fbc", "peer", [(f"threshold={t}", DiffusersFBC(t)) for t in fbc])
     taylor = ((2, 2 * steps // 5), (2, 3), (3, 3), (4, 3)) + (() if long else ((6, 2),))  # the first ~1.4x
+    if _few(steps):
+        taylor = ((2, 3), (2, 1), (3, 1), (4, 1), (6, 1))
     out += _grid("diffusers-taylorseer", "peer", [
         (f"cache_interval={k},disable_cache_before_step={b}", DiffusersTaylorSeer(cache_interval=k, disable_cache_before_step=b))
         for k, b in taylor])
+    if taylorseer_all_blocks:
+        k, b = taylor[1]
+        out += _grid("diffusers-taylorseer-allblocks", "peer", [
+            (f"cache_interval={k},disable_cache_before_step={b}",
+             DiffusersTaylorSeer(cache_interval=k, disable_cache_before_step=b, all_blocks=True))], quick=(0,))
     if mag_ratios is not None:
         out += _grid("diffusers-magcache", "peer", [
             (f"threshold={t},max_skip_steps={k}",
              DiffusersMagCache(t, max_skip_steps=k, num_inference_steps=steps, mag_ratios=mag_ratios))
-            for t, k in ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8))])
+            for t, k in (((0.06, 3), (0.1, 3), (0.15, 3), (0.3, 5), (0.6, 8)) if _few(steps) else
+                         ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8)))])
     if cache_dit_available():
         warmup = min(8, steps // 4)  # cache-dit's default is 8 warm-up steps; 8 of 20 would cap it near 2x
         for line, fn, order in (("cache-dit-F1B0", 1, 0), ("cache-dit-F8B0", 8, 0), ("cache-dit-F1B0+taylorseer", 1, 1)):
@@ -185,28 +260,43 @@ def apply_fn(pipe: Any, m: MethodSpec) -> Any:
     return apply_with_peers(pipe, m.configs)
 
 
-def applicable(pipe: Any, settings: list[Setting], notes: list[str]) -> list[Setting]:
-    """Apply and remove each setting once; a failing one is dropped, its exact error printed and noted."""
+def applicable(pipe: Any, settings: list[Setting], notes: list[str], smoke: Any = None) -> list[Setting]:
+    """Apply and remove each setting once; a failing one is dropped, its exact error printed and noted.
+
+    `smoke()` (one small pipeline call) also runs under the first setting of each peer line: a peer
+    whose hooks install but fail inside the model (diffusers' FirstBlockCache on SD3's last block)
+    drops its whole line, with the exact error."""
     ok = []
+    failed_lines: dict[str, str] = {}
     for s in settings:
+        if s.line in failed_lines:
+            continue
         try:
-            apply_fn(pipe, spec(s)).remove()
+            h = apply_fn(pipe, spec(s))
+            try:
+                if smoke is not None and s.side == "peer" and not any(o.line == s.line for o in ok):
+                    smoke()
+            finally:
+                h.remove()
             ok.append(s)
         except Exception as exc:  # noqa: BLE001 - a peer failing is a result to report, not a crash
             msg = f"{s.label}: could not be applied: {type(exc).__name__}: {exc}"
+            if smoke is not None and s.side == "peer":
+                failed_lines[s.line] = msg
+                msg = f"{msg} (line {s.line} dropped)"
             print(f"note: {msg}", file=sys.stderr)
             notes.append(msg)
     return ok
 
 
-def probe(pipe: Any, settings: list[Setting], steps: int, guidance: float, n: int) -> None:
+def probe(model: Model, settings: list[Setting], steps: int, n: int) -> None:
     """Ideal speedups (block evaluations of the baseline / the setting) on n images, no timing."""
     import numpy as np
 
+    pipe = model.pipe
+
     def run():
-        gens = [torch.Generator().manual_seed(i) for i in range(n)]
-        return pipe(class_labels=[i % 10 for i in range(n)], num_inference_steps=steps, guidance_scale=guidance,
-                    generator=gens, output_type="np").images
+        return model.images([i % 10 for i in range(n)], steps, [torch.Generator().manual_seed(i) for i in range(n)])
 
     base = run()
     for s in settings:
@@ -252,6 +342,14 @@ def plot(path: Path, records: list[dict], lines: dict[str, list], sides: dict[st
     plt.close(fig)
 
 
+def _loadavg() -> str | None:
+    """/proc/loadavg (the machine's load, recorded with every run), None where there is none."""
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="dpm20")
@@ -290,9 +388,13 @@ def main() -> None:
     ap.add_argument("--speed", choices=("measured", "ideal"), default="measured",
                     help="the speed axis of the curves and the matched-speed table: measured (timed) or ideal (block "
                          "evaluations; deterministic, for a loaded machine)")
+    ap.add_argument("--flow-weights", type=Path, default=None,
+                    help="flow workloads: a flow-model folder to load instead of the shipped accel/models/weights_flow "
+                         "(e.g. a training export; its flow.json hashes are checked)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    loadavg_start = _loadavg()
     if args.calibration_dir is None:
         tmp = tempfile.mkdtemp(prefix="accel-caching-bench-")
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
@@ -308,11 +410,31 @@ def main() -> None:
     from accel.eval.workload import make_workload
 
     scheduler, steps = WORKLOADS[args.workload]
-    guidance = float(M.DEFAULT_SAMPLER["guidance_scale"])
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    pipe = stock_dit_pipeline(M.load_default_pipeline(scheduler=scheduler, device=device))
+    model = load_model(args.workload, device, args.flow_weights)
+    pipe, guidance = model.pipe, model.guidance
     notes: list[str] = []
+    weights: dict = {}
+    if model.prompts:
+        from accel.models.flow import verify_flow_weights
+
+        manifest = verify_flow_weights(args.flow_weights)
+        training = manifest.get("training") or {}
+        weights = {"dir": str(args.flow_weights or M.WEIGHTS_FLOW_DIR), "training_steps": training.get("steps"),
+                   "final": training.get("final"),
+                   "transformer_sha256": manifest["files"].get("transformer/diffusion_pytorch_model.safetensors")}
+        notes.append(f"flow model: stock {type(pipe).__name__}, FlowMatchEuler shift {pipe.scheduler.config.shift}, "
+                     f"guidance {guidance}, call kwargs {model.call_kwargs}; image i asks for its digit with "
+                     f"digit_prompt(d) ('{model.conditions([7])[0]}' for 7); weights {weights}")
+        docs = docs_call_errors(pipe)
+        notes += [f"diffusers' documented call pipe.transformer.enable_cache({n}(...)) on "
+                  f"{type(pipe.transformer).__name__}: {r}" for n, r in docs.items()]
+        notes.append("the diffusers peers run through their apply_* functions instead (benchmarks/peers.py, with the "
+                     "cache context the SD3 pipeline does not set); FirstBlockCache's tail hook and TaylorSeer's block "
+                     "hook read the text stream of every hooked block, which SD3's last block (context_pre_only) "
+                     "returns as None: the errors of those lines are noted below; diffusers-taylorseer leaves that "
+                     "block out of cache_identifiers (it always runs)")
     if not cache_dit_available():
         msg = "cache-dit not installed (pip install cache-dit==1.5.3): its DBCache lines are skipped"
         print(f"note: {msg}", file=sys.stderr)
@@ -324,38 +446,42 @@ def main() -> None:
     mag_ratios = None
     if not args.lines or "diffusers-magcache" in args.lines.split(","):
         mag_ratios = calibrate_magcache(
-            pipe, lambda: pipe(class_labels=classes, num_inference_steps=steps, guidance_scale=guidance,
-                               generator=torch.Generator().manual_seed(10_000), output_type="np"), steps)
+            pipe, lambda: model.images(classes, steps, torch.Generator().manual_seed(10_000)), steps)
         notes.append(f"diffusers-magcache: mag_ratios from its own calibration run (10 images, labels {cal_labels}, "
                      "seed 10000, disjoint from the measured seeds)")
-    settings = select(accel_settings(steps) + peer_settings(steps, mag_ratios), args)
-    settings = applicable(pipe, settings, notes)
+    settings = select(accel_settings(steps) + peer_settings(steps, mag_ratios, taylorseer_all_blocks=model.prompts),
+                      args)
+    settings = applicable(pipe, settings, notes,
+                          smoke=lambda: model.images(cal_labels[:1], steps, torch.Generator().manual_seed(CALIBRATION_SEED_OTHER)))
     methods = [MethodSpec("baseline")] + [spec(s) for s in settings]
     state = SingleProcess()
     wl = make_workload(pipe, args.num_images, args.seed, steps, guidance=guidance, batch_size=args.batch_size,
-                       num_classes=10)
-    wl.conditions = [labels[i % len(labels)] for i in range(args.num_images)]
+                       num_classes=10, extra_kwargs=model.call_kwargs)
+    wl.conditions = model.conditions([labels[i % len(labels)] for i in range(args.num_images)])
     if any(s.line.startswith("schedule-cache") for s in settings):  # the documented call, on held-out labels
         from accel.caching import calibrate_schedule
         from accel.caching.schedule_cache import CALIBRATION_IMAGES, CALIBRATION_SEED
 
         n_cal = args.calibration_images or CALIBRATION_IMAGES
         started = time.time()
+        cond = model.condition_kwargs(cal_labels)
         path = calibrate_schedule(pipe, images=n_cal, num_inference_steps=steps, guidance_scale=guidance,
-                                  class_labels=cal_labels, progress=not args.quiet,
+                                  **cond, **model.call_kwargs, progress=not args.quiet,
                                   reuse_existing=args.calibration_dir is not None)
         kept = path.stat().st_mtime < started
+        cond_text = ", ".join(f"{k}={v}" for k, v in {**cond, **model.call_kwargs}.items())
         notes.append(f"schedule-cache: calibrate_schedule(pipe, num_inference_steps={steps}, guidance_scale={guidance}, "
-                     f"class_labels={cal_labels}) ({n_cal} images, seeds {CALIBRATION_SEED}..), "
+                     f"{cond_text}) ({n_cal} images, seeds {CALIBRATION_SEED}..), "
                      f"{'an existing calibration kept' if kept else 'calibrated'} in {path}; measured images: labels "
                      f"{labels}, seeds {args.seed}..{args.seed + args.num_images - 1}")
-    calib = make_workload(pipe, 4, CALIBRATION_SEED_OTHER, steps, guidance=guidance, batch_size=4, num_classes=10)
-    calib.conditions = [cal_labels[i % len(cal_labels)] for i in range(4)]
+    calib = make_workload(pipe, 4, CALIBRATION_SEED_OTHER, steps, guidance=guidance, batch_size=4, num_classes=10,
+                          extra_kwargs=model.call_kwargs)
+    calib.conditions = model.conditions([cal_labels[i % len(cal_labels)] for i in range(4)])
     others = [m for m in methods if not any(type(c).__name__ == "ScheduleCacheConfig" for c in m.configs)]
     note = prepare_methods(pipe, others, calib, list(range(4)), state)  # schedule-cache: calibrated above
     notes += [note] if note else []
     if args.probe:
-        probe(pipe, settings, steps, guidance, args.num_images)
+        probe(model, settings, steps, args.num_images)
         return
 
     extractor = DigitsFeatures(M.load_digits_classifier(device=device), M.to_classifier_input)
@@ -411,7 +537,7 @@ def main() -> None:
         lines.setdefault(r["line"], []).append((r[xkey], r["psnr"], r["fd"]))
         sides[r["line"]] = r["side"]
     matched = matched_speed_table(lines, sides, TARGET_SPEEDS)
-    title = (f"default model, {scheduler} {steps} steps, guidance {guidance}, {args.num_images} images, "
+    title = (f"{model.name}, {scheduler} {steps} steps, guidance {guidance}, {args.num_images} images, "
              f"timing {t_imgs} images x {args.repeats} repeats, {args.speed} speedup")
 
     print(f"\n== {title}\n{format_table(records)}")
@@ -428,7 +554,8 @@ def main() -> None:
         "curves": {n: {"side": sides[n], "points": [{"speedup": s, "psnr": p, "fd": f} for s, p, f in pts]}
                    for n, pts in lines.items()},
         "matched_speed": matched, "notes": notes,
-        "meta": {"wall_s": time.perf_counter() - t0},
+        "meta": {"wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
+                 **({"flow_weights": weights} if weights else {})},
     }
     write_json(prefix.with_suffix(".json"), doc)
     plot(prefix.with_suffix(".png"), records, lines, sides, title, base_fd)

@@ -79,24 +79,61 @@ class DiffusersFBC(MethodConfig):
 
 @dataclass(frozen=True)
 class DiffusersTaylorSeer(MethodConfig):
-    """diffusers TaylorSeer on whole blocks (its default regex matches nothing on DiT/PixArt)."""
+    """diffusers TaylorSeer on whole blocks (its default regex matches nothing on DiT/PixArt).
+
+    SD3's last block (`context_pre_only`) returns `(None, hidden_states)`, which TaylorSeer's hook
+    cannot store ("AttributeError: 'NoneType' object has no attribute 'dtype'"): such blocks are
+    left out of `cache_identifiers` (they always run), unless `all_blocks` asks for every block.
+    """
 
     cache_interval: int = 3
     disable_cache_before_step: int = 3
     max_order: int = 1
+    all_blocks: bool = False
     cli_name = "diffusers-taylorseer"
     kind = "cache"
 
     def install(self, target: Target) -> Installed:
         from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
-        stacks = "|".join(s.attr for s in target.family.stacks)
         cfg = TaylorSeerCacheConfig(
             cache_interval=self.cache_interval, disable_cache_before_step=self.disable_cache_before_step,
             max_order=self.max_order, taylor_factors_dtype=torch.float32,
-            cache_identifiers=[rf"^({stacks})\.\d+$"],
+            cache_identifiers=[taylorseer_block_regex(target, self.all_blocks)],
         )
         return _DiffusersHooks(target, apply_taylorseer_cache, cfg, ("taylorseer_cache",))
+
+
+def taylorseer_block_regex(target: Target, all_blocks: bool = False) -> str:
+    """A regex matching every block name of the model's stacks, except (unless `all_blocks`) blocks
+    with `context_pre_only` set, which return no text stream (SD3's last block)."""
+    import re
+
+    stacks = "|".join(s.attr for s in target.family.stacks)
+    pre_only = [f"{r.stack.attr}.{r.index}" for r in target.blocks if getattr(r.module, "context_pre_only", False)]
+    if all_blocks or not pre_only:
+        return rf"^({stacks})\.\d+$"
+    return rf"^(?!({'|'.join(re.escape(n) for n in pre_only)})$)({stacks})\.\d+$"
+
+
+def docs_call_errors(pipe: Any) -> dict[str, str]:
+    """What diffusers' documented call, `pipe.transformer.enable_cache(<Config>(...))`, does on this
+    pipeline's transformer, per config class: "ok", or the exact error (models without diffusers' `CacheMixin`
+    have no `enable_cache`). Enabled and disabled again at once; nothing is run."""
+    from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+
+    out = {}
+    for cfg in (FirstBlockCacheConfig(threshold=0.1), TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=3),
+                MagCacheConfig(calibrate=True, num_inference_steps=8)):
+        name = type(cfg).__name__
+        try:
+            pipe.transformer.enable_cache(cfg)
+        except Exception as exc:  # noqa: BLE001 - the error is the result
+            out[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        pipe.transformer.disable_cache()
+        out[name] = "ok"
+    return out
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,48 @@ def test_matched_table_picks_best_line_per_side_and_says_not_reached():
     assert r30["best_peer"] is None and r30["accel_ahead"] is None  # the peer's curve stops at 2.6x
     text = format_matched(rows, "FD")
     assert "not reached" in text.splitlines()[4] and "PEER" in text.splitlines()[3]
+
+
+def test_flow_workload_asks_each_image_for_its_digit_in_words():
+    import caching  # noqa: E402 - benchmarks/ is on sys.path above
+
+    assert caching.WORKLOADS["flow28"] == ("flow-euler", 28) and caching.WORKLOADS["flow8"] == ("flow-euler", 8)
+    flow = caching.Model(pipe=None, name="flow model", guidance=5.0, prompts=True, call_kwargs={})
+    assert flow.condition_kwargs([1, 7]) == {"prompt": ["a handwritten one", "a handwritten seven"]}
+    default = caching.Model(pipe=None, name="default model", guidance=2.0, prompts=False, call_kwargs={})
+    assert default.condition_kwargs([1, 7]) == {"class_labels": [1, 7]}
+
+
+def test_diffusers_taylorseer_on_sd3_runs_without_the_last_block_and_fails_with_it():
+    from accel.testing import run_tiny, tiny_pipeline
+    from peers import DiffusersTaylorSeer, apply_with_peers
+
+    pipe = tiny_pipeline("sd3", num_layers=3)
+    h = apply_with_peers(pipe, [DiffusersTaylorSeer(cache_interval=2, disable_cache_before_step=1)])
+    try:
+        run_tiny(pipe, "sd3", steps=5)
+        t = h.stats()["total"]
+    finally:
+        h.remove()
+    # 5 steps x 3 blocks; the last (context_pre_only) block always runs, the other two are forecast at 2 steps
+    assert t["block_total"] == 15 and t["block_evals"] == 11
+    h = apply_with_peers(pipe, [DiffusersTaylorSeer(cache_interval=2, disable_cache_before_step=1, all_blocks=True)])
+    try:
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'dtype'"):
+            run_tiny(pipe, "sd3", steps=5)
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("workload", ["dpm20", "dpm50", "ddim50", "flow28", "flow8"])
+def test_each_workloads_settings_have_unique_labels(workload):
+    # images and timings are keyed by label: two settings with one label would overwrite each other
+    # (TaylorSeer's (2, 2 * steps // 5) and (2, 3) were the same setting at 8 steps)
+    import caching  # noqa: E402
+
+    steps = caching.WORKLOADS[workload][1]
+    settings = caching.accel_settings(steps) + caching.peer_settings(steps, (1.0,) * steps, taylorseer_all_blocks=True)
+    labels = [s.label for s in settings]
+    assert len(set(labels)) == len(labels)
+    assert all(sum(s.line == line for s in settings) >= 4 for line in {s.line for s in settings} - {
+        "diffusers-taylorseer-allblocks", "cache-dit-F8B0"})
