@@ -148,14 +148,8 @@ class IdentityVAEOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class IdentityVAE(ModelMixin, ConfigMixin):
-    """Pixel-space stand-in for the VAE of ``DiTPipeline``: ``decode(z).sample is z``."""
-
-    @register_to_config
-    def __init__(self, scaling_factor: float = 1.0):
-        super().__init__()
-        # an empty buffer so ModelMixin.device/.dtype work without any parameters
-        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+class IdentityCodec:
+    """encode / decode / forward of a pixel-space VAE stand-in (the embedded models' VAEs share them)."""
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         return IdentityVAEOutput(sample=x) if return_dict else (x,)
@@ -165,6 +159,17 @@ class IdentityVAE(ModelMixin, ConfigMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+class IdentityVAE(IdentityCodec, ModelMixin, ConfigMixin):
+    """Pixel-space stand-in for the VAE of ``DiTPipeline``: ``decode(z).sample is z``."""
+
+    @register_to_config
+    def __init__(self, scaling_factor: float = 1.0):
+        super().__init__()
+        # an empty buffer so ModelMixin.device/.dtype work without any parameters
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
 
 
 # ----------------------------------------------------------------------------- generator

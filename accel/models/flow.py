@@ -33,7 +33,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from accel.models.default import IdentityVAEOutput
+from accel.models.default import IdentityCodec
 from accel.outputs import sha256_file
 
 if TYPE_CHECKING:  # importing the pipeline class imports transformers: only where a pipeline is built
@@ -168,7 +168,7 @@ def build_text_encoder(vocab_size: int, seed: int):
 
 
 # ----------------------------------------------------------------------------- identity VAE
-class FlowIdentityVAE(ModelMixin, ConfigMixin):
+class FlowIdentityVAE(IdentityCodec, ModelMixin, ConfigMixin):
     """Pixel-space stand-in for the SD3 VAE: ``decode(z).sample is z``.
 
     ``block_out_channels`` has one entry so the pipeline's ``vae_scale_factor`` is 1
@@ -182,15 +182,6 @@ class FlowIdentityVAE(ModelMixin, ConfigMixin):
         # one persistent (unused) value, so save_pretrained writes a weights file that
         # StableDiffusion3Pipeline.from_pretrained can load (it refuses a weightless model)
         self.register_buffer("identity", torch.ones(1))
-
-    def encode(self, x: torch.Tensor, return_dict: bool = True):
-        return IdentityVAEOutput(sample=x) if return_dict else (x,)
-
-    def decode(self, z: torch.Tensor, return_dict: bool = True):
-        return IdentityVAEOutput(sample=z) if return_dict else (z,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 # ----------------------------------------------------------------------------- pipeline
