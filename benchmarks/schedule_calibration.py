@@ -1,8 +1,8 @@
 """schedule-cache's calibration: how many images, and which DP for forecast (issue 23).
 
-    python benchmarks/schedule_calibration.py collect --out POOL.pt        # one 8-image calibration pass
-    python benchmarks/schedule_calibration.py sizes --pool POOL.pt         # schedules from 1/2/4/8 of them
-    python benchmarks/schedule_calibration.py variants --pool POOL.pt      # f0, f1 old (reuse DP, uncapped), f1 new
+    python benchmarks/schedule_calibration.py collect --out POOL.safetensors        # one 8-image calibration pass
+    python benchmarks/schedule_calibration.py sizes --pool POOL.safetensors         # schedules from 1/2/4/8 of them
+    python benchmarks/schedule_calibration.py variants --pool POOL.safetensors      # f0, f1 old (reuse DP, uncapped), f1 new
 
 `collect` runs exactly what `calibrate_schedule(pipe, num_inference_steps=50, guidance_scale=2.0,
 class_labels=[0, 2, 4, 6, 8])` runs (8 images, generator seeds 10000+i), on the embedded default
@@ -20,6 +20,7 @@ Results: benchmarks/results/schedule_calibration-{sizes,variants}.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
@@ -34,7 +37,7 @@ import accel.caching._runs as runs  # noqa: E402
 import accel.caching.schedule_cache as sc  # noqa: E402
 from accel.caching import ScheduleCacheConfig  # noqa: E402
 from accel.caching.schedule import (  # noqa: E402
-    forecast_errors, reuse_errors, save_calibration, sensitivity_errors,
+    CalibrationKey, forecast_errors, reuse_errors, save_calibration, sensitivity_errors,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +74,17 @@ def collect(pipe, n: int, seed: int, labels: list[int], out: Path) -> None:
         with torch.inference_mode(), accel.apply(pipe, _CalibrationConfig(frozenset({j}))):
             sens.append(((_images(run()) - ref) ** 2).flatten(1).mean(1))
         print(f"step {j}", flush=True)
-    torch.save(dict(ref=ref, deltas=deltas, sens=torch.stack(sens), key=key, labels=labels, seed0=seed, n=n), out)
+    meta = {"key": dataclasses.asdict(key), "labels": labels, "seed0": seed, "n": n}
+    save_file({"ref": ref.contiguous(), "deltas": deltas.contiguous(), "sens": torch.stack(sens).contiguous()}, str(out),
+              metadata={"pool": json.dumps(meta)})
+
+
+def load_pool(path: Path) -> dict:
+    """A pool written by `collect`: tensors from safetensors, the rest from its JSON metadata (no pickle)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["pool"])
+        pool = {name: f.get_tensor(name) for name in f.keys()}
+    return {**pool, **meta, "key": CalibrationKey(**meta["key"])}
 
 
 def calibration(pool: dict, subset, path: Path) -> str:
@@ -104,7 +117,7 @@ def evaluate(pipe, cfg, ref, labels, seeds, old: bool = False):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=("collect", "sizes", "variants"))
-    ap.add_argument("--pool", type=Path, default=Path("schedule-pool.pt"))
+    ap.add_argument("--pool", type=Path, default=Path("schedule-pool.safetensors"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -114,7 +127,7 @@ def main() -> None:
     if args.mode == "collect":
         collect(pipe, 8, sc.CALIBRATION_SEED, [0, 2, 4, 6, 8], args.out or args.pool)
         return
-    pool = torch.load(args.pool, weights_only=False)
+    pool = load_pool(args.pool)
     work = Path(args.pool).with_suffix("")
     work.mkdir(exist_ok=True)
     labels, seeds = list(range(10)), list(range(10))
