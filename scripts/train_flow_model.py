@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ from accel.pruning.checkpoint import (  # noqa: E402
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
+    remove_checkpoint,
     save_checkpoint,
 )
 
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
                              "settings": settings})
             old = sorted(args.ckpt_dir.glob("step_*"))[:-3]
             for p in old:  # this run's own older checkpoints
-                shutil.rmtree(p)
+                remove_checkpoint(p)  # only a folder that is exactly what accel wrote
             print(f"\ncheckpoint step {state['step']} elapsed {state['elapsed_s'] / 60:.1f} min "
                   f"loss(avg50) {sum(recent) / len(recent):.4f}", flush=True)
             t_last = time.perf_counter()
