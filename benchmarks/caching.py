@@ -186,7 +186,8 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f))
-            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.5, 0.4, 0.3, 0.25))])
+            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.65, 0.5, 0.4, 0.3, 0.25))])
+    # (0.65 at 20-28 steps: a point near 1.5x, where flow28's matched table otherwise interpolates 1.4x-2x)
     return out
 
 
@@ -199,6 +200,8 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
     long = _long(steps)
     fbc = (0.05, 0.065, 0.08, 0.1) if long else (0.08, 0.1, 0.15, 0.2, 0.35)
     dbc = (0.05, 0.08, 0.16, 0.24) if long else (0.08, 0.16, 0.24, 0.4, 0.8)
+    if _few(steps):  # 8-image --probe of flow8: 0.08 and 0.16 reuse nothing at 8 steps (cache-dit's warm-up 2)
+        dbc = (0.24, 0.4, 0.6, 0.8, 1.2)
     dbc_f8 = (0.08, 0.16, 0.4) if long else dbc  # Fn=8 of 12 blocks tops out near 1.35x
     out = _grid("diffusers-fbc", "peer", [(f"threshold={t}", DiffusersFBC(t)) for t in fbc])
     taylor = ((2, 2 * steps // 5), (2, 3), (3, 3), (4, 3)) + (() if long else ((6, 2),))  # the first ~1.4x
@@ -220,9 +223,13 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
                          ((0.01, 2), (0.02, 3), (0.06, 3), (0.15, 3), (0.3, 5), (0.6, 8)))])
     if cache_dit_available():
         warmup = min(8, steps // 4)  # cache-dit's default is 8 warm-up steps; 8 of 20 would cap it near 2x
-        for line, fn, order in (("cache-dit-F1B0", 1, 0), ("cache-dit-F8B0", 8, 0), ("cache-dit-F1B0+taylorseer", 1, 1)):
+        lines = [("cache-dit-F1B0", 1, 0, True), ("cache-dit-F8B0", 8, 0, True), ("cache-dit-F1B0+taylorseer", 1, 1, True)]
+        if taylorseer_all_blocks:  # SD3: the documented calibrator default fails there (noted); its text-stream switch off
+            lines.append(("cache-dit-F1B0+taylorseer-noenc", 1, 1, False))
+        for line, fn, order, enc in lines:
             out += _grid(line, "peer", [
-                (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order))
+                (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order,
+                                                   encoder_calibrator=enc))
                 for t in (dbc_f8 if fn == 8 else dbc)])
     return out
 

@@ -220,6 +220,10 @@ class CacheDitDBCache(MethodConfig):
     warmup: int = 8
     max_continuous_cached_steps: int = -1
     taylorseer_order: int = 0
+    # cache-dit's TaylorSeerCalibratorConfig also forecasts the text stream by default; SD3's last block
+    # (context_pre_only) returns no text, and that default fails on the first reused step (AssertionError:
+    # State 'transformer_blocks_Bn_residual' not found). False is its documented switch for that stream.
+    encoder_calibrator: bool = True
     cli_name = "cache-dit-dbcache"
     kind = "cache"
     enable_before_accel = True
@@ -238,7 +242,8 @@ class CacheDitDBCache(MethodConfig):
         )
         extra = {}
         if self.taylorseer_order:
-            extra["calibrator_config"] = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=self.taylorseer_order)
+            extra["calibrator_config"] = cache_dit.TaylorSeerCalibratorConfig(
+                taylorseer_order=self.taylorseer_order, enable_encoder_calibrator=self.encoder_calibrator)
         model = pipe.transformer
         order = list(model._modules)
         cache_dit.enable_cache(pipe, cache_config=cfg, **extra)
