@@ -155,3 +155,34 @@ def test_bench_model_flow_brings_its_sampler_prompts_and_fd_digits(tmp_path):
     assert prep.call_kwargs == {"max_sequence_length": FLOW_SAMPLER["max_sequence_length"]}
     work = mk(prep.pipe, 20, 0, prep.steps, prompts=prep.prompts)
     assert work.conditions[:10] == PROMPTS and work.conditions[17] == digit_prompt(7)  # image i asks for i % 10
+
+
+def test_pruned_flow_folder_keeps_its_lineage(tmp_path):
+    """`accel prune --model flow` writes a stock SD3 folder whose accel_model.json names the flow model, so
+    `accel bench --model DIR` asks it for digits with the flow model's prompts, text length and FD-digits."""
+    from accel.cli import build_parser, main
+    from accel.eval.prepare import PrepareSettings, prepare
+    from accel.models import FLOW_BENCH_STEPS, MARKER_FILE, embedded_root, flow_prompts, is_digits_model
+
+    out = tmp_path / "pruned"
+    rc = main(["prune", "--model", "flow", "--keep", "0.5", "--out", str(out), "--calib-images", "2",
+               "--calib-steps", "2", "--calib-calls", "2", "--quiet"])
+    assert rc == 0
+    marker = json.loads((out / MARKER_FILE).read_text())
+    assert marker["embedded"] == "flow" and marker["sampler"] == FLOW_SAMPLER and marker["derived_from"] == "flow"
+    assert embedded_root(out) == "flow" and not is_digits_model(out)  # not a class-conditional DiT folder
+    plain = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None)  # plain diffusers
+    assert len(plain.transformer.transformer_blocks) == 6
+    args = build_parser().parse_args(["bench", "--model", str(out), "--out", str(tmp_path / "b")])
+    prep = prepare(PrepareSettings.from_args(args))
+    assert type(prep.pipe) is StableDiffusion3Pipeline and prep.fd_name == "FD-digits"
+    assert prep.prompts == flow_prompts() and prep.steps == FLOW_BENCH_STEPS
+    assert prep.call_kwargs == {"max_sequence_length": FLOW_SAMPLER["max_sequence_length"]}
+    # a folder pruned from this one keeps the root; a marker from before the flow model reads as the default's
+    from accel.models import lineage_marker
+
+    assert lineage_marker(str(out))["embedded"] == "flow" and lineage_marker(str(tmp_path)) is None
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / MARKER_FILE).write_text(json.dumps({"kind": "accel-digits", "num_classes": 10, "sampler": {}}))
+    assert embedded_root(old) == "default" and is_digits_model(old)

@@ -15,7 +15,7 @@ import torch
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int, seed_int, unit_interval
 from ..errors import AccelError, InputError
-from ..models.lineage import MARKER_FILE, digits_marker
+from ..models.lineage import MARKER_FILE, lineage_marker
 from ..provenance import git_commit
 from ..pruning.prune import PRUNING_FILE
 from ._shared import fail, load_source
@@ -143,7 +143,7 @@ def _distill(args: argparse.Namespace) -> int:
     teacher = load_source(args.teacher, flag="--teacher")
     teacher_pipe, digits = teacher.pipe, teacher.digits
     student = load_source(str(student_dir), flag="--student")
-    student_pipe, student_digits = student.pipe, student.digits
+    student_pipe = student.pipe
     try:
         check_student(teacher_pipe.transformer, student_pipe.transformer, mapping)
     except ValueError as exc:
@@ -183,8 +183,9 @@ def _distill(args: argparse.Namespace) -> int:
         "accel_commit": git_commit(),
     }
     files = {"distill.json": info, PRUNING_FILE: json.loads((student_dir / PRUNING_FILE).read_text())}
-    if student_digits or digits:
-        files[MARKER_FILE] = digits_marker(derived_from=str(student_dir))
+    marker = lineage_marker(str(student_dir))  # a student pruned from an embedded model keeps its lineage
+    if marker is not None:
+        files[MARKER_FILE] = marker
     _publish(student_pipe, final, out, files, losses)
     print(f"distilled {result['steps']} steps ({result['elapsed_s'] / 60:.1f} min); wrote {out}")
     return 0

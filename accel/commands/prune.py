@@ -12,7 +12,7 @@ import torch
 
 from ..argtypes import keep_amount, positive_int, seed_int
 from ..errors import AccelError, InputError
-from ..models.lineage import MARKER_FILE, digits_marker
+from ..models.lineage import MARKER_FILE, lineage_marker
 from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
 from ._shared import fail, load_source
 
@@ -79,8 +79,9 @@ def _prune(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     info, keep, n = result.info, result.keep, result.info["num_blocks"]
     files = {PRUNING_FILE: info}
-    if digits:
-        files[MARKER_FILE] = digits_marker(derived_from=str(args.model))
+    marker = lineage_marker(str(args.model))  # from an embedded model: the folder says so (FD-digits, prompts)
+    if marker is not None:
+        files[MARKER_FILE] = marker
     save_pipeline(pipe, result.model, out, files, overwrite=args.overwrite)
     print(f"pruned {info['model_class']}: kept {len(keep)}/{n} blocks {keep} ({args.selector}); wrote {out}")
     if not args.quiet:

@@ -147,11 +147,11 @@ def _digits_fd(device) -> tuple[Any, Any]:
 def load_model(args, device, dtype) -> Prepared:
     """The pipeline (accel.pipelines.load_model) and its sampler defaults (steps, guidance, scheduler, classes)."""
     from accel.errors import AccelError
-    from accel.models import is_digits_model, is_embedded, sampler_defaults
+    from accel.models import embedded_root, is_embedded, sampler_defaults
     from accel.models.lineage import bench_settings
     from accel.pipelines import load_model as load
 
-    ours = is_embedded(args.model) or is_digits_model(args.model)  # shipped with accel, or derived from it
+    ours = embedded_root(args.model) is not None  # shipped with accel, or derived from it
     sampler = sampler_defaults(args.model)
     scheduler = args.scheduler or sampler.get("scheduler")
     try:
@@ -160,7 +160,8 @@ def load_model(args, device, dtype) -> Prepared:
         extractor, reference = _digits_fd(device) if digits_fd else (None, None)
     except Exception as exc:  # noqa: BLE001 - missing weights, a folder diffusers cannot read and the like
         if ours:
-            what = f"the embedded {args.model} model" if is_embedded(args.model) else f"digits model {args.model}"
+            what = (f"the embedded {args.model} model" if is_embedded(args.model)
+                    else f"{args.model} (derived from the embedded {embedded_root(args.model)} model)")
             raise BenchInputError(f"{what} could not be loaded: {exc}") from None
         if isinstance(exc, AccelError):  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
             raise

@@ -3,11 +3,14 @@
 ``EMBEDDED_MODELS`` is the one place where a name such as ``"default"`` (``--model default``)
 resolves to a loader in :mod:`accel.models`; adding a second embedded model is one entry there.
 
-A pruned or distilled copy of the default model is still a 10-class 32x32 digits model:
-FD-digits and class agreement apply to it as to the default. `accel prune` /
-`accel distill` write `DIR/accel_model.json` saying so; `is_digits_model(DIR)` reads it
-and `load_digits_model(DIR)` loads the folder the way `load_default_pipeline` loads the
-embedded weights (same pipeline class, sampler defaults and scheduler choices).
+A pruned or distilled copy of an embedded model still draws 32x32 digits: FD-digits applies
+to it as to its source. `accel prune` / `accel distill` write `DIR/accel_model.json` saying so
+(:func:`lineage_marker`), with the embedded model it comes from (``"embedded"``) and that model's
+sampler. A folder from the default model is a 10-class digits DiT: `is_digits_model(DIR)` reads
+the marker and `load_digits_model(DIR)` loads it the way `load_default_pipeline` loads the
+embedded weights. A folder from the flow model is a stock SD3 pipeline folder that loads with
+plain diffusers; :func:`embedded_root` names its source, so the bench asks it for digits with the
+flow model's prompts, text length and steps.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import torch
 
 MARKER_FILE = "accel_model.json"
-DIGITS_KIND = "accel-digits"
+DIGITS_KIND = "accel-digits"  # a class-conditional digits DiT (from the default model)
+TEXT_DIGITS_KIND = "accel-text-digits"  # a text-to-digits pipeline (from the flow model)
 
 
 @dataclass(frozen=True)
@@ -81,34 +85,67 @@ def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
     return loader(**kwargs)
 
 
+def embedded_root(model: Any) -> str | None:
+    """The embedded model `model` is or was pruned / distilled from (``"default"``, ``"flow"``); None otherwise.
+
+    Markers written before the flow model existed name no ``"embedded"``: their kind says "default"."""
+    if is_embedded(model):
+        return str(model)
+    if not isinstance(model, (str, Path)):
+        return None
+    marker = read_marker(model)
+    if marker is None:
+        return None
+    root = marker.get("embedded", "default" if marker.get("kind") == DIGITS_KIND else None)
+    return root if isinstance(root, str) and root in EMBEDDED_MODELS else None
+
+
 def embedded_prompts(name: Any) -> list[str] | None:
-    """An embedded text-to-image model's own prompts; None for other models."""
+    """The own prompts of an embedded text-to-image model, or of a folder derived from one; None otherwise."""
     from accel import models as M
 
-    entry = EMBEDDED_MODELS.get(str(name)) if is_embedded(name) else None
+    root = embedded_root(name)
+    entry = EMBEDDED_MODELS[root] if root is not None else None
     return list(getattr(M, entry.prompts)()) if entry is not None and entry.prompts else None
 
 
 def bench_settings(name: Any) -> tuple[int | None, dict[str, Any]]:
-    """(steps of a no-flag `accel bench`, extra pipeline-call kwargs) of an embedded model; (None, {}) otherwise."""
+    """(steps of a no-flag `accel bench`, extra pipeline-call kwargs) of an embedded model or a folder derived
+    from one; (None, {}) otherwise."""
     from accel import models as M
 
-    entry = EMBEDDED_MODELS.get(str(name)) if is_embedded(name) else None
-    if entry is None:
+    root = embedded_root(name)
+    if root is None:
         return None, {}
-    sampler = getattr(M, entry.sampler)
+    entry = EMBEDDED_MODELS[root]
+    sampler = sampler_defaults(name)
     steps = int(getattr(M, entry.bench_steps)) if entry.bench_steps else None
-    return steps, {k: sampler[k] for k in entry.call_keys}
+    return steps, {k: sampler[k] for k in entry.call_keys if k in sampler}
+
+
+def lineage_marker(derived_from: str) -> dict[str, Any] | None:
+    """Content of `accel_model.json` for a folder pruned / distilled from `derived_from` (an embedded model or
+    a folder derived from one); None when `derived_from` is neither (the folder is then a plain pipeline).
+    The sampler is the source's (the default model's for an old marker that names none)."""
+    from accel.models import DEFAULT_SAMPLER
+
+    root = embedded_root(derived_from)
+    if root is None:
+        return None
+    sampler = sampler_defaults(derived_from) or dict(DEFAULT_SAMPLER)
+    kind = DIGITS_KIND if EMBEDDED_MODELS[root].digits_dit else TEXT_DIGITS_KIND
+    out = {"kind": kind, "embedded": root, "image_size": 32, "sampler": sampler, "derived_from": derived_from}
+    if kind == DIGITS_KIND:
+        out["num_classes"] = 10
+    return out
 
 
 def digits_marker(derived_from: str) -> dict[str, Any]:
-    """Content of `accel_model.json` for a folder derived from `derived_from` (an embedded model or a
-    folder derived from one): the sampler is the source's (the default model's when it names none)."""
-    from accel.models import DEFAULT_SAMPLER
-
-    sampler = sampler_defaults(derived_from) or dict(DEFAULT_SAMPLER)
-    return {"kind": DIGITS_KIND, "num_classes": 10, "image_size": 32, "sampler": sampler,
-            "derived_from": derived_from}
+    """`lineage_marker` of a folder derived from the default digits DiT (or from a folder derived from it)."""
+    out = lineage_marker(derived_from)
+    if out is None or out["kind"] != DIGITS_KIND:
+        raise ValueError(f"{derived_from} is not the default digits model or a folder derived from it")
+    return out
 
 
 def read_marker(path: str | Path) -> dict[str, Any] | None:
@@ -124,15 +161,17 @@ def read_marker(path: str | Path) -> dict[str, Any] | None:
 
 
 def sampler_defaults(model: str | Path) -> dict[str, Any]:
-    """The sampler a digits model was made for (an embedded model's, or the folder's `accel_model.json`
-    ``sampler``); {} for any other model."""
+    """The sampler an embedded model or a folder derived from one was made for (the folder's
+    `accel_model.json` ``sampler``); {} for any other model."""
     from accel import models as M
 
     if is_embedded(model):
         return dict(getattr(M, EMBEDDED_MODELS[str(model)].sampler))
-    if not is_digits_model(model):
+    root = embedded_root(model)
+    if root is None:
         return {}
-    return dict((read_marker(model) or {}).get("sampler") or M.DEFAULT_SAMPLER)
+    sampler = (read_marker(model) or {}).get("sampler")
+    return dict(sampler) if isinstance(sampler, dict) and sampler else dict(getattr(M, EMBEDDED_MODELS[root].sampler))
 
 
 def is_digits_model(path: str | Path) -> bool:

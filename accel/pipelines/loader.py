@@ -2,7 +2,7 @@
 
 :func:`load_model` resolves, in this order: a named embedded model (``"default"``;
 `accel.models.lineage.EMBEDDED_MODELS`), a folder pruned / distilled from one
-(``accel_model.json``), then any diffusers pipeline folder or hub id already in the local
+(``accel_model.json``: a digits DiT folder, or a stock pipeline folder from the flow model), then any diffusers pipeline folder or hub id already in the local
 cache (:func:`load_pipeline`).
 
 This never downloads: accel runs on machines without internet, so a missing model
@@ -32,8 +32,8 @@ class LoadedModel:
     name: str  # as given: "default", a folder or a hub id
     digits: bool  # an embedded digits DiT or a folder derived from one: 10 digit classes, the digits training set
     sampler: dict = field(default_factory=dict)  # its own sampler defaults (scheduler, guidance_scale); {} if unknown
-    fd_digits: bool = False  # it generates 32x32 digits (every embedded model and its digits folders): FD-digits applies
-    prompts: list[str] | None = None  # an embedded text-to-image model's own prompts
+    fd_digits: bool = False  # it generates 32x32 digits (every embedded model and folders derived from one): FD-digits
+    prompts: list[str] | None = None  # an embedded text-to-image model's own prompts (also of its derived folders)
 
 
 def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -46,8 +46,8 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     "Loading pipeline components" bars. Raises ModelNotFoundError / UnsupportedModelError / InputError
     (their messages say what to do) and, for a digits folder that does not load, ValueError / OSError.
     """
-    from ..models.lineage import embedded_prompts, is_digits_model, is_embedded, load_digits_model, load_embedded
-    from ..models.lineage import sampler_defaults
+    from ..models.lineage import embedded_prompts, embedded_root, is_digits_model, is_embedded, load_digits_model
+    from ..models.lineage import load_embedded, sampler_defaults
 
     from diffusers.utils import logging as dlog
 
@@ -62,8 +62,14 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         if is_digits_model(model):
             pipe = load_digits_model(model, scheduler=scheduler, device=device, dtype=dtype)
             return LoadedModel(pipe, str(model), True, sampler_defaults(model), True)
+        derived = embedded_root(model) is not None  # a stock pipeline folder derived from an embedded model (flow)
+        if derived and scheduler is not None and scheduler == sampler_defaults(model).get("scheduler"):
+            scheduler = None  # its own sampler's scheduler is the one saved in the folder
         pipe = load_pipeline(model, device=device, dtype=dtype)
         set_scheduler(pipe, scheduler)
+        if derived:
+            pipe.set_progress_bar_config(disable=True)
+            return LoadedModel(pipe, str(model), False, sampler_defaults(model), True, embedded_prompts(model))
         return LoadedModel(pipe, str(model), False)
     finally:
         if bars and not progress_bars:
