@@ -50,10 +50,12 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     from ..models.lineage import load_embedded, sampler_defaults
 
     from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
 
-    bars = dlog.is_progress_bar_enabled()
-    if not progress_bars:
+    bars, tbars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    if not progress_bars:  # diffusers' "Loading pipeline components" and transformers' "Loading weights"
         dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
     try:
         if is_embedded(model):
             pipe = load_embedded(str(model), scheduler=scheduler, device=device, dtype=dtype)
@@ -65,7 +67,13 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         derived = embedded_root(model) is not None  # a stock pipeline folder derived from an embedded model (flow)
         if derived and scheduler is not None and scheduler == sampler_defaults(model).get("scheduler"):
             scheduler = None  # its own sampler's scheduler is the one saved in the folder
-        pipe = load_pipeline(model, device=device, dtype=dtype)
+        level = dlog.get_verbosity()
+        if derived:  # its identity VAE is on purpose: no "Expected types for vae: AutoencoderKL" warning
+            dlog.set_verbosity_error()
+        try:
+            pipe = load_pipeline(model, device=device, dtype=dtype)
+        finally:
+            dlog.set_verbosity(level)
         set_scheduler(pipe, scheduler)
         if derived:
             pipe.set_progress_bar_config(disable=True)
@@ -74,6 +82,8 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     finally:
         if bars and not progress_bars:
             dlog.enable_progress_bar()
+        if tbars and not progress_bars:
+            tlog.enable_progress_bar()
 
 
 def set_scheduler(pipe: Any, name: str | None) -> None:
