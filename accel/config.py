@@ -93,6 +93,10 @@ class CallCounters:
     def add(self, call: int, key: str, n: int = 1) -> None:
         self._calls[call][key] += n
 
+    def get(self, call: int, key: str) -> int:
+        """One counter of one call (0 when never counted)."""
+        return self._calls[call][key] if call in self._calls else 0
+
     def as_dict(self) -> dict[str, Any]:
         calls = [{"call": c, **dict(v)} for c, v in sorted(self._calls.items())]
         total: dict[str, int] = defaultdict(int)

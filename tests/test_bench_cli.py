@@ -119,9 +119,24 @@ def test_bench_end_to_end(features_on_path, tmp_path, capsys):
     assert (out / "results.csv").read_text().count("\n") == 3
     notes = " ".join(doc["notes"])
     assert "timing:" in notes and "per timed call" in notes
+    assert "fd_delta_noise" not in base and ic["fd_delta_noise"] > 0  # paired bootstrap over the images
     if ic["lpips"] is None:  # no local LPIPS backend: said so, nothing downloaded
         assert "LPIPS unavailable" in notes
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_a_method_that_cannot_do_its_work_says_so_in_the_notes(features_on_path, tmp_path):
+    """What a method puts in its .stats() warnings (here: a residual threshold never met) reaches the notes."""
+    out = tmp_path / "out"
+    argv = _args(features_on_path, out, "--methods", "baseline,residual-cache:threshold=1e-9", "--features",
+                 "tiny_features:make")
+    argv[argv.index("--num-images") + 1] = "8"
+    assert main(argv) == 0
+    doc = _strict_load((out / "results.json").read_text())
+    said = [n for n in doc["notes"] if "never met" in n]
+    assert len(said) == 1
+    assert said[0].startswith("residual-cache:threshold=1e-9: residual-cache: threshold 1e-09 never met in 8 steps")
+    assert doc["records"][1]["block_evals"] == doc["records"][0]["block_evals"]
 
 
 def _error_lines(err: str) -> list[str]:

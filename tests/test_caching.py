@@ -145,6 +145,20 @@ def test_residual_cache_schedule_warmup_and_cap(dit4):
     assert ran == {(0, 0): ALL4, (1, 0): [0, 1], (2, 0): [0, 1], (3, 0): [0, 1]}
 
 
+def test_residual_cache_says_when_it_reuses_nothing(dit4):
+    """A threshold never met in a whole call (few-step sampling changes more per step) is a warning in
+    .stats(), naming the smallest change seen; a call that reuses something says nothing."""
+    never = ResidualCacheConfig(threshold=1e-9, front_blocks=1, back_blocks=1, warmup=1)
+    with _probed(dit4, never) as (handle, _):
+        _run(dit4, "dit", steps=4)
+        warnings = handle.stats()["residual-cache"]["warnings"]
+    assert len(warnings) == 1 and "threshold 1e-09 never met in 4 steps (smallest relative change" in warnings[0]
+    always = ResidualCacheConfig(threshold=1e9, front_blocks=1, back_blocks=1, warmup=1)
+    with _probed(dit4, always) as (handle, _):
+        _run(dit4, "dit", steps=4)
+        assert "warnings" not in handle.stats()["residual-cache"]
+
+
 @torch.no_grad()
 def test_residual_cache_decides_by_relative_l1():
     model = tiny_transformer("dit", num_layers=4)

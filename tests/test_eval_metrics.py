@@ -179,3 +179,32 @@ def test_results_schema_check():
     assert "block_evals" in str(exc.value)
     with pytest.raises(ValueError, match="baseline"):
         report.validate_results(report.results_document([_record(method="tome")], meta=_META))
+
+
+def test_paired_fd_noise_is_the_noise_of_the_paired_change():
+    """Bootstrap over the images, the same indices for both sets: identical sets have no paired noise, a
+    slightly changed copy far less than an independent set of the same size (what FD's seed noise is)."""
+    from accel.eval.fid import feature_stats, paired_fd_noise
+
+    g = torch.Generator().manual_seed(0)
+    ref = feature_stats(torch.randn(400, 8, generator=g, dtype=torch.float64))
+    base = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    assert paired_fd_noise(base, base, ref) == 0.0
+    near = paired_fd_noise(base + 0.05 * torch.randn(200, 8, generator=g, dtype=torch.float64), base, ref)
+    other = paired_fd_noise(torch.randn(200, 8, generator=g, dtype=torch.float64), base, ref)
+    assert 0 < near < other / 5
+    with pytest.raises(ValueError, match="paired features differ in shape"):
+        paired_fd_noise(base[:10], base, ref)
+
+
+def test_quality_notes_flag_only_changes_beyond_twice_the_paired_noise():
+    from accel.eval.records import quality_notes
+
+    recs = [{"method": "baseline", "fd": 10.0, "fd_name": "FD-digits"},
+            {"method": "loses", "fd": 12.0, "fd_name": "FD-digits", "fd_delta_noise": 0.5},
+            {"method": "noise", "fd": 10.8, "fd_name": "FD-digits", "fd_delta_noise": 0.5},
+            {"method": "better", "fd": 8.0, "fd_name": "FD-digits", "fd_delta_noise": 0.5},
+            {"method": "seedsets", "fd": 10.5, "fd_delta": 1.5, "fd_name": "FD-digits", "fd_delta_noise": 0.5}]
+    notes = quality_notes(recs)
+    assert [n.split(":")[0] for n in notes] == ["loses", "seedsets"]
+    assert "FD-digits +2.00 over the baseline, more than twice its paired noise (0.50" in notes[0]

@@ -117,6 +117,7 @@ class ResidualCache(RunCache):
         # identical ops on the head blocks, so the plan can switch once the head has run
         self.compute_plan = Plan(n, store=[self.head, self.middle])
         self.reuse_plan = Plan(n, skip=[self.middle], store=[self.head])
+        self._smallest: float | None = None  # smallest relative change measured in this pipeline call
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         return self.compute_plan  # the decision comes in finished(head)
@@ -138,7 +139,9 @@ class ResidualCache(RunCache):
             self.counters.add(self.info.call, "shape_recomputes")
             reuse = False
         if reuse:
-            reuse = self._relative_change(dh, prev) < cfg.threshold
+            change = self._relative_change(dh, prev)
+            self._smallest = change if self._smallest is None else min(self._smallest, change)
+            reuse = change < cfg.threshold
         if reuse:
             state.consecutive += 1
             self.switch(self.reuse_plan)
@@ -152,6 +155,16 @@ class ResidualCache(RunCache):
         sums = torch.stack([(r.float() - prev.float()).abs().sum(), prev.float().abs().sum()])
         num, den = sum_across_ranks(self.model, sums).tolist()
         return num / den if den else float("inf")
+
+    def _on_end(self) -> None:
+        """A call that reused nothing says so (few-step sampling changes more per step than the threshold)."""
+        call, smallest, self._smallest = self._call, self._smallest, None
+        if call is not None and smallest is not None and self.counters.get(call, "blocks_reused") == 0:
+            steps = self.counters.get(call, "steps")
+            self._warn(f"threshold {self.config.threshold} never met in {steps} steps (smallest relative change "
+                       f"{smallest:.2f}): nothing reused, no speedup; at few steps use a higher threshold, or "
+                       "delta-cache / schedule-cache")
+        super()._on_end()
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "threshold": self.config.threshold}

@@ -76,6 +76,7 @@ class TimedMethod:
     block_total: int | None
     counts_vary: bool = False  # the timed calls did not all evaluate the same number of blocks
     flops_ratio: float | None = None  # token methods: FLOPs of the evaluated blocks / their full FLOPs
+    warnings: list[str] = field(default_factory=list)  # what the methods said they could not do here (.stats())
 
 
 Apply = Callable[[Any, MethodSpec], Any]  # (pipe, spec) -> handle with .remove() and .stats()
@@ -167,6 +168,16 @@ def _block_counts(handle: Any) -> tuple[int, int, float | None] | None:
     return int(total["block_evals"]), int(total["block_total"]), ratio
 
 
+def method_warnings(handle: Any) -> list[str]:
+    """The warnings each method of a handle put in its `.stats()` section ("8 steps < min_steps=...")."""
+    stats = handle.stats() if callable(getattr(handle, "stats", None)) else {}
+    out: list[str] = []
+    for name, section in stats.items():
+        if isinstance(section, dict):
+            out += [f"{name}: {w}" for w in section.get("warnings", ()) if f"{name}: {w}" not in out]
+    return out
+
+
 def time_methods(
     pipe: Any,
     methods: Sequence[MethodSpec],
@@ -189,6 +200,7 @@ def time_methods(
 
     by_label = {m.label: m for m in methods}
     calls: dict[str, list[tuple[float, float | None, tuple | None]]] = {m.label: [] for m in methods}
+    warned: dict[str, list[str]] = {m.label: [] for m in methods}
     bar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress, unit="call")
 
     def run_one(label: str) -> float:
@@ -199,6 +211,8 @@ def time_methods(
             with PeakMemory(device) as pm:
                 _, secs = timed(lambda: generate(on, workload, indices), device)
             counts = _block_counts(handle)
+            said = [w for w in method_warnings(handle) if w not in warned[label]]
+            warned[label] += said
         finally:
             handle.remove()
         calls[label].append((secs, pm.peak_mb, counts))
@@ -219,5 +233,5 @@ def time_methods(
             ratios = [c[2] for c in counts if c[2] is not None]
             ratio = sum(ratios) / len(ratios) if ratios else None
         out[label] = TimedMethod(timing, max(peaks) if peaks else None, evals, total,
-                                 counts_vary=len(set(counts)) > 1, flops_ratio=ratio)
+                                 counts_vary=len(set(counts)) > 1, flops_ratio=ratio, warnings=warned[label])
     return out

@@ -78,6 +78,9 @@ def method_record(
         deltas = [a - b for a, b in zip(fd_vals, base_fd)]
         rec["fd_delta"] = statistics.fmean(deltas)
         rec["fd_delta_spread"] = statistics.stdev(deltas)
+    if fd_vals and base_fd and images is not base_images:
+        # paired bootstrap over the images of the first seed set: the noise the FD change must beat
+        rec["fd_delta_noise"] = fidmod.paired_fd_noise(images.features[0], base_images.features[0], reference_stats)
     return rec
 
 
@@ -103,7 +106,8 @@ def build_records(
 
 
 def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list[str]:
-    """Flags: achieved/ideal above NOISE_RATIO (noise), block counts that differed between timed calls."""
+    """Flags: achieved/ideal above NOISE_RATIO (noise), block counts that differed between timed calls, what a
+    method said it could not do here (its `.stats()` warnings), FD changes beyond the paired noise."""
     notes = []
     unreliable = [r["method"] for r in records if r.get("timing_verdict") == "unreliable"]
     if unreliable:
@@ -123,4 +127,22 @@ def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list
             )
         if timed[r["method"]].counts_vary:
             notes.append(f"{r['method']}: block evaluations differed between timed calls; the mean is reported")
+        notes += [f"{r['method']}: {w}" for w in timed[r["method"]].warnings]
+    notes += quality_notes(records)
+    return notes
+
+
+def quality_notes(records: Sequence[dict]) -> list[str]:
+    """Methods whose FD rose by more than twice its paired noise (bootstrap over the images; with several
+    seed sets also their spread): a quality loss the run can tell apart from noise."""
+    notes = []
+    base = records[0].get("fd") if records else None
+    for r in records[1:]:
+        change, noise = r.get("fd_delta", (r["fd"] - base) if r.get("fd") is not None and base else None), \
+            r.get("fd_delta_noise")
+        if change is None or noise is None:
+            continue
+        if change > 2 * noise:
+            notes.append(f"{r['method']}: {r['fd_name'] or 'FD'} {change:+.2f} over the baseline, more than twice its "
+                         f"paired noise ({noise:.2f}, bootstrap over the images): a loss, not noise")
     return notes

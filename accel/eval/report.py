@@ -34,6 +34,7 @@ RECORD_SCHEMA: dict[str, tuple[tuple[str, ...], bool]] = {
     "fd_spread": ((_NUM, "null"), False),
     "fd_delta": ((_NUM, "null"), False),
     "fd_delta_spread": ((_NUM, "null"), False),
+    "fd_delta_noise": ((_NUM, "null"), False),  # paired bootstrap noise of the FD change (accel.eval.fid.paired_fd_noise)
     "psnr": ((_NUM, "null"), True),
     "ssim": ((_NUM, "null"), True),
     "lpips": ((_NUM, "null"), False),
@@ -159,7 +160,7 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 CSV_COLUMNS = [
-    "method", "fd", "fd_name", "fd_spread", "fd_delta", "psnr", "ssim", "lpips", "speedup",
+    "method", "fd", "fd_name", "fd_spread", "fd_delta", "fd_delta_noise", "psnr", "ssim", "lpips", "speedup",
     "speedup_spread", "time_s", "time_spread_s", "peak_mem_mb", "block_evals", "block_total", "flops_ratio",
     "ideal_speedup", "achieved_over_ideal", "num_images", "steps", "seed", "seed_sets",
     "device", "threads", "torch_version", "diffusers_version", "compile", "compile_backend", "compile_s",
