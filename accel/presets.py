@@ -6,8 +6,9 @@ comparison on the default model (benchmarks/tune_search.py, results in
 ``fast`` is the fastest setting inside a +10% FD-digits budget, ``balanced`` inside +5% (and
 30 dB PSNR), ``quality`` the fastest above 35 dB PSNR to the uncached images. On that model no
 token method improved a stack at any budget, so the presets are block-cache settings, which
-carry over between architectures; PixArt, SD3, Flux and Sana have no real weights offline to tune
-on and get the same settings. Tune on your own model for more (`accel tune --model PATH`).
+carry over between architectures; PixArt, Flux and Sana have no real weights offline to tune on and
+get the same settings. SD3-family models get the settings measured on the embedded flow model (an
+SD3 transformer), where delta-cache with forecast is ahead of interval-cache. Tune on your own model for more (`accel tune --model PATH`).
 
 Only methods that need no calibration are used, so a preset works with ``accel.apply`` alone.
 """
@@ -27,12 +28,20 @@ _CACHE_ONLY: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "balanced": [("interval-cache", {"interval": 3, "warmup": 1, "forecast": 1})],
     "quality": [("interval-cache", {"interval": 2, "warmup": 1, "forecast": 1})],
 }
+# SD3 (MMDiT) blocks, read off the embedded flow model's caching frontiers (benchmarks/caching.py --workload
+# flow8 / flow28, 200 paired images; README "Stacking"): delta-cache with forecast 1 is ahead of interval-cache
+# there at every speed (flow8: 2.67x 32.1 dB FD-digits +1.5% vs interval 3 + forecast 1: 2.0x 30.0 dB +3.6%)
+_SD3: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "fast": [("delta-cache", {"interval": 4, "cached_blocks": 0.9, "forecast": 1})],
+    "balanced": [("delta-cache", {"interval": 3, "cached_blocks": 1.0, "forecast": 1})],
+    "quality": [("delta-cache", {"interval": 2, "cached_blocks": 0.75, "forecast": 1})],
+}
 PRESETS: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = {
     # benchmarks/tune_search.py on the default model (20 DPM-Solver++ steps): every stack with a token
     # method was slower or worse than the cache alone at each budget, so the presets are cache-only
     "dit": _CACHE_ONLY,
     "pixart": _CACHE_ONLY,
-    "sd3": _CACHE_ONLY,
+    "sd3": _SD3,
     "flux": _CACHE_ONLY,
     "sana": _CACHE_ONLY,
 }
