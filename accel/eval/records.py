@@ -133,13 +133,15 @@ def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list
 
 
 def quality_notes(records: Sequence[dict]) -> list[str]:
-    """Methods whose FD rose by more than twice its paired noise (bootstrap over the images; with several
-    seed sets also their spread): a quality loss the run can tell apart from noise."""
+    """Methods whose FD rose by more than twice its paired noise (bootstrap over the images of the first seed
+    set; the change is the mean over seed sets when there are several): a loss the run tells apart from noise."""
     notes = []
     base = records[0].get("fd") if records else None
     for r in records[1:]:
-        change, noise = r.get("fd_delta", (r["fd"] - base) if r.get("fd") is not None and base else None), \
-            r.get("fd_delta_noise")
+        change = r.get("fd_delta")
+        if change is None and r.get("fd") is not None and base is not None:
+            change = r["fd"] - base
+        noise = r.get("fd_delta_noise")
         if change is None or noise is None:
             continue
         if change > 2 * noise:
