@@ -1,7 +1,8 @@
-"""Print the README's "Supported models" table from accel/families.py, or rewrite it in place.
+"""Print the "Supported models" table (docs/supported-models.md) from the families registry, or rewrite
+it in place.
 
     python scripts/support_table.py            # print
-    python scripts/support_table.py --write    # replace the table between the README's markers
+    python scripts/support_table.py --write    # replace the table between the page's markers
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from pathlib import Path
 
 from accel.families import support_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "supported-models.md"
 START, END = "<!-- support-table:start -->", "<!-- support-table:end -->"
 
 
-def readme_table(text: str) -> str:
-    """The generated part of a README text (between the markers)."""
+def page_table(text: str) -> str:
+    """The generated part of the page's text (between the markers)."""
     if START not in text or END not in text:
-        raise SystemExit(f"{README}: no {START} ... {END} markers")
+        raise SystemExit(f"{PAGE}: no {START} ... {END} markers")
     return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
@@ -27,11 +28,11 @@ def main(argv: list[str]) -> int:
     if "--write" not in argv:
         print(table, end="")
         return 0
-    text = README.read_text()
-    old = readme_table(text)
+    text = PAGE.read_text()
+    old = page_table(text)
     head, rest = text.split(START, 1)
-    README.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
-    print(f"{README}: support table {'unchanged' if old == table else 'rewritten'}")
+    PAGE.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+    print(f"{PAGE}: support table {'unchanged' if old == table else 'rewritten'}")
     return 0
 
 
