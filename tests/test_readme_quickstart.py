@@ -84,7 +84,7 @@ def test_the_quick_start_runs_on_a_tiny_pipeline_of_that_class(name, tmp_path, c
     total = stats["total"] if "total" in stats else stats
     assert total["block_evals"] < total["block_total"], f"the preset skipped no block: {total}"
     assert not torch.equal(accelerated, reference)  # the preset changed the computation...
-    assert "tuned on" in printed or "generic cache settings" in printed  # ...and says where it was measured
+    assert re.search(r"tuned[ _]on|generic cache settings", printed), printed  # ...and says where it was measured
 
     pipe.set_progress_bar_config(disable=True)
     torch.manual_seed(0)
