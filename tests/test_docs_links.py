@@ -116,3 +116,22 @@ def test_the_checker_reports_broken_links_and_anchors(tmp_path):
                     "`[in code](missing.md)`\n\n```\n[fenced](missing.md)\n```\n")
     bad = broken_links(page)
     assert [b.split(" (")[0] for b in bad] == ["line 4: missing.md", "line 4: other.md#nope", "line 4: #nope"]
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    block = re.search(r"## Set up\n+```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README: no ```bash block under '## Set up'"
+    install, tests = block.group(1).strip().splitlines()
+    assert install.rstrip().endswith("accel bench")
+    pytest_cmd = tests.rsplit("&&", 1)[1].strip()
+    assert pytest_cmd.startswith("python -m pytest")
+    assert pytest_cmd in (ROOT / ".ci" / "run").read_text(), ".ci/run no longer runs the README's test command"
+
+
+def test_troubleshooting_names_every_error_type():
+    import accel.errors
+
+    page = (DOCS / "troubleshooting.md").read_text()
+    types = [n for n, c in vars(accel.errors).items()
+             if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == "accel.errors"]
+    assert len(types) >= 5 and not [n for n in types if n not in page]
