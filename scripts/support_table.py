@@ -53,8 +53,8 @@ A class that is not in the table is auto-detected, or registered in a few lines:
 
 ## The table
 
-This section is generated: `python scripts/support_table.py --write` rewrites it from the
-registry, and `tests/test_support_table.py` checks that it matches.
+This page is generated: `python scripts/support_table.py --write` rewrites it from the registry
+(its text lives in that script), and `tests/test_support_table.py` checks that it matches.
 
 """
 
