@@ -1,16 +1,15 @@
-"""Re-run the README's `accel bench` results and print measured vs README numbers side by side.
+"""Re-run the documented `accel bench` results (docs/results.md) and print measured vs written numbers.
 
-What it does: reads README.md, finds every Markdown results table (`| method | speedup | ... |`)
+What it does: reads docs/results.md (or the Markdown file given by --readme), finds every Markdown results table (`| method | speedup | ... |`)
 and the `accel bench ...` command shown above it in the same section (in a code block or in
 backticks), re-runs that command in this process (`accel.cli.main`, the same code and flags,
-output into --out/table-N/), and prints each README cell next to the measured value and their
+output into --out/table-N/), and prints each written cell next to the measured value and their
 ratio. Rows are matched by the table's first column (the method label of `results.json`),
 columns by name: speedup, ideal, FD-digits/FD/FID, PSNR, SSIM, LPIPS, time, peak MB, block evals.
-Without such a table it runs the README's main job, the no-flag `accel bench` (the embedded
-default model, baseline + every method, 200 images, 20 steps: ~10 minutes on 2 CPU cores),
-and prints the measured table with the README column empty.
+Without such a table it runs the main job, the no-flag `accel bench` (the embedded default
+model, baseline + every method), and prints the measured table with the written column empty.
 
-    python scripts/reproduce_readme.py                 # the README's own workloads, as written
+    python scripts/reproduce_readme.py                 # docs/results.md's own workloads, as written
     python scripts/reproduce_readme.py --quick         # smoke version: 8 images, 10 steps, 1 repeat, no FD
     python scripts/reproduce_readme.py --list          # show the tables and commands found, run nothing
     python scripts/reproduce_readme.py --bench-args "--threads 2 --device cuda"   # appended to every command
@@ -22,9 +21,9 @@ Wall-clock speedups depend on the machine and its load (both are recorded in
 comparison.json): expect them to move; FD/PSNR on the same seeds and device should repeat
 closely. Tables produced by other commands (`python benchmarks/...`) are listed, not re-run.
 
-Real weights: the README's tables are for the embedded default model; to measure your own
+Real weights: the documented tables are for the embedded models; to measure your own
 checkpoint use `accel bench --model DIR ...` directly, or put a table under such a command in
-a README of your own and pass `--readme FILE`. A README command whose --model is missing fails
+a Markdown file of your own and pass `--readme FILE`. A command whose --model is missing fails
 with accel bench's one-line error and exit code 2, as does a missing --readme.
 """
 
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _demo_common as C  # noqa: E402
 
 PROG = "reproduce_readme.py"
-DEFAULT_README = Path(__file__).resolve().parent.parent / "README.md"
+DEFAULT_README = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 # 10 steps: the fixed-schedule caches compute every step of calls with fewer than their min_steps=8
 QUICK_FLAGS = ["--num-images", "8", "--steps", "10", "--repeats", "1", "--warmup", "0", "--timing-images", "2",
                "--batch-size", "8", "--no-fd"]
@@ -213,7 +212,7 @@ def compare(table: Table | None, results: dict) -> tuple[list[str], list[list[st
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", default=str(DEFAULT_README), help="README to reproduce (default: the repo's)")
+    p.add_argument("--readme", default=str(DEFAULT_README), help="Markdown file to reproduce (default: docs/results.md)")
     p.add_argument("--quick", action="store_true", help="smoke version: " + " ".join(QUICK_FLAGS))
     p.add_argument("--bench-args", default="", help="extra accel bench flags appended to every command")
     p.add_argument("--list", action="store_true", help="print the tables and commands found; run nothing")
@@ -241,8 +240,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
                                    "command": " ".join(t.command) if t.command else None, "why": why})
     jobs: list[tuple[Table | None, list[str]]] = [(t, t.command) for t in runnable]  # type: ignore[misc]
     if not jobs:
-        doc["notes"].append(f"{readme.name} has no results table under an `accel bench` command: running the "
-                            "README's main job, the no-flag `accel bench`, with nothing to compare against")
+        doc["notes"].append(f"{readme.name} has no results table under an `accel bench` command: running "
+                            "the main job, the no-flag `accel bench`, with nothing to compare against")
         jobs = [(None, ["accel", "bench"])]
     if args.list:
         for t, cmd in jobs:
@@ -287,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return 0
     for e in doc["tables"]:
-        where = f"README line {e['line']} ({e['section']})" if e["line"] else "no README table"
+        where = f"line {e['line']} ({e['section']})" if e["line"] else "no README table"
         print(f"\n{where}: {e['readme_command']}  ->  {' '.join(e['run'])}")
         if "text" in e:
             mw, load = e["measured_with"], e["machine_before"]
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"accel bench exited with code {e['exit_code']}")
     for s in doc["skipped"]:
-        print(f"not re-run: README line {s['line']} ({s['section']}): {s['why']}")
+        print(f"not re-run: line {s['line']} ({s['section']}): {s['why']}")
     for n in doc["notes"]:
         print(f"note: {n}")
     print(f"wrote {args.out}/comparison.json, comparison.txt")

@@ -1,6 +1,6 @@
 """`accel bench --compile`: every row compiled (regional by default), compile seconds and recompiles in the
 results, no recompile on a second call, images equal to the uncompiled bench. Backend aot_eager (traced,
-no code generation) keeps it fast; the inductor numbers are benchmarks/compile.py's and the README's."""
+no code generation) keeps it fast; the inductor numbers are benchmarks/compile.py's and docs/results.md's."""
 
 from __future__ import annotations
 

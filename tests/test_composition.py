@@ -9,8 +9,8 @@ adapters switched between calls, torchao int8 weights) and asserts
 * exact undo: after `.remove()` the pipeline gives, bit for bit, what it gave before
   accel was applied in that environment, and the environment's own hooks still work.
 
-The README's "Composition" table is generated from ENVS (`python tests/test_composition.py`
-prints it; `test_readme_table` checks the README holds it).
+docs/composition.md's "Tested combinations" table is generated from ENVS (`python tests/test_composition.py`
+prints it; `test_docs_table` checks the page holds it).
 """
 
 from __future__ import annotations
@@ -348,10 +348,10 @@ def test_batch_isolation(method: str) -> None:
             assert (one[0] - both[i]).abs().max().item() < 1e-5
 
 
-# -- README -------------------------------------------------------------------------------------
+# -- docs/composition.md ----------------------------------------------------------------------
 
 def composition_table() -> str:
-    """The README's table: one row per environment of ENVS, the methods it was tested with."""
+    """docs/composition.md's table: one row per environment of ENVS, the methods it was tested with."""
     lines = ["| environment | methods tested | mean abs image diff vs. the method without it | notes |",
              "|---|---|---|---|"]
     for env in ENVS.values():
@@ -362,9 +362,9 @@ def composition_table() -> str:
     return "\n".join(lines)
 
 
-def test_readme_table() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert composition_table() in readme, "README's Composition table is stale: python tests/test_composition.py"
+def test_docs_table() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "composition.md").read_text()
+    assert composition_table() in page, "docs/composition.md's table is stale: python tests/test_composition.py"
 
 
 if __name__ == "__main__":

@@ -274,7 +274,7 @@ def test_reproduce_readme_reruns_the_table_and_compares(tmp_path):
 
 def test_reproduce_readme_defaults_and_errors(tmp_path, capsys):
     rr = _load("reproduce_readme")
-    assert rr.main(["--list"]) == 0  # the repo's own README parses
+    assert rr.main(["--list"]) == 0  # the repo's own docs/results.md parses
     assert "accel bench" in capsys.readouterr().out
     assert rr.main(["--readme", str(tmp_path / "missing.md")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -105,7 +105,7 @@ def _losses(out: Path) -> list[dict]:
 
 def test_distill_in_two_processes_matches_one_and_resumes(distill_folders: Path, tmp_path: Path) -> None:
     """`--batch-size` is the global batch: 2 processes of 4 samples give the losses of 1 process of 8, and a
-    2-process run stopped at step 2 resumes in 2 processes. The launch form is the README's:
+    2-process run stopped at step 2 resumes in 2 processes. The launch form is docs/composition.md's:
     `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m accel.cli distill ...`
     (accelerate 1.16's `--cpu --num_processes 2` starts a single process)."""
     from accel.cli import main
