@@ -11,7 +11,7 @@ Python int becomes a guard that changes with the step, so each pipeline call rec
   one class share their graph (Dynamo inlines module parameters as inputs), so a model
   compiles one graph per block class and input shape. This is diffusers'
   `compile_repeated_blocks` without its `_repeated_blocks` attribute, which DiT, PixArt,
-  SD3 and Sana lack (`families.py` knows where every family's blocks are). Token methods
+  SD3 and Sana lack (`accel.families` knows where every family's blocks are). Token methods
   hook the attention / MLP inside blocks, so with one installed the regions are those
   sub-layers and the block's own code between them runs eagerly.
 * `regional=False` compiles the whole transformer (`model.compile(...)`, hooks included).
@@ -32,8 +32,7 @@ from typing import Any
 
 import torch
 
-from .api import resolve
-from .families import BlockRef, blocks_of
+from .families import BlockRef, blocks_of, resolve, sublayers_of
 from .hooks import COMPILED as _MARK
 
 
@@ -88,8 +87,6 @@ def _regions(ref: BlockRef) -> list[torch.nn.Module]:
     A compiled block that calls hooked sub-layers would guard on each block's own hook
     objects and recompile once per block; compiling below the sub-layers' hooks does not.
     """
-    from .tokens._sublayers import sublayers_of  # imports this module: import here
-
     subs = list(sublayers_of(ref).values())
     return subs if any(_hooked(m) for m in subs) else [ref.module]
 
