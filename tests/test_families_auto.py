@@ -181,3 +181,36 @@ def test_two_transformer_pipeline_gets_one_handle_per_expert_with_its_own_steps(
     assert not handle.active and handle_of(pipe.transformer) is None and handle_of(pipe.transformer_2) is None
     assert torch.equal(pipe(**wan_inputs()).frames, reference)
     assert len(blocks_of(pipe.transformer_2)) == 2
+
+
+def test_compile_covers_both_experts_of_a_two_transformer_pipeline():
+    """`accel.compile` compiles every transformer `accel.apply` accelerates (Wan 2.2's `transformer_2`
+    too); a second pipeline call traces nothing new; compiling again says so and changes nothing."""
+    torch._dynamo.reset()
+    pipe = tiny_wan22_pipeline()
+    eager = pipe(**wan_inputs(steps=4)).frames
+    running, ran = [], {"transformer": 0, "transformer_2": 0}  # compiled-graph calls per expert
+
+    def backend(gm, example_inputs):
+        def run(*args):
+            ran[running[-1]] += 1
+            return gm.forward(*args)
+        return run
+
+    for name in ran:
+        getattr(pipe, name).register_forward_pre_hook(lambda m, a, name=name: running.append(name))
+    with accel.compile(pipe, backend=backend) as compiled:
+        assert [id(m) for m in compiled.models] == [id(pipe.transformer), id(pipe.transformer_2)]
+        blocks = [r.module for name in ran for r in blocks_of(getattr(pipe, name))]
+        assert sorted(map(id, compiled.modules)) == sorted(map(id, blocks))
+        first = pipe(**wan_inputs(steps=4)).frames
+        assert ran["transformer"] > 0 and ran["transformer_2"] > 0, ran  # both experts ran compiled blocks
+        graphs, calls = torch._dynamo.utils.counters["stats"]["unique_graphs"], dict(ran)
+        second = pipe(**wan_inputs(steps=4)).frames
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # traced nothing new
+        assert {k: v - calls[k] for k, v in ran.items()} == calls  # the same compiled calls again
+        with pytest.warns(UserWarning, match="WanTransformer3DModel, WanTransformer3DModel already compiled"):
+            again = accel.compile(pipe, backend=backend)
+        assert again.modules == [] and len(compiled.modules) == len(blocks)
+    assert torch.equal(first, second) and (first - eager).abs().max().item() < 1e-5
+    assert not any("forward" in m.__dict__ for name in ran for m in getattr(pipe, name).modules())
