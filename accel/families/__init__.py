@@ -22,7 +22,7 @@ names of `BlockStack`), depth pruning a `config_key` per stack. A class with no 
 is read by `detect` (block lists, signatures, return pattern from the first call).
 
 Files: `types` (BlockStack, Family), `grids` (token-grid readers), `registry` (register,
-family_of), `table` (the registered classes), `detect` (auto-detection and its rules),
+family_of), `table` (the registered classes), `detection` (auto-detection and its rules),
 `blocks` (BlockIO, BlockRef, blocks_of), `sublayers` (attention / MLP of a block),
 `transformers` (resolve, transformers_of: the transformer(s) of a pipeline).
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from . import table  # noqa: F401  (registers the supported classes)
 from .blocks import BlockIO, BlockRef, blocks_of
-from .detect import detect
+from .detection import detect
 from .registry import family_of, register, registered_families, supported_classes
 from .sublayers import SUBLAYERS, mergeable, sublayers_of
 from .table import NOT_REGISTERED

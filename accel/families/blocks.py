@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import UnsupportedModelError
-from .detect import forward_params, guess_args
+from .detection import forward_params, guess_args
 from .registry import family_of
 from .types import BlockStack
 

@@ -1,5 +1,5 @@
 """The registry: class name -> `Family` (filled by `register`, the table in `table.py` and users), and
-`family_of`, which falls back to auto-detection (`detect.py`) for a class with no entry."""
+`family_of`, which falls back to auto-detection (`detection.py`) for a class with no entry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from .detect import detect
+from .detection import detect
 from .types import Family
 
 _FAMILIES: dict[str, Family] = {}

@@ -71,7 +71,7 @@ def _refuse(model: torch.nn.Module, what: str) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"{name}: not registered, not auto-detected: {what}. Lists found: {found}. Register: "
         f"accel.register(Family(name='mine', class_name='{name}', stacks=({stack_line(attr, block)},))) "
-        "(returns='HE'/'EH' for (hidden, text)/(text, hidden); rules: accel.families.detect)")
+        "(returns='HE'/'EH' for (hidden, text)/(text, hidden); rules: accel.families.detection)")
 
 
 def detect(model: torch.nn.Module) -> Family:
