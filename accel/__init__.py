@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _omp  # noqa: F401  (first: the CLI's OpenMP wait policy must be set before torch loads)
-from .api import Handle, apply
+from .api import apply
 from .attention import AttentionConfig
 from .compiling import Compiled, compile
 from .config import MethodConfig, registered_methods
@@ -22,6 +22,8 @@ from .errors import (
     UnsupportedMethodError,
     UnsupportedModelError,
 )
+from .families import BlockStack, Family, register
+from .handles import Handle, PipelineHandle
 from .trace import TraceConfig
 
 __version__ = "0.1.0"
@@ -82,6 +84,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "apply", "compile", "Compiled", "methods", "preset", "load_configs", "default_pipeline", "Handle",
+    "PipelineHandle", "register", "Family", "BlockStack",
     "MethodConfig", "AttentionConfig", "TraceConfig", "DeltaCacheConfig", "IntervalCacheConfig",
     "ResidualCacheConfig", "ScheduleCacheConfig", "calibrate_schedule", "DiffRateConfig", "TocaConfig", "TomeConfig",
     "AccelError", "AlreadyAcceleratedError", "BackendUnavailableError", "ModelNotFoundError",

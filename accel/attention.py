@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .api import Target
-from .config import Installed, MethodConfig, check_choice, register_method
+from .config import Installed, MethodConfig, Target, check_choice, register_method
 from .errors import BackendUnavailableError
 
 

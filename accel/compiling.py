@@ -1,4 +1,4 @@
-"""`accel.compile`: torch.compile a pipeline's transformer so that accel's hooks stay outside the graphs.
+"""`accel.compile`: torch.compile a pipeline's transformer(s) so that accel's hooks stay outside the graphs.
 
 accel's block and context hooks make host-side decisions (step and branch bookkeeping,
 schedules, thresholds with `.item()`, Python counters). Traced by Dynamo, every such
@@ -11,7 +11,7 @@ Python int becomes a guard that changes with the step, so each pipeline call rec
   one class share their graph (Dynamo inlines module parameters as inputs), so a model
   compiles one graph per block class and input shape. This is diffusers'
   `compile_repeated_blocks` without its `_repeated_blocks` attribute, which DiT, PixArt,
-  SD3 and Sana lack (`families.py` knows where every family's blocks are). Token methods
+  SD3 and Sana lack (`accel.families` knows where every family's blocks are). Token methods
   hook the attention / MLP inside blocks, so with one installed the regions are those
   sub-layers and the block's own code between them runs eagerly.
 * `regional=False` compiles the whole transformer (`model.compile(...)`, hooks included).
@@ -28,12 +28,12 @@ returned handle restores the uncompiled forwards.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
-from .api import resolve
-from .families import BlockRef, blocks_of
+from .families import BlockRef, blocks_of, resolve, sublayers_of, transformers_of
 from .hooks import COMPILED as _MARK
 
 
@@ -88,8 +88,6 @@ def _regions(ref: BlockRef) -> list[torch.nn.Module]:
     A compiled block that calls hooked sub-layers would guard on each block's own hook
     objects and recompile once per block; compiling below the sub-layers' hooks does not.
     """
-    from .tokens._sublayers import sublayers_of  # imports this module: import here
-
     subs = list(sublayers_of(ref).values())
     return subs if any(_hooked(m) for m in subs) else [ref.module]
 
@@ -112,15 +110,21 @@ def split_regions(blocks: list[BlockRef]) -> None:
 
 
 class Compiled:
-    """What `accel.compile` changed; `.remove()` restores the uncompiled model."""
+    """What `accel.compile` changed; `.remove()` restores the uncompiled model(s).
 
-    def __init__(self, model: torch.nn.Module, regional: bool):
-        self.model, self.regional = model, regional
+    models: every transformer compiled (a Wan 2.2 pipeline: `transformer` and `transformer_2`);
+    `model` is the first of them.
+    """
+
+    def __init__(self, models: list[torch.nn.Module], regional: bool):
+        self.models, self.regional = list(models), regional
+        self.model = self.models[0]
         self.modules: list[torch.nn.Module] = []  # the compiled regions
 
     def remove(self) -> None:
         if not self.regional:
-            self.model._compiled_call_impl = None
+            for model in self.models:
+                model._compiled_call_impl = None
         for module in self.modules:
             _uncompile(module)
         self.modules = []
@@ -133,21 +137,41 @@ class Compiled:
 
     def __repr__(self) -> str:
         how = f"regional, {len(self.modules)} regions" if self.regional else "whole model"
-        return f"<accel.Compiled {type(self.model).__name__} ({how})>"
+        return f"<accel.Compiled {', '.join(type(m).__name__ for m in self.models)} ({how})>"
 
 
 def compile(pipe_or_model: Any, regional: bool = True, **torch_compile_kwargs: Any) -> Compiled:  # noqa: A001
-    """torch.compile the transformer of a pipeline (or the transformer itself); see the module docstring.
+    """torch.compile every transformer `accel.apply` would accelerate (a pipeline's `transformer`,
+    `transformer_2`, ..., or the transformer itself); see the module docstring.
 
     `torch_compile_kwargs` go to `torch.compile` (backend, mode, dynamic, fullgraph...).
-    Returns a handle whose `.remove()` restores the uncompiled forwards.
+    Returns a handle whose `.remove()` restores the uncompiled forwards. Compiling again what is
+    already compiled changes nothing and says so (a warning).
     """
-    _, model = resolve(pipe_or_model)
-    handle = Compiled(model, regional)
-    if not regional:
-        model.compile(**torch_compile_kwargs)
-        return handle
-    for ref in blocks_of(model):
-        for module in _regions(ref):
-            _compile_below_hooks(module, dict(torch_compile_kwargs), handle)
+    pipeline, model = resolve(pipe_or_model)
+    models = [m for _, m in transformers_of(pipeline)] if pipeline is not None else [model]
+    handle = Compiled(models, regional)
+    done = [m for m in models if _compiled(m)]
+    if done:
+        names = ", ".join(type(m).__name__ for m in done)
+        warnings.warn(f"accel.compile: {names} already compiled by an earlier accel.compile, left as it is "
+                      "(call .remove() on that handle to compile it again with other settings)", stacklevel=2)
+    for m in models:
+        if m in done:
+            continue
+        if not regional:
+            m.compile(**torch_compile_kwargs)
+            continue
+        for ref in blocks_of(m):
+            for module in _regions(ref):
+                _compile_below_hooks(module, dict(torch_compile_kwargs), handle)
+    if not regional:  # the handle undoes only what it compiled
+        handle.models = [m for m in models if m not in done]
     return handle
+
+
+def _compiled(model: torch.nn.Module) -> bool:
+    """`model` (or one of its blocks' regions) is compiled by an `accel.compile` that was not removed."""
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return True
+    return any(_MARK in m.__dict__ for m in model.modules())

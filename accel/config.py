@@ -1,4 +1,4 @@
-"""Base of every method config, the method registry, and validation helpers.
+"""Base of every method config, what it installs on (`Target`), the method registry, and validation helpers.
 
 A method is one frozen dataclass (its settings, validated on construction) whose
 `install(target)` puts hooks on the model and returns an `Installed` (undo + stats).
@@ -13,7 +13,21 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 if TYPE_CHECKING:
-    from .api import Target
+    import torch
+
+    from .context import StepTracker
+    from .families import BlockRef, Family
+
+
+@dataclasses.dataclass
+class Target:
+    """What a method installs onto: the transformer, its family, its blocks and the step tracker."""
+
+    model: torch.nn.Module
+    family: Family
+    blocks: list[BlockRef]
+    tracker: StepTracker
+    pipeline: Any | None = None
 
 _METHODS: dict[str, type["MethodConfig"]] = {}
 

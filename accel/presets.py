@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import MethodConfig
-from .families import family_of
+from .families import family_of, resolve
 
 NAMES = ("fast", "balanced", "quality")
 
@@ -50,7 +50,6 @@ PRESETS: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = {
 def preset(name: str, pipe_or_model: Any) -> list[MethodConfig]:
     """The method configs of preset ``name`` ("fast", "balanced", "quality") for this model's family."""
     import accel
-    from .api import resolve
 
     if name not in NAMES:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(NAMES)}")

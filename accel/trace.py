@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .api import Target
-from .config import Installed, MethodConfig, register_method
+from .config import Installed, MethodConfig, Target, register_method
 from .context import StepInfo
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from accel.api import Target
+from accel.config import Target
 from accel.config import Installed, MethodConfig
 
 

@@ -110,8 +110,7 @@ def run_speed(repeats: int) -> dict:
 # ----------------------------------------------------------------------------- quality
 def uniform_flops(model: torch.nn.Module, keep: float, n: int = 256) -> float:
     """FLOPs ratio of the blocks' sub-layers with a uniform kept fraction on attention + MLP (DiffRate's set)."""
-    from accel.families import blocks_of
-    from accel.tokens._sublayers import mergeable, sublayers_of
+    from accel.families import blocks_of, mergeable, sublayers_of
     from accel.tokens.diffrate import kept_count
     from accel.tokens.flops import SublayerCost
 

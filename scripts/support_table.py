@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from accel.families import support_table
+from accel.families import NOT_REGISTERED, registered_families
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "supported-models.md"
 START, END = "<!-- support-table:start -->", "<!-- support-table:end -->"
@@ -57,6 +57,25 @@ This page is generated: `python scripts/support_table.py --write` rewrites it fr
 (its text lives in that script), and `tests/test_support_table.py` checks that it matches.
 
 """
+
+
+def support_table() -> str:
+    """The README's "Supported models" table, generated from the registry."""
+    yes = lambda ok: "yes" if ok else "-"  # noqa: E731
+    fams = registered_families()
+    rows = [f"{len(fams)} classes registered, {sum(f.media == 'video' for f in fams)} of them video.", "",
+            "| class | media | blocks accel acts on | always run | caches | tokens | pruning |",
+            "|---|---|---|---|---|---|---|"]
+    for fam in fams:
+        caps = fam.capabilities()
+        stacks = ", ".join(f"`{s.attr}` ({s.returns})" + (" from block L/2-1" if s.first else "")
+                           for s in fam.stacks)
+        fixed = ", ".join(f"`{f}`" for f in fam.fixed) or "-"
+        rows.append(f"| {fam.class_name} | {fam.media} | {stacks} | {fixed} | {yes(caps['cache'])} | "
+                    f"{yes(caps['tokens'])} | {yes(caps['pruning'])} |")
+    rows += ["", "Not registered (auto-detection still tries every unregistered class):", ""]
+    rows += [f"- {name}: {why}" for name, why in sorted(NOT_REGISTERED.items())]
+    return "\n".join(rows) + "\n"
 
 
 def page_text() -> str:

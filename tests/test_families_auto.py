@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import accel
-from accel.api import handle_of
-from accel.families import blocks_of
+from accel.families import BlockStack, Family, blocks_of
+from accel.handles import handle_of
 from accel.testing import tiny_wan22_pipeline, wan_inputs
 
 M = accel.methods()
@@ -83,9 +83,9 @@ def test_auto_detection_reads_an_unregistered_transformer_and_caches_it(returns)
 
 
 def test_auto_detection_says_what_it_could_not_determine():
-    with pytest.raises(accel.UnsupportedModelError, match="no nn.ModuleList of transformer blocks.*register"):
+    with pytest.raises(accel.UnsupportedModelError, match="no direct nn.ModuleList of blocks.*Register"):
         accel.apply(_toy(container=lambda blocks: torch.nn.Sequential(*blocks)))
-    with pytest.raises(accel.UnsupportedModelError, match="inp.*no hidden-states argument"):
+    with pytest.raises(accel.UnsupportedModelError, match="inp.*no hidden-states parameter"):
         accel.apply(_toy(hidden_name="inp"))
     model = _toy("HEH")  # three outputs: which one is the hidden states?
     with pytest.warns(UserWarning, match="auto-detected"):
@@ -93,6 +93,67 @@ def test_auto_detection_says_what_it_could_not_determine():
     with pytest.raises(accel.UnsupportedModelError, match="cannot tell the return pattern of ToyBlock"):
         _steps(model, steps=1)
     handle.remove()
+
+
+def _trunk_net(attn_name: str):
+    """A user's model whose blocks live in `trunk`, are called `(x, ctx)` and return `(x, ctx)`."""
+
+    class TrunkBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, attn_name, torch.nn.Linear(8, 8))
+
+        def forward(self, x, ctx):
+            return x + torch.tanh(getattr(self, attn_name)(x) + ctx.mean(1, keepdim=True)), ctx
+
+    class TrunkNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.trunk = torch.nn.ModuleList(TrunkBlock() for _ in range(3))
+
+        def forward(self, hidden_states, encoder_hidden_states, timestep):
+            for block in self.trunk:
+                hidden_states, encoder_hidden_states = block(hidden_states, encoder_hidden_states)
+            return hidden_states
+
+    return TrunkNet().eval()
+
+
+def test_register_checks_the_argument_names_against_the_blocks_forward_at_apply():
+    model = _trunk_net("mix")
+    name = f"TrunkNet{id(model)}"  # a class name of this test alone: the registry is global
+    type(model).__name__ = name
+    accel.register(Family(name="trunk-wrong", class_name=name, stacks=(BlockStack("trunk", returns="HE"),)))
+    with pytest.raises(accel.UnsupportedModelError) as err:
+        accel.apply(model, M["interval-cache"](min_steps=0))
+    msg = str(err.value)
+    assert "\n" not in msg and "TrunkBlock.forward(x, ctx)" in msg and "hidden_arg='x', encoder_arg='ctx'" in msg
+    assert "'hidden_states' (hidden_arg)" in msg and "'encoder_hidden_states' (encoder_arg)" in msg
+    assert "_diffusers_hook" not in model.__dict__  # refused before anything was installed
+    accel.register(Family(name="trunk", class_name=name,
+                          stacks=(BlockStack("trunk", returns="HE", hidden_arg="x", encoder_arg="ctx"),)))
+    g = torch.Generator().manual_seed(0)
+    h, e = torch.randn(2, 16, 8, generator=g), torch.randn(2, 6, 8, generator=g)
+    with accel.apply(model, M["interval-cache"](interval=2, warmup=1, min_steps=0)) as handle, torch.no_grad():
+        for s in range(4):
+            model(h, e, torch.full((2,), 900 - 200 * s))
+        total = handle.stats()["total"]
+    assert 0 < total["block_evals"] < total["block_total"]  # it really runs, and reuses blocks
+
+
+def test_auto_detection_refusal_is_short_and_names_the_users_block_list():
+    model = _trunk_net("mix")  # no sub-module named attn / attention: not recognised as blocks
+    with pytest.raises(accel.UnsupportedModelError) as err:
+        accel.apply(model)
+    msg = str(err.value)
+    assert len(msg) < 400 and "FluxTransformer2DModel" not in msg, msg
+    assert "trunk[3] of TrunkBlock" in msg
+    assert "BlockStack('trunk', returns='H', hidden_arg='x', encoder_arg='ctx')" in msg
+    assert "class_name='TrunkNet'" in msg
+    with pytest.warns(UserWarning, match=r"auto-detected blocks trunk\[3\]"):
+        family = accel.families.family_of(_trunk_net("attn"))  # an `attn` sub-module: detected
+    assert family.detected and family.stacks[0].hidden_arg == "x"
 
 
 def test_two_transformer_pipeline_gets_one_handle_per_expert_with_its_own_steps():
@@ -120,3 +181,36 @@ def test_two_transformer_pipeline_gets_one_handle_per_expert_with_its_own_steps(
     assert not handle.active and handle_of(pipe.transformer) is None and handle_of(pipe.transformer_2) is None
     assert torch.equal(pipe(**wan_inputs()).frames, reference)
     assert len(blocks_of(pipe.transformer_2)) == 2
+
+
+def test_compile_covers_both_experts_of_a_two_transformer_pipeline():
+    """`accel.compile` compiles every transformer `accel.apply` accelerates (Wan 2.2's `transformer_2`
+    too); a second pipeline call traces nothing new; compiling again says so and changes nothing."""
+    torch._dynamo.reset()
+    pipe = tiny_wan22_pipeline()
+    eager = pipe(**wan_inputs(steps=4)).frames
+    running, ran = [], {"transformer": 0, "transformer_2": 0}  # compiled-graph calls per expert
+
+    def backend(gm, example_inputs):
+        def run(*args):
+            ran[running[-1]] += 1
+            return gm.forward(*args)
+        return run
+
+    for name in ran:
+        getattr(pipe, name).register_forward_pre_hook(lambda m, a, name=name: running.append(name))
+    with accel.compile(pipe, backend=backend) as compiled:
+        assert [id(m) for m in compiled.models] == [id(pipe.transformer), id(pipe.transformer_2)]
+        blocks = [r.module for name in ran for r in blocks_of(getattr(pipe, name))]
+        assert sorted(map(id, compiled.modules)) == sorted(map(id, blocks))
+        first = pipe(**wan_inputs(steps=4)).frames
+        assert ran["transformer"] > 0 and ran["transformer_2"] > 0, ran  # both experts ran compiled blocks
+        graphs, calls = torch._dynamo.utils.counters["stats"]["unique_graphs"], dict(ran)
+        second = pipe(**wan_inputs(steps=4)).frames
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # traced nothing new
+        assert {k: v - calls[k] for k, v in ran.items()} == calls  # the same compiled calls again
+        with pytest.warns(UserWarning, match="WanTransformer3DModel, WanTransformer3DModel already compiled"):
+            again = accel.compile(pipe, backend=backend)
+        assert again.modules == [] and len(compiled.modules) == len(blocks)
+    assert torch.equal(first, second) and (first - eager).abs().max().item() < 1e-5
+    assert not any("forward" in m.__dict__ for name in ran for m in getattr(pipe, name).modules())

@@ -52,12 +52,12 @@ def test_live_handle_is_found_through_the_model(tiny_pipes):
     pipe = tiny_pipes["dit"]
     handle = accel.apply(pipe)
     try:
-        assert accel.api.handle_of(pipe.transformer) is handle
+        assert accel.handles.handle_of(pipe.transformer) is handle
         with pytest.raises(accel.AlreadyAcceleratedError):
             accel.apply(pipe.transformer)
     finally:
         handle.remove()
-    assert accel.api.handle_of(pipe.transformer) is None
+    assert accel.handles.handle_of(pipe.transformer) is None
 
 
 # -- 2. the batch changes mid-call (SD3CFGCutoffCallback) ---------------------------------------

@@ -34,8 +34,7 @@ from typing import Any, Iterable
 import torch
 from diffusers.hooks import ModelHook
 
-from ..api import Target
-from ..config import CallCounters, Installed
+from ..config import CallCounters, Installed, Target
 from ..context import StepInfo, tensor_bytes
 from ..hooks import HookSet
 

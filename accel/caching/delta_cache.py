@@ -36,8 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Target
-from ..config import MethodConfig, check_int, check_range, register_method
+from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast, resolve_count
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Target
-from ..config import MethodConfig, check_int, register_method
+from ..config import MethodConfig, Target, check_int, register_method
 from ..context import StepInfo
 from ._runs import BranchState, Plan, RunCache, check_forecast
 

@@ -33,8 +33,7 @@ from typing import Any
 
 import torch
 
-from ..api import Target
-from ..config import MethodConfig, check_int, check_range, register_method
+from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo
 from ..distributed import sum_across_ranks
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast

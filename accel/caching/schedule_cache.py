@@ -24,10 +24,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..api import Target, apply, transformers_of
-from ..config import MethodConfig, check_int, check_range, register_method
+from ..api import apply
+from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ..errors import UnsupportedMethodError
+from ..families import transformers_of
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (

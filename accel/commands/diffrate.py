@@ -60,7 +60,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     from ..outputs import check_file_output, write_json_atomic
     from ..pipelines import load_model
     from ..pipelines.calls import calibration_inputs, record_calls
-    from ..tokens._sublayers import SUBLAYERS
+    from ..families import SUBLAYERS
     from ..tokens.diffrate_train import check_checkpoint, train_rates
 
     if args.threads:

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..api import resolve
 from ..errors import InputError, ModelNotFoundError, UnsupportedModelError
+from ..families import resolve
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
                      "euler": "EulerDiscreteScheduler"}

@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..api import Handle, apply
+from ..api import apply
 from ..config import MethodConfig
+from ..handles import Handle, PipelineHandle
 from .loader import load_pipeline
 
 
@@ -20,7 +21,7 @@ class AcceleratedPipeline:
 
     def __init__(self, pipe: Any, *configs: MethodConfig):
         self.pipe = pipe
-        self.handle: Handle = apply(pipe, *configs)
+        self.handle: Handle | PipelineHandle = apply(pipe, *configs)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, *configs: MethodConfig, device: str | torch.device = "cpu",

@@ -1,7 +1,7 @@
 """The pruned model: a real, smaller instance of the same diffusers class, and its pipeline folder.
 
 `prune_model` builds the class from the original config with each stack's depth
-(`BlockStack.config_key` in accel/families.py) set to the number of kept blocks and
+(`BlockStack.config_key` in accel/families/table.py) set to the number of kept blocks and
 loads the kept blocks' weights (renumbered) plus every non-block weight. The result
 saves with `save_pretrained` and loads with plain diffusers
 `<Class>.from_pretrained(DIR / "transformer")`, no accel import needed.
@@ -30,7 +30,7 @@ def check_keep(model: torch.nn.Module, keep: Iterable[int]) -> list[int]:
     fam = family_of(model)
     if not fam.prunable:
         raise ValueError(f"depth pruning is not available for {type(model).__name__}: its depth is not one "
-                         "config entry per block list (see BlockStack.config_key in accel/families.py)")
+                         "config entry per block list (see BlockStack.config_key in accel/families/table.py)")
     n = len(blocks_of(model))
     keep = sorted(set(int(i) for i in keep))
     if not keep:
@@ -44,7 +44,7 @@ def check_keep(model: torch.nn.Module, keep: Iterable[int]) -> list[int]:
     if missing:
         raise ValueError(
             f"keep: blocks {missing} must be kept in a {type(model).__name__} (see BlockStack.keep_blocks "
-            "in accel/families.py)")
+            "in accel/families/table.py)")
     return keep
 
 

@@ -14,7 +14,7 @@ of Flux single blocks) pass untouched; Flux's rotary rows are cut to the kept to
 
 Every existing sub-layer is hooked, merged or not, so `.stats()` can give the FLOPs
 ratio over all of them; `block_calls` counts the block calls whose sub-layers ran (in a
-stack with a block cache: the blocks it computed, see `accel.api.install_order`).
+stack with a block cache: the blocks it computed, see `accel.handles.install_order`).
 """
 
 from __future__ import annotations
@@ -27,37 +27,15 @@ from typing import Any
 import torch
 from diffusers.hooks import ModelHook
 
-from ..api import Target
 from ..compiling import split_regions
-from ..config import CallCounters, Installed
+from ..config import CallCounters, Installed, Target
 from ..context import StepInfo
-from ..families import BlockRef
+from ..families import BlockRef, sublayers_of
 from ..hooks import HookSet
 from .flops import SublayerCost
 from .merge import Matching, follow, merge, size_bias, unmerge
 
-SUBLAYERS = ("attention", "cross_attention", "mlp")
 OPTION = {"attention": "merge_attn", "cross_attention": "merge_crossattn", "mlp": "merge_mlp"}
-
-
-def sublayers_of(ref: BlockRef) -> dict[str, torch.nn.Module]:
-    """The sub-layer modules the family names for this block (those that exist)."""
-    out = {}
-    for kind in SUBLAYERS:
-        name = getattr(ref.stack, kind)
-        module = getattr(ref.module, name, None) if name else None
-        if isinstance(module, torch.nn.Module):
-            out[kind] = module
-    return out
-
-
-def mergeable(ref: BlockRef, kind: str) -> str | None:
-    """None if `kind` can be merged in this block, else the reason why not."""
-    if kind not in sublayers_of(ref):
-        return f"{type(ref.module).__name__} has no {kind.replace('_', '-')} sub-layer"
-    if kind == "mlp" and not ref.stack.tokenwise_mlp:
-        return f"the MLP of {type(ref.module).__name__} is not token-wise (a convolution over the token grid)"
-    return None
 
 
 class BlockCall:

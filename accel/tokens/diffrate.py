@@ -29,11 +29,10 @@ from typing import Any
 
 import torch
 
-from ..api import Target
-from ..config import MethodConfig, check_int, register_method
+from ..config import MethodConfig, Target, check_int, register_method
 from ..context import StepInfo
-from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
+from ..families import SUBLAYERS, BlockRef, mergeable, sublayers_of
+from ._sublayers import BlockCall, TokenCompressor
 from .flops import is_linear_attention
 from .merge import Matching, keep_top
 

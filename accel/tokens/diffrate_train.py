@@ -30,9 +30,8 @@ from typing import Any, Callable
 import torch
 from diffusers.hooks import ModelHook
 
-from ..families import BlockRef, blocks_of
+from ..families import BlockRef, blocks_of, mergeable, sublayers_of
 from ..hooks import HookSet
-from ._sublayers import mergeable, sublayers_of
 from .diffrate import attention_received, kept_count
 from .flops import SublayerCost
 

@@ -41,11 +41,10 @@ from typing import Any
 
 import torch
 
-from ..api import Target
-from ..config import MethodConfig, check_int, check_range, register_method
+from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo
-from ..families import BlockRef
-from ._sublayers import SUBLAYERS, BlockCall, SublayerHook, TokenCompressor, mergeable
+from ..families import SUBLAYERS, BlockRef, mergeable
+from ._sublayers import BlockCall, SublayerHook, TokenCompressor
 from .merge import Matching
 
 

@@ -24,11 +24,10 @@ from typing import Any, Literal
 
 import torch
 
-from ..api import Target
-from ..config import MethodConfig, check_choice, check_int, check_range, register_method
+from ..config import MethodConfig, Target, check_choice, check_int, check_range, register_method
 from ..context import StepInfo
-from ..families import BlockRef
-from ._sublayers import OPTION, SUBLAYERS, BlockCall, TokenCompressor, mergeable, sublayers_of
+from ..families import SUBLAYERS, BlockRef, mergeable, sublayers_of
+from ._sublayers import OPTION, BlockCall, TokenCompressor
 from .merge import Matching, match_grid
 
 def parse_blocks(spec: Any, depth: int, field: str = "blocks") -> tuple[int, ...]:
