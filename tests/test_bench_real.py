@@ -61,6 +61,7 @@ def test_every_registered_method_runs_on_tiny_dit():
     assert set(res.grid) == {m.label for m in methods}
 
 
+@pytest.mark.slow
 def test_default_model_bench(tmp_path, capsys):
     assert (WEIGHTS_DIR / GENERATOR_WEIGHTS).is_file()
     out = tmp_path / "out"
