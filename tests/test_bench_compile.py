@@ -17,6 +17,9 @@ from accel.eval.compiled import CompileSetting
 from accel.eval.methods import BenchInputError, parse_methods
 from accel.testing import tiny_class_pipeline
 
+# every test here runs a compiled bench (tracing each method, minutes in all): long benches
+pytestmark = pytest.mark.slow
+
 METHODS = "baseline,interval-cache:interval=2,residual-cache,tome"
 
 
