@@ -237,6 +237,7 @@ def test_model_errors_exit_2(features_on_path, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_same_fd_as_one(features_on_path, tmp_path):
     env = features_on_path
     common = ["--methods", f"baseline,{IC}", "--features", "tiny_features:make", "--num-images", "12",

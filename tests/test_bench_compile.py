@@ -17,6 +17,9 @@ from accel.eval.compiled import CompileSetting
 from accel.eval.methods import BenchInputError, parse_methods
 from accel.testing import tiny_class_pipeline
 
+# every test here runs a compiled bench (tracing each method, minutes in all): long benches
+pytestmark = pytest.mark.slow
+
 METHODS = "baseline,interval-cache:interval=2,residual-cache,tome"
 
 
@@ -38,13 +41,15 @@ def test_compiled_bench_matches_eager_and_does_not_recompile(mode: str) -> None:
     for e, c in zip(eager.records, compiled.records):
         assert c["compile"] == mode and c["compile_backend"] == "aot_eager"
         assert c["recompiles"] == 0, c["method"]  # the second call traced nothing new
-        assert c["compile_s"] >= 0 and c["graph_breaks"] >= 0
+        assert c["compile_s"] > 0, c["method"]  # the first call traced: slower than the second
         assert c["block_evals"] == e["block_evals"], c["method"]  # the same decisions, compiled
         assert "compile_s" not in e
     for label, images in eager.grid.items():
         torch.testing.assert_close(compiled.grid[label], images, rtol=1e-4, atol=1e-4)
     if mode == "regional":  # the blocks are the compiled regions: accel's hooks break no graph
         assert all(r["graph_breaks"] == 0 for r in compiled.records)
+    else:  # the whole transformer, hooks inside: their host-side decisions (compiler.disable) break it
+        assert all(r["graph_breaks"] > 0 for r in compiled.records), [r["graph_breaks"] for r in compiled.records]
     assert any(n.startswith(f"compiled: every row {mode}") and "no method recompiled" in n for n in compiled.notes)
 
 

@@ -54,12 +54,14 @@ def test_every_registered_method_runs_on_tiny_dit():
         ideal = r["block_total"] / r["block_evals"] / (r["flops_ratio"] or 1.0)
         assert r["ideal_speedup"] == pytest.approx(ideal)
     assert 0 < by["tome"]["flops_ratio"] < 1 and by["tome"]["ideal_speedup"] > 1
-    if "schedule-cache" in by:  # calibrated once through MethodConfig.prepare, before measuring
-        assert any(n.startswith("method preparation (calibration):") for n in res.notes)
-        assert by["schedule-cache"]["block_evals"] < base["block_total"]
+    assert set(by) == {"baseline", *(n for n, c in reg.items() if c.accelerates)}  # none left out
+    # schedule-cache: calibrated once through MethodConfig.prepare, before measuring
+    assert any(n.startswith("method preparation (calibration):") for n in res.notes)
+    assert by["schedule-cache"]["block_evals"] < base["block_total"]
     assert set(res.grid) == {m.label for m in methods}
 
 
+@pytest.mark.slow
 def test_default_model_bench(tmp_path, capsys):
     assert (WEIGHTS_DIR / GENERATOR_WEIGHTS).is_file()
     out = tmp_path / "out"

@@ -367,13 +367,6 @@ def test_depth_and_step_dependent_values_are_checked_at_install():
     accel.apply(model, DeltaCacheConfig(min_steps=0, boundary=3)).remove()
 
 
-def test_registered_by_cli_name():
-    methods = accel.methods()
-    assert methods["delta-cache"] is DeltaCacheConfig
-    assert methods["interval-cache"] is IntervalCacheConfig
-    assert methods["residual-cache"] is ResidualCacheConfig
-
-
 # -- forecasting ---------------------------------------------------------------------------------
 
 def test_extrapolate_is_exact_for_polynomials_of_its_order_at_uneven_steps():

@@ -24,20 +24,11 @@ import pytest
 import torch
 
 import accel
-from accel.testing import pipeline_inputs, tiny_pipeline
+from accel.testing import METHOD_SETTINGS, pipeline_inputs, saved_work, tiny_pipeline, working_config
 
 STEPS = 6
 
-# Settings that reuse / merge something at 6 steps (the defaults compute short calls in full).
-METHODS: dict[str, dict[str, Any]] = {
-    "interval-cache": dict(interval=2, min_steps=0),
-    "delta-cache": dict(min_steps=0),
-    "residual-cache": dict(threshold=0.5),
-    "schedule-cache": dict(budget=3),
-    "tome": dict(ratio=0.5),
-    "toca": dict(interval=2, warmup=1),
-    "diffrate": dict(rates="0.5"),
-}
+METHODS = list(METHOD_SETTINGS)  # each at its tiny settings, which reuse / merge at 6 steps
 
 
 @dataclass(frozen=True)
@@ -126,21 +117,10 @@ def _run(pipe: Any, family: str, **kw: Any) -> torch.Tensor:
     return torch.as_tensor(out).float()
 
 
-def _config(method: str) -> Any:
-    return accel.methods()[method](**METHODS[method])
-
-
 def _apply(pipe: Any, family: str, method: str) -> Any:
-    config = _config(method)
+    config = working_config(method)
     config.prepare(pipe, lambda: _run(pipe, family))  # schedule-cache: calibrate this model
     return accel.apply(pipe, config)
-
-
-def _did_work(handle: Any, method: str) -> bool:
-    stats = handle.stats()[method]["total"]
-    if method.endswith("-cache"):
-        return stats.get("blocks_reused", 0) > 0
-    return stats.get("flops", 0) < stats.get("flops_full", 0)
 
 
 _REFERENCE: dict[tuple[str, str], torch.Tensor] = {}
@@ -216,7 +196,7 @@ def test_composes(env_name: str, method: str) -> None:
     images = _run(pipe, family)
     probe.remove()
     assert dtypes <= {pipe.transformer.dtype}, f"held features of dtype {dtypes}, model {pipe.transformer.dtype}"
-    assert _did_work(handle, method), handle.stats()[method]["total"]
+    assert saved_work(method, handle.stats()), handle.stats()[method]["total"]
     plain = _run(twin, family)
     if env_name == "LoRA switch":  # the same method applied to the same adapters
         with _apply(twin, family, method):
@@ -282,7 +262,7 @@ def test_regional_compile_every_family(family: str) -> None:
     with a cache on, the second call traces nothing and the images equal eager ones."""
     torch._dynamo.reset()
     pipe = tiny_pipeline(family)
-    with accel.apply(pipe, _config("interval-cache")):
+    with accel.apply(pipe, working_config("interval-cache")):
         eager = _run(pipe, family)
         with accel.compile(pipe, backend="eager") as compiled:
             assert len(compiled.modules) == len(pipe.transformer.transformer_blocks) + len(
@@ -299,7 +279,7 @@ def test_whole_model_compile_no_recompiles() -> None:
     """`regional=False` (the whole transformer, hooks inside): same images, nothing traced on the second call."""
     torch._dynamo.reset()
     pipe = tiny_pipeline("dit")
-    with accel.apply(pipe, _config("interval-cache")):
+    with accel.apply(pipe, working_config("interval-cache")):
         eager = _run(pipe, "dit")
         with accel.compile(pipe, regional=False, backend="eager"):
             first = _run(pipe, "dit")
@@ -336,11 +316,11 @@ def test_batch_isolation(method: str) -> None:
     kw = pipeline_inputs("pixart", batch=2, steps=STEPS)
     shape = (2, 4, 16 // pipe.vae_scale_factor, 16 // pipe.vae_scale_factor)
     kw["latents"] = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    config = _config(method)
+    config = working_config(method)
     config.prepare(pipe, lambda: pipe(**{**kw, "generator": torch.Generator().manual_seed(0)}))
     with accel.apply(pipe, config) as handle:
         both = torch.as_tensor(pipe(**kw).images)
-        assert _did_work(handle, method)
+        assert saved_work(method, handle.stats())
         for i in range(2):
             alone = {k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v)
                      for k, v in kw.items()}

@@ -144,6 +144,7 @@ def _load_script(name: str):
     return mod
 
 
+@pytest.mark.slow
 def test_training_script_runs_and_resumes(tmp_path):
     train = _load_script("train_default_model")
     out = tmp_path / "run"

@@ -64,6 +64,7 @@ SMALL = ["--num-images", "2", "--batch-size", "2", "--repeats", "1", "--warmup",
 
 
 # ----------------------------------------------------------------------------- demo_preset.py
+@pytest.mark.slow
 def test_preset_demo_with_methods_on_tiny_pixart(preset_mod, common, tmp_path):
     from accel.testing import pipeline_inputs, tiny_pipeline
 
@@ -88,6 +89,7 @@ def test_preset_demo_with_methods_on_tiny_pixart(preset_mod, common, tmp_path):
     assert not np.array_equal(grid[y:y + ch, x + cw + common.GRID_PAD:x + 2 * cw + common.GRID_PAD], want)
 
 
+@pytest.mark.slow
 def test_preset_demo_calls_accel_preset_with_the_pipeline(preset_mod, tmp_path, monkeypatch):
     """The preset path, against a stand-in `accel.preset` (the contract: name and pipeline in, configs out)."""
     from accel.caching import DeltaCacheConfig
@@ -106,6 +108,7 @@ def test_preset_demo_calls_accel_preset_with_the_pipeline(preset_mod, tmp_path, 
     assert doc["block_evals"] < doc["block_total"] and _finite(doc["speedup"])
 
 
+@pytest.mark.slow
 def test_preset_demo_with_the_real_presets(preset_mod, tmp_path, capsys):
     """With accel.preset: a real preset runs on a tiny Flux; without it: one clear error line, exit 2."""
     rc = preset_mod.main(["--family", "flux", "--preset", "balanced", "--steps", "4", *SMALL, "--out", str(tmp_path)])
@@ -118,6 +121,7 @@ def test_preset_demo_with_the_real_presets(preset_mod, tmp_path, capsys):
         assert rc == 2 and len(err) == 1 and "accel.preset" in err[0] and "--methods" in err[0]
 
 
+@pytest.mark.slow
 def test_preset_demo_on_a_local_pipeline_folder_with_prompts(preset_mod, tmp_path):
     from accel.testing import tiny_text_pipeline
 
@@ -157,6 +161,7 @@ def test_preset_demo_rejects_bad_methods(preset_mod, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- demo_end_to_end.py
+@pytest.mark.slow
 def test_end_to_end_demo_on_the_default_model(common, tmp_path):
     e2e = _load("demo_end_to_end")
     rc = e2e.main(["--calib-images", "2", "--calib-steps", "3", "--calib-calls", "4", "--max-steps", "2",
@@ -253,6 +258,7 @@ def test_readme_tables_and_commands_are_found():
     assert "--num-images" in quick and quick.count("--steps") == 1  # the README's 4 steps are no more than quick's
 
 
+@pytest.mark.slow
 def test_reproduce_readme_reruns_the_table_and_compares(tmp_path):
     rr = _load("reproduce_readme")
     (tmp_path / "README.md").write_text(README)

@@ -16,6 +16,11 @@ EXPECTED = {
 }
 
 
+def _tensors(x) -> list[int]:
+    """Identities of the tensors in a block's return value, in order."""
+    return [id(t) for t in (x if isinstance(x, (tuple, list)) else [x])]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_blocks_grid_and_io(name):
     model = tiny_transformer(name)
@@ -31,7 +36,8 @@ def test_blocks_grid_and_io(name):
             hidden, encoder = ref.io.inputs(args, kwargs)
             out_hidden, out_encoder = ref.io.outputs(out)
             seen.append((hidden.shape, out_hidden.shape, encoder is None, out_encoder is None))
-            assert ref.io.pack(out_hidden, out_encoder) is not None
+            packed = ref.io.pack(out_hidden, out_encoder)  # the block's own return format, the same tensors
+            assert type(packed) is type(out) and _tensors(packed) == _tensors(out)
         return hook
 
     handles = [r.module.register_forward_hook(probe(r), with_kwargs=True) for r in refs]

@@ -3,9 +3,10 @@
 One row per class (tests/_tiny_classes.py builds it from diffusers' own tiny test configs and
 drives it like a pipeline: a real scheduler, 4 steps, a falling timestep):
 * `.remove()` restores bit-identical outputs;
-* every block cache evaluates fewer blocks and keeps shape and dtype, at batch 1 and at a
-  CFG-like doubled batch;
-* where tokens apply: ratio-0 token methods are bit-identical, ratio > 0 merges (fewer FLOPs);
+* every block cache, at its tiny settings, evaluates fewer blocks and keeps shape and dtype, at
+  batch 1 and at a CFG-like doubled batch;
+* where tokens apply: ratio-0 token methods are bit-identical, and at their tiny settings
+  (accel.testing.METHOD_SETTINGS) every token method saves FLOPs;
   where they do not: `apply` refuses them with a ValueError and installs nothing;
 * where depth pruning applies: pruned -> saved -> reloaded with plain diffusers equals the
   original with those blocks bypassed; where it does not, `prune_model` refuses.
@@ -23,18 +24,14 @@ from accel.families import blocks_of, family_of, registered_families
 from accel.pruning import BlockProbe
 from accel.pruning.prune import prune_model
 from accel.pruning.select import forced_blocks
+from accel.testing import METHOD_SETTINGS, working_config
 
 from _tiny_classes import MiniPipe, build, inputs, prediction, tiny_classes
 
 M = accel.methods()
-CACHES = {
-    "delta-cache": dict(interval=2, boundary=0, cached_blocks=1.0, min_steps=0),
-    "interval-cache": dict(interval=2, warmup=1, min_steps=0),
-    "residual-cache": dict(threshold=100.0, warmup=1),
-    "schedule-cache": dict(budget=0.5),
-}
+CACHES = [n for n in METHOD_SETTINGS if M[n].kind == "cache"]  # each at its tiny settings
 RATIO0 = {"tome": dict(ratio=0.0), "toca": dict(interval=1), "diffrate": dict(rates="1")}
-MERGING = {"tome": dict(ratio=0.5), "diffrate": dict(rates="0.5")}
+MERGING = [n for n in METHOD_SETTINGS if M[n].kind == "tokens"]
 CLASSES = tiny_classes()
 
 
@@ -65,8 +62,8 @@ def test_caches_save_blocks_keep_shape_and_remove_exactly(name, built):
     for batch in (1, 2):
         kw = inputs(name, batch=batch)
         reference = pipe(kw)
-        for cli, settings in CACHES.items():
-            handle = accel.apply(pipe, M[cli](**settings))
+        for cli in CACHES:
+            handle = accel.apply(pipe, working_config(cli))
             out = pipe(kw)
             total = handle.stats()["total"]
             handle.remove()
@@ -91,8 +88,8 @@ def test_token_methods_where_the_grid_is_known_and_refused_elsewhere(name, built
         for cli, settings in RATIO0.items():
             with accel.apply(pipe, M[cli](**settings)):
                 assert torch.equal(pipe(kw), reference), cli
-        for cli, settings in MERGING.items():
-            with accel.apply(pipe, M[cli](**settings)) as handle:
+        for cli in MERGING:
+            with accel.apply(pipe, working_config(cli)) as handle:
                 out = pipe(kw)
                 ratio = handle.stats()[cli]["total"]["flops_ratio"]
             assert out.shape == reference.shape and torch.isfinite(out).all(), cli

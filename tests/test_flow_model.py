@@ -28,16 +28,15 @@ from accel.models import (
     load_flow_pipeline,
 )
 from accel.models.flow import MANIFEST_FILE, TRAIN_FLOW_CMD
+from accel.testing import METHOD_SETTINGS, saved_work
 
 STEPS, IMAGES = 16, 8
 PROMPTS = [digit_prompt(d) for d in range(10)]
-# PSNR (dB) to the unaccelerated images, measured on this workload / floor used here
-# (measured on the shipped 1,700-step weights, guidance 1.5, 2-core CPU, torch 2.13; token methods'
-# own FLOPs ratios: tome 0.60, toca 0.85, diffrate 0.86; caches' block evals of 192: delta 120,
+# PSNR floors (dB) to the unaccelerated images on this workload, from accel.testing.METHOD_SETTINGS
+# (measured on the shipped 1,700-step weights, guidance 1.5, 2-core CPU, torch 2.13, minus 3 dB; token
+# methods' own FLOPs ratios: tome 0.60, toca 0.85, diffrate 0.86; caches' block evals of 192: delta 120,
 # interval 72, residual 159, schedule 72)
-MEASURED_DB = {"delta-cache": 47.1, "interval-cache": 30.7, "residual-cache": 41.5, "schedule-cache": 31.9,
-               "tome": 21.0, "toca": 41.7, "diffrate": 27.3}
-PSNR_FLOOR_DB = {k: v - 3.0 for k, v in MEASURED_DB.items()}
+PSNR_FLOOR_DB = {name: row.floor_db["flow"] for name, row in METHOD_SETTINGS.items()}
 
 
 def _workload(pipe, n: int, seed: int):
@@ -112,14 +111,6 @@ def test_manifest_lists_every_shipped_weight_file():
     assert shipped <= listed
 
 
-def _saved_work(kind: str, stats: dict, name: str) -> bool:
-    if kind == "cache":
-        return 0 < stats["total"]["block_evals"] < stats["total"]["block_total"]
-    if kind == "tokens":  # every block runs, on fewer (image) tokens
-        return 0 < stats[name]["total"]["flops_ratio"] < 1
-    raise AssertionError(f"say how a {kind!r} method ({name}) shows that it saved work")
-
-
 @pytest.mark.parametrize("name", sorted(accel.methods()))
 def test_every_method_undoes_exactly_and_keeps_a_floor(paired, name):
     pipe, workload, baseline = paired
@@ -136,7 +127,7 @@ def test_every_method_undoes_exactly_and_keeps_a_floor(paired, name):
     assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
     if not config.accelerates:
         return
-    assert _saved_work(config.kind, stats, name)
+    assert saved_work(name, stats)
     psnr = psnr_from_mse(per_image_mse(images, baseline))
     assert name in PSNR_FLOOR_DB, f"measure a PSNR floor for {name} on the flow model"
     assert PSNR_FLOOR_DB[name] <= psnr < float("inf")

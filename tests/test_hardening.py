@@ -11,27 +11,17 @@ import pytest
 import torch
 
 import accel
-from accel.caching import DeltaCacheConfig, IntervalCacheConfig, ResidualCacheConfig, ScheduleCacheConfig
-from accel.testing import pipeline_inputs, run_tiny, tiny_pipeline
+from accel.caching import DeltaCacheConfig, IntervalCacheConfig
+from accel.testing import METHOD_SETTINGS, pipeline_inputs, run_tiny, tiny_pipeline, working_config
 
-# Settings under which the second of two steps would reuse every cached block.
-REUSING_CACHES = {
-    "delta-cache": DeltaCacheConfig(min_steps=0, interval=2, boundary=0, cached_blocks=3),
-    "interval-cache": IntervalCacheConfig(min_steps=0, interval=2, warmup=0),
-    "residual-cache": ResidualCacheConfig(threshold=1e9, warmup=0, front_blocks=1),
-    "schedule-cache": ScheduleCacheConfig(budget=1),
-}
+# The caches, each at its tiny settings: the second of two steps reuses every cached block.
+CACHES = [n for n in METHOD_SETTINGS if accel.methods()[n].kind == "cache"]
 
 
 def _prepared(pipe, family: str, steps: int, config):
     """accel.apply after the config's one-off preparation (schedule-cache calibrates)."""
     config.prepare(pipe, lambda: pipe(**pipeline_inputs(family, steps=steps, seed=7)))
     return accel.apply(pipe, config)
-
-
-def test_every_cache_is_covered_here():
-    caches = {n for n, c in accel.methods().items() if c.kind == "cache"}
-    assert caches == set(REUSING_CACHES), "add the new cache to REUSING_CACHES"
 
 
 # -- 1. a dropped pipeline is freed -------------------------------------------------------------
@@ -69,11 +59,11 @@ def _sd3_with_cutoff(pipe, cutoff: int) -> torch.Tensor:
     return torch.as_tensor(out)
 
 
-@pytest.mark.parametrize("name", sorted(REUSING_CACHES))
+@pytest.mark.parametrize("name", CACHES)
 def test_cfg_cutoff_mid_call_recomputes_instead_of_broadcasting(tiny_pipes, name):
     pipe = tiny_pipes["sd3"]
     reference = _sd3_with_cutoff(pipe, cutoff=0)  # step 0 with CFG (batch 2), step 1 without (batch 1)
-    with _prepared(pipe, "sd3", 2, REUSING_CACHES[name]) as handle:
+    with _prepared(pipe, "sd3", 2, working_config(name)) as handle:
         out = _sd3_with_cutoff(pipe, cutoff=0)
         stats = handle.stats()[name]["total"]
         assert stats["shape_recomputes"] == 1
@@ -101,11 +91,11 @@ def test_forecast_drops_an_offset_of_another_shape():
 
 
 # -- 3. memory held after a call ----------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(REUSING_CACHES))
+@pytest.mark.parametrize("name", CACHES)
 def test_cached_tensors_are_freed_when_the_call_ends(tiny_pipes, name):
     pipe = tiny_pipes["sd3"]
     held_during: list[int] = []
-    with _prepared(pipe, "sd3", 3, REUSING_CACHES[name]) as handle:
+    with _prepared(pipe, "sd3", 3, working_config(name)) as handle:
         def probe(p, i, t, kw):
             held_during.append(handle.held_bytes())
             return kw

@@ -41,6 +41,7 @@ def test_the_docstring_example_applies_the_method_and_runs(name, capsys):
         assert total["block_evals"] < total["block_total"]  # the example's settings really skip blocks
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and diffusers: 61 s at load 14
 def test_method_configs_are_top_level_names_loaded_on_first_use():
     import subprocess
     import sys

@@ -38,6 +38,7 @@ def test_no_group_outside_context_parallelism() -> None:
     assert accel_dist.sum_across_ranks(model, values) is values
 
 
+@pytest.mark.slow
 def test_residual_cache_decides_the_same_on_every_context_parallel_rank(tmp_path: Path) -> None:
     """Tiny Flux pipeline, Ulysses degree 2 (diffusers' ring attention needs an attention backend that
     returns the log-sum-exp, which the native CPU backend does not): each rank holds half of the tokens."""
@@ -103,6 +104,7 @@ def _losses(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_distill_in_two_processes_matches_one_and_resumes(distill_folders: Path, tmp_path: Path) -> None:
     """`--batch-size` is the global batch: 2 processes of 4 samples give the losses of 1 process of 8, and a
     2-process run stopped at step 2 resumes in 2 processes. The launch form is docs/composition.md's:

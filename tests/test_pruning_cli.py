@@ -107,6 +107,7 @@ def test_pruned_default_model_stays_a_digits_model(tmp_path):
         assert torch.equal(prediction(digits.transformer, ((), kw)), expected)
 
 
+@pytest.mark.slow
 def test_bench_reports_fd_digits_for_a_pruned_default_model(tmp_path):
     from accel.eval import report
 

@@ -19,6 +19,7 @@ def _pair(layers: int = 4, keep=(0, 1)):
     return teacher, prune_model(teacher, keep), list(keep)
 
 
+@pytest.mark.slow
 def test_distillation_loss_decreases(tmp_path):
     teacher, student, mapping = _pair()
     data = RecordedCallData([((), transformer_inputs("dit", teacher, batch=4))])
@@ -74,6 +75,7 @@ def folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_distill_cli_writes_the_distilled_pipeline(folders, tmp_path):
     out = tmp_path / "d"
     base = ["distill", "--teacher", str(folders / "teacher"), "--student", str(folders / "student"), "--out",

@@ -12,6 +12,7 @@ from accel.pruning.workflow import distill_data, distill_pipeline, prune_pipelin
 from accel.testing import tiny_class_pipeline, tiny_pipeline
 
 
+@pytest.mark.slow
 def test_prune_then_distill_in_memory(tmp_path):
     pipe = tiny_class_pipeline(num_layers=3)
     pruned = prune_pipeline(pipe, 2, selector="laptop", calib_images=2, calib_steps=2, source="tiny")

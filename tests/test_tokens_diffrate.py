@@ -9,7 +9,7 @@ import torch
 
 import accel
 import accel.models
-from accel.testing import FAMILIES, run_tiny, tiny_class_pipeline, tiny_transformer, transformer_inputs
+from accel.testing import run_tiny, tiny_class_pipeline, tiny_transformer, transformer_inputs
 from accel.tokens import DiffRateConfig
 from accel.pipelines.calls import record_calls
 from accel.tokens.diffrate_train import RateTrainer, train_rates
@@ -121,8 +121,3 @@ def test_single_rate_applies_to_every_block():
         stats = h.stats()["diffrate"]
     assert stats["rates"] == [0.85] * 3 and stats["total"]["attention.tokens_out"] == 3 * 2 * 14  # of 16
     assert stats["total"]["mlp.tokens_out"] == stats["total"]["mlp.tokens_in"]
-
-
-def test_registered_everywhere():
-    assert set(FAMILIES)  # keeps the import honest
-    assert accel.methods()["diffrate"] is DiffRateConfig and DiffRateConfig.kind == "tokens"

@@ -121,7 +121,3 @@ def test_stacks_with_interval_cache_and_undoes_exactly(tiny_pipes):
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         TocaConfig(**kwargs)
-
-
-def test_registered():
-    assert accel.methods()["toca"] is TocaConfig and TocaConfig.kind == "tokens"

@@ -200,11 +200,6 @@ def test_impossible_requests_raise_at_apply_with_nothing_installed(family, kwarg
     accel.apply(model).remove()  # no live handle left behind
 
 
-def test_registered_as_tokens_kind():
-    cls = accel.methods()["tome"]
-    assert cls is TomeConfig and cls.kind == "tokens"
-
-
 def test_parse_blocks_forms():
     from accel.tokens.tome import parse_blocks
 

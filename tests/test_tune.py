@@ -145,6 +145,7 @@ def _tune(tmp_path, *extra):
                  "--out", str(tmp_path / "tune.json"), *extra])
 
 
+@pytest.mark.slow
 def test_tune_command_writes_a_config_bench_and_apply_accept_and_resumes(tmp_path, capsys):
     assert _tune(tmp_path, "--budget-psnr", "10") == 0
     doc = json.loads((tmp_path / "tune.json").read_text())
@@ -218,6 +219,7 @@ def test_default_model_presets_are_ordered_by_speed():
     assert ratios["fast"] < ratios["balanced"] < ratios["quality"] < 1.0
 
 
+@pytest.mark.slow
 def test_tune_searches_a_pruned_folder_as_a_model_variant(tmp_path):
     """--pruned DIR: candidates on that folder are compared with the original model's images."""
     from accel.pruning import prune_model, save_pipeline
