@@ -47,4 +47,4 @@ def test_two_methods_of_one_kind_refuse_to_stack(tiny_pipes, kind):
     first, second = [n for n in METHOD_SETTINGS if accel.methods()[n].kind == kind][:2]
     with pytest.raises(ValueError, match=f"kind '{kind}'"):
         accel.apply(pipe, working_config(first), working_config(second))
-    assert accel.api.handle_of(pipe.transformer) is None  # nothing left installed
+    assert accel.handles.handle_of(pipe.transformer) is None  # nothing left installed
