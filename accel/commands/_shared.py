@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..argtypes import nonneg_float, positive_int
-from ..errors import InputError, one_line
+from ..argtypes import nonneg_float, positive_int, thread_count
+from ..errors import InputError, SettingError, one_line
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch.set_num_threads, at most the CPU cores (default: torch's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
@@ -42,9 +43,19 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
 
 
-def fail(command: str, exc: BaseException | str) -> int:
-    """Print ``accel COMMAND: error: <one line>`` on stderr; the exit code of bad input (2)."""
-    text = exc if isinstance(exc, str) else one_line(exc)
+def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
+    """An error as one line; a SettingError names the flag of its setting (``flags[setting]``, else
+    ``--`` + the setting with dashes: num_images -> --num-images)."""
+    if isinstance(exc, SettingError):
+        flag = (flags or {}).get(exc.setting) or "--" + exc.setting.replace("_", "-")
+        return " ".join(f"{flag} {exc.detail}".split())
+    return one_line(exc)
+
+
+def fail(command: str, exc: BaseException | str, flags: dict[str, str] | None = None) -> int:
+    """Print ``accel COMMAND: error: <one line>`` on stderr (a setting named by its flag, see `flag_line`);
+    the exit code of bad input (2)."""
+    text = exc if isinstance(exc, str) else flag_line(exc, flags)
     print(f"accel {command}: error: {text}", file=sys.stderr)
     return 2
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import nonneg_int, positive_int, seed_int
+from ..argtypes import image_count, positive_int, repeat_count, repeat_count_or_zero, seed_int, step_count
 from ._shared import add_pipeline_arguments, fail
 
 
@@ -29,20 +29,20 @@ def add_parser(sub: Any) -> None:
                         "plus every method of accel.methods() at default settings")
     p.add_argument("--config", action="append", default=None, metavar="FILE",
                    help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=step_count, default=None,
                    help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
                         "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
-    p.add_argument("--num-images", type=positive_int, default=200, help="images per method and seed set (default 200)")
+    p.add_argument("--num-images", type=image_count, default=200, help="images per method and seed set (default 200)")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed; image i gets seed+i")
     p.add_argument("--seed-sets", type=positive_int, default=1,
                    help="repeat over K disjoint seed sets and report FD's spread")
     p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pipeline call (default 100)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per method (default 3)")
-    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--timing-images", type=positive_int, default=8,
+    p.add_argument("--batch-size", type=image_count, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--repeats", type=repeat_count, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=repeat_count_or_zero, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=image_count, default=8,
                    help="images per timed call (default 8; timing uses this smaller batch)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")

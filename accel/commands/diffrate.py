@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-from ..argtypes import nonneg_float, open_unit_interval, positive_float, positive_int, seed_int, set_types
+from ..argtypes import (image_count, nonneg_float, open_unit_interval, positive_float, positive_int, seed_int,
+                        set_types, step_count, thread_count)
+from ..bounds import MAX_IMAGES
 from ..errors import AccelError, InputError
 from ._shared import fail
 
@@ -39,10 +41,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    set_types(p, {"--flops": open_unit_interval, "--iters": positive_int, "--rows": positive_int,
-                  "--lr": positive_float, "--lam": nonneg_float, "--steps": positive_int,
-                  "--calibration-images": positive_int, "--calibration-runs": positive_int, "--seed": seed_int,
-                  "--threads": positive_int})
+    set_types(p, {"--flops": open_unit_interval, "--iters": positive_int, "--rows": image_count,
+                  "--lr": positive_float, "--lam": nonneg_float, "--steps": step_count,
+                  "--calibration-images": image_count, "--calibration-runs": positive_int, "--seed": seed_int,
+                  "--threads": thread_count})
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
@@ -72,6 +74,9 @@ def _diffrate(args: argparse.Namespace) -> int:
     if bad or not sublayers:
         return fail("diffrate", f"--sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
                                 f"choose from {', '.join(SUBLAYERS)}")
+    if args.calibration_images * args.calibration_runs > MAX_IMAGES:  # recorded calls grow with both
+        return fail("diffrate", f"--calibration-images {args.calibration_images} x --calibration-runs "
+                                f"{args.calibration_runs} is more than the limit of {MAX_IMAGES:,} images")
     out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
     ckpt = out.with_name(out.name + ".ckpt.safetensors")
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..argtypes import keep_amount, positive_int, seed_int
+from ..argtypes import image_count, keep_amount, positive_int, seed_int, step_count, thread_count
 from ..errors import AccelError, InputError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
@@ -36,14 +36,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
                    help="per-block cost the --keep fraction budgets (default: count of blocks)")
     p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
-    p.add_argument("--calib-images", type=positive_int, default=20, help="calibration images (default 20)")
-    p.add_argument("--calib-steps", type=positive_int, default=20, help="sampling steps of the calibration runs (default 20)")
+    p.add_argument("--calib-images", type=image_count, default=20, help="calibration images (default 20)")
+    p.add_argument("--calib-steps", type=step_count, default=20, help="sampling steps of the calibration runs (default 20)")
     p.add_argument("--calib-calls", type=positive_int, default=32,
                    help="transformer calls kept for scoring, strided over all steps (default 32)")
     p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
+    p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a pipeline folder an earlier `accel prune` wrote at --out (never other folders)")
     p.add_argument("--quiet", action="store_true")
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from ..eval.runtime import resolve_device
     from ..outputs import check_new_dir
     from ..pruning.workflow import prune_pipeline
 
@@ -68,7 +69,8 @@ def _prune(args: argparse.Namespace) -> int:
                         hint=" (or --overwrite to replace a folder `accel prune` wrote)")
     if args.selector not in SELECTORS:
         raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
-    source = load_source(args.model, device=args.device)
+    device = resolve_device(args.device)  # as `accel bench`: one line for a device this machine lacks
+    source = load_source(args.model, device=device)
     pipe, digits = source.pipe, source.digits
     try:
         result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..argtypes import finite_float, int_at_least, nonneg_int, positive_int, seed_int
+from ..argtypes import (finite_float, image_count, image_count_or_zero, int_at_least, nonneg_float, positive_int,
+                        seed_int, step_count)
 from ._shared import add_pipeline_arguments
 
 
@@ -24,7 +25,7 @@ def add_parser(sub: Any) -> None:
     add_pipeline_arguments(p)
     p.add_argument("--budget-fd", type=finite_float, default=None, metavar="PCT",
                    help="largest FD increase over the baseline, in percent (paired; needs an FD extractor)")
-    p.add_argument("--budget-psnr", type=finite_float, default=None, metavar="DB",
+    p.add_argument("--budget-psnr", type=nonneg_float, default=None, metavar="DB",
                    help="smallest PSNR to the baseline's images, in dB")
     p.add_argument("--evals", type=positive_int, default=40,
                    help="search compute in full evaluations: EVALS x --calibration-images images in all, split "
@@ -35,16 +36,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pruned", action="append", default=[], metavar="DIR",
                    help="a pruned pipeline folder (`accel prune` / `accel distill`) to search as a variant of "
                         "the model; repeatable")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: as accel bench)")
-    p.add_argument("--calibration-images", type=positive_int, default=None,
+    p.add_argument("--steps", type=step_count, default=None, help="sampling steps (default: as accel bench)")
+    p.add_argument("--calibration-images", type=image_count, default=None,
                    help="images of the last search rung (default 192 with --budget-fd, 64 without)")
-    p.add_argument("--holdout-images", type=nonneg_int, default=200,
+    p.add_argument("--holdout-images", type=image_count_or_zero, default=200,
                    help="held-out images the front is re-measured on (default 200; 0 = skip)")
     p.add_argument("--front-max", type=positive_int, default=8, help="front candidates re-measured on held-out images")
     p.add_argument("--eta", type=int_at_least(2), default=3, help="successive halving: keep 1/eta per rung (default 3)")
     p.add_argument("--exhaustive", action="store_true",
                    help="evaluate the whole grid on the calibration images instead of searching")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
+    p.add_argument("--batch-size", type=image_count, default=32, help="images per pipeline call (default 32)")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed (calibration and held-out sets are disjoint)")
     p.add_argument("--out", default="tune.json", help="output JSON (report.html is written next to it)")
     p.add_argument("--overwrite", action="store_true", help="replace --out and the report.html next to it")

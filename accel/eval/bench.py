@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import one_line
+from ..bounds import MAX_IMAGES, check_memory
+from ..errors import SettingError, one_line
 from . import fid as fidmod
 from .compiled import CompileSetting, compile_fields, compile_note, compiled_apply, measure_compile
 from .fidelity import try_lpips
@@ -85,12 +86,20 @@ def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, e
         raise ValueError("methods[0] must be the baseline")
     if seed_sets < 1:
         raise BenchInputError(f"--seed-sets must be >= 1, got {seed_sets}")
+    check_total_images(num_images, seed_sets)
     if extractor is not None and num_images < fidmod.min_images_for_fd(extractor.num_features):
         raise BenchInputError(
             f"--num-images {num_images} is too few for a stable covariance of {extractor.num_features}-dim "
             f"features: at least {fidmod.min_images_for_fd(extractor.num_features)} images are required "
             "(several times more for a low-noise FD), or pass --no-fd"
         )
+
+
+def check_total_images(num_images: int, seed_sets: int) -> None:
+    """SettingError when the images of all seed sets (per method) exceed accel.bounds.MAX_IMAGES."""
+    if num_images * seed_sets > MAX_IMAGES:
+        raise SettingError("num_images", f"{num_images} x {seed_sets} seed sets = {num_images * seed_sets:,} images "
+                                         f"per method is more than the limit of {MAX_IMAGES:,}")
 
 
 def probe_call(pipe: Any, workload: Any) -> torch.Tensor:
@@ -189,6 +198,8 @@ def run_bench(
         for k in range(seed_sets)
     ]
     probe = probe_call(pipe, workloads[0])
+    # the baseline's images of a seed set are held until every method has been compared with them
+    check_memory("num_images", num_images, num_images * probe[0].numel() * 4, "the baseline images of one seed set")
     t_imgs = min(timing_images or batch_size, batch_size, num_images)
     calibration = make_workload(pipe, num_images, seed, steps, guidance=guidance, batch_size=batch_size,
                                 seed_set=seed_sets, num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)

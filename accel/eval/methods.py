@@ -183,7 +183,12 @@ def parse_methods(spec: str | None, registry: dict[str, type]) -> list[MethodSpe
     ``:`` continues the options of the method before it. ``+`` stacks configs into one
     method. ``None`` means the baseline + every registered method at default settings.
     """
-    raw = [[n] for n in registry] if spec is None or not spec.strip() else _groups(spec)
+    if spec is not None and not spec.strip():  # '' would otherwise mean "every method"
+        from ..errors import SettingError
+
+        raise SettingError("methods", "is empty: name at least one method (e.g. baseline), or leave it out for "
+                                      "the default set")
+    raw = [[n] for n in registry] if spec is None else _groups(spec)
     out: list[MethodSpec] = [MethodSpec(BASELINE)]
     seen = {BASELINE}
     for group in raw:

@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
+from ..bounds import check_images, check_steps, check_threads
 from ..pipelines.calls import pipeline_kind
 from ..pipelines.loader import SCHEDULER_CLASSES
 from . import fid as fidmod
+from .bench import check_total_images
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
 from .runtime import parse_dtype, resolve_device
@@ -111,6 +113,14 @@ def check_args(args: "PrepareSettings") -> None:
                      ("--seed-sets", 1), ("--warmup", 0), ("--timing-images", 1), ("--threads", 1),
                      ("--seed", 0), ("--height", 1), ("--width", 1), ("--num-frames", 1)):
         at_least(flag, getattr(args, flag[2:].replace("-", "_"), None), lo)
+    for name in ("num_images", "batch_size", "timing_images"):  # upper bounds, before any list is built
+        if getattr(args, name) is not None:
+            check_images(name, getattr(args, name))
+    if args.num_images is not None and args.seed_sets is not None:
+        check_total_images(args.num_images, args.seed_sets)
+    if args.steps is not None:
+        check_steps("steps", args.steps)
+    check_threads(args.threads)
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise BenchInputError(f"--guidance must be a finite number, got {args.guidance}")
     if args.scheduler is not None and args.scheduler not in SCHEDULER_CLASSES:

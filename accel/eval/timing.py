@@ -11,10 +11,11 @@ import torch
 
 
 def pin_threads(n: int | None) -> int:
-    """``torch.set_num_threads(n)`` when n is given; returns the thread count in use."""
+    """``torch.set_num_threads(n)`` when n is given (1 to os.cpu_count()); returns the thread count in use."""
     if n is not None:
-        if n < 1:
-            raise ValueError(f"--threads must be >= 1, got {n}")
+        from ..bounds import check_threads
+
+        check_threads(n)  # SettingError: not in [1, cores]
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
 

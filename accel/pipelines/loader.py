@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..api import resolve
+from ..bounds import check_device
 from ..errors import InputError, ModelNotFoundError, UnsupportedModelError
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
@@ -52,6 +53,7 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
+    check_device(device)  # a device this machine lacks: one line now, not an AssertionError inside torch
     bars, tbars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
     if not progress_bars:  # diffusers' "Loading pipeline components" and transformers' "Loading weights"
         dlog.disable_progress_bar()

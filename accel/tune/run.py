@@ -70,7 +70,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     import accel
     from accel.errors import AccelError
-    from accel.errors import one_line
+    from accel.commands._shared import flag_line
     from accel.eval.methods import BenchInputError
     from accel.eval.prepare import prepare
     from accel.eval.runtime import pin_threads
@@ -100,14 +100,14 @@ def tune_command(args: argparse.Namespace) -> int:
         check_file_output(args.out, overwrite=args.overwrite, companions=("report.html",))
         threads = pin_threads(args.threads)
         registry = dict(accel.methods())
-        names = [n.strip() for n in args.methods.split(",")] if args.methods else None
+        names = [n.strip() for n in args.methods.split(",")] if args.methods is not None else None
         space = build_space(registry, names, models=[None, *args.pruned])
         prep = prepare(_prepare_settings(args))
         if budget.fd_pct is not None and prep.extractor is None:
             raise BenchInputError("--budget-fd needs an FD extractor (the default model has FD-digits; else "
                                   "--inception-weights PATH or --features MODULE:FACTORY), or use --budget-psnr")
     except (BenchInputError, AccelError, ValueError) as exc:
-        return fail(one_line(exc))
+        return fail(flag_line(exc))
     if hasattr(prep.pipe, "set_progress_bar_config"):
         prep.pipe.set_progress_bar_config(disable=True)
     from accel.eval import fid as fidmod
@@ -149,7 +149,7 @@ def tune_command(args: argparse.Namespace) -> int:
                                      min_images=min_images, eta=args.eta, seed=args.seed, progress=progress)
     except (AccelError, ValueError) as exc:
         bar.close()
-        return fail(one_line(exc))
+        return fail(flag_line(exc))
     bar.close()
     quality = "fd_pct" if budget.fd_pct is not None else "psnr"
     latest: dict[str, dict] = {}  # each candidate at the most images it was evaluated on

@@ -35,8 +35,8 @@ class QualityBudget:
             raise ValueError("give a quality budget: --budget-fd PCT and/or --budget-psnr DB")
         if self.fd_pct is not None and not (math.isfinite(self.fd_pct) and self.fd_pct >= 0):
             raise ValueError(f"--budget-fd must be a finite percentage >= 0, got {self.fd_pct}")
-        if self.psnr is not None and not math.isfinite(self.psnr):
-            raise ValueError(f"--budget-psnr must be a finite number of dB, got {self.psnr}")
+        if self.psnr is not None and not (math.isfinite(self.psnr) and self.psnr >= 0):
+            raise ValueError(f"--budget-psnr must be a finite number of dB >= 0 (PSNR of images in [0, 1] is never below 0), got {self.psnr}")
 
     def meets(self, r: dict, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> bool:
         """Whether result ``r`` is inside the budget (slack widens it, for small-sample rungs)."""
