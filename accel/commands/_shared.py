@@ -43,6 +43,13 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
 
 
+def prepare_settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The pipeline settings (accel.eval.prepare.PrepareSettings) of the parsed flags of the same names."""
+    from ..eval.prepare import PrepareSettings
+
+    return PrepareSettings.from_args(args, **overrides)
+
+
 def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
     """An error as one line; a SettingError names the flag of its setting (``flags[setting]``, else
     ``--`` + the setting with dashes: num_images -> --num-images)."""

@@ -1,13 +1,16 @@
-"""`accel tune`: the fastest stack of methods inside a quality budget (the search: accel.tune.run)."""
+"""`accel tune`: the fastest stack of methods inside a quality budget (the search: accel.tune.run); the flags,
+messages, printing and exit codes are here, the library takes TuneSettings and raises typed errors."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..argtypes import (finite_float, image_count, image_count_or_zero, int_at_least, nonneg_float, positive_int,
                         seed_int, step_count)
-from ._shared import add_pipeline_arguments
+from ..errors import SettingError
+from ._shared import add_pipeline_arguments, fail, flag_line
 
 
 def add_parser(sub: Any) -> None:
@@ -54,8 +57,81 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def settings(args: argparse.Namespace) -> Any:
+    """The typed settings of the parsed flags (accel.tune.run.TuneSettings)."""
+    from ..tune.run import TuneSettings
+    from ._shared import prepare_settings
+
+    names = [n.strip() for n in args.methods.split(",")] if args.methods is not None else None
+    return TuneSettings(
+        prepare_settings(args), budget_fd=args.budget_fd, budget_psnr=args.budget_psnr, evals=args.evals,
+        methods=names, pruned=list(args.pruned), calibration_images=args.calibration_images,
+        holdout_images=args.holdout_images, front_max=args.front_max, eta=args.eta, exhaustive=args.exhaustive,
+        batch_size=args.batch_size, seed=args.seed, out=args.out, overwrite=args.overwrite, cache=not args.no_cache,
+        progress=not args.quiet, command=getattr(args, "command_line", None))
+
+
+def _row(r: dict) -> str:
+    fd = "" if r.get("fd_pct") is None else f"{r['fd_pct']:+7.1f}%"
+    psnr = "inf" if r.get("psnr") is None else f"{r['psnr']:.1f}"
+    return f"{r['speedup']:6.2f}x  {psnr:>6} dB  {fd:>8}  n={r['n']:<4} {r['key']}"
+
+
+# the settings whose flag is not `--` + the setting's name with dashes
+FLAGS = {"inception_weights": "--inception-weights PATH", "features": "--features MODULE:FACTORY"}
+
+
 def run(args: argparse.Namespace) -> int:
     """`accel tune`; exit 0 with a config, 1 when none meets the budget, 2 on bad input."""
-    from ..tune.run import tune_command
+    from tqdm.auto import tqdm
 
-    return tune_command(args)
+    from ..errors import AccelError
+    from ..eval.methods import BenchInputError
+    from ..tune.run import planned_evaluations, run_tune, setup_tune
+
+    if args.budget_fd is None and args.budget_psnr is None:
+        return fail("tune", "give a quality budget: --budget-fd PCT and/or --budget-psnr DB")
+    try:
+        setup = setup_tune(settings(args))
+    except (BenchInputError, AccelError, ValueError) as exc:
+        return fail("tune", _flagged(exc))
+    prep, budget = setup.prep, setup.budget
+    print(f"accel tune: model={prep.model_name} steps={prep.steps} scheduler={prep.scheduler} "
+          f"guidance={prep.guidance} threads={setup.threads} space={setup.space.size() - 1} candidates "
+          f"budget={budget.as_dict()} evals={'all' if args.exhaustive else args.evals}", file=sys.stderr)
+    bar = tqdm(total=planned_evaluations(setup), desc="tuning", unit="eval", disable=args.quiet)
+
+    def progress(r: dict) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{r['speedup']:.2f}x {r['key'][:40]}")
+
+    try:
+        outcome = run_tune(setup, progress)
+    except (AccelError, ValueError) as exc:
+        return fail("tune", _flagged(exc))
+    finally:
+        bar.close()
+    chosen, out = outcome.chosen, outcome.out
+    print(f"\nfront ({'held-out' if outcome.held else 'calibration'} images; quality budget {budget.as_dict()}):")
+    for r in sorted(outcome.final_pool, key=lambda r: r["speedup"]):
+        mark = "*" if chosen is not None and r["key"] == chosen["key"] else " "
+        print(f" {mark} {_row(r)}")
+    res = outcome.search
+    print(f"search: {res.evaluations} evaluations ({res.image_evaluations} image-evaluations) of a "
+          f"{setup.space.size() - 1}-candidate space; wrote {out}")
+    if chosen is None:
+        print("accel tune: no candidate meets the budget "
+              f"{budget.as_dict()} (see the front above); loosen the budget or add methods", file=sys.stderr)
+        return 1
+    print(f"chosen: {chosen['key']}  ->  accel bench --config {out}   /   "
+          f"accel.apply(pipe, *accel.load_configs({str(out)!r}))")
+    return 0
+
+
+def _flagged(exc: BaseException) -> str:
+    """The error's one line; the FD-extractor hint of --budget-fd spelt in flags."""
+    line = flag_line(exc, FLAGS)
+    if isinstance(exc, SettingError) and exc.setting == "budget_fd" and "FD extractor" in exc.detail:
+        line = ("--budget-fd needs an FD extractor (the default model has FD-digits; else --inception-weights PATH "
+                "or --features MODULE:FACTORY), or use --budget-psnr")
+    return line
