@@ -13,14 +13,15 @@ class InputError(AccelError, ValueError):
 
 class SettingError(InputError):
     """A setting's value is refused. The text names the setting (``num_images 10 is ...``); a command
-    prints its flag instead (``--num-images 10 is ...``), from `setting` and `detail`."""
+    prints its flag instead (``--num-images 10 is ...``), from `setting` and `detail`; `also` lists other
+    settings the detail names (as words), which a command spells as flags too."""
 
-    def __init__(self, setting: str, detail: str) -> None:
-        super().__init__(f"{setting} {detail}")
-        self.setting, self.detail = setting, detail
+    def __init__(self, setting: str, detail: str, also: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{setting}{'' if detail.startswith(':') else ' '}{detail}")
+        self.setting, self.detail, self.also = setting, detail, tuple(also)
 
     def __reduce__(self) -> tuple:  # picklable across processes, like any exception
-        return type(self), (self.setting, self.detail)
+        return type(self), (self.setting, self.detail, self.also)
 
 
 class UnsupportedModelError(AccelError, ValueError):

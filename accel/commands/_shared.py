@@ -54,8 +54,15 @@ def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
     """An error as one line; a SettingError names the flag of its setting (``flags[setting]``, else
     ``--`` + the setting with dashes: num_images -> --num-images)."""
     if isinstance(exc, SettingError):
-        flag = (flags or {}).get(exc.setting) or "--" + exc.setting.replace("_", "-")
-        return " ".join(f"{flag} {exc.detail}".split())
+        import re
+
+        def flag(name: str) -> str:
+            return (flags or {}).get(name) or "--" + name.replace("_", "-")
+
+        detail = exc.detail
+        for name in exc.also:  # the other settings it names, as whole words
+            detail = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag(name), detail)
+        return " ".join(f"{flag(exc.setting)}{'' if detail.startswith(':') else ' '}{detail}".split())
     return one_line(exc)
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 from ..argtypes import (finite_float, image_count, image_count_or_zero, int_at_least, nonneg_float, positive_int,
                         seed_int, step_count)
-from ..errors import SettingError
-from ._shared import add_pipeline_arguments, fail, flag_line
+from ._shared import add_pipeline_arguments, fail
 
 
 def add_parser(sub: Any) -> None:
@@ -77,10 +76,6 @@ def _row(r: dict) -> str:
     return f"{r['speedup']:6.2f}x  {psnr:>6} dB  {fd:>8}  n={r['n']:<4} {r['key']}"
 
 
-# the settings whose flag is not `--` + the setting's name with dashes
-FLAGS = {"inception_weights": "--inception-weights PATH", "features": "--features MODULE:FACTORY"}
-
-
 def run(args: argparse.Namespace) -> int:
     """`accel tune`; exit 0 with a config, 1 when none meets the budget, 2 on bad input."""
     from tqdm.auto import tqdm
@@ -94,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup = setup_tune(settings(args))
     except (BenchInputError, AccelError, ValueError) as exc:
-        return fail("tune", _flagged(exc))
+        return fail("tune", exc)
     prep, budget = setup.prep, setup.budget
     print(f"accel tune: model={prep.model_name} steps={prep.steps} scheduler={prep.scheduler} "
           f"guidance={prep.guidance} threads={setup.threads} space={setup.space.size() - 1} candidates "
@@ -108,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = run_tune(setup, progress)
     except (AccelError, ValueError) as exc:
-        return fail("tune", _flagged(exc))
+        return fail("tune", exc)
     finally:
         bar.close()
     chosen, out = outcome.chosen, outcome.out
@@ -127,11 +122,3 @@ def run(args: argparse.Namespace) -> int:
           f"accel.apply(pipe, *accel.load_configs({str(out)!r}))")
     return 0
 
-
-def _flagged(exc: BaseException) -> str:
-    """The error's one line; the FD-extractor hint of --budget-fd spelt in flags."""
-    line = flag_line(exc, FLAGS)
-    if isinstance(exc, SettingError) and exc.setting == "budget_fd" and "FD extractor" in exc.detail:
-        line = ("--budget-fd needs an FD extractor (the default model has FD-digits; else --inception-weights PATH "
-                "or --features MODULE:FACTORY), or use --budget-psnr")
-    return line

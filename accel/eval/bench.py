@@ -32,12 +32,12 @@ from typing import Any, Sequence
 import torch
 
 from ..bounds import MAX_IMAGES, check_memory
-from ..errors import SettingError, one_line
+from ..errors import one_line
 from . import fid as fidmod
 from .compiled import CompileSetting, compile_fields, compile_note, compiled_apply, measure_compile
 from .fidelity import try_lpips
 from .memory import memory_kind
-from .methods import BenchInputError, MethodSpec
+from .methods import BenchInputError, BenchSettingError, MethodSpec
 from .paired import generate_paired, time_methods
 from .provenance import package_versions, run_meta
 from .records import build_records
@@ -85,20 +85,20 @@ def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, e
     if not methods or not methods[0].is_baseline:
         raise ValueError("methods[0] must be the baseline")
     if seed_sets < 1:
-        raise BenchInputError(f"--seed-sets must be >= 1, got {seed_sets}")
+        raise BenchSettingError("seed_sets", f"must be >= 1, got {seed_sets}")
     check_total_images(num_images, seed_sets)
     if extractor is not None and num_images < fidmod.min_images_for_fd(extractor.num_features):
-        raise BenchInputError(
-            f"--num-images {num_images} is too few for a stable covariance of {extractor.num_features}-dim "
+        raise BenchSettingError(
+            "num_images", f"{num_images} is too few for a stable covariance of {extractor.num_features}-dim "
             f"features: at least {fidmod.min_images_for_fd(extractor.num_features)} images are required "
-            "(several times more for a low-noise FD), or pass --no-fd"
+            "(several times more for a low-noise FD), or measure no FD (`accel bench --no-fd`)"
         )
 
 
 def check_total_images(num_images: int, seed_sets: int) -> None:
     """SettingError when the images of all seed sets (per method) exceed accel.bounds.MAX_IMAGES."""
     if num_images * seed_sets > MAX_IMAGES:
-        raise SettingError("num_images", f"{num_images} x {seed_sets} seed sets = {num_images * seed_sets:,} images "
+        raise BenchSettingError("num_images", f"{num_images} x {seed_sets} seed sets = {num_images * seed_sets:,} images "
                                          f"per method is more than the limit of {MAX_IMAGES:,}")
 
 

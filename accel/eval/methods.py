@@ -15,11 +15,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import SettingError
+
 BASELINE = "baseline"
 
 
 class BenchInputError(ValueError):
     """Bad user input to `accel bench` (exit code 2, nothing written)."""
+
+
+class BenchSettingError(SettingError, BenchInputError):
+    """A refused bench setting: a BenchInputError whose text names the setting (see SettingError)."""
 
 
 @dataclass
@@ -184,9 +190,7 @@ def parse_methods(spec: str | None, registry: dict[str, type]) -> list[MethodSpe
     method. ``None`` means the baseline + every registered method at default settings.
     """
     if spec is not None and not spec.strip():  # '' would otherwise mean "every method"
-        from ..errors import SettingError
-
-        raise SettingError("methods", "is empty: name at least one method (e.g. baseline), or leave it out for "
+        raise BenchSettingError("methods", "is empty: name at least one method (e.g. baseline), or leave it out for "
                                       "the default set")
     raw = [[n] for n in registry] if spec is None else _groups(spec)
     out: list[MethodSpec] = [MethodSpec(BASELINE)]

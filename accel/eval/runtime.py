@@ -1,6 +1,6 @@
 """Where `accel bench` runs: processes (accelerate), device, dtype, threads (the scheduler: accel.pipelines).
 
-Every function turns a bad value into a :class:`BenchInputError` that names the flag.
+Every function turns a bad value into a :class:`SettingError` that names the setting (or a BenchInputError).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from ..bounds import check_device
 from ..errors import SettingError
 from . import timing
-from .methods import BenchInputError
+from .methods import BenchInputError, BenchSettingError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -65,7 +65,7 @@ def resolve_device(name: str | None, state: Any = None) -> torch.device:
 
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise BenchInputError(f"--dtype {name!r}: choose one of float32, float16, bfloat16")
+        raise BenchSettingError("dtype", f"{name!r}: choose one of float32, float16, bfloat16")
     return DTYPES[name]
 
 

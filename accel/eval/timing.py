@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import SettingError
+
 
 def pin_threads(n: int | None) -> int:
     """``torch.set_num_threads(n)`` when n is given (1 to os.cpu_count()); returns the thread count in use."""
@@ -62,7 +64,7 @@ def interleaved(
     machine (other jobs, clocks, caches) evenly over the methods.
     """
     if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+        raise SettingError("repeats", f"must be >= 1, got {repeats}")
     names = list(names)
     for _ in range(warmup):
         for n in names:

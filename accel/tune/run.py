@@ -114,7 +114,8 @@ def setup_tune(s: TuneSettings) -> TuneSetup:
                                        out=str(Path(s.out).resolve().parent)))
     if budget.fd_pct is not None and prep.extractor is None:
         raise SettingError("budget_fd", "needs an FD extractor (the default model has FD-digits; else "
-                                        "inception_weights or features), or use budget_psnr")
+                                        "inception_weights PATH or features MODULE:FACTORY), or use budget_psnr",
+                           also=("inception_weights", "features", "budget_psnr"))
     fd_min = fidmod.min_images_for_fd(prep.extractor.num_features) if budget.fd_pct is not None else 4
     final = s.calibration_images or (192 if budget.fd_pct is not None else 64)
     if final < fd_min:  # PSNR-only budgets were checked above, before the model loaded
