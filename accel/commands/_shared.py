@@ -13,9 +13,18 @@ from ..argtypes import nonneg_float, positive_int, thread_count
 from ..errors import InputError, SettingError, one_line
 
 
+MODEL_HELP = ("'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local pipeline "
+              "folder or hub id")
+
+
+def add_model_argument(p: argparse.ArgumentParser, flag: str = "--model") -> None:
+    """The model flag every command takes (`accel distill` calls it --teacher): any model load_model reads."""
+    p.add_argument(flag, default="default", help=MODEL_HELP)
+
+
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p)
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--threads", type=thread_count, default=None,
@@ -43,11 +52,20 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
 
 
+def settings_of(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """A library settings dataclass `cls` from the parsed flags of the same names (others ignored);
+    `overrides` give or replace fields."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{**{k: v for k, v in vars(args).items() if k in names}, **overrides})
+
+
 def prepare_settings(args: argparse.Namespace, **overrides: Any) -> Any:
     """The pipeline settings (accel.eval.prepare.PrepareSettings) of the parsed flags of the same names."""
     from ..eval.prepare import PrepareSettings
 
-    return PrepareSettings.from_args(args, **overrides)
+    return settings_of(PrepareSettings, args, **overrides)
 
 
 def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import image_count, positive_int, repeat_count, repeat_count_or_zero, seed_int, step_count
-from ._shared import add_pipeline_arguments, fail
+from ._shared import add_pipeline_arguments, fail, settings_of
 
 
 def add_parser(sub: Any) -> None:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """`accel bench`; returns the exit code (2 on bad input: one line on stderr, nothing written)."""
     from ..errors import AccelError
     from ..eval import report
-    from ..eval.bench import BENCH_FILES, run_bench, write_outputs
+    from ..eval.bench import BENCH_FILES, BenchSettings, run_bench, write_outputs
     from ..eval.compiled import CompileSetting
     from ..eval.methods import BenchInputError
     from ..eval.prepare import PrepareSettings, prepare
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         threads = pin_threads(args.threads)
         state = distributed_state(args.device)
         rows = config_rows(args.config or [], args.model)
-        prep = prepare(PrepareSettings.from_args(args, config_rows=rows), state)
+        prep = prepare(settings_of(PrepareSettings, args, config_rows=rows), state)
         mode = getattr(args, "compile", None)
         setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
         if state.is_main_process:
@@ -124,15 +124,9 @@ def run(args: argparse.Namespace) -> int:
                 f"methods={', '.join(m.label for m in prep.methods)}",
                 file=sys.stderr,
             )
-        result = run_bench(
-            prep.pipe, prep.methods, num_images=args.num_images, steps=prep.steps, seed=args.seed,
-            guidance=prep.guidance, batch_size=args.batch_size, seed_sets=args.seed_sets, repeats=args.repeats,
-            warmup=args.warmup, timing_images=args.timing_images, extractor=prep.extractor,
-            reference_stats=prep.reference_stats, fd_name=prep.fd_name, device=prep.device, state=state,
-            num_classes=prep.num_classes, prompts=prep.prompts, call_kwargs=prep.call_kwargs, lpips=args.lpips,
-            progress=not args.quiet, meta={"model": prep.model_name, "scheduler": prep.scheduler},
-            command=getattr(args, "command_line", None), compile=setting,
-        )
+        settings = settings_of(BenchSettings, args, **prep.bench_fields(), state=state, progress=not args.quiet,
+                               command=getattr(args, "command_line", None), compile=setting)
+        result = run_bench(prep.pipe, prep.methods, settings)
     except (BenchInputError, AccelError) as exc:
         return fail("bench", exc)
     if result is None:  # non-main process

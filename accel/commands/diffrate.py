@@ -13,7 +13,7 @@ from ..argtypes import (image_count, nonneg_float, open_unit_interval, positive_
                         set_types, step_count, thread_count)
 from ..bounds import MAX_IMAGES
 from ..errors import AccelError, InputError
-from ._shared import fail
+from ._shared import add_model_argument, fail
 
 
 def add_parser(sub: Any) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
             "re-running with the same settings continues from OUT.ckpt.safetensors."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p)
     p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
     p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
     p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")

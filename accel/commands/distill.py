@@ -19,7 +19,7 @@ from ..errors import AccelError, InputError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..provenance import git_commit
 from ..pruning.prune import PRUNING_FILE
-from ._shared import fail, load_source
+from ._shared import add_model_argument, fail, load_source
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
             "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
         ),
     )
-    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p, "--teacher")
     p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")

@@ -14,7 +14,7 @@ from ..argtypes import image_count, keep_amount, positive_int, seed_int, step_co
 from ..errors import AccelError, InputError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
-from ._shared import fail, load_source
+from ._shared import add_model_argument, fail, load_source
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
             "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a pipeline folder or hub id")
+    add_model_argument(p)
     p.add_argument("--keep", required=True, type=keep_amount,
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,

@@ -146,35 +146,9 @@ def _timing_note(t_imgs: int, num_images: int, repeats: int, warmup: int, seeds:
     )
 
 
-def run_bench(
-    pipe: Any,
-    methods: Sequence[MethodSpec],
-    *,
-    num_images: int,
-    steps: int,
-    seed: int = 0,
-    guidance: float | None = None,
-    batch_size: int = 50,
-    seed_sets: int = 1,
-    repeats: int = 3,
-    warmup: int = 1,
-    timing_images: int | None = None,
-    extractor: torch.nn.Module | None = None,
-    reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-    fd_name: str | None = None,
-    device: str | torch.device = "cpu",
-    state: Any = None,
-    num_classes: int | None = None,
-    prompts: Sequence[str] | None = None,
-    call_kwargs: dict | None = None,
-    lpips: bool = False,
-    grid_cols: int = 8,
-    progress: bool = True,
-    meta: dict | None = None,
-    command: Sequence[str] | None = None,
-    compile: CompileSetting | None = None,  # noqa: A002
-) -> BenchResult | None:
-    """Run the paired benchmark; returns the result on the main process, None elsewhere.
+@dataclass
+class BenchSettings:
+    """What one bench run measures and how (`run_bench`).
 
     ``extractor`` maps images (N, C, H, W) in [0, 1] to features (N, D) and exposes
     ``num_features``. With ``reference_stats=(μ, Σ)`` the FD is to those statistics;
@@ -183,7 +157,47 @@ def run_bench(
     ``compile``: every row (baseline included) compiled that way after its method is applied
     (compiled.py); the records gain compile_s, recompiles and graph_breaks.
     """
-    state, methods, notes = state or SingleProcess(), list(methods), []
+
+    num_images: int
+    steps: int
+    seed: int = 0
+    guidance: float | None = None
+    batch_size: int = 50
+    seed_sets: int = 1
+    repeats: int = 3
+    warmup: int = 1
+    timing_images: int | None = None
+    extractor: torch.nn.Module | None = None
+    reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+    fd_name: str | None = None
+    device: str | torch.device = "cpu"
+    state: Any = None  # accelerate's PartialState with several processes; None: this one
+    num_classes: int | None = None
+    prompts: Sequence[str] | None = None
+    call_kwargs: dict | None = None
+    lpips: bool = False
+    grid_cols: int = 8
+    progress: bool = True
+    meta: dict | None = None
+    command: Sequence[str] | None = None
+    compile: CompileSetting | None = None
+
+
+def run_bench(pipe: Any, methods: Sequence[MethodSpec], settings: BenchSettings | None = None,
+              **fields: Any) -> BenchResult | None:
+    """Run the paired benchmark; returns the result on the main process, None elsewhere.
+
+    `settings` (:class:`BenchSettings`), or its fields as keywords (which also replace fields of `settings`).
+    """
+    import dataclasses
+
+    s = BenchSettings(**fields) if settings is None else dataclasses.replace(settings, **fields)
+    num_images, steps, seed, guidance, batch_size = s.num_images, s.steps, s.seed, s.guidance, s.batch_size
+    seed_sets, repeats, warmup, timing_images = s.seed_sets, s.repeats, s.warmup, s.timing_images
+    extractor, reference_stats, fd_name, device = s.extractor, s.reference_stats, s.fd_name, s.device
+    num_classes, prompts, call_kwargs, lpips = s.num_classes, s.prompts, s.call_kwargs, s.lpips
+    grid_cols, progress, meta, command, compile = s.grid_cols, s.progress, s.meta, s.command, s.compile  # noqa: A001
+    state, methods, notes = s.state or SingleProcess(), list(methods), []
     provenance = run_meta(command)  # the code as it was when the run started
     _check_run(methods, num_images, seed_sets, extractor)
     methods, skipped = check_applicable(pipe, methods)

@@ -59,6 +59,13 @@ class Prepared:
     fd_name: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    def bench_fields(self) -> dict[str, Any]:
+        """The fields of `accel.eval.bench.BenchSettings` this model and its settings decide."""
+        return dict(steps=self.steps, guidance=self.guidance, extractor=self.extractor,
+                    reference_stats=self.reference_stats, fd_name=self.fd_name, device=self.device,
+                    num_classes=self.num_classes, prompts=self.prompts, call_kwargs=self.call_kwargs,
+                    meta={"model": self.model_name, "scheduler": self.scheduler})
+
 
 @dataclass
 class PrepareSettings:
