@@ -15,7 +15,7 @@ import torch
 
 from ..argtypes import (image_count, image_count_or_zero, nonneg_float, positive_float, positive_int, seed_int,
                         step_count, thread_count, unit_interval)
-from ..errors import AccelError, InputError
+from ..errors import AccelError, InputError, SettingError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..provenance import git_commit
 from ..pruning.prune import PRUNING_FILE
@@ -59,6 +59,9 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+FLAGS = {"data_dir": "--data"}  # settings whose flag is not `--` + the name with dashes
+
+
 def run(args: argparse.Namespace) -> int:
     """`accel distill`: train the pruned student towards the teacher; write DIR2 (pipeline + distill.json)."""
     from ..pruning.checkpoint import CheckpointError
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _distill(args)
     except (AccelError, CheckpointError) as exc:
-        return fail("distill", exc)
+        return fail("distill", exc, FLAGS)
 
 
 def _student_map(student_dir: Path) -> list[int]:
@@ -153,6 +156,8 @@ def _distill(args: argparse.Namespace) -> int:
         data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
                                        teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
                                        seed=args.seed, prompts=teacher.prompts)
+    except SettingError:
+        raise  # names the setting (data_dir, teacher_samples): run() prints its flag
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if getattr(data, "shardable", False) and cfg.batch_size % procs.num_processes:

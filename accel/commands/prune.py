@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..argtypes import image_count, keep_amount, positive_int, seed_int, step_count, thread_count
-from ..errors import AccelError, InputError
+from ..errors import AccelError, InputError, SettingError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
 from ._shared import add_model_argument, fail, load_source
@@ -77,6 +77,8 @@ def _prune(args: argparse.Namespace) -> int:
                                 calib_images=args.calib_images, calib_steps=args.calib_steps,
                                 calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
                                 prompts=source.prompts, source=args.model)
+    except SettingError:
+        raise  # names the setting (keep, selector, cost): run() prints its flag
     except ValueError as exc:
         raise InputError(str(exc)) from None
     info, keep, n = result.info, result.keep, result.info["num_blocks"]

@@ -170,11 +170,11 @@ def _groups(spec: str) -> list[list[str]]:
     for tok in spec.split(","):
         tok = tok.strip()
         if not tok:
-            raise BenchInputError(f"empty entry in --methods {spec!r}")
+            raise BenchSettingError("methods", f"{spec!r}: an empty entry")
         pieces = [p.strip() for p in tok.split("+")]
         if "=" in pieces[0] and ":" not in pieces[0]:
             if not groups:
-                raise BenchInputError(f"option {pieces[0]!r} comes before any method in --methods")
+                raise BenchSettingError("methods", f": option {pieces[0]!r} comes before any method")
             groups[-1][-1] += ("," if ":" in groups[-1][-1] else ":") + pieces[0]
         else:
             groups.append([pieces[0]])

@@ -213,7 +213,7 @@ def choose_features(args, prep: Prepared) -> None:
         try:
             prep.extractor = fidmod.InceptionFeatures(args.inception_weights).to(prep.device)
         except fidmod.FeatureBackendError as exc:
-            raise BenchInputError(str(exc)) from None
+            raise BenchSettingError("inception_weights", f": {exc}") from None
         prep.reference_stats, prep.fd_name = None, "FID-Inception-vs-baseline"
     elif args.features is not None:
         prep.extractor = _load_features_factory(args.features, prep.device)
