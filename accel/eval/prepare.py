@@ -11,7 +11,7 @@ import importlib
 import inspect
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,9 @@ class Prepared:
 
 @dataclass
 class PrepareSettings:
-    """What :func:`prepare` reads: the pipeline flags `accel bench` and `accel tune` share, the methods, and
-    the workload sizes it range-checks (None: not given, not checked). Build it from parsed flags of the
-    same names with :meth:`from_args`."""
+    """What :func:`prepare` reads: the pipeline settings `accel bench` and `accel tune` share, the methods,
+    and the workload sizes it range-checks (None: not given, not checked). The commands build it from
+    their flags of the same names (accel.commands._shared.prepare_settings)."""
 
     model: str = "default"
     scheduler: str | None = None
@@ -102,12 +102,6 @@ class PrepareSettings:
     seed: int | None = None
     out: str = "."  # the output directory (checked: not a file)
 
-    @classmethod
-    def from_args(cls, args: Any, **overrides: Any) -> "PrepareSettings":
-        """The settings of the parsed flags of the same names (others ignored); `overrides` replace some."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in names}
-        return cls(**{**values, **overrides})
 
 
 def check_args(args: "PrepareSettings") -> None:
