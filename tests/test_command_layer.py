@@ -114,3 +114,40 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     assert any("argparse" in v for v in found) and any("sys.exit" in v for v in found)
     assert any("return 2" in v for v in found) and any("--steps" in v for v in found)
     assert not any("--out" in v or "--porcelain" in v for v in found)
+
+
+def test_library_errors_name_the_setting_and_commands_the_flag(tmp_path: Path) -> None:
+    import pickle
+
+    from accel.commands._shared import flag_line
+    from accel.errors import SettingError
+    from accel.eval.prepare import PrepareSettings
+    from accel.pipelines import set_scheduler
+    from accel.testing import tiny_class_pipeline
+    from accel.tune.run import TuneSettings, setup_tune
+
+    with pytest.raises(SettingError) as info:  # typed settings in, a typed error naming the setting out
+        setup_tune(TuneSettings(PrepareSettings(), budget_psnr=20.0, evals=0, out=str(tmp_path / "t.json")))
+    assert (info.value.setting, str(info.value)) == ("evals", "evals must be >= 1, got 0")
+    assert flag_line(info.value) == "--evals must be >= 1, got 0"
+    with pytest.raises(SettingError, match="^scheduler 'warp': choose one of") as info:
+        set_scheduler(tiny_class_pipeline(), "warp")
+    assert flag_line(info.value).startswith("--scheduler 'warp': choose one of")
+    err = SettingError("prompt_column", "needs prompts FILE", also=("prompts",))
+    assert str(err) == "prompt_column needs prompts FILE"
+    assert flag_line(err) == "--prompt-column needs --prompts FILE"
+    assert flag_line(SettingError("data_dir", "x"), {"data_dir": "--data"}) == "--data x"
+    again = pickle.loads(pickle.dumps(err))  # crosses processes (accelerate gathers) intact
+    assert (again.setting, again.detail, again.also) == (err.setting, err.detail, err.also)
+
+
+def test_loader_keeps_the_embedded_models_extras_in_their_own_place(tmp_path: Path) -> None:
+    from accel.pipelines import Embedded, load_model
+    from accel.testing import tiny_class_pipeline
+
+    tiny_class_pipeline().save_pretrained(tmp_path / "tiny")
+    plain = load_model(str(tmp_path / "tiny"))
+    assert plain.embedded is None and (plain.digits, plain.prompts, plain.sampler, plain.fd_digits) == (False, None, {}, False)
+    default = load_model("default")
+    assert isinstance(default.embedded, Embedded) and default.embedded.digits and default.embedded.fd_digits
+    assert default.digits and default.sampler == default.embedded.sampler and default.sampler
