@@ -94,6 +94,56 @@ def seed_int(text: str) -> int:
     return v
 
 
+def _bounded(name: str, check: Callable[[int], None], lo: int = 1) -> Callable[[str], int]:
+    """An integer >= `lo` that also passes an accel.bounds check (its SettingError's detail is the reason)."""
+    from .errors import SettingError
+
+    def parse(text: str) -> int:
+        v = int(_number(text, int))
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        if v:
+            try:
+                check(v)
+            except SettingError as exc:
+                raise argparse.ArgumentTypeError(exc.detail) from None
+        return v
+    parse.__name__ = name
+    return parse
+
+
+def _images(v: int) -> None:
+    from .bounds import check_images
+
+    check_images("images", v)
+
+
+def _steps(v: int) -> None:
+    from .bounds import check_steps
+
+    check_steps("steps", v)
+
+
+def _threads(v: int) -> None:
+    from .bounds import check_threads
+
+    check_threads(v)
+
+
+def _repeats(v: int) -> None:
+    from .bounds import MAX_REPEATS, check_count
+
+    check_count("repeats", v, MAX_REPEATS)
+
+
+image_count = _bounded("image_count", _images)  # an image count in [1, accel.bounds.MAX_IMAGES]
+image_count_or_zero = _bounded("image_count_or_zero", _images, lo=0)  # the same, 0 allowed (e.g. = skip)
+step_count = _bounded("step_count", _steps)  # sampling steps in [1, accel.bounds.MAX_STEPS]
+thread_count = _bounded("thread_count", _threads)  # torch threads in [1, os.cpu_count()]
+repeat_count = _bounded("repeat_count", _repeats)  # timed repeats in [1, accel.bounds.MAX_REPEATS]
+repeat_count_or_zero = _bounded("repeat_count_or_zero", _repeats, lo=0)
+
+
 def keep_amount(text: str) -> str:
     """`accel prune --keep`: a block count >= 1 or a fraction in (0, 1) (checked against the depth later)."""
     t = text.strip()

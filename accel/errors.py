@@ -11,6 +11,19 @@ class InputError(AccelError, ValueError):
     """Bad user input (a flag's value, a file given on the command line): one line, exit code 2."""
 
 
+class SettingError(InputError):
+    """A setting's value is refused. The text names the setting (``num_images 10 is ...``); a command
+    prints its flag instead (``--num-images 10 is ...``), from `setting` and `detail`; `also` lists other
+    settings the detail names (as words), which a command spells as flags too."""
+
+    def __init__(self, setting: str, detail: str, also: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{setting}{'' if detail.startswith(':') else ' '}{detail}")
+        self.setting, self.detail, self.also = setting, detail, tuple(also)
+
+    def __reduce__(self) -> tuple:  # picklable across processes, like any exception
+        return type(self), (self.setting, self.detail, self.also)
+
+
 class UnsupportedModelError(AccelError, ValueError):
     """The model (or the pipeline's transformer) is not a supported diffusion transformer."""
 

@@ -67,5 +67,5 @@ def test_bench_compile_flags(tmp_path, capsys) -> None:
     header = capsys.readouterr().out.splitlines()[0]
     assert "compile s" in header and "recompiles" in header
     assert "compile_s" in (out / "results.csv").read_text().splitlines()[0]
-    with pytest.raises(BenchInputError, match="--compile-backend"):
+    with pytest.raises(BenchInputError, match="compile_backend"):
         CompileSetting("regional", "no-such-backend")

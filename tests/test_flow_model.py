@@ -135,12 +135,13 @@ def test_every_method_undoes_exactly_and_keeps_a_floor(paired, name):
 
 def test_bench_model_flow_brings_its_sampler_prompts_and_fd_digits(tmp_path):
     from accel.cli import build_parser
-    from accel.eval.prepare import PrepareSettings, prepare
+    from accel.commands._shared import prepare_settings
+    from accel.eval.prepare import prepare
     from accel.eval.workload import make_workload as mk
     from accel.models import FLOW_BENCH_STEPS
 
     args = build_parser().parse_args(["bench", "--model", "flow", "--out", str(tmp_path / "b")])
-    prep = prepare(PrepareSettings.from_args(args))
+    prep = prepare(prepare_settings(args))
     assert type(prep.pipe) is StableDiffusion3Pipeline and prep.fd_name == "FD-digits"
     assert (prep.steps, prep.guidance) == (FLOW_BENCH_STEPS, FLOW_SAMPLER["guidance_scale"])
     assert prep.call_kwargs == {"max_sequence_length": FLOW_SAMPLER["max_sequence_length"]}
@@ -152,7 +153,8 @@ def test_pruned_flow_folder_keeps_its_lineage(tmp_path):
     """`accel prune --model flow` writes a stock SD3 folder whose accel_model.json names the flow model, so
     `accel bench --model DIR` asks it for digits with the flow model's prompts, text length and FD-digits."""
     from accel.cli import build_parser, main
-    from accel.eval.prepare import PrepareSettings, prepare
+    from accel.commands._shared import prepare_settings
+    from accel.eval.prepare import prepare
     from accel.models import FLOW_BENCH_STEPS, MARKER_FILE, embedded_root, flow_prompts, is_digits_model
 
     out = tmp_path / "pruned"
@@ -165,7 +167,7 @@ def test_pruned_flow_folder_keeps_its_lineage(tmp_path):
     plain = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None)  # plain diffusers
     assert len(plain.transformer.transformer_blocks) == 6
     args = build_parser().parse_args(["bench", "--model", str(out), "--out", str(tmp_path / "b")])
-    prep = prepare(PrepareSettings.from_args(args))
+    prep = prepare(prepare_settings(args))
     assert type(prep.pipe) is StableDiffusion3Pipeline and prep.fd_name == "FD-digits"
     assert prep.prompts == flow_prompts() and prep.steps == FLOW_BENCH_STEPS
     assert prep.call_kwargs == {"max_sequence_length": FLOW_SAMPLER["max_sequence_length"]}

@@ -71,7 +71,7 @@ def test_a_digits_folder_and_a_plain_folder(tmp_path):
     plain = load_model(str(tmp_path / "dit"), scheduler="ddim")
     assert not plain.digits and plain.sampler == {}
     assert type(plain.pipe.scheduler).__name__ == "DDIMScheduler"
-    with pytest.raises(InputError, match="--scheduler 'nope'"):
+    with pytest.raises(InputError, match="scheduler 'nope'"):
         load_model(str(tmp_path / "dit"), scheduler="nope")
     with pytest.raises(accel.ModelNotFoundError, match="never downloads"):
         load_model("nobody-org/not-a-model")

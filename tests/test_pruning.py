@@ -122,7 +122,7 @@ def test_resolve_keep_and_uniform():
     assert resolve_keep("0.5", [1.0] * 12).value == 6
     assert resolve_keep(0.5, [2.0, 6.0], "flops").value == pytest.approx(4.0)
     for bad in ("12", "0", "-1", "1.5", "abc"):
-        with pytest.raises(ValueError, match="--keep"):
+        with pytest.raises(ValueError, match="keep"):
             resolve_keep(bad, [1.0] * 12)
     assert uniform_keep(12, 6) == [0, 2, 4, 7, 9, 11]
     assert uniform_keep(4, 2, forced=[3]) == [0, 3]

@@ -97,7 +97,7 @@ def test_budget_nobody_meets_gives_no_best_and_budget_validation():
     assert res.best is None and res.finals
     with pytest.raises(ValueError, match="give a quality budget"):
         QualityBudget()
-    with pytest.raises(ValueError, match="budget-fd"):
+    with pytest.raises(ValueError, match="budget_fd"):
         QualityBudget(fd_pct=-1)
     assert QualityBudget(fd_pct=5).meets({"fd_pct": 4.9}) and not QualityBudget(fd_pct=5).meets({"fd_pct": 5.1})
     assert not QualityBudget(fd_pct=5).meets({"fd_pct": None})  # FD not measured is not inside an FD budget

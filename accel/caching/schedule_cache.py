@@ -17,6 +17,7 @@ Needs a pipeline: the step count comes from its scheduler.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 
 from ..api import apply
-from ..config import MethodConfig, Target, check_int, check_range, register_method
+from ..bounds import MAX_CALIBRATION_IMAGES, check_images, check_steps
+from ..config import MethodConfig, Target, register_method
 from ..context import StepInfo, tensor_bytes
-from ..errors import UnsupportedMethodError
+from ..errors import AccelError, InputError, SettingError, UnsupportedMethodError, one_line
 from ..families import transformers_of
 from ._runs import BranchState, Plan, Run, RunCache, check_forecast
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
@@ -76,10 +78,11 @@ class ScheduleCacheConfig(MethodConfig):
     tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
 
     def validate(self) -> None:
-        if isinstance(self.budget, int) and not isinstance(self.budget, bool):
-            check_int("budget", self.budget, 1)
-        else:
-            check_range("budget", self.budget, 0.0, 1.0, lo_open=True)
+        b = self.budget
+        count = isinstance(b, int) and not isinstance(b, bool) and b >= 1
+        fraction = isinstance(b, float) and math.isfinite(b) and 0 < b <= 1
+        if not (count or fraction):
+            raise ValueError(f"budget must be a step count >= 1 or a fraction in (0, 1], got {b!r}")
         check_forecast(self.forecast)
         if self.schedule is not None:
             if not Path(self.schedule).is_file():
@@ -155,6 +158,9 @@ class ScheduleCache(RunCache):
         check_key(doc, path, key)
         b = self.config.budget
         count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
+        if count >= key.steps:
+            self._warn(f"budget {b} computes all {key.steps} steps: nothing reused, no speedup; use a budget "
+                       f"below {key.steps} steps (or a fraction below 1)")
         # the DP predicts the error of what this cache does: reuse, or the (capped) order-1 forecast
         forecast = forecast_matrix(doc, path) if self.forecast else None
         return frozenset(best_schedule(doc["errors"], count, forecast))
@@ -311,13 +317,14 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     from tqdm.auto import tqdm
 
     if run is None:
-        check_int("images", images, 1)
+        check_images("images", images, MAX_CALIBRATION_IMAGES)  # one pipeline batch holds them all
+        _check_call(call_kwargs)
         run = _default_run(pipe, images, seed, call_kwargs)
     elif call_kwargs:
         raise ValueError(f"calibrate_schedule: pass {sorted(call_kwargs)} inside run, or leave run out")
     with apply(pipe, _CalibrationConfig()) as handle:
         caches = _calibrating(handle)
-        reference = _images(run())
+        reference = _images(_call(run))
         keys = [c.key for c in caches if c.key is not None]  # an expert that ran no step needs none
     if not keys:
         raise ValueError("calibrate_schedule: run() made no pipeline call through this pipeline's transformer")
@@ -334,7 +341,7 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     bar_off = None if progress else True  # None: a bar only on a terminal (quiet in logs and `--quiet` runs)
     for j in tqdm(range(1, steps), desc="calibrating schedule", disable=bar_off, unit="call"):
         with apply(pipe, _CalibrationConfig(frozenset({j}))):
-            sensitivity.append(float(((_images(run()) - reference) ** 2).mean()))
+            sensitivity.append(float(((_images(_call(run)) - reference) ** 2).mean()))
     reuse = reuse_errors(deltas)
     errors = sensitivity_errors(reuse, sensitivity)
     forecast = forecast_errors(deltas)
@@ -342,6 +349,29 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
         save_calibration(target, key, errors, images=int(reference.shape[0]), sensitivity=sensitivity,
                          reuse=reuse, forecast=forecast)
     return targets[0]
+
+
+def _check_call(kwargs: dict[str, Any]) -> None:
+    """The step count and guidance of the calibration call, checked before any call (0 steps fails
+    inside diffusers with ZeroDivisionError; a NaN guidance would be stored under the shared key)."""
+    if "num_inference_steps" in kwargs:
+        check_steps("num_inference_steps", kwargs["num_inference_steps"])
+    g = kwargs.get("guidance_scale")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g)):
+        raise SettingError("guidance_scale", f"must be a finite number, got {g!r}")
+
+
+def _call(run: Callable[[], Any]) -> Any:
+    """`run()`, with an error of torch / diffusers / Python inside the pipeline call as one InputError
+    that says what to check."""
+    try:
+        return run()
+    except AccelError:
+        raise
+    except (ValueError, TypeError, RuntimeError, ArithmeticError, IndexError, KeyError) as exc:
+        raise InputError(f"calibrate_schedule: the pipeline call failed ({type(exc).__name__}: {one_line(exc)}); "
+                         "check its keywords (num_inference_steps, guidance_scale, class_labels or prompt, "
+                         "height, width) or your run=") from exc
 
 
 def _calibrating(handle: Any) -> list[_Calibrating]:

@@ -9,16 +9,26 @@ from typing import Any
 
 import torch
 
-from ..argtypes import nonneg_float, positive_int
-from ..errors import InputError, one_line
+from ..argtypes import nonneg_float, positive_int, thread_count
+from ..errors import InputError, SettingError, one_line
+
+
+MODEL_HELP = ("'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local pipeline "
+              "folder or hub id")
+
+
+def add_model_argument(p: argparse.ArgumentParser, flag: str = "--model") -> None:
+    """The model flag every command takes (`accel distill` calls it --teacher): any model load_model reads."""
+    p.add_argument(flag, default="default", help=MODEL_HELP)
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sampler, device and prompt flags that `accel bench` and `accel tune` share."""
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p)
     p.add_argument("--scheduler", default=None, help="ddim, dpm++, ddpm or euler (default: the model's)")
     p.add_argument("--guidance", type=nonneg_float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch.set_num_threads, at most the CPU cores (default: torch's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
@@ -42,9 +52,42 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON object merged into every pipeline call, e.g. '{\"max_sequence_length\": 120}'")
 
 
-def fail(command: str, exc: BaseException | str) -> int:
-    """Print ``accel COMMAND: error: <one line>`` on stderr; the exit code of bad input (2)."""
-    text = exc if isinstance(exc, str) else one_line(exc)
+def settings_of(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """A library settings dataclass `cls` from the parsed flags of the same names (others ignored);
+    `overrides` give or replace fields."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{**{k: v for k, v in vars(args).items() if k in names}, **overrides})
+
+
+def prepare_settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The pipeline settings (accel.eval.prepare.PrepareSettings) of the parsed flags of the same names."""
+    from ..eval.prepare import PrepareSettings
+
+    return settings_of(PrepareSettings, args, **overrides)
+
+
+def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
+    """An error as one line; a SettingError names the flag of its setting (``flags[setting]``, else
+    ``--`` + the setting with dashes: num_images -> --num-images)."""
+    if isinstance(exc, SettingError):
+        import re
+
+        def flag(name: str) -> str:
+            return (flags or {}).get(name) or "--" + name.replace("_", "-")
+
+        detail = exc.detail
+        for name in exc.also:  # the other settings it names, as whole words
+            detail = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag(name), detail)
+        return " ".join(f"{flag(exc.setting)}{'' if detail.startswith(':') else ' '}{detail}".split())
+    return one_line(exc)
+
+
+def fail(command: str, exc: BaseException | str, flags: dict[str, str] | None = None) -> int:
+    """Print ``accel COMMAND: error: <one line>`` on stderr (a setting named by its flag, see `flag_line`);
+    the exit code of bad input (2)."""
+    text = exc if isinstance(exc, str) else flag_line(exc, flags)
     print(f"accel {command}: error: {text}", file=sys.stderr)
     return 2
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import nonneg_int, positive_int, seed_int
-from ._shared import add_pipeline_arguments, fail
+from ..argtypes import image_count, positive_int, repeat_count, repeat_count_or_zero, seed_int, step_count
+from ._shared import add_pipeline_arguments, fail, settings_of
 
 
 def add_parser(sub: Any) -> None:
@@ -29,20 +29,20 @@ def add_parser(sub: Any) -> None:
                         "plus every method of accel.methods() at default settings")
     p.add_argument("--config", action="append", default=None, metavar="FILE",
                    help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=step_count, default=None,
                    help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
                         "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
-    p.add_argument("--num-images", type=positive_int, default=200, help="images per method and seed set (default 200)")
+    p.add_argument("--num-images", type=image_count, default=200, help="images per method and seed set (default 200)")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed; image i gets seed+i")
     p.add_argument("--seed-sets", type=positive_int, default=1,
                    help="repeat over K disjoint seed sets and report FD's spread")
     p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pipeline call (default 100)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per method (default 3)")
-    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--timing-images", type=positive_int, default=8,
+    p.add_argument("--batch-size", type=image_count, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--repeats", type=repeat_count, default=3, help="timed repeats per method (default 3)")
+    p.add_argument("--warmup", type=repeat_count_or_zero, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--timing-images", type=image_count, default=8,
                    help="images per timed call (default 8; timing uses this smaller batch)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """`accel bench`; returns the exit code (2 on bad input: one line on stderr, nothing written)."""
     from ..errors import AccelError
     from ..eval import report
-    from ..eval.bench import BENCH_FILES, run_bench, write_outputs
+    from ..eval.bench import BENCH_FILES, BenchSettings, run_bench, write_outputs
     from ..eval.compiled import CompileSetting
     from ..eval.methods import BenchInputError
     from ..eval.prepare import PrepareSettings, prepare
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         threads = pin_threads(args.threads)
         state = distributed_state(args.device)
         rows = config_rows(args.config or [], args.model)
-        prep = prepare(PrepareSettings.from_args(args, config_rows=rows), state)
+        prep = prepare(settings_of(PrepareSettings, args, config_rows=rows), state)
         mode = getattr(args, "compile", None)
         setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
         if state.is_main_process:
@@ -124,15 +124,9 @@ def run(args: argparse.Namespace) -> int:
                 f"methods={', '.join(m.label for m in prep.methods)}",
                 file=sys.stderr,
             )
-        result = run_bench(
-            prep.pipe, prep.methods, num_images=args.num_images, steps=prep.steps, seed=args.seed,
-            guidance=prep.guidance, batch_size=args.batch_size, seed_sets=args.seed_sets, repeats=args.repeats,
-            warmup=args.warmup, timing_images=args.timing_images, extractor=prep.extractor,
-            reference_stats=prep.reference_stats, fd_name=prep.fd_name, device=prep.device, state=state,
-            num_classes=prep.num_classes, prompts=prep.prompts, call_kwargs=prep.call_kwargs, lpips=args.lpips,
-            progress=not args.quiet, meta={"model": prep.model_name, "scheduler": prep.scheduler},
-            command=getattr(args, "command_line", None), compile=setting,
-        )
+        settings = settings_of(BenchSettings, args, **prep.bench_fields(), state=state, progress=not args.quiet,
+                               command=getattr(args, "command_line", None), compile=setting)
+        result = run_bench(prep.pipe, prep.methods, settings)
     except (BenchInputError, AccelError) as exc:
         return fail("bench", exc)
     if result is None:  # non-main process

@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
-from ..argtypes import nonneg_float, open_unit_interval, positive_float, positive_int, seed_int, set_types
+from ..argtypes import (image_count, nonneg_float, open_unit_interval, positive_float, positive_int, seed_int,
+                        set_types, step_count, thread_count)
+from ..bounds import MAX_IMAGES
 from ..errors import AccelError, InputError
-from ._shared import fail
+from ._shared import add_model_argument, fail
 
 
 def add_parser(sub: Any) -> None:
@@ -24,7 +26,7 @@ def add_parser(sub: Any) -> None:
             "re-running with the same settings continues from OUT.ckpt.safetensors."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p)
     p.add_argument("--flops", type=float, required=True, help="target FLOPs ratio of the blocks, e.g. 0.6")
     p.add_argument("--out", default="rates.json", help="rates file to write (default rates.json)")
     p.add_argument("--iters", type=int, default=150, help="training iterations (default 150)")
@@ -39,10 +41,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    set_types(p, {"--flops": open_unit_interval, "--iters": positive_int, "--rows": positive_int,
-                  "--lr": positive_float, "--lam": nonneg_float, "--steps": positive_int,
-                  "--calibration-images": positive_int, "--calibration-runs": positive_int, "--seed": seed_int,
-                  "--threads": positive_int})
+    set_types(p, {"--flops": open_unit_interval, "--iters": positive_int, "--rows": image_count,
+                  "--lr": positive_float, "--lam": nonneg_float, "--steps": step_count,
+                  "--calibration-images": image_count, "--calibration-runs": positive_int, "--seed": seed_int,
+                  "--threads": thread_count})
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
@@ -72,6 +74,9 @@ def _diffrate(args: argparse.Namespace) -> int:
     if bad or not sublayers:
         return fail("diffrate", f"--sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
                                 f"choose from {', '.join(SUBLAYERS)}")
+    if args.calibration_images * args.calibration_runs > MAX_IMAGES:  # recorded calls grow with both
+        return fail("diffrate", f"--calibration-images {args.calibration_images} x --calibration-runs "
+                                f"{args.calibration_runs} is more than the limit of {MAX_IMAGES:,} images")
     out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
     ckpt = out.with_name(out.name + ".ckpt.safetensors")
     try:

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int, seed_int, unit_interval
-from ..errors import AccelError, InputError
+from ..argtypes import (image_count, image_count_or_zero, nonneg_float, positive_float, positive_int, seed_int,
+                        step_count, thread_count, unit_interval)
+from ..errors import AccelError, InputError, SettingError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..provenance import git_commit
 from ..pruning.prune import PRUNING_FILE
-from ._shared import fail, load_source
+from ._shared import add_model_argument, fail, load_source
 
 
 def add_parser(sub: Any) -> None:
@@ -30,17 +31,17 @@ def add_parser(sub: Any) -> None:
             "losses); write OUT (pipeline folder + distill.json, losses.jsonl, checkpoints/)."
         ),
     )
-    p.add_argument("--teacher", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a local path or hub id")
+    add_model_argument(p, "--teacher")
     p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--data", default=None, metavar="DIR", help="image folder to train on")
-    p.add_argument("--teacher-samples", type=nonneg_int, default=0,
+    p.add_argument("--teacher-samples", type=image_count_or_zero, default=0,
                    help="train on N images sampled by the teacher (recorded transformer calls)")
-    p.add_argument("--sample-steps", type=positive_int, default=20, help="sampling steps of --teacher-samples")
+    p.add_argument("--sample-steps", type=step_count, default=20, help="sampling steps of --teacher-samples")
     p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
     p.add_argument("--minutes", type=positive_float, default=None, help="wall-clock budget in minutes")
-    p.add_argument("--batch-size", type=positive_int, default=32,
+    p.add_argument("--batch-size", type=image_count, default=32,
                    help="global batch: split over the processes of `accelerate launch` (must divide evenly)")
     p.add_argument("--lr", type=positive_float, default=1e-4)
     p.add_argument("--lambda-task", type=nonneg_float, default=1.0)
@@ -53,9 +54,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--raw-weights", dest="ema_weights", action="store_false",
                    help="write the raw student weights instead of the EMA")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--threads", type=thread_count, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+FLAGS = {"data_dir": "--data"}  # settings whose flag is not `--` + the name with dashes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _distill(args)
     except (AccelError, CheckpointError) as exc:
-        return fail("distill", exc)
+        return fail("distill", exc, FLAGS)
 
 
 def _student_map(student_dir: Path) -> list[int]:
@@ -152,6 +156,8 @@ def _distill(args: argparse.Namespace) -> int:
         data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
                                        teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
                                        seed=args.seed, prompts=teacher.prompts)
+    except SettingError:
+        raise  # names the setting (data_dir, teacher_samples): run() prints its flag
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if getattr(data, "shardable", False) and cfg.batch_size % procs.num_processes:

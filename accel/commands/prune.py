@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from ..argtypes import keep_amount, positive_int, seed_int
-from ..errors import AccelError, InputError
+from ..argtypes import image_count, keep_amount, positive_int, seed_int, step_count, thread_count
+from ..errors import AccelError, InputError, SettingError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..pruning.prune import PRUNING_FILE, SELECTORS, save_pipeline
-from ._shared import fail, load_source
+from ._shared import add_model_argument, fail, load_source
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
             "same diffusers class (loads with plain diffusers) plus DIR/pruning.json."
         ),
     )
-    p.add_argument("--model", default="default", help="'default' (embedded digits DiT), 'flow' (embedded text-to-digits SD3 MMDiT), a pipeline folder or hub id")
+    add_model_argument(p)
     p.add_argument("--keep", required=True, type=keep_amount,
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
@@ -36,14 +36,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
                    help="per-block cost the --keep fraction budgets (default: count of blocks)")
     p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
-    p.add_argument("--calib-images", type=positive_int, default=20, help="calibration images (default 20)")
-    p.add_argument("--calib-steps", type=positive_int, default=20, help="sampling steps of the calibration runs (default 20)")
+    p.add_argument("--calib-images", type=image_count, default=20, help="calibration images (default 20)")
+    p.add_argument("--calib-steps", type=step_count, default=20, help="sampling steps of the calibration runs (default 20)")
     p.add_argument("--calib-calls", type=positive_int, default=32,
                    help="transformer calls kept for scoring, strided over all steps (default 32)")
     p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
+    p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a pipeline folder an earlier `accel prune` wrote at --out (never other folders)")
     p.add_argument("--quiet", action="store_true")
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from ..eval.runtime import resolve_device
     from ..outputs import check_new_dir
     from ..pruning.workflow import prune_pipeline
 
@@ -68,13 +69,16 @@ def _prune(args: argparse.Namespace) -> int:
                         hint=" (or --overwrite to replace a folder `accel prune` wrote)")
     if args.selector not in SELECTORS:
         raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
-    source = load_source(args.model, device=args.device)
+    device = resolve_device(args.device)  # as `accel bench`: one line for a device this machine lacks
+    source = load_source(args.model, device=device)
     pipe, digits = source.pipe, source.digits
     try:
         result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
                                 calib_images=args.calib_images, calib_steps=args.calib_steps,
                                 calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
                                 prompts=source.prompts, source=args.model)
+    except SettingError:
+        raise  # names the setting (keep, selector, cost): run() prints its flag
     except ValueError as exc:
         raise InputError(str(exc)) from None
     info, keep, n = result.info, result.keep, result.info["num_blocks"]

@@ -31,12 +31,13 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bounds import MAX_IMAGES, check_memory
 from ..errors import one_line
 from . import fid as fidmod
 from .compiled import CompileSetting, compile_fields, compile_note, compiled_apply, measure_compile
 from .fidelity import try_lpips
 from .memory import memory_kind
-from .methods import BenchInputError, MethodSpec
+from .methods import BenchInputError, BenchSettingError, MethodSpec
 from .paired import generate_paired, time_methods
 from .provenance import package_versions, run_meta
 from .records import build_records
@@ -84,13 +85,21 @@ def _check_run(methods: Sequence[MethodSpec], num_images: int, seed_sets: int, e
     if not methods or not methods[0].is_baseline:
         raise ValueError("methods[0] must be the baseline")
     if seed_sets < 1:
-        raise BenchInputError(f"--seed-sets must be >= 1, got {seed_sets}")
+        raise BenchSettingError("seed_sets", f"must be >= 1, got {seed_sets}")
+    check_total_images(num_images, seed_sets)
     if extractor is not None and num_images < fidmod.min_images_for_fd(extractor.num_features):
-        raise BenchInputError(
-            f"--num-images {num_images} is too few for a stable covariance of {extractor.num_features}-dim "
+        raise BenchSettingError(
+            "num_images", f"{num_images} is too few for a stable covariance of {extractor.num_features}-dim "
             f"features: at least {fidmod.min_images_for_fd(extractor.num_features)} images are required "
-            "(several times more for a low-noise FD), or pass --no-fd"
+            "(several times more for a low-noise FD), or measure no FD (`accel bench --no-fd`)"
         )
+
+
+def check_total_images(num_images: int, seed_sets: int) -> None:
+    """SettingError when the images of all seed sets (per method) exceed accel.bounds.MAX_IMAGES."""
+    if num_images * seed_sets > MAX_IMAGES:
+        raise BenchSettingError("num_images", f"{num_images} x {seed_sets} seed sets = {num_images * seed_sets:,} images "
+                                         f"per method is more than the limit of {MAX_IMAGES:,}")
 
 
 def probe_call(pipe: Any, workload: Any) -> torch.Tensor:
@@ -137,35 +146,9 @@ def _timing_note(t_imgs: int, num_images: int, repeats: int, warmup: int, seeds:
     )
 
 
-def run_bench(
-    pipe: Any,
-    methods: Sequence[MethodSpec],
-    *,
-    num_images: int,
-    steps: int,
-    seed: int = 0,
-    guidance: float | None = None,
-    batch_size: int = 50,
-    seed_sets: int = 1,
-    repeats: int = 3,
-    warmup: int = 1,
-    timing_images: int | None = None,
-    extractor: torch.nn.Module | None = None,
-    reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-    fd_name: str | None = None,
-    device: str | torch.device = "cpu",
-    state: Any = None,
-    num_classes: int | None = None,
-    prompts: Sequence[str] | None = None,
-    call_kwargs: dict | None = None,
-    lpips: bool = False,
-    grid_cols: int = 8,
-    progress: bool = True,
-    meta: dict | None = None,
-    command: Sequence[str] | None = None,
-    compile: CompileSetting | None = None,  # noqa: A002
-) -> BenchResult | None:
-    """Run the paired benchmark; returns the result on the main process, None elsewhere.
+@dataclass
+class BenchSettings:
+    """What one bench run measures and how (`run_bench`).
 
     ``extractor`` maps images (N, C, H, W) in [0, 1] to features (N, D) and exposes
     ``num_features``. With ``reference_stats=(μ, Σ)`` the FD is to those statistics;
@@ -174,7 +157,47 @@ def run_bench(
     ``compile``: every row (baseline included) compiled that way after its method is applied
     (compiled.py); the records gain compile_s, recompiles and graph_breaks.
     """
-    state, methods, notes = state or SingleProcess(), list(methods), []
+
+    num_images: int
+    steps: int
+    seed: int = 0
+    guidance: float | None = None
+    batch_size: int = 50
+    seed_sets: int = 1
+    repeats: int = 3
+    warmup: int = 1
+    timing_images: int | None = None
+    extractor: torch.nn.Module | None = None
+    reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+    fd_name: str | None = None
+    device: str | torch.device = "cpu"
+    state: Any = None  # accelerate's PartialState with several processes; None: this one
+    num_classes: int | None = None
+    prompts: Sequence[str] | None = None
+    call_kwargs: dict | None = None
+    lpips: bool = False
+    grid_cols: int = 8
+    progress: bool = True
+    meta: dict | None = None
+    command: Sequence[str] | None = None
+    compile: CompileSetting | None = None
+
+
+def run_bench(pipe: Any, methods: Sequence[MethodSpec], settings: BenchSettings | None = None,
+              **fields: Any) -> BenchResult | None:
+    """Run the paired benchmark; returns the result on the main process, None elsewhere.
+
+    `settings` (:class:`BenchSettings`), or its fields as keywords (which also replace fields of `settings`).
+    """
+    import dataclasses
+
+    s = BenchSettings(**fields) if settings is None else dataclasses.replace(settings, **fields)
+    num_images, steps, seed, guidance, batch_size = s.num_images, s.steps, s.seed, s.guidance, s.batch_size
+    seed_sets, repeats, warmup, timing_images = s.seed_sets, s.repeats, s.warmup, s.timing_images
+    extractor, reference_stats, fd_name, device = s.extractor, s.reference_stats, s.fd_name, s.device
+    num_classes, prompts, call_kwargs, lpips = s.num_classes, s.prompts, s.call_kwargs, s.lpips
+    grid_cols, progress, meta, command, compile = s.grid_cols, s.progress, s.meta, s.command, s.compile  # noqa: A001
+    state, methods, notes = s.state or SingleProcess(), list(methods), []
     provenance = run_meta(command)  # the code as it was when the run started
     _check_run(methods, num_images, seed_sets, extractor)
     methods, skipped = check_applicable(pipe, methods)
@@ -189,6 +212,8 @@ def run_bench(
         for k in range(seed_sets)
     ]
     probe = probe_call(pipe, workloads[0])
+    # the baseline's images of a seed set are held until every method has been compared with them
+    check_memory("num_images", num_images, num_images * probe[0].numel() * 4, "the baseline images of one seed set")
     t_imgs = min(timing_images or batch_size, batch_size, num_images)
     calibration = make_workload(pipe, num_images, seed, steps, guidance=guidance, batch_size=batch_size,
                                 seed_set=seed_sets, num_classes=num_classes, prompts=prompts, extra_kwargs=call_kwargs)

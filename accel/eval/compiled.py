@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .methods import BenchInputError, MethodSpec
+from .methods import BenchSettingError, MethodSpec
 from .timing import timed
 from .workload import Workload, generate
 
@@ -48,13 +48,13 @@ class CompileSetting:
 
     def __post_init__(self) -> None:
         if self.mode not in COMPILE_MODES:
-            raise BenchInputError(f"--compile {self.mode!r}: choose {' or '.join(COMPILE_MODES)}")
+            raise BenchSettingError("compile", f"{self.mode!r}: choose {' or '.join(COMPILE_MODES)}")
         from torch._dynamo import list_backends
 
         known = set(list_backends(exclude_tags=())) | {"inductor", "eager", "aot_eager"}
         if self.backend not in known:
-            raise BenchInputError(f"--compile-backend {self.backend!r}: not a torch.compile backend here "
-                                  f"(available: {', '.join(sorted(known))})")
+            raise BenchSettingError("compile_backend", f"{self.backend!r}: not a torch.compile backend here "
+                                                  f"(available: {', '.join(sorted(known))})")
 
 
 class CompiledHandle:

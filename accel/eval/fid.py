@@ -285,7 +285,7 @@ class InceptionFeatures(torch.nn.Module):
 
         if not weights_path or not os.path.isfile(str(weights_path)):
             raise FeatureBackendError(
-                f"--inception-weights {weights_path!r}: file not found. Real Inception FID needs "
+                f"Inception weights {weights_path!r}: file not found. Real Inception FID needs "
                 "the FID Inception-v3 weights (pt_inception-2015-12-05) as a local file; "
                 "nothing is downloaded."
             )

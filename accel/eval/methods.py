@@ -15,11 +15,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import SettingError
+
 BASELINE = "baseline"
 
 
 class BenchInputError(ValueError):
     """Bad user input to `accel bench` (exit code 2, nothing written)."""
+
+
+class BenchSettingError(SettingError, BenchInputError):
+    """A refused bench setting: a BenchInputError whose text names the setting (see SettingError)."""
 
 
 @dataclass
@@ -164,11 +170,11 @@ def _groups(spec: str) -> list[list[str]]:
     for tok in spec.split(","):
         tok = tok.strip()
         if not tok:
-            raise BenchInputError(f"empty entry in --methods {spec!r}")
+            raise BenchSettingError("methods", f"{spec!r}: an empty entry")
         pieces = [p.strip() for p in tok.split("+")]
         if "=" in pieces[0] and ":" not in pieces[0]:
             if not groups:
-                raise BenchInputError(f"option {pieces[0]!r} comes before any method in --methods")
+                raise BenchSettingError("methods", f": option {pieces[0]!r} comes before any method")
             groups[-1][-1] += ("," if ":" in groups[-1][-1] else ":") + pieces[0]
         else:
             groups.append([pieces[0]])
@@ -183,7 +189,10 @@ def parse_methods(spec: str | None, registry: dict[str, type]) -> list[MethodSpe
     ``:`` continues the options of the method before it. ``+`` stacks configs into one
     method. ``None`` means the baseline + every registered method at default settings.
     """
-    raw = [[n] for n in registry] if spec is None or not spec.strip() else _groups(spec)
+    if spec is not None and not spec.strip():  # '' would otherwise mean "every method"
+        raise BenchSettingError("methods", "is empty: name at least one method (e.g. baseline), or leave it out for "
+                                      "the default set")
+    raw = [[n] for n in registry] if spec is None else _groups(spec)
     out: list[MethodSpec] = [MethodSpec(BASELINE)]
     seen = {BASELINE}
     for group in raw:

@@ -1,8 +1,8 @@
 """From `accel bench` / `accel tune` settings (:class:`PrepareSettings`) to what a run needs: checked
 values, model, methods, workload settings, feature extractor and reference statistics.
 
-Everything here raises :class:`BenchInputError` (or an ``AccelError``) on bad input before
-any image is generated, so a bad flag costs seconds and writes nothing.
+Everything here raises :class:`SettingError` naming the setting (or another ``AccelError`` /
+:class:`BenchInputError`) on bad input before any image is generated, so a bad flag costs seconds and writes nothing.
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ import importlib
 import inspect
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..bounds import check_images, check_steps, check_threads
 from ..pipelines.calls import pipeline_kind
-from ..pipelines.loader import SCHEDULER_CLASSES
+from ..pipelines.loader import check_scheduler
 from . import fid as fidmod
-from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
+from .bench import check_total_images
+from .methods import BenchInputError, BenchSettingError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
 from .runtime import parse_dtype, resolve_device
 from .video import is_video_pipeline, video_features
@@ -31,11 +33,11 @@ from .workload import infer_num_classes
 # this model barely moves between 10 and 50 steps (see accel/models/weights/MODEL_CARD.md).
 BENCH_DEFAULT_STEPS = 20
 OTHER_MODEL_STEPS = 50
-# call kwargs the bench sets itself (from which flag)
-RESERVED_KWARGS = {"prompt": "--prompts", "class_labels": "(the workload)", "generator": "--seed",
-                   "num_inference_steps": "--steps", "guidance_scale": "--guidance", "output_type": "(the bench)",
-                   "return_dict": "(the bench)", "num_images_per_prompt": "--num-images (one image per seed)",
-                   "num_videos_per_prompt": "--num-images (one video per seed)"}
+# call kwargs the bench sets itself (from which setting)
+RESERVED_KWARGS = {"prompt": "prompts", "class_labels": "(the workload)", "generator": "seed",
+                   "num_inference_steps": "steps", "guidance_scale": "guidance", "output_type": "(the bench)",
+                   "return_dict": "(the bench)", "num_images_per_prompt": "num_images (one image per seed)",
+                   "num_videos_per_prompt": "num_images (one video per seed)"}
 
 
 @dataclass
@@ -57,12 +59,19 @@ class Prepared:
     fd_name: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    def bench_fields(self) -> dict[str, Any]:
+        """The fields of `accel.eval.bench.BenchSettings` this model and its settings decide."""
+        return dict(steps=self.steps, guidance=self.guidance, extractor=self.extractor,
+                    reference_stats=self.reference_stats, fd_name=self.fd_name, device=self.device,
+                    num_classes=self.num_classes, prompts=self.prompts, call_kwargs=self.call_kwargs,
+                    meta={"model": self.model_name, "scheduler": self.scheduler})
+
 
 @dataclass
 class PrepareSettings:
-    """What :func:`prepare` reads: the pipeline flags `accel bench` and `accel tune` share, the methods, and
-    the workload sizes it range-checks (None: not given, not checked). Build it from parsed flags of the
-    same names with :meth:`from_args`."""
+    """What :func:`prepare` reads: the pipeline settings `accel bench` and `accel tune` share, the methods,
+    and the workload sizes it range-checks (None: not given, not checked). The commands build it from
+    their flags of the same names (accel.commands._shared.prepare_settings)."""
 
     model: str = "default"
     scheduler: str | None = None
@@ -93,34 +102,33 @@ class PrepareSettings:
     seed: int | None = None
     out: str = "."  # the output directory (checked: not a file)
 
-    @classmethod
-    def from_args(cls, args: Any, **overrides: Any) -> "PrepareSettings":
-        """The settings of the parsed flags of the same names (others ignored); `overrides` replace some."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in names}
-        return cls(**{**values, **overrides})
 
 
 def check_args(args: "PrepareSettings") -> None:
-    """Range checks of the numeric and named flags (before anything is loaded)."""
-    def at_least(flag: str, value: int | None, lo: int) -> None:
+    """Range checks of the numeric and named settings (before anything is loaded)."""
+    for name, lo in (("steps", 1), ("num_images", 1), ("batch_size", 1), ("repeats", 1), ("seed_sets", 1),
+                     ("warmup", 0), ("timing_images", 1), ("threads", 1), ("seed", 0), ("height", 1),
+                     ("width", 1), ("num_frames", 1)):
+        value = getattr(args, name, None)
         if value is not None and value < lo:
-            raise BenchInputError(f"{flag} must be >= {lo}, got {value}")
-
-    for flag, lo in (("--steps", 1), ("--num-images", 1), ("--batch-size", 1), ("--repeats", 1),
-                     ("--seed-sets", 1), ("--warmup", 0), ("--timing-images", 1), ("--threads", 1),
-                     ("--seed", 0), ("--height", 1), ("--width", 1), ("--num-frames", 1)):
-        at_least(flag, getattr(args, flag[2:].replace("-", "_"), None), lo)
+            raise BenchSettingError(name, f"must be >= {lo}, got {value}")
+    for name in ("num_images", "batch_size", "timing_images"):  # upper bounds, before any list is built
+        if getattr(args, name) is not None:
+            check_images(name, getattr(args, name))
+    if args.num_images is not None and args.seed_sets is not None:
+        check_total_images(args.num_images, args.seed_sets)
+    if args.steps is not None:
+        check_steps("steps", args.steps)
+    check_threads(args.threads)
     if args.guidance is not None and not math.isfinite(args.guidance):
-        raise BenchInputError(f"--guidance must be a finite number, got {args.guidance}")
-    if args.scheduler is not None and args.scheduler not in SCHEDULER_CLASSES:
-        raise BenchInputError(f"--scheduler {args.scheduler!r}: choose one of {', '.join(SCHEDULER_CLASSES)}")
+        raise BenchSettingError("guidance", f"must be a finite number, got {args.guidance}")
+    check_scheduler(args.scheduler)
     parse_dtype(args.dtype)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise BenchInputError(f"--out {out} exists and is not a directory")
+        raise BenchSettingError("out", f"{out} exists and is not a directory")
     if getattr(args, "prompt_column", None) and not getattr(args, "prompts", None):
-        raise BenchInputError("--prompt-column needs --prompts FILE")
+        raise BenchSettingError("prompt_column", "needs prompts FILE", also=("prompts",))
 
 
 class DigitsFeatures(torch.nn.Module):
@@ -165,7 +173,7 @@ def load_model(args, device, dtype) -> Prepared:
             raise BenchInputError(f"{what} could not be loaded: {exc}") from None
         if isinstance(exc, AccelError):  # ModelNotFoundError / UnsupportedModelError: their messages say what to do
             raise
-        raise BenchInputError(f"--model {args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+        raise BenchSettingError("model", f"{args.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
     if ours:
         bench_steps, model_kwargs = bench_settings(args.model)
         return Prepared(
@@ -181,13 +189,13 @@ def load_model(args, device, dtype) -> Prepared:
 def _load_features_factory(spec: str, device) -> Any:
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
-        raise BenchInputError(f"--features {spec!r}: expected MODULE:FACTORY")
+        raise BenchSettingError("features", f"{spec!r}: expected MODULE:FACTORY")
     try:
         ext = getattr(importlib.import_module(mod_name), fn_name)()
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is a bad --features
-        raise BenchInputError(f"--features {spec!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is a bad features factory
+        raise BenchSettingError("features", f"{spec!r}: {type(exc).__name__}: {exc}") from None
     if not hasattr(ext, "num_features"):
-        raise BenchInputError(f"--features {spec!r}: the extractor must expose num_features")
+        raise BenchSettingError("features", f"{spec!r}: the extractor must expose num_features")
     return ext.to(device) if isinstance(ext, torch.nn.Module) else ext
 
 
@@ -199,19 +207,20 @@ def choose_features(args, prep: Prepared) -> None:
         try:
             prep.extractor = fidmod.InceptionFeatures(args.inception_weights).to(prep.device)
         except fidmod.FeatureBackendError as exc:
-            raise BenchInputError(str(exc)) from None
+            raise BenchSettingError("inception_weights", f": {exc}") from None
         prep.reference_stats, prep.fd_name = None, "FID-Inception-vs-baseline"
     elif args.features is not None:
         prep.extractor = _load_features_factory(args.features, prep.device)
         prep.reference_stats, prep.fd_name = None, "FD-vs-baseline"
     elif prep.extractor is None:
         prep.notes.append(
-            "FD skipped: no feature extractor for this model (FD-digits is for the default model; pass "
-            "--inception-weights PATH for Inception FID vs the baseline)"
+            "FD skipped: no feature extractor for this model (FD-digits is for the default model; give "
+            "Inception-v3 weights (`accel bench --inception-weights PATH`) for Inception FID vs the baseline)"
         )
     if args.reference_images is not None:
         if prep.extractor is None:
-            raise BenchInputError("--reference-images needs a feature extractor: --inception-weights PATH or --features")
+            raise BenchSettingError("reference_images", "needs a feature extractor: inception_weights PATH or features",
+                               also=("inception_weights", "features"))
         prep.reference_stats = _reference_from_folder(prep, args.reference_images)
         prep.fd_name = (prep.fd_name or "FD").replace("-vs-baseline", "")
 
@@ -232,11 +241,11 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
     try:
         paths, data_key = fidmod.image_folder_key(folder)
     except ValueError as exc:
-        raise BenchInputError(f"--reference-images: {exc}") from None
+        raise BenchSettingError("reference_images", f": {exc}") from None
     need = fidmod.min_images_for_fd(ext.num_features)
     if len(paths) < need:
-        raise BenchInputError(
-            f"--reference-images {folder}: {len(paths)} images are too few for a stable covariance "
+        raise BenchSettingError(
+            "reference_images", f"{folder}: {len(paths)} images are too few for a stable covariance "
             f"of {ext.num_features}-dim features; at least {need} are required"
         )
     channels = _image_channels(prep.pipe)
@@ -246,46 +255,45 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
             ext_key, data_key, lambda: fidmod.folder_features(ext, paths, channels, device=prep.device)
         )
     except (ValueError, OSError) as exc:  # an unreadable image, a size the extractor cannot take
-        raise BenchInputError(f"--reference-images {folder}: {exc}") from None
+        raise BenchSettingError("reference_images", f"{folder}: {exc}") from None
     prep.notes.append(f"reference: {n} images from {folder} (statistics cached as {ext_key}/{data_key})")
     return mu, sigma
 
 
-def json_object(text: str, flag: str = "--pipeline-kwargs") -> dict:
-    """A JSON object given on the command line; a one-line BenchInputError naming `flag` otherwise."""
+def json_object(text: str, setting: str = "pipeline_kwargs") -> dict:
+    """A JSON object given as text; a one-line SettingError naming `setting` otherwise."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BenchInputError(f"{flag} is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        raise BenchSettingError(setting, f"is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
     if not isinstance(obj, dict):
-        raise BenchInputError(f"{flag} must be a JSON object such as '{{\"key\": 1}}', got {text}")
+        raise BenchSettingError(setting, f"must be a JSON object such as '{{\"key\": 1}}', got {text}")
     return obj
 
 
 def call_kwargs(args, pipe) -> dict:
-    """Extra pipeline-call kwargs from --height/--width/--negative-prompt/--pipeline-kwargs, checked
-    against the pipeline's ``__call__`` signature."""
+    """Extra pipeline-call kwargs from the height / width / negative_prompt / num_frames / pipeline_kwargs
+    settings, checked against the pipeline's ``__call__`` signature."""
     kwargs = json_object(args.pipeline_kwargs) if args.pipeline_kwargs else {}
-    flags = {"height": ("--height", args.height), "width": ("--width", args.width),
-             "negative_prompt": ("--negative-prompt", args.negative_prompt),
-             "num_frames": ("--num-frames", getattr(args, "num_frames", None))}
-    for key, (flag, value) in flags.items():
+    given = {k: getattr(args, k, None) for k in ("height", "width", "negative_prompt", "num_frames")}
+    for key, value in given.items():
         if value is None:
             continue
         if key in kwargs:
-            raise BenchInputError(f"{flag} and --pipeline-kwargs both set {key!r}; give it once")
+            raise BenchSettingError(key, f"and pipeline_kwargs both set {key!r}; give it once", also=("pipeline_kwargs",))
         kwargs[key] = value
     # only named parameters: a pipeline's **kwargs swallows (and mostly ignores) a misspelt key
     params = {k: p for k, p in inspect.signature(pipe.__call__).parameters.items()
               if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
     name = f"{type(pipe).__name__}.__call__"
     for key in kwargs:
-        flag = next((f for k, (f, v) in flags.items() if k == key and v is not None), "--pipeline-kwargs")
+        setting = key if given.get(key) is not None else "pipeline_kwargs"
         if key in RESERVED_KWARGS:
-            raise BenchInputError(f"{flag}: {key!r} is set by the bench; use {RESERVED_KWARGS[key]}")
+            raise BenchSettingError(setting, f": {key!r} is set by the bench; use {RESERVED_KWARGS[key]}",
+                               also=(RESERVED_KWARGS[key].split()[0],))
         if key not in params:
             known = ", ".join(p for p in params if p not in RESERVED_KWARGS and p not in ("self", "kwargs"))
-            raise BenchInputError(f"{flag}: {name} takes no {key!r}; it takes: {known}")
+            raise BenchSettingError(setting, f": {name} takes no {key!r}; it takes: {known}")
     return kwargs
 
 
@@ -302,7 +310,7 @@ def prepare(args: "PrepareSettings", state: Any = None) -> Prepared:
     taken = {m.label for m in methods}
     for path, row in args.config_rows:
         if row.label in taken:
-            raise BenchInputError(f"--config {path}: the row {row.label!r} is listed twice")
+            raise BenchSettingError("config", f"{path}: the row {row.label!r} is listed twice")
         taken.add(row.label)
         methods.append(row)
     prompts = load_prompts(args.prompts, args.prompt_column) if args.prompts is not None else None
@@ -311,7 +319,7 @@ def prepare(args: "PrepareSettings", state: Any = None) -> Prepared:
     prep.prompts = prompts if prompts is not None else prep.prompts  # an embedded text-to-image model's own
     if prompts is not None:
         if pipeline_kind(prep.pipe) != "prompt":
-            raise BenchInputError(f"--prompts: {type(prep.pipe).__name__} is class-conditional and takes no prompts")
+            raise BenchSettingError("prompts", f": {type(prep.pipe).__name__} is class-conditional and takes no prompts")
         if len(prompts) < args.num_images:
             notes.append(f"prompts: {len(prompts)} in {args.prompts}, cycled over {args.num_images} images")
     prep.call_kwargs = {**prep.call_kwargs, **call_kwargs(args, prep.pipe)}

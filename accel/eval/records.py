@@ -123,7 +123,8 @@ def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list
         if ratio is not None and ratio > NOISE_RATIO:
             notes.append(
                 f"{r['method']}: achieved/ideal speedup {ratio:.2f} > {NOISE_RATIO}: faster than its saved block "
-                "compute allows, so this speedup is timing noise (raise --repeats or --timing-images)"
+                "compute allows, so this speedup is timing noise (raise the repeats or timing images: "
+                "`accel bench --repeats N --timing-images N`)"
             )
         if timed[r["method"]].counts_vary:
             notes.append(f"{r['method']}: block evaluations differed between timed calls; the mean is reported")

@@ -1,6 +1,6 @@
 """Where `accel bench` runs: processes (accelerate), device, dtype, threads (the scheduler: accel.pipelines).
 
-Every function turns a bad value into a :class:`BenchInputError` that names the flag.
+Every function turns a bad value into a :class:`SettingError` that names the setting (or a BenchInputError).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 
+from ..bounds import check_device
+from ..errors import SettingError
 from . import timing
-from .methods import BenchInputError
+from .methods import BenchInputError, BenchSettingError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -54,25 +56,16 @@ def resolve_device(name: str | None, state: Any = None) -> torch.device:
         if multi:
             return torch.device(state.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise BenchInputError(f"--device {name!r}: {exc}; choose auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise BenchInputError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BenchInputError(f"--device {name}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BenchInputError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-        if multi:
-            return torch.device(state.device)
+    check_device(name)  # SettingError("device", ...): not a device, or one this machine lacks
+    dev = torch.device(name)
+    if dev.type == "cuda" and multi:
+        return torch.device(state.device)
     return dev
 
 
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise BenchInputError(f"--dtype {name!r}: choose one of float32, float16, bfloat16")
+        raise BenchSettingError("dtype", f"{name!r}: choose one of float32, float16, bfloat16")
     return DTYPES[name]
 
 
@@ -80,5 +73,7 @@ def pin_threads(n: int | None) -> int:
     """`timing.pin_threads`, with a bad count as bench input error."""
     try:
         return timing.pin_threads(n)
+    except SettingError:  # names the setting; the command names its flag
+        raise
     except ValueError as exc:
         raise BenchInputError(str(exc)) from None

@@ -9,12 +9,15 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import SettingError
+
 
 def pin_threads(n: int | None) -> int:
-    """``torch.set_num_threads(n)`` when n is given; returns the thread count in use."""
+    """``torch.set_num_threads(n)`` when n is given (1 to os.cpu_count()); returns the thread count in use."""
     if n is not None:
-        if n < 1:
-            raise ValueError(f"--threads must be >= 1, got {n}")
+        from ..bounds import check_threads
+
+        check_threads(n)  # SettingError: not in [1, cores]
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
 
@@ -61,7 +64,7 @@ def interleaved(
     machine (other jobs, clocks, caches) evenly over the methods.
     """
     if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+        raise SettingError("repeats", f"must be >= 1, got {repeats}")
     names = list(names)
     for _ in range(warmup):
         for n in names:

@@ -63,12 +63,11 @@ def grid_frame(video: torch.Tensor) -> torch.Tensor:
 
 def video_features(args: Any, prep: Any) -> None:
     """`accel bench` on a video pipeline: no FD (a one-line error if an FD flag asks for one), a note why."""
-    from .methods import BenchInputError
+    from .methods import BenchSettingError
 
-    flags = [f for f, v in (("--inception-weights", args.inception_weights), ("--features", args.features),
-                            ("--reference-images", args.reference_images)) if v is not None]
-    if flags:
-        raise BenchInputError(f"{', '.join(flags)}: FD is not measured on video pipelines "
-                              f"({type(prep.pipe).__name__}); drop the flag (PSNR / SSIM per video are reported)")
+    asked = [s for s in ("inception_weights", "features", "reference_images") if getattr(args, s) is not None]
+    if asked:
+        raise BenchSettingError(asked[0], f": FD is not measured on video pipelines ({type(prep.pipe).__name__}); "
+                                     "leave it out (PSNR / SSIM per video are reported)")
     prep.extractor = prep.reference_stats = prep.fd_name = None
     prep.notes.append(FD_NOTE)

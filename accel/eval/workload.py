@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..bounds import check_images, check_steps
 from ..pipelines.calls import DEFAULT_PROMPTS, pipeline_kind
 
 
@@ -63,12 +64,9 @@ def make_workload(
 
     ``extra_kwargs`` (height, width, negative_prompt, ...) go into every pipeline call.
     """
-    if num_images < 1:
-        raise ValueError(f"--num-images must be >= 1, got {num_images}")
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    check_images("num_images", num_images)  # before a seed list of that length is built
+    check_steps("steps", steps)
+    check_images("batch_size", batch_size)
     kind = pipeline_kind(pipe)
     base = seed + seed_set * num_images
     seeds = [base + i for i in range(num_images)]

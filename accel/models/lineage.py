@@ -72,7 +72,7 @@ def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
     import inspect
 
     from accel import models as M
-    from accel.errors import InputError
+    from accel.errors import SettingError
 
     entry = EMBEDDED_MODELS[str(name)]
     loader = getattr(M, entry.loader)
@@ -80,7 +80,8 @@ def load_embedded(name: str, scheduler: str | None = None, device: Any = "cpu",
     takes = "scheduler" in inspect.signature(loader).parameters
     if scheduler is not None and (takes or scheduler != getattr(M, entry.sampler).get("scheduler")):
         if not takes:
-            raise InputError(f"--scheduler: the {name} model samples with its own scheduler; drop the flag")
+            raise SettingError("scheduler", f"{scheduler!r}: the {name} model samples with its own scheduler; "
+                                            "leave the scheduler out")
         kwargs["scheduler"] = scheduler
     return loader(**kwargs)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, ModelNotFoundError, UnsupportedModelError
+from ..bounds import check_device
+from ..errors import ModelNotFoundError, SettingError, UnsupportedModelError
 from ..families import resolve
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
@@ -25,15 +26,39 @@ SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepSchedu
 
 
 @dataclass
+class Embedded:
+    """What an embedded model (or a folder derived from one) brings beyond any pipeline."""
+
+    digits: bool  # an embedded digits DiT or a folder derived from one: 10 digit classes, the digits training set
+    sampler: dict = field(default_factory=dict)  # its own sampler defaults (scheduler, guidance_scale)
+    fd_digits: bool = True  # it generates 32x32 digits (every embedded model and folders derived from one): FD-digits
+    prompts: list[str] | None = None  # an embedded text-to-image model's own prompts (also of its derived folders)
+
+
+@dataclass
 class LoadedModel:
-    """A loaded pipeline and what the caller needs to know about it."""
+    """A loaded pipeline, its name, and the extras of an embedded model (None for any other model).
+    `digits`, `sampler`, `fd_digits` and `prompts` read those extras (False / {} / None without)."""
 
     pipe: Any
     name: str  # as given: "default", a folder or a hub id
-    digits: bool  # an embedded digits DiT or a folder derived from one: 10 digit classes, the digits training set
-    sampler: dict = field(default_factory=dict)  # its own sampler defaults (scheduler, guidance_scale); {} if unknown
-    fd_digits: bool = False  # it generates 32x32 digits (every embedded model and folders derived from one): FD-digits
-    prompts: list[str] | None = None  # an embedded text-to-image model's own prompts (also of its derived folders)
+    embedded: Embedded | None = None
+
+    @property
+    def digits(self) -> bool:
+        return self.embedded is not None and self.embedded.digits
+
+    @property
+    def sampler(self) -> dict:
+        return dict(self.embedded.sampler) if self.embedded is not None else {}
+
+    @property
+    def fd_digits(self) -> bool:
+        return self.embedded is not None and self.embedded.fd_digits
+
+    @property
+    def prompts(self) -> list[str] | None:
+        return self.embedded.prompts if self.embedded is not None else None
 
 
 def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -43,8 +68,8 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
 
     `scheduler`: None keeps the model's own (a folder's saved scheduler); ``ddim``, ``dpm++``, ``ddpm``
     or ``euler`` builds that one (on the model's noise schedule). `progress_bars=False` hides diffusers'
-    "Loading pipeline components" bars. Raises ModelNotFoundError / UnsupportedModelError / InputError
-    (their messages say what to do) and, for a digits folder that does not load, ValueError / OSError.
+    "Loading pipeline components" bars. Raises ModelNotFoundError / UnsupportedModelError / SettingError
+    (scheduler, device; their messages say what to do) and, for a digits folder that does not load, ValueError / OSError.
     """
     from ..models.lineage import embedded_prompts, embedded_root, is_digits_model, is_embedded, load_digits_model
     from ..models.lineage import load_embedded, sampler_defaults
@@ -52,6 +77,7 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
+    check_device(device)  # a device this machine lacks: one line now, not an AssertionError inside torch
     bars, tbars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
     if not progress_bars:  # diffusers' "Loading pipeline components" and transformers' "Loading weights"
         dlog.disable_progress_bar()
@@ -59,11 +85,11 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     try:
         if is_embedded(model):
             pipe = load_embedded(str(model), scheduler=scheduler, device=device, dtype=dtype)
-            return LoadedModel(pipe, str(model), is_digits_model(model), sampler_defaults(model), True,
-                               embedded_prompts(model))
+            return LoadedModel(pipe, str(model), Embedded(is_digits_model(model), sampler_defaults(model), True,
+                                                          embedded_prompts(model)))
         if is_digits_model(model):
             pipe = load_digits_model(model, scheduler=scheduler, device=device, dtype=dtype)
-            return LoadedModel(pipe, str(model), True, sampler_defaults(model), True)
+            return LoadedModel(pipe, str(model), Embedded(True, sampler_defaults(model), True))
         derived = embedded_root(model) is not None  # a stock pipeline folder derived from an embedded model (flow)
         if derived and scheduler is not None and scheduler == sampler_defaults(model).get("scheduler"):
             scheduler = None  # its own sampler's scheduler is the one saved in the folder
@@ -77,8 +103,8 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         set_scheduler(pipe, scheduler)
         if derived:
             pipe.set_progress_bar_config(disable=True)
-            return LoadedModel(pipe, str(model), False, sampler_defaults(model), True, embedded_prompts(model))
-        return LoadedModel(pipe, str(model), False)
+            return LoadedModel(pipe, str(model), Embedded(False, sampler_defaults(model), True, embedded_prompts(model)))
+        return LoadedModel(pipe, str(model))
     finally:
         if bars and not progress_bars:
             dlog.enable_progress_bar()
@@ -92,12 +118,17 @@ def set_scheduler(pipe: Any, name: str | None) -> None:
         return
     import diffusers
 
-    if name not in SCHEDULER_CLASSES:
-        raise InputError(f"--scheduler {name!r}: choose one of {', '.join(SCHEDULER_CLASSES)}")
+    check_scheduler(name)
     try:
         pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(pipe.scheduler.config)
     except Exception as exc:  # noqa: BLE001 - any failure means this scheduler does not fit the pipeline
-        raise InputError(f"--scheduler {name}: cannot be used with this pipeline ({exc})") from None
+        raise SettingError("scheduler", f"{name}: cannot be used with this pipeline ({exc})") from None
+
+
+def check_scheduler(name: str | None) -> None:
+    """SettingError unless `name` is None or one of SCHEDULER_CLASSES."""
+    if name is not None and name not in SCHEDULER_CLASSES:
+        raise SettingError("scheduler", f"{name!r}: choose one of {', '.join(SCHEDULER_CLASSES)}")
 
 
 def load_pipeline(path_or_id: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

@@ -215,7 +215,7 @@ def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibrati
     out: dict[str, Any] = {"selector": selector}
     if selector == "uniform":
         if budget.kind != "count":
-            raise ValueError("selector 'uniform' takes a block count (--cost count)")
+            raise ValueError("selector 'uniform' takes a block count (cost 'count')")
         out["keep"] = uniform_keep(n, int(budget.value), forced)
         return out
     if selector in ("laptop", "evo"):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from ..errors import SettingError
 from ..families import blocks_of
 
 COST_KINDS = ("count", "params", "flops", "latency")
@@ -123,26 +124,26 @@ def resolve_keep(keep: float | int | str, costs: Sequence[float], kind: str = "c
     """
     n = len(costs)
     if kind not in COST_KINDS:
-        raise ValueError(f"cost {kind!r} is unknown; choose one of {', '.join(COST_KINDS)}")
+        raise SettingError("cost", f"{kind!r} is unknown; choose one of {', '.join(COST_KINDS)}")
     if isinstance(keep, str):
         try:
             keep = int(keep) if keep.strip().lstrip("-").isdigit() else float(keep)
         except ValueError:
-            raise ValueError(f"--keep {keep!r}: give a block count (e.g. 6) or a fraction (e.g. 0.5)") from None
+            raise SettingError("keep", f"{keep!r}: give a block count (e.g. 6) or a fraction (e.g. 0.5)") from None
     if isinstance(keep, bool):
-        raise ValueError("--keep must be a number")
+        raise SettingError("keep", "must be a number")
     if isinstance(keep, int):
         if kind != "count":
-            raise ValueError(f"--keep {keep}: with cost {kind!r} give a fraction of the total cost in (0, 1)")
+            raise SettingError("keep", f"{keep}: with cost {kind!r} give a fraction of the total cost in (0, 1)")
         if not 0 < keep < n:
-            raise ValueError(f"--keep {keep}: the model has {n} blocks; keep must be in 1..{n - 1}")
+            raise SettingError("keep", f"{keep}: the model has {n} blocks; keep must be in 1..{n - 1}")
         return Budget("count", keep, tuple(1.0 for _ in range(n)))
     if not 0.0 < keep < 1.0:
-        raise ValueError(f"--keep {keep}: a fraction must be in (0, 1); a count must be an integer")
+        raise SettingError("keep", f"{keep}: a fraction must be in (0, 1); a count must be an integer")
     if kind == "count":
         k = int(keep * n + 0.5)
         if not 0 < k < n:
-            raise ValueError(f"--keep {keep}: {keep} of {n} blocks rounds to {k}; keep must be in 1..{n - 1}")
+            raise SettingError("keep", f"{keep}: {keep} of {n} blocks rounds to {k}; keep must be in 1..{n - 1}")
         return Budget("count", k, tuple(1.0 for _ in range(n)))
     return Budget(kind, keep * float(sum(costs)), tuple(float(c) for c in costs))
 
@@ -210,7 +211,7 @@ def block_costs(model: torch.nn.Module, kind: str, call: tuple[tuple, dict] | No
         finally:
             hooks.remove()
         return [sorted(times[i][1:])[len(times[i][1:]) // 2] for i in range(len(refs))]
-    raise ValueError(f"cost {kind!r} is unknown; choose one of {', '.join(COST_KINDS)}")
+    raise SettingError("cost", f"{kind!r} is unknown; choose one of {', '.join(COST_KINDS)}")
 
 
 def forced_blocks(model: torch.nn.Module) -> list[int]:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..errors import SettingError
 from ..families import blocks_of
 from ..pipelines.calls import calibration_inputs, record_calls
 from ..provenance import git_commit
@@ -63,7 +64,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     calibration (None leaves the pipeline's setting).
     """
     if selector not in SELECTORS:
-        raise ValueError(f"--selector {selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
+        raise SettingError("selector", f"{selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
     model = pipe.transformer
     n = len(blocks_of(model))
     resolve_keep(keep, [1.0] * n, "count" if cost == "count" else cost)  # a bad keep fails before calibration
@@ -113,7 +114,7 @@ def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.
     calls of `teacher_samples` images the teacher samples itself (`prompts` as in prune_pipeline), or
     the digits set (digits models)."""
     if data_dir is not None and teacher_samples:
-        raise ValueError("--data and --teacher-samples exclude each other")
+        raise SettingError("data_dir", "and teacher_samples exclude each other", also=("teacher_samples",))
     if data_dir is not None:
         data = image_folder_data(data_dir, teacher_pipe)
         return data, {"kind": "image-folder", "path": str(data_dir), "images": len(data)}
@@ -124,7 +125,8 @@ def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.
     if digits:
         data = digits_data()
         return data, {"kind": "digits", "images": len(data)}
-    raise ValueError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
+    raise SettingError("data_dir", ": this teacher has no built-in data set: give data_dir DIR or teacher_samples N",
+                       also=("data_dir", "teacher_samples"))
 
 
 def distill_pipeline(teacher_pipe: Any, student: torch.nn.Module, mapping: Sequence[int], data: Any,

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import InputError, SettingError
 from ..eval.pareto import pareto_front
 from .space import Candidate, Space
 
@@ -32,11 +33,12 @@ class QualityBudget:
 
     def __post_init__(self) -> None:
         if self.fd_pct is None and self.psnr is None:
-            raise ValueError("give a quality budget: --budget-fd PCT and/or --budget-psnr DB")
+            raise InputError("give a quality budget: budget_fd and/or budget_psnr")
         if self.fd_pct is not None and not (math.isfinite(self.fd_pct) and self.fd_pct >= 0):
-            raise ValueError(f"--budget-fd must be a finite percentage >= 0, got {self.fd_pct}")
-        if self.psnr is not None and not math.isfinite(self.psnr):
-            raise ValueError(f"--budget-psnr must be a finite number of dB, got {self.psnr}")
+            raise SettingError("budget_fd", f"must be a finite percentage >= 0, got {self.fd_pct}")
+        if self.psnr is not None and not (math.isfinite(self.psnr) and self.psnr >= 0):
+            raise SettingError("budget_psnr", f"must be a finite number of dB >= 0 (PSNR of images in [0, 1] is never "
+                                              f"below 0), got {self.psnr}")
 
     def meets(self, r: dict, fd_slack: float = 0.0, psnr_slack: float = 0.0) -> bool:
         """Whether result ``r`` is inside the budget (slack widens it, for small-sample rungs)."""
@@ -132,7 +134,7 @@ def successive_halving(space: Space, evaluate: Callable[[Candidate, int], dict],
     ``psnr_slack`` widen the budget on the rungs before the last (their few images are noisy).
     """
     if evals < 1:
-        raise ValueError(f"--evals must be >= 1, got {evals}")
+        raise SettingError("evals", f"must be >= 1, got {evals}")
     plan = rung_plan(evals, final_images, rungs, eta, min_images)
     sizes, counts = [n for n, _ in plan], [c for _, c in plan]
     rng = random.Random(seed)

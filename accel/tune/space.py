@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ..config import MethodConfig
+from ..errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,15 @@ def build_space(registry: dict[str, type[MethodConfig]], methods: Sequence[str] 
                 models: Iterable[str | None] = (None,), values: dict[str, dict[str, Any]] | None = None) -> Space:
     """The joint space of ``methods`` (default: every accelerating method that declares ``tunable``);
     ``values[method]`` narrows or fixes settings (see `method_options`)."""
-    names = list(methods) if methods else [n for n, c in registry.items()
-                                          if getattr(c, "accelerates", True) and getattr(c, "tunable", None)]
+    if methods is not None and not [n for n in methods if n]:
+        raise SettingError("methods", "is empty: name at least one method, or leave it out for every tunable one")
+    names = list(methods) if methods is not None else [n for n, c in registry.items()
+                                                       if getattr(c, "accelerates", True) and getattr(c, "tunable", None)]
+    if "" in names:
+        raise SettingError("methods", f"{','.join(names)!r} has an empty name")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # each would double the space
+        raise SettingError("methods", f"lists {', '.join(twice)} twice (each would double the space)")
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(sorted(registry))}")
