@@ -309,6 +309,8 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     """
     from tqdm.auto import tqdm
 
+    if path is not None:
+        check_calibration_path(Path(path))  # before the calibration's pipeline calls
     if run is None:
         check_int("images", images, 1)
         run = _default_run(pipe, images, seed, call_kwargs)
@@ -341,6 +343,20 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
         save_calibration(target, key, errors, images=int(reference.shape[0]), sensitivity=sensitivity,
                          reuse=reuse, forecast=forecast)
     return targets[0]
+
+
+def check_calibration_path(path: Path) -> None:
+    """OutputError (one line) unless calibrate_schedule may write `path`: a new file in a writable folder, or a
+    schedule calibration accel wrote (replaced); any other existing file is the user's and is never replaced."""
+    from ..outputs import OutputError, check_file_output
+
+    check_file_output(path, overwrite=True, flag="calibrate_schedule: path=")
+    if path.exists():
+        try:
+            read_calibration(path)
+        except ValueError:
+            raise OutputError(f"calibrate_schedule: path={path} exists and is not a schedule calibration accel "
+                              "wrote; give a new file name (only accel's own calibrations are replaced)") from None
 
 
 def _calibrating(handle: Any) -> list[_Calibrating]:

@@ -61,7 +61,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     from ..pipelines import load_model
     from ..pipelines.calls import calibration_inputs, record_calls
     from ..tokens._sublayers import SUBLAYERS
-    from ..tokens.diffrate_train import check_checkpoint, train_rates
+    from ..tokens.diffrate_train import check_checkpoint, remove_checkpoint, train_rates
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +97,6 @@ def _diffrate(args: argparse.Namespace) -> int:
     result["transformer"] = type(pipe.transformer).__name__  # checked when the file is applied
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out, result, allow_nan=True)
-    if ckpt.exists():
-        ckpt.unlink()
+    remove_checkpoint(ckpt)  # the finished run's own checkpoint, through the deletion door
     print(f"wrote {out}: FLOPs ratio {result['flops_ratio']:.3f} (target {args.flops}), rates {result['rates']}")
     return 0

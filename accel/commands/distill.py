@@ -134,6 +134,9 @@ def _distill(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if args.teacher_samples and cfg.lambda_out == cfg.lambda_feat == 0:
+        raise InputError("--lambda-out and --lambda-feat are 0 and --teacher-samples has no task loss: nothing "
+                         "would train; give --lambda-out or --lambda-feat a positive weight")
     student_dir = Path(args.student)
     if not student_dir.is_dir():
         raise InputError(f"--student {student_dir}: no such folder")
@@ -195,8 +198,9 @@ def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict, lo
     """Write the final pipeline and losses.jsonl into `out` next to the run's checkpoints: staged in a hidden
     sibling folder, then each name moved in (accel.outputs.staged_dir); checkpoints/ stays."""
     from ..outputs import staged_dir
+    from ..pruning.distill import CHECKPOINTS
     from ..pruning.prune import write_pipeline
 
-    with staged_dir(out) as stage:
+    with staged_dir(out, writer="distill", quiet=(CHECKPOINTS,)) as stage:
         write_pipeline(pipe, transformer, stage, files)
         (stage / "losses.jsonl").write_text("".join(json.dumps(l) + "\n" for l in losses))
