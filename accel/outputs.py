@@ -209,8 +209,9 @@ def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool 
         if not overwrite:
             raise OutputError(f"{flag} {p} exists and is not empty; choose a new folder{hint}")
         if not writer or not any(r.get("by") == writer for r in read_manifest(p).values()):
-            raise OutputError(f"{flag} {p} is not a folder `accel {writer or 'this command'}` wrote (no {MANIFEST} "
-                              "recording its files); --overwrite replaces only such a folder: choose a new folder")
+            raise OutputError(f"{flag} {p} holds files accel did not write (no {MANIFEST} of an `accel "
+                              f"{writer or 'this command'}` run there); --overwrite replaces only a folder accel "
+                              "wrote: choose a new folder")
     check_writable(p, flag, p)
     return p
 

@@ -92,9 +92,11 @@ def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
     """Refuse, before any model loads, a --resume whose checkpoint is missing, half-written, modified, of
     another student or of other settings (checkpoint.py)."""
     from ..pruning.checkpoint import check_resume, latest_checkpoint, verify_checkpoint
-    from ..pruning.distill import _mixed_precision, resume_settings
+    from ..pruning.distill import _mixed_precision, check_ahead, resume_settings
 
     state = verify_checkpoint(latest_checkpoint(out / "checkpoints"))
+    step = state.get("step")
+    check_ahead(out / "checkpoints", step if isinstance(step, int) else 0)
     saved = state.get("settings") or {}
     settings = resume_settings(cfg, _mixed_precision(cfg.mixed_precision), saved.get("num_processes", 1))
     check_resume(state, settings, mapping)

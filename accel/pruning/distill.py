@@ -397,7 +397,7 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
         doc, ema = load_checkpoint(last, raw, optimizer, accelerator.scaler)
         state.restore(doc, ema)
         accelerator.print(f"resumed from {last} at step {state.step}")
-    _check_ahead(ckpt_root, state.step)
+    check_ahead(ckpt_root, state.step)
     s_hooks, s_feats = capture_features(raw)
     t_hooks, t_feats = capture_features(teacher, mapping)
     rank, processes = accelerator.process_index, accelerator.num_processes
@@ -497,7 +497,7 @@ def _diverged(root: Path, step: int, what: str, lr: float) -> DivergedError:
                          f"--out ({last})")
 
 
-def _check_ahead(root: Path, step: int) -> None:
+def check_ahead(root: Path, step: int) -> None:
     """CheckpointError, before any training, when an entry is where a later checkpoint of this run goes
     (a file named step_N, or an unfinished folder): it is not accel's, so it is never replaced."""
     if not root.is_dir():
