@@ -119,9 +119,9 @@ def _distill(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.resume:
+        check_writable(out, "--out", out)  # first: a name too long for the file system is one line, not OSError 36
         if not (out / "checkpoints").is_dir():
             raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
-        check_writable(out, "--out", out)
     else:
         check_new_dir(out, hint=" (or --resume a run there)")
     if args.data is not None and not Path(args.data).is_dir():
