@@ -371,7 +371,7 @@ def remove_own(root: str | os.PathLike, records: Mapping[str, Mapping[str, Any]]
     return kept
 
 
-def _listing(paths: list[Path], root: Path, most: int = 5) -> str:
+def _listing(paths: list[Path], root: Path, most: int = 12) -> str:
     names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
@@ -447,7 +447,10 @@ def publish_dir(stage: Path, out: Path, writer: str = "accel", quiet: Iterable[s
     changed = remove_own(out, old, stale, quiet=True)
     others = {rel: rec for rel, rec in old.items() if rec.get("by") != writer and (out / rel).is_file()}
     write_manifest(out, {**others, **records})
-    remove_own(stage, None)
+    for d in sorted((p for p in stage.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()  # every file moved out: only empty folders are left, removed without deleting anything
+    stage.rmdir()
+    _SCRATCH.discard(str(stage.absolute()))
     mine = {*others, *records, MANIFEST}
     theirs = [out / rel for rel in _files(out) if rel not in mine and rel.split("/")[0] not in set(quiet)]
     kept = changed + [p for p in theirs if p not in changed]
