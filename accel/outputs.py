@@ -146,8 +146,11 @@ def check_writable(folder: Path, flag: str, shown: Path) -> None:
 
 
 def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--out",
-                      companions: Iterable[str] = ()) -> Path:
-    """Check a file output (and `companions`, names written next to it) before any work; returns the path."""
+                      companions: Iterable[str] = (), writer: str = "") -> Path:
+    """Check a file output (and `companions`, names written next to it) before any work; returns the path.
+
+    With `overwrite` and a `writer`, an existing target must be a file accel recorded writing there
+    (`record_written`: the folder's manifest), unchanged since: a user's file is refused, not replaced."""
     p = _check_length(path, flag)
     if not p.name or p.name in (".", ".."):
         raise OutputError(f"{flag} {path}: give a file name")
@@ -159,6 +162,9 @@ def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--o
                 raise OutputError(f"{flag} {p}: {target} exists and is not a plain file; choose another name")
             if not overwrite:
                 raise OutputError(f"{flag} {p}: {target} exists; choose another name (or --overwrite to replace it)")
+            if writer and not is_own(target, read_manifest(target.parent).get(target.name)):
+                raise OutputError(f"{flag} {p}: {target} is not a file accel wrote there (not in {MANIFEST}, or "
+                                  "changed since); --overwrite replaces only accel's files: choose another name")
     check_writable(p.parent, flag, p)
     return p
 
@@ -318,6 +324,18 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
 def write_manifest(folder: str | os.PathLike, records: Mapping[str, Mapping[str, Any]]) -> Path:
     """Record `records` (relative path -> file_record + "by") as the files accel wrote in `folder`."""
     return write_json_atomic(Path(folder) / MANIFEST, {"format": MANIFEST_FORMAT, "files": dict(sorted(records.items()))})
+
+
+def record_written(paths: Iterable[str | os.PathLike], writer: str) -> None:
+    """Record files a command just wrote (a file output and its companions) in their folder's manifest, so a
+    later `--overwrite` may replace them and nothing else (`check_file_output`)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for p in map(Path, paths):
+        by_folder.setdefault(p.parent, []).append(p)
+    for folder, files in by_folder.items():
+        records = {rel: rec for rel, rec in read_manifest(folder).items() if (folder / rel).is_file()}
+        records.update({p.name: {**file_record(p), "by": writer} for p in files})
+        write_manifest(folder, records)
 
 
 def is_own(path: str | os.PathLike, record: Mapping[str, Any] | None) -> bool:

@@ -262,7 +262,25 @@ def test_diffrate_overwrite_keeps_files_beside_its_output(models, tmp_path):
     assert _run([*argv, "--overwrite"]) == 0
     _intact(planted)
     assert out.stat().st_ino != ino and json.loads(out.read_text())["depth"] == 3
-    assert sorted(p.name for p in out.parent.iterdir()) == ["mine.txt", "notes", "rates.json", "rates.json.bak"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [MANIFEST, "mine.txt", "notes", "rates.json",
+                                                            "rates.json.bak"]
+    assert sorted(read_manifest(out.parent)) == ["rates.json"]
+
+
+@pytest.mark.parametrize("command, users", [("diffrate", ["rates.json"]), ("tune", ["report.html"]),
+                                            ("tune", ["tune.json"])])
+def test_file_outputs_overwrite_only_files_accel_recorded(models, tmp_path, capsys, command, users):
+    """`--overwrite` of a file output (and of report.html, written next to tune.json) replaces only a file
+    accel recorded writing there; a user's file of that name is refused in one line, before any work."""
+    planted = _plant(tmp_path, users)
+    out = tmp_path / ("rates.json" if command == "diffrate" else "tune.json")
+    argv = {"diffrate": ["diffrate", "--model", models / "teacher", "--flops", "0.6"],
+            "tune": ["tune", "--model", models / "teacher", "--budget-psnr", "20"]}[command]
+    capsys.readouterr()
+    assert _run([*argv, "--out", out, "--overwrite"]) == 2
+    _one_line(capsys, f"{users[0]} is not a file accel wrote")
+    _intact(planted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == users
 
 
 def test_tune_overwrite_keeps_files_beside_its_output_and_in_the_cache(models, tmp_path, monkeypatch):
@@ -278,6 +296,7 @@ def test_tune_overwrite_keeps_files_beside_its_output_and_in_the_cache(models, t
     assert _run([*argv, "--overwrite"]) == 0
     _intact(planted)
     assert all(p.stat().st_ino != ino for p, ino in inodes.items())
+    assert sorted(read_manifest(out.parent)) == ["report.html", "tune.json"]
 
 
 def test_bench_overwrite_keeps_user_files_at_every_depth(models, tmp_path, monkeypatch):

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _diffrate(args: argparse.Namespace) -> int:
     from ..errors import ModelNotFoundError
-    from ..outputs import check_file_output, write_json_atomic
+    from ..outputs import check_file_output, record_written, write_json_atomic
     from ..pipelines import load_model
     from ..pipelines.calls import calibration_inputs, record_calls
     from ..tokens._sublayers import SUBLAYERS
@@ -72,7 +72,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     if bad or not sublayers:
         return fail("diffrate", f"--sublayers: unknown {bad[0] if bad else args.sublayers!r}; "
                                 f"choose from {', '.join(SUBLAYERS)}")
-    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
+    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False), writer="diffrate")
     ckpt = out.with_name(out.name + ".ckpt.safetensors")
     try:
         check_checkpoint(ckpt)
@@ -97,6 +97,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     result["transformer"] = type(pipe.transformer).__name__  # checked when the file is applied
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out, result, allow_nan=True)
+    record_written([out], "diffrate")  # what a later --overwrite may replace
     remove_checkpoint(ckpt)  # the finished run's own checkpoint, through the deletion door
     print(f"wrote {out}: FLOPs ratio {result['flops_ratio']:.3f} (target {args.flops}), rates {result['rates']}")
     return 0

@@ -82,7 +82,7 @@ def tune_command(args: argparse.Namespace) -> int:
         print(f"accel tune: error: {msg}", file=sys.stderr)
         return 2
 
-    from accel.outputs import check_file_output
+    from accel.outputs import check_file_output, record_written
 
     t0 = time.perf_counter()
     try:
@@ -97,7 +97,7 @@ def tune_command(args: argparse.Namespace) -> int:
         for d in args.pruned:
             if not Path(d).is_dir():
                 raise BenchInputError(f"--pruned {d}: no such folder (write one with `accel prune --out {d}`)")
-        check_file_output(args.out, overwrite=args.overwrite, companions=("report.html",))
+        check_file_output(args.out, overwrite=args.overwrite, companions=("report.html",), writer="tune")
         threads = pin_threads(args.threads)
         registry = dict(accel.methods())
         names = [n.strip() for n in args.methods.split(",")] if args.methods else None
@@ -194,6 +194,7 @@ def tune_command(args: argparse.Namespace) -> int:
         doc["notes"].append(timing_note(args.batch_size, threads))
     out = write_tune_json(args.out, doc)
     _report(out, doc)
+    record_written([out, out.with_name("report.html")], "tune")  # what a later --overwrite may replace
     print(f"\nfront ({'held-out' if held else 'calibration'} images; quality budget {budget.as_dict()}):")
     for r in sorted(final_pool, key=lambda r: r["speedup"]):
         mark = "*" if chosen is not None and r["key"] == chosen["key"] else " "
