@@ -228,8 +228,11 @@ def check_not_input(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLi
     o = Path(out).absolute().resolve()
     for in_flag, path in inputs.items():
         i = Path(path)
-        if not i.exists():
-            continue  # a hub id or an embedded model's name: nothing on disk to replace
+        try:
+            if not i.exists():
+                continue  # a hub id or an embedded model's name: nothing on disk to replace
+        except OSError:  # a name too long to be a path: not a folder either
+            continue
         i = i.absolute().resolve()
         if o == i or o in i.parents:
             raise OutputError(f"{flag} {out} {'is' if o == i else 'holds'} the {in_flag} folder this command "
