@@ -10,12 +10,18 @@ The rules (the developers' guide: a command never deletes or overwrites what it 
   so a bad one costs nothing and leaves nothing behind;
 * every file is written to a temporary name next to its target and renamed into place at
   the end (`atomic_path`, `write_json_atomic`); a folder of outputs is staged in a hidden
-  sibling folder and moved in when complete (`staged_dir`).
+  sibling folder and moved in when complete (`staged_dir`);
+* deletion has one door, `remove_own`: it removes a file only when it is byte-for-byte a file accel
+  recorded writing (a manifest: size + sha256 per file), keeps anything else and says so. A folder
+  output's record is `.accel-manifest.json` in it (`read_manifest` / `publish_dir`), so `--overwrite`
+  of a folder accel wrote replaces accel's files and keeps the user's, at every depth; "accel wrote
+  it" never comes from file names.
 
 Errors are `OutputError` (a ValueError and an AccelError) with a one-line message naming the flag.
 
 Caches (FD reference statistics, schedule-cache calibrations, `accel tune` evaluations) live
-under one root, `cache_dir()`: `$ACCEL_CACHE_DIR`, default `~/.cache/accel`.
+under one root, `cache_dir()`: `$ACCEL_CACHE_DIR`, default `~/.cache/accel` (checked: a folder
+accel can write in, else a one-line OutputError naming ACCEL_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import AccelError
 
@@ -36,9 +43,67 @@ class OutputError(AccelError, ValueError):
     """An output path the command must not (or cannot) write; the message is one line."""
 
 
+_CHECKED_CACHE: set[str] = set()  # cache roots already found writable in this process
+
+
 def cache_dir(*parts: str) -> Path:
-    """`$ACCEL_CACHE_DIR/<parts>` (default `~/.cache/accel/<parts>`): where accel keeps its caches."""
-    return Path(os.environ.get("ACCEL_CACHE_DIR") or Path.home() / ".cache" / "accel", *parts)
+    """`$ACCEL_CACHE_DIR/<parts>` (default `~/.cache/accel/<parts>`): where accel keeps its caches.
+
+    The root is checked once per process (a folder, or creatable, and writable: a real probe file), so a
+    cache that is a file or read-only is one OutputError line naming ACCEL_CACHE_DIR, not a traceback later.
+    """
+    env = os.environ.get("ACCEL_CACHE_DIR")
+    root = Path(env) if env else Path.home() / ".cache" / "accel"
+    if str(root) not in _CHECKED_CACHE:
+        what = f"ACCEL_CACHE_DIR {_short(root)}" if env else f"the cache folder {root}"
+        fix = "point ACCEL_CACHE_DIR at a folder accel may write in"
+        _check_length(root, what)
+        base = _nearest_existing(root)
+        if not base.is_dir():
+            raise OutputError(f"{what}: {base} is a file, not a folder; {fix}")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=base)
+        except OSError as exc:
+            raise OutputError(f"{what}: cannot write in {base} ({exc.strerror or exc}); {fix}") from None
+        os.close(fd)
+        os.unlink(probe)
+        _CHECKED_CACHE.add(str(root))
+    return Path(root, *parts)
+
+
+# ----------------------------------------------------------------------------- checks before work
+NAME_RESERVE = 32  # bytes a name may grow by: hidden stage/temporary names (".NAME.tmp-XXXXXXXX"), ".ckpt.safetensors"
+
+
+def _short(path: str | os.PathLike, keep: int = 60) -> str:
+    """`path` shortened for a one-line message (the middle of a very long path elided)."""
+    s = str(path)
+    return s if len(s) <= keep else f"{s[:keep // 2 - 2]}...{s[-(keep // 2 - 1):]}"
+
+
+def _limits() -> tuple[int, int]:
+    """(longest name, longest path) in bytes on this system (POSIX defaults 255 / 4096 where not known)."""
+    try:
+        return os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255, 4096
+
+
+def _check_length(path: str | os.PathLike, flag: str) -> Path:
+    """OutputError (one line naming `flag`) when a name in `path`, or the whole path, is longer than the file
+    system takes, checked before anything touches the disk (else OSError 36 "File name too long" later)."""
+    p = Path(path)
+    name_max, path_max = _limits()
+    for part in p.parts:
+        n = len(os.fsencode(part))
+        if n + NAME_RESERVE > name_max:
+            raise OutputError(f"{flag} {_short(p)}: a name in it is {n} bytes long; names up to "
+                              f"{name_max - NAME_RESERVE} bytes work here: choose a shorter name")
+    n = len(os.fsencode(str(p.absolute())))
+    if n + NAME_RESERVE > path_max:
+        raise OutputError(f"{flag} {_short(p)}: the path is {n} bytes long; paths up to {path_max - NAME_RESERVE} "
+                          "bytes work here: choose a shorter one")
+    return p
 
 
 def _protected(path: Path) -> str | None:
@@ -68,7 +133,8 @@ def check_writable(folder: Path, flag: str, shown: Path) -> None:
     """OutputError unless a file can be created in `folder` (or in its nearest existing parent when it
     does not exist yet): a real probe file, created and removed, since permission bits lie for root
     and for /proc-like file systems."""
-    base = _nearest_existing(Path(folder))
+    _check_length(shown, flag)
+    base = _nearest_existing(_check_length(folder, flag))
     if not base.is_dir():
         raise OutputError(f"{flag} {shown}: {base} is not a folder")
     try:
@@ -80,9 +146,12 @@ def check_writable(folder: Path, flag: str, shown: Path) -> None:
 
 
 def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--out",
-                      companions: Iterable[str] = ()) -> Path:
-    """Check a file output (and `companions`, names written next to it) before any work; returns the path."""
-    p = Path(path)
+                      companions: Iterable[str] = (), writer: str = "") -> Path:
+    """Check a file output (and `companions`, names written next to it) before any work; returns the path.
+
+    With `overwrite` and a `writer`, an existing target must be a file accel recorded writing there
+    (`record_written`: the folder's manifest), unchanged since: a user's file is refused, not replaced."""
+    p = _check_length(path, flag)
     if not p.name or p.name in (".", ".."):
         raise OutputError(f"{flag} {path}: give a file name")
     if p.is_dir():
@@ -93,13 +162,16 @@ def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--o
                 raise OutputError(f"{flag} {p}: {target} exists and is not a plain file; choose another name")
             if not overwrite:
                 raise OutputError(f"{flag} {p}: {target} exists; choose another name (or --overwrite to replace it)")
+            if writer and not is_own(target, read_manifest(target.parent).get(target.name)):
+                raise OutputError(f"{flag} {p}: {target} is not a file accel wrote there (not in {MANIFEST}, or "
+                                  "changed since); --overwrite replaces only accel's files: choose another name")
     check_writable(p.parent, flag, p)
     return p
 
 
 def _folder_output(path: str | os.PathLike, flag: str, example: str = "") -> Path:
-    """`path` as a Path, refused when it exists as a file or is a protected folder (`_protected`)."""
-    p = Path(path)
+    """`path` as a Path, refused when it is too long, exists as a file or is a protected folder (`_protected`)."""
+    p = _check_length(path, flag)
     if p.exists() and not p.is_dir():
         raise OutputError(f"{flag} {p} exists and is not a folder")
     why = _protected(p)
@@ -109,8 +181,12 @@ def _folder_output(path: str | os.PathLike, flag: str, example: str = "") -> Pat
 
 
 def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: bool, flag: str = "--out") -> Path:
-    """Check an output folder the command writes the files `names` into (other files in it are left alone)."""
+    """Check an output folder the command writes the files `names` into (other files in it are left alone).
+
+    With `overwrite`, an existing name must be a file accel recorded writing there, unchanged since
+    (`read_manifest`): a user's file of the same name is refused, not replaced."""
     p = _folder_output(path, flag, f", e.g. {flag} {Path(path).resolve().name or 'out'}-run")
+    records = read_manifest(p) if p.is_dir() else {}
     for name in names:
         t = p / name
         if t.exists() or t.is_symlink():
@@ -118,29 +194,49 @@ def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: b
                 raise OutputError(f"{flag} {p}: {t} exists and is not a plain file; choose another folder")
             if not overwrite:
                 raise OutputError(f"{flag} {p}: {t} exists; choose a new folder (or --overwrite to replace "
-                                  f"the files this command writes)")
+                                  f"the files this command wrote)")
+            if not is_own(t, records.get(name)):
+                raise OutputError(f"{flag} {p}: {t} is not a file accel wrote there (not in {MANIFEST}, or changed "
+                                  "since); --overwrite replaces only accel's files: move it or choose another folder")
     check_writable(p, flag, p)
     return p
 
 
 def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool = False,
-                  own: Iterable[str] = (), hint: str = "") -> Path:
+                  writer: str = "", hint: str = "") -> Path:
     """Check an output folder that the command fills as a whole (a pipeline folder).
 
-    It must be new or empty; with `overwrite`, it may instead be a folder this kind of command
-    wrote before: one holding every name in `own` (e.g. model_index.json + pruning.json).
+    It must be new or empty; with `overwrite`, it may instead be a folder an earlier `accel <writer>`
+    wrote: one whose manifest (`read_manifest`) records files by `writer`. Then only those files are
+    replaced (`publish_dir`); the user's files in it stay.
     """
     p = _folder_output(path, flag)
     if p.is_dir() and any(p.iterdir()):
-        own = list(own)
         if not overwrite:
             raise OutputError(f"{flag} {p} exists and is not empty; choose a new folder{hint}")
-        missing = [n for n in own if not (p / n).exists()]
-        if missing or not own:
-            raise OutputError(f"{flag} {p} holds files this command did not write (no {missing[0] if missing else 'marker'}); "
-                              "--overwrite replaces only a folder it wrote: choose a new folder")
+        if not writer or not any(r.get("by") == writer for r in read_manifest(p).values()):
+            raise OutputError(f"{flag} {p} holds files accel did not write (no {MANIFEST} of an `accel "
+                              f"{writer or 'this command'}` run there); --overwrite replaces only a folder accel "
+                              "wrote: choose a new folder")
     check_writable(p, flag, p)
     return p
+
+
+def check_not_input(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike], flag: str = "--out") -> None:
+    """OutputError when the output folder is, holds or lies inside a folder the command reads (`inputs`:
+    flag -> path); writing there would replace the model being read."""
+    o = Path(out).absolute().resolve()
+    for in_flag, path in inputs.items():
+        i = Path(path)
+        try:
+            if not i.exists():
+                continue  # a hub id or an embedded model's name: nothing on disk to replace
+        except OSError:  # a name too long to be a path: not a folder either
+            continue
+        i = i.absolute().resolve()
+        if o == i or o in i.parents:
+            raise OutputError(f"{flag} {out} {'is' if o == i else 'holds'} the {in_flag} folder this command "
+                              "reads; write to a new folder")
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -194,16 +290,127 @@ def write_json_atomic(path: str | os.PathLike, doc: Any, indent: int | None = 2,
     return write_text_atomic(path, json.dumps(doc, indent=indent, **kwargs) + "\n")
 
 
+# ----------------------------------------------------------------------------- what accel wrote; the deletion door
+MANIFEST = ".accel-manifest.json"  # in a folder output: the files accel wrote there
+MANIFEST_FORMAT = "accel-outputs/1"
+_MANIFEST_BYTES = 16 << 20
+_SCRATCH: set[str] = set()  # hidden folders this process made with mkdtemp (stages), removable as a whole
+
+
+def file_record(path: str | os.PathLike) -> dict[str, Any]:
+    """What identifies a file accel wrote: its size and SHA-256."""
+    return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+def _safe_rel(rel: Any) -> bool:
+    parts = rel.split("/") if isinstance(rel, str) else []
+    return bool(parts) and not rel.startswith("/") and all(q not in ("", ".", "..") for q in parts)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256", "by"}} of the files accel recorded writing in `folder` ({} when it
+    has no readable manifest: then nothing in it counts as accel's)."""
+    f = Path(folder) / MANIFEST
+    try:
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > _MANIFEST_BYTES:
+            return {}
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    files = doc.get("files") if isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(files, dict):
+        return {}
+    return {rel: rec for rel, rec in files.items() if _safe_rel(rel) and isinstance(rec, dict)
+            and isinstance(rec.get("sha256"), str) and isinstance(rec.get("size"), int)}
+
+
+def write_manifest(folder: str | os.PathLike, records: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Record `records` (relative path -> file_record + "by") as the files accel wrote in `folder`."""
+    return write_json_atomic(Path(folder) / MANIFEST, {"format": MANIFEST_FORMAT, "files": dict(sorted(records.items()))})
+
+
+def record_written(paths: Iterable[str | os.PathLike], writer: str) -> None:
+    """Record files a command just wrote (a file output and its companions) in their folder's manifest, so a
+    later `--overwrite` may replace them and nothing else (`check_file_output`)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for p in map(Path, paths):
+        by_folder.setdefault(p.parent, []).append(p)
+    for folder, files in by_folder.items():
+        records = {rel: rec for rel, rec in read_manifest(folder).items() if (folder / rel).is_file()}
+        records.update({p.name: {**file_record(p), "by": writer} for p in files})
+        write_manifest(folder, records)
+
+
+def is_own(path: str | os.PathLike, record: Mapping[str, Any] | None) -> bool:
+    """Whether `path` is a plain file with exactly the size and SHA-256 accel recorded for it."""
+    p = Path(path)
+    if not record or p.is_symlink() or not p.is_file():
+        return False
+    if "size" in record and p.stat().st_size != record["size"]:
+        return False
+    return sha256_file(p) == record.get("sha256")
+
+
+def notice(text: str) -> None:
+    """One line on stderr about files accel left in place."""
+    print(f"accel: {text}", file=sys.stderr)
+
+
+def remove_own(root: str | os.PathLike, records: Mapping[str, Mapping[str, Any]] | None,
+               names: Iterable[str] | None = None, quiet: bool = False) -> list[Path]:
+    """THE deletion door: every removal in accel goes through here.
+
+    Removes each of `names` (relative to `root`; default: every recorded name) only when it is
+    byte-for-byte the file accel recorded (`records`: a manifest, `is_own`), then the folders the
+    removals left empty. Anything else stays, and a notice names it (unless `quiet`); returns what
+    stayed. `records=None` removes `root` as a whole, allowed only for a hidden scratch folder this
+    process made (`staged_dir`'s stage), which holds nothing but what accel put there.
+    """
+    root = Path(root)
+    if records is None:
+        key = str(root.absolute())
+        if key not in _SCRATCH:
+            raise ValueError(f"remove_own: {root} is not a scratch folder accel made; give its records")
+        shutil.rmtree(root, ignore_errors=True)
+        _SCRATCH.discard(key)
+        return []
+    kept, emptied = [], set()
+    for rel in list(records) if names is None else names:
+        p = root / rel
+        if not _safe_rel(rel) or not (p.exists() or p.is_symlink()):
+            continue
+        if is_own(p, records.get(rel)):
+            p.unlink()
+            emptied.update(root / q for q in Path(rel).parents if str(q) != ".")
+        else:
+            kept.append(p)
+    for d in sorted(emptied, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only a folder the removals left empty
+    if kept and not quiet:
+        notice(f"kept {len(kept)} file(s) accel did not write or that changed since: {_listing(kept, root)}")
+    return kept
+
+
+def _listing(paths: list[Path], root: Path, most: int = 12) -> str:
+    names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _scratch(prefix: str, parent: Path) -> Path:
+    """A hidden temporary folder in `parent` with a plain mkdir's permissions, registered as scratch."""
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(stage, 0o777 & ~_umask())  # a plain mkdir's permissions, not mkdtemp's 0700
+    _SCRATCH.add(str(stage.absolute()))
+    return stage
+
+
 # ----------------------------------------------------------------------------- staged folders
 @contextlib.contextmanager
-def staged_dir(out: str | os.PathLike, remove_stale: Iterable[str] = ()) -> Iterator[Path]:
-    """Yield a hidden temporary folder next to `out`; when the block ends, move what it holds into `out`.
-
-    A new `out` is the staged folder renamed; an existing one keeps every name the stage does not
-    hold (the user's files), gets each staged name replaced, and loses the names in
-    `remove_stale` (files of an earlier run of the same command that this run does not write).
-    On an error the stage, and any parent folders made for it, are removed.
-    """
+def staged_dir(out: str | os.PathLike, writer: str = "accel", quiet: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a hidden temporary folder next to `out`; when the block ends, move what it holds into `out`
+    (`publish_dir`: accel's earlier files replaced, the user's kept). On an error the stage, and any
+    parent folders made for it, are removed."""
     out = Path(out)
     made = []
     parent = out.absolute().parent
@@ -212,40 +419,61 @@ def staged_dir(out: str | os.PathLike, remove_stale: Iterable[str] = ()) -> Iter
         parent = parent.parent
     for d in reversed(made):
         d.mkdir()
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
-    os.chmod(stage, 0o777 & ~_umask())  # a plain mkdir's permissions, not mkdtemp's 0700
+    stage = _scratch(f".{out.name}.tmp-", out.absolute().parent)
     try:
         yield stage
-        publish_dir(stage, out, remove_stale)
+        publish_dir(stage, out, writer, quiet)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_own(stage, None)
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()  # only if still empty
         raise
 
 
-def publish_dir(stage: Path, out: Path, remove_stale: Iterable[str] = ()) -> None:
-    """Move the entries of `stage` into `out` (a rename when `out` does not exist), then remove `stage`."""
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name != MANIFEST)
+
+
+def publish_dir(stage: Path, out: Path, writer: str = "accel", quiet: Iterable[str] = ()) -> None:
+    """Move every file of `stage` into `out` and record them in `out`'s manifest as written by `writer`.
+
+    A new `out` is the stage renamed. In an existing one, each file lands at its path (folders merged,
+    never swapped), the files an earlier `writer` run recorded and this one does not write go through
+    `remove_own`, and everything else stays, named in a notice (except the top-level entries in `quiet`,
+    e.g. distill's checkpoints/). Before anything moves, an existing target that is not accel's
+    unchanged file (or a file where a folder goes) is an OutputError: nothing is replaced then.
+    """
+    files = _files(stage)
+    records = {rel: {**file_record(stage / rel), "by": writer} for rel in files}
     if not out.exists():
+        write_manifest(stage, records)
         os.replace(stage, out)
+        _SCRATCH.discard(str(stage.absolute()))
         return
-    names = {c.name for c in stage.iterdir()}
-    for child in sorted(stage.iterdir()):
-        dst = out / child.name
-        if dst.is_dir() and not dst.is_symlink():
-            trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=out))
-            os.replace(dst, trash / dst.name)
-            os.replace(child, dst)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(child, dst)
-    for name in remove_stale:
-        if name in names or "/" in name or name in ("", ".", ".."):
-            continue
-        old = out / name
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        elif old.exists() or old.is_symlink():
-            old.unlink()
+    old = read_manifest(out)
+    for rel in files:
+        dst = out / rel
+        for q in reversed(Path(rel).parents[:-1]):
+            if (out / q).is_symlink() or ((out / q).exists() and not (out / q).is_dir()):
+                raise OutputError(f"{out}: {out / q} is where accel writes a folder; move it away and run again")
+        if (dst.exists() or dst.is_symlink()) and not is_own(dst, old.get(rel)):
+            raise OutputError(f"{out}: {dst} is not a file accel wrote there (not in {MANIFEST}, or changed since); "
+                              "move it away and run again")
+    for rel in files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, out / rel)
+    stale = [rel for rel, rec in old.items() if rec.get("by") == writer and rel not in records]
+    changed = remove_own(out, old, stale, quiet=True)
+    others = {rel: rec for rel, rec in old.items() if rec.get("by") != writer and (out / rel).is_file()}
+    write_manifest(out, {**others, **records})
+    for d in sorted((p for p in stage.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()  # every file moved out: only empty folders are left, removed without deleting anything
     stage.rmdir()
+    _SCRATCH.discard(str(stage.absolute()))
+    mine = {*others, *records, MANIFEST}
+    theirs = [out / rel for rel in _files(out) if rel not in mine and rel.split("/")[0] not in set(quiet)]
+    kept = changed + [p for p in theirs if p not in changed]
+    if kept:
+        notice(f"{out}: replaced accel's files and kept {len(kept)} file(s) accel did not write: {_listing(kept, out)}")

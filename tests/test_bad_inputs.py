@@ -334,14 +334,21 @@ def test_resume_refusals(work, capsys, models, edit, extra, message):
     _expect_refusal(capsys, work, argv, message, extra_root=run)
 
 
-def test_resume_from_the_last_finished_checkpoint_after_a_killed_save(work, models):
+def test_resume_from_the_last_finished_checkpoint_after_a_killed_save(work, models, capsys):
     run = _run_copy(models, work)
-    half = run / "checkpoints" / "step_0000003"
-    half.mkdir()
-    (half / "model.safetensors").write_bytes(b"half")  # killed mid-save: no manifest
+    scratch = run / "checkpoints" / ".step_0000003.tmp-killed"  # a save is staged here, renamed when complete
+    scratch.mkdir()
+    (scratch / "model.safetensors").write_bytes(b"half")  # killed mid-save: no step_0000003 at all
     assert _run(_resume_argv(models, run)) == 0
     assert json.loads((run / "distill.json").read_text())["steps"] == 3
-    assert (half / "manifest.json").is_file()  # rewritten whole by the resumed run
+    assert (run / "checkpoints" / "step_0000003" / "manifest.json").is_file()
+    assert (scratch / "model.safetensors").read_bytes() == b"half"  # not recorded by this process: left alone
+    # an unfinished step_N folder (older accel, or anyone's) where this run saves is refused, never replaced
+    run = _run_copy(models, work / "again")
+    half = run / "checkpoints" / "step_0000003"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"half")
+    _expect_refusal(capsys, work, _resume_argv(models, run), "step_0000003 is where this run saves", extra_root=run)
 
 
 # ----------------------------------------------------------------------------- diffrate
@@ -449,14 +456,16 @@ def test_bench_overwrite_replaces_only_its_own_files(work, models, capsys):
     argv = ["bench", "--model", str(models / "teacher"), "--methods", "baseline", "--num-images", "2", "--steps", "2",
             "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--no-fd", "--quiet", "--out", "taken"]
     _expect_refusal(capsys, work, argv, "results.json exists")
+    # taken/results.json is the user's (accel recorded no such file there): --overwrite refuses it too
+    _expect_refusal(capsys, work, [*argv, "--overwrite"], "results.json is not a file accel wrote")
+    argv[-1] = "mine"
+    assert _run(argv) == 0
+    assert "records" in json.loads((work / "mine" / "results.json").read_text())
+    (work / "mine" / "my-notes.txt").write_text("keep me")
     assert _run([*argv, "--overwrite"]) == 0
-    assert "records" in json.loads((work / "taken" / "results.json").read_text())
-    assert (work / "taken" / "report.html").read_text() != "<p>mine</p>\n"
-    (work / "taken" / "my-notes.txt").write_text("keep me")
-    assert _run([*argv, "--overwrite"]) == 0
-    assert (work / "taken" / "my-notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in (work / "taken").iterdir()) == sorted(
-        ["my-notes.txt", "results.json", "results.csv", "pareto.png", "grid.png", "report.html"])
+    assert (work / "mine" / "my-notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (work / "mine").iterdir()) == sorted(
+        [".accel-manifest.json", "my-notes.txt", "results.json", "results.csv", "pareto.png", "grid.png", "report.html"])
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 

@@ -84,8 +84,8 @@ def test_bench_end_to_end(features_on_path, tmp_path, capsys):
     argv = _args(env, out, "--methods", f"baseline,{IC}", "--features", "tiny_features:make", "--seed-sets", "2",
                  "--lpips")
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "pareto.png", "report.html", "results.csv",
-                                                     "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".accel-manifest.json", "grid.png", "pareto.png", "report.html",
+                                                     "results.csv", "results.json"]  # the manifest: what accel wrote
     doc = _strict_load((out / "results.json").read_text())
     report.validate_results(doc)
     base, ic = doc["records"]

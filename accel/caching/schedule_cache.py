@@ -316,6 +316,8 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     """
     from tqdm.auto import tqdm
 
+    if path is not None:
+        check_calibration_path(Path(path))  # before the calibration's pipeline calls
     if run is None:
         check_images("images", images, MAX_CALIBRATION_IMAGES)  # one pipeline batch holds them all
         _check_call(call_kwargs)
@@ -372,6 +374,20 @@ def _call(run: Callable[[], Any]) -> Any:
         raise InputError(f"calibrate_schedule: the pipeline call failed ({type(exc).__name__}: {one_line(exc)}); "
                          "check its keywords (num_inference_steps, guidance_scale, class_labels or prompt, "
                          "height, width) or your run=") from exc
+
+
+def check_calibration_path(path: Path) -> None:
+    """OutputError (one line) unless calibrate_schedule may write `path`: a new file in a writable folder, or a
+    schedule calibration accel wrote (replaced); any other existing file is the user's and is never replaced."""
+    from ..outputs import OutputError, check_file_output
+
+    check_file_output(path, overwrite=True, flag="calibrate_schedule: path=")
+    if path.exists():
+        try:
+            read_calibration(path)
+        except ValueError:
+            raise OutputError(f"calibrate_schedule: path={path} exists and is not a schedule calibration accel "
+                              "wrote; give a new file name (only accel's own calibrations are replaced)") from None
 
 
 def _calibrating(handle: Any) -> list[_Calibrating]:

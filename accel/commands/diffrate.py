@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _diffrate(args: argparse.Namespace) -> int:
     from ..errors import ModelNotFoundError
-    from ..outputs import check_file_output, write_json_atomic
+    from ..outputs import check_file_output, record_written, write_json_atomic
     from ..pipelines import load_model
     from ..pipelines.calls import calibration_inputs, record_calls
     from ..families import SUBLAYERS
-    from ..tokens.diffrate_train import check_checkpoint, train_rates
+    from ..tokens.diffrate_train import check_checkpoint, remove_checkpoint, train_rates
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     if args.calibration_images * args.calibration_runs > MAX_IMAGES:  # recorded calls grow with both
         return fail("diffrate", f"--calibration-images {args.calibration_images} x --calibration-runs "
                                 f"{args.calibration_runs} is more than the limit of {MAX_IMAGES:,} images")
-    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False))
+    out = check_file_output(args.out, overwrite=getattr(args, "overwrite", False), writer="diffrate")
     ckpt = out.with_name(out.name + ".ckpt.safetensors")
     try:
         check_checkpoint(ckpt)
@@ -102,7 +102,7 @@ def _diffrate(args: argparse.Namespace) -> int:
     result["transformer"] = type(pipe.transformer).__name__  # checked when the file is applied
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out, result, allow_nan=True)
-    if ckpt.exists():
-        ckpt.unlink()
+    record_written([out], "diffrate")  # what a later --overwrite may replace
+    remove_checkpoint(ckpt)  # the finished run's own checkpoint, through the deletion door
     print(f"wrote {out}: FLOPs ratio {result['flops_ratio']:.3f} (target {args.flops}), rates {result['rates']}")
     return 0

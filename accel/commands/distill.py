@@ -96,9 +96,11 @@ def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
     """Refuse, before any model loads, a --resume whose checkpoint is missing, half-written, modified, of
     another student or of other settings (checkpoint.py)."""
     from ..pruning.checkpoint import check_resume, latest_checkpoint, verify_checkpoint
-    from ..pruning.distill import _mixed_precision, resume_settings
+    from ..pruning.distill import _mixed_precision, check_ahead, resume_settings
 
     state = verify_checkpoint(latest_checkpoint(out / "checkpoints"))
+    step = state.get("step")
+    check_ahead(out / "checkpoints", step if isinstance(step, int) else 0)
     saved = state.get("settings") or {}
     settings = resume_settings(cfg, _mixed_precision(cfg.mixed_precision), saved.get("num_processes", 1))
     check_resume(state, settings, mapping)
@@ -121,9 +123,9 @@ def _distill(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.resume:
+        check_writable(out, "--out", out)  # first: a name too long for the file system is one line, not OSError 36
         if not (out / "checkpoints").is_dir():
             raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
-        check_writable(out, "--out", out)
     else:
         check_new_dir(out, hint=" (or --resume a run there)")
     if args.data is not None and not Path(args.data).is_dir():
@@ -138,6 +140,9 @@ def _distill(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if args.teacher_samples and cfg.lambda_out == cfg.lambda_feat == 0:
+        raise InputError("--lambda-out and --lambda-feat are 0 and --teacher-samples has no task loss: nothing "
+                         "would train; give --lambda-out or --lambda-feat a positive weight")
     student_dir = Path(args.student)
     if not student_dir.is_dir():
         raise InputError(f"--student {student_dir}: no such folder")
@@ -201,8 +206,9 @@ def _publish(pipe: Any, transformer: torch.nn.Module, out: Path, files: dict, lo
     """Write the final pipeline and losses.jsonl into `out` next to the run's checkpoints: staged in a hidden
     sibling folder, then each name moved in (accel.outputs.staged_dir); checkpoints/ stays."""
     from ..outputs import staged_dir
+    from ..pruning.distill import CHECKPOINTS
     from ..pruning.prune import write_pipeline
 
-    with staged_dir(out) as stage:
+    with staged_dir(out, writer="distill", quiet=(CHECKPOINTS,)) as stage:
         write_pipeline(pipe, transformer, stage, files)
         (stage / "losses.jsonl").write_text("".join(json.dumps(l) + "\n" for l in losses))

@@ -60,12 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from ..eval.runtime import resolve_device
-    from ..outputs import check_new_dir
+    from ..outputs import check_new_dir, check_not_input
     from ..pruning.workflow import prune_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = check_new_dir(args.out, overwrite=args.overwrite, own=("model_index.json", PRUNING_FILE),
+    check_not_input(args.out, {"--model": args.model})  # before the folder checks: say why, not "not empty"
+    out = check_new_dir(args.out, overwrite=args.overwrite, writer="prune",
                         hint=" (or --overwrite to replace a folder `accel prune` wrote)")
     if args.selector not in SELECTORS:
         raise InputError(f"--selector {args.selector!r} is unknown; choose one of {', '.join(SELECTORS)}")

@@ -265,7 +265,7 @@ def write_outputs(out: Path, result: BenchResult) -> Path:
     from . import html_report, report
 
     out = Path(out)
-    with staged_dir(out) as tmp:
+    with staged_dir(out, writer="bench") as tmp:
         doc = report.results_document(result.records, result.notes, result.meta)
         report.write_json(tmp / "results.json", doc)
         report.write_csv(tmp / "results.csv", result.records)

@@ -7,7 +7,10 @@ A checkpoint is the folder `checkpoints/step_NNNNNNN` holding exactly
     state.json             step, elapsed time, losses, settings, block map, optimizer groups, grad scaler
     manifest.json          written last: the format and the sha256 of each file above
 
-A folder without manifest.json is half-written and never read. Before anything is loaded the
+A checkpoint is written in a hidden scratch folder and renamed to `step_N` when its manifest is
+written, so a kill leaves no half-written `step_N`; a folder without manifest.json (from older
+accel) is never read. Old checkpoints go through the deletion door (`accel.outputs.remove_own`):
+only the files the manifest lists, unchanged, are removed; a file the user put in one stays. Before anything is loaded the
 manifest is checked: every file it names must be there with its hash, and nothing else may be
 (a planted `.pkl` is refused, not ignored). Tensors load with safetensors, the rest with json:
 resuming never runs code from a file.
@@ -16,13 +19,14 @@ resuming never runs code from a file.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..outputs import sha256_file
+from ..outputs import file_record, notice, remove_own, sha256_file
 
 FORMAT = "accel-distill-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -45,12 +49,28 @@ def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], optimizer: Any,
                     state: dict[str, Any], scaler: Any = None) -> None:
-    """Write the checkpoint folder `path` (new); manifest.json last, so a kill leaves no readable half."""
+    """Write the checkpoint folder `path` (new): staged in a hidden scratch folder next to it, manifest.json
+    last, then renamed into place, so a kill or an error leaves no `step_N` folder at all."""
+    from ..outputs import _scratch
+
+    if path.exists() or path.is_symlink():
+        raise CheckpointError(f"{path} exists and is not a checkpoint this run wrote; move it out of {path.parent}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = _scratch(f".{path.name}.tmp-", path.parent)
+    try:
+        _write_checkpoint(stage, model, ema, optimizer, state, scaler)
+        os.replace(stage, path)
+    except BaseException:
+        remove_own(stage, None)
+        raise
+
+
+def _write_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], optimizer: Any,
+                      state: dict[str, Any], scaler: Any = None) -> None:
     from safetensors.torch import save_file
 
     from ..outputs import write_json_atomic
 
-    path.mkdir(parents=True, exist_ok=False)
     save_file(_cpu(model.state_dict()), str(path / "model.safetensors"))
     save_file(_cpu(ema), str(path / "ema.safetensors"))
     opt = optimizer.state_dict()
@@ -68,7 +88,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Ten
     save_file(_cpu(rng), str(path / "rng.safetensors"))
     doc = {"format": FORMAT, **state, "param_groups": opt["param_groups"], "optimizer_scalars": scalars,
            "scaler": scaler.state_dict() if scaler is not None else None}
-    (path / "state.json").write_text(json.dumps(doc, allow_nan=False))
+    (path / "state.json").write_text(json.dumps(doc, allow_nan=False))  # finite or ValueError: no NaN in JSON
     write_json_atomic(path / MANIFEST, {"format": FORMAT, "step": state["step"],
                                         "files": {n: sha256_file(path / n) for n in FILES}})
 
@@ -83,18 +103,35 @@ def latest_checkpoint(root: Path) -> Path:
     raise CheckpointError(f"--resume: no finished checkpoint under {root} ({what}); start a new --out")
 
 
-def remove_checkpoint(path: Path) -> None:
-    """Delete a checkpoint folder only if it is exactly what accel wrote (its manifest's files), else keep it."""
+def checkpoints(root: Path) -> list[Path]:
+    """accel's checkpoint folders under `root` (`step_NNNNNNN` with a manifest), oldest first; any other
+    name (a user's `step_0000000_mine/`) is not one."""
+    found = [(int(m.group(1)), p) for p in root.glob("step_*")
+             if (m := _STEP.fullmatch(p.name)) and p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def remove_checkpoint(path: Path) -> list[Path]:
+    """Remove the checkpoint `path` through the deletion door: the files its manifest lists with their hashes,
+    then the manifest and the folder once nothing else is left. A file the user added, or changed, stays
+    (named in a notice); returns what stayed. A folder without an accel manifest is left whole."""
     try:
-        listed = json.loads((path / MANIFEST).read_text()).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return
-    names = {e.name for e in path.iterdir()}
-    if names != {*listed, MANIFEST}:
-        return
-    for name in names:
-        (path / name).unlink()
+        manifest = json.loads((path / MANIFEST).read_text())
+        listed = manifest["files"] if manifest.get("format") == FORMAT else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError):
+        listed = None
+    if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+        return [path]
+    kept = remove_own(path, {n: {"sha256": h} for n, h in listed.items() if n in FILES}, names=FILES)
+    if kept:
+        return kept
+    remove_own(path, {MANIFEST: file_record(path / MANIFEST)}, names=[MANIFEST])  # what listed the removed files
+    others = sorted(path.iterdir())
+    if others:
+        notice(f"kept {path}: it holds {len(others)} file(s) accel did not write ({', '.join(p.name for p in others[:5])})")
+        return others
     path.rmdir()
+    return []
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +37,18 @@ import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
+from ..errors import AccelError
 from ..families import blocks_of
 from ..hooks import HookSet
-from .checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
+from .checkpoint import (_STEP, CheckpointError, check_resume, checkpoints, latest_checkpoint, load_checkpoint,
+                         remove_checkpoint, save_checkpoint, verify_checkpoint)
 
 CHECKPOINTS = "checkpoints"
+
+
+class DivergedError(AccelError, ValueError):
+    """Training produced a non-finite loss or weight; the message names the step, the flag to change and the
+    last good checkpoint (nothing is saved after the divergence)."""
 
 
 # ----------------------------------------------------------------------------- settings and state
@@ -83,6 +89,9 @@ class DistillConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+        if self.lambda_task == self.lambda_out == self.lambda_feat == 0:
+            raise ValueError("--lambda-task, --lambda-out and --lambda-feat are all 0: nothing would train; "
+                             "give at least one a positive weight")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
 
@@ -185,6 +194,7 @@ class RecordedCallData:
     """
 
     shardable = False  # one recorded call per micro-batch, whatever its size: each process draws its own
+    has_task_loss = False  # no true noise: only the output and feature losses train
 
     def __init__(self, calls: Sequence[tuple[tuple, dict]]):
         if not calls:
@@ -364,6 +374,9 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
 
     cfg.validate()
     check_student(teacher, student, mapping)
+    if not getattr(data, "has_task_loss", True) and cfg.lambda_out == cfg.lambda_feat == 0:
+        raise ValueError("--lambda-out and --lambda-feat are 0 and this data has no task loss (recorded teacher "
+                         "calls): nothing would train; give --lambda-out or --lambda-feat a positive weight")
     workdir = Path(workdir)
     ckpt_root = workdir / CHECKPOINTS
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -384,6 +397,7 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
         doc, ema = load_checkpoint(last, raw, optimizer, accelerator.scaler)
         state.restore(doc, ema)
         accelerator.print(f"resumed from {last} at step {state.step}")
+    check_ahead(ckpt_root, state.step)
     s_hooks, s_feats = capture_features(raw)
     t_hooks, t_feats = capture_features(teacher, mapping)
     rank, processes = accelerator.process_index, accelerator.num_processes
@@ -429,6 +443,8 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
                     mean = accelerator.reduce(torch.tensor(list(parts.values()), dtype=torch.float64, device=device),
                                               "mean")
                     parts = dict(zip(parts, mean.tolist()))
+                if not math.isfinite(parts["loss"]):
+                    raise _diverged(ckpt_root, state.step + 1, f"the loss is {parts['loss']}", cfg.lr)
                 for k, v in parts.items():
                     parts_acc[k] = parts_acc.get(k, 0.0) + v / cfg.grad_accum
             state.update_ema(raw, cfg.ema_decay)
@@ -446,6 +462,9 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
             if stop_after is not None and ran >= stop_after:
                 break  # simulated kill: no save
             if state.step % cfg.save_every == 0 or done():
+                bad = _non_finite(raw.state_dict()) or _non_finite(state.ema)
+                if bad:
+                    raise _diverged(ckpt_root, state.step, f"weight {bad} is not finite", cfg.lr)
                 _save(accelerator, ckpt_root, state, raw, optimizer, settings, mapping)
                 t_last = time.perf_counter()
     finally:
@@ -465,19 +484,46 @@ def resume_settings(cfg: DistillConfig, mixed_precision: str, num_processes: int
             "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes}
 
 
+def _non_finite(sd: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor in `sd` holding a NaN or inf (None if all are finite)."""
+    return next((k for k, v in sd.items() if v.dtype.is_floating_point and not bool(torch.isfinite(v).all())), None)
+
+
+def _diverged(root: Path, step: int, what: str, lr: float) -> DivergedError:
+    """The one-line error of a diverged run: the step, what went non-finite, --lr and the last good checkpoint."""
+    done = checkpoints(root) if root.is_dir() else []
+    last = f"the last good checkpoint, {done[-1]}, is intact" if done else "no checkpoint was written"
+    return DivergedError(f"training diverged at step {step}: {what}; lower --lr (now {lr:g}) and start a new "
+                         f"--out ({last})")
+
+
+def check_ahead(root: Path, step: int) -> None:
+    """CheckpointError, before any training, when an entry is where a later checkpoint of this run goes
+    (a file named step_N, or an unfinished folder): it is not accel's, so it is never replaced."""
+    if not root.is_dir():
+        if root.exists() or root.is_symlink():
+            raise CheckpointError(f"{root} is not a folder; checkpoints go there: move it away")
+        return
+    for p in sorted(root.glob("step_*")):
+        m = _STEP.fullmatch(p.name)
+        if m and int(m.group(1)) > step:
+            kind = "a folder accel did not finish (no manifest.json)" if p.is_dir() else "not a checkpoint folder"
+            raise CheckpointError(f"{p} is where this run saves a later checkpoint and is {kind}; move it out "
+                                  f"of {root}")
+
+
 def _save(accelerator: Any, root: Path, state: TrainState, model: torch.nn.Module, optimizer: Any,
           settings: dict[str, Any], mapping: Sequence[int], keep: int = 2) -> None:
-    """Checkpoint into root/step_N (checkpoint.py; manifest last); keep the last `keep`."""
+    """Checkpoint into root/step_N (checkpoint.py: staged, manifest last); keep the last `keep` of accel's
+    checkpoints and remove the older ones through the deletion door (checkpoint.remove_checkpoint)."""
     accelerator.wait_for_everyone()
     path = root / f"step_{state.step:07d}"
     if accelerator.is_main_process:
-        if path.exists():  # a half-written folder of a killed save at this very step (no manifest)
-            shutil.rmtree(path)
         save_checkpoint(path, model, state.ema, optimizer,
                         {**state.as_json(), "settings": settings, "block_map": list(mapping)}, accelerator.scaler)
-        old = sorted(p for p in root.glob("step_*") if p != path)
-        for p in old[:-max(0, keep - 1)] if keep > 1 else old:
-            shutil.rmtree(p, ignore_errors=True)
+        old = [p for p in checkpoints(root) if p != path]
+        for p in old[:len(old) - max(0, keep - 1)]:
+            remove_checkpoint(p)
     accelerator.wait_for_everyone()
 
 

@@ -132,19 +132,18 @@ def save_pipeline(pipe: Any, transformer: torch.nn.Module, out: str | os.PathLik
                   files: dict[str, dict] | None = None, overwrite: bool = False) -> Path:
     """Write `pipe` with `transformer` in place of its own as a complete pipeline folder at `out`.
 
-    `out` must be new or empty; with `overwrite` it may also be a pipeline folder accel wrote
-    (model_index.json + pruning.json): then only the names this write produces (and accel's
-    own JSON files of the earlier write) are replaced; other files stay. Staged in a
-    hidden sibling folder and moved in at the end, so a failure leaves nothing behind
-    (accel.outputs). `files` are extra JSON files (name -> content) next to model_index.json.
+    `out` must be new or empty; with `overwrite` it may also be a pipeline folder `accel prune`
+    wrote (its manifest says so, accel.outputs.read_manifest): then accel's files of the earlier
+    write are replaced or removed and every other file stays, at any depth. Staged in a hidden
+    sibling folder and moved in at the end, so a failure leaves nothing behind (accel.outputs). `files` are extra JSON files (name -> content) next to model_index.json.
     Components without weights (the default model's identity VAE) get an empty safetensors
     file so diffusers' loader accepts the folder.
     """
     from ..outputs import check_new_dir, staged_dir
 
-    out = check_new_dir(out, overwrite=overwrite, own=("model_index.json", PRUNING_FILE),
+    out = check_new_dir(out, overwrite=overwrite, writer="prune",
                         hint=" (or --overwrite to replace a pipeline folder accel wrote)")
-    with staged_dir(out, remove_stale=_own_entries(out)) as tmp:
+    with staged_dir(out, writer="prune") as tmp:
         write_pipeline(pipe, transformer, tmp, files)
     return out
 
@@ -159,14 +158,6 @@ def write_pipeline(pipe: Any, transformer: torch.nn.Module, folder: Path, files:
     _fill_weightless(components, folder)
     for name, content in (files or {}).items():
         (folder / name).write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
-
-
-def _own_entries(folder: Path) -> list[str]:
-    """accel's own JSON files that an earlier save_pipeline may have left in `folder` and this write may not
-    produce (a digits marker must not outlive its model). Component folders are replaced only by name."""
-    from ..models.lineage import MARKER_FILE
-
-    return [PRUNING_FILE, "distill.json", MARKER_FILE] if (folder / "model_index.json").is_file() else []
 
 
 def _fill_weightless(components: dict[str, Any], folder: Path) -> None:

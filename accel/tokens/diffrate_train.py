@@ -183,6 +183,8 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
+    from ..outputs import atomic_path
+
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
     for p in params:
@@ -226,9 +228,10 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
             bar.set_postfix(distill=f"{history[-1][0]:.4f}", flops=f"{history[-1][1]:.3f}")
             if checkpoint is not None and ((it + 1) % save_every == 0 or it + 1 == iters):
                 st = opt.state[trainer.logits]
-                save_file({"logits": trainer.logits.detach().clone(), "exp_avg": st["exp_avg"].clone(),
-                           "exp_avg_sq": st["exp_avg_sq"].clone(), "step": st["step"].reshape(1).clone(),
-                           "iteration": torch.tensor(it + 1), "settings": settings}, str(checkpoint))
+                with atomic_path(checkpoint) as tmp:  # a kill mid-save leaves the previous checkpoint whole
+                    save_file({"logits": trainer.logits.detach().clone(), "exp_avg": st["exp_avg"].clone(),
+                               "exp_avg_sq": st["exp_avg_sq"].clone(), "step": st["step"].reshape(1).clone(),
+                               "iteration": torch.tensor(it + 1), "settings": settings}, str(tmp))
         n = _image_tokens(trainer)
         with torch.no_grad():
             final_ratio = float(trainer.flops_ratio(n, trainer.text_len))
@@ -265,3 +268,18 @@ def check_checkpoint(ckpt: Path) -> None:
     if not need <= set(state) or state["logits"].ndim != 2 or state["settings"].shape != (8,):
         raise ValueError(f"{ckpt} is not an `accel diffrate` checkpoint (missing {sorted(need - set(state))} or "
                          "wrong shapes); delete it to start over")
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    """Remove a finished run's checkpoint through the deletion door (accel.outputs.remove_own), and only when
+    it is an `accel diffrate` checkpoint (check_checkpoint); any other file there stays, with a notice."""
+    from ..outputs import file_record, notice, remove_own
+
+    if not ckpt.exists():
+        return
+    try:
+        check_checkpoint(ckpt)
+    except ValueError:
+        notice(f"kept {ckpt}: it is not an `accel diffrate` checkpoint")
+        return
+    remove_own(ckpt.parent, {ckpt.name: file_record(ckpt)}, [ckpt.name])

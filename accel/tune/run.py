@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import SettingError
+from ..outputs import record_written
 from .files import write_tune_json
 from .search import QualityBudget, SearchResult, exhaustive, front, rung_plan, successive_halving
 from .space import Candidate, Space, build_space
@@ -105,7 +106,7 @@ def setup_tune(s: TuneSettings) -> TuneSetup:
     for d in s.pruned:
         if not Path(d).is_dir():
             raise SettingError("pruned", f"{d}: no such folder (write one with `accel prune --out {d}`)")
-    check_file_output(s.out, overwrite=s.overwrite, companions=("report.html",))
+    check_file_output(s.out, overwrite=s.overwrite, companions=("report.html",), writer="tune")
     threads = pin_threads(s.prepare.threads)
     registry = dict(accel.methods())
     space = build_space(registry, s.methods, models=[None, *s.pruned])
@@ -229,6 +230,7 @@ def run_tune(setup: TuneSetup, progress: Callable[[dict], Any] | None = None) ->
         doc["notes"].append(timing_note(s.batch_size, setup.threads))
     out = write_tune_json(s.out, doc)
     _report(out, doc)
+    record_written([out, out.with_name("report.html")], "tune")  # what a later --overwrite may replace
     return TuneOutcome(doc, out, chosen, final_pool, bool(held), res)
 
 
