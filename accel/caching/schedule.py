@@ -17,7 +17,7 @@ given size with the least cost exactly, by dynamic programming over (steps chose
 computed step) in O(K·N²); `tests/` checks it against brute force.
 
 With `forecast` on, a skipped step j after computed steps p < i gets the order-1 forecast
-of Δ from (p, Δ_p), (i, Δ_i), extrapolated no farther than i + (i − p) (`_runs.forecast_step`),
+of Δ from (p, Δ_p), (i, Δ_i), extrapolated no farther than i + (i − p) (`forecast.forecast_step`),
 not Δ_i: `forecast_errors` measures that forecast's relative error F[p][i][j] on the same
 calibration, and the DP then runs over (last two computed steps) in O(K·N³) (numpy), so the
 schedule minimises the predicted error of what the cache will actually do.
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..outputs import cache_dir as _cache_root, write_text_atomic
-from ._runs import forecast_step
+from .forecast import forecast_step
 
 FORMAT = "accel.schedule-calibration/2"
 FORMATS = ("accel.schedule-calibration/1", FORMAT)  # /1: no forecast errors

@@ -28,7 +28,8 @@ from ..api import Target, apply, transformers_of
 from ..config import MethodConfig, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ..errors import UnsupportedMethodError
-from ._runs import BranchState, Plan, Run, RunCache, check_forecast
+from .forecast import Forecast, check_forecast
+from ._runs import BranchState, Plan, Run, RunCache
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
     CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
@@ -57,7 +58,7 @@ class ScheduleCacheConfig(MethodConfig):
         (0.4 of 20 steps = 8 computed: 2.5x fewer block evaluations).
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
-    forecast: order of the Δ forecast from the last computed steps (0 = reuse); with 1 or 2 the
+    forecast: the Δ forecaster (0 = reuse, 1, 2, "exp", "pc": forecast.py); with any but 0 the
         schedule is the DP over the calibrated order-1 forecast errors. Default 0: at budget 0.4
         on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200 images) but
         worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30, depending
@@ -69,7 +70,7 @@ class ScheduleCacheConfig(MethodConfig):
 
     budget: int | float = 0.4
     schedule: str | None = None
-    forecast: int = 0
+    forecast: Forecast = 0
 
     kind = "cache"
     tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
@@ -193,7 +194,7 @@ class _KeyCheck(ScheduleCache):
 @dataclass(frozen=True)
 class _KeyCheckConfig(MethodConfig):
     schedule: str
-    forecast: int = 0
+    forecast: Forecast = 0
     budget: int = 1
 
     kind = "cache"
