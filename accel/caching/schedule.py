@@ -105,76 +105,122 @@ def sensitivity_forecast_errors(forecast: Sequence, reuse: Sequence[Sequence[flo
     return f * unit[None, None, :] * np.clip(gap, 0, None)[None, :, :]
 
 
-def schedule_cost(errors: Sequence[Sequence[float]], computed: Sequence[int], forecast: Any = None) -> float:
-    """Predicted error of computing exactly `computed` (must contain 0) and reusing elsewhere, or,
-    with `forecast` (F[p][i][j] of `sensitivity_forecast_errors`), forecasting once two steps are computed."""
+OBJECTIVES = ("sum", "max")  # total predicted error (MagCache), or the worst step's (LeMiCa's minimax)
+
+
+def _step_errors(errors: Sequence[Sequence[float]], computed: Sequence[int], forecast: Any) -> list[float]:
+    """The predicted error of every skipped step of a schedule (reuse, or with `forecast` the forecast
+    once two steps are computed)."""
     chosen = set(computed)
     if 0 not in chosen:
         raise ValueError("a schedule must compute step 0 (nothing is cached before it)")
-    cost, prev, last = 0.0, None, 0
+    out, prev, last = [], None, 0
     for j in range(len(errors)):
         if j in chosen:
             prev, last = (last if j else None), j
         elif forecast is None or prev is None:
-            cost += errors[last][j]
+            out.append(errors[last][j])
         else:
-            cost += float(forecast[prev][last][j])
-    return cost
+            out.append(float(forecast[prev][last][j]))
+    return out
 
 
-def best_schedule(errors: Sequence[Sequence[float]], budget: int, forecast: Any = None) -> list[int]:
+def schedule_cost(errors: Sequence[Sequence[float]], computed: Sequence[int], forecast: Any = None,
+                  objective: str = "sum") -> float:
+    """Predicted error of computing exactly `computed` (must contain 0) and reusing elsewhere, or,
+    with `forecast` (F[p][i][j] of `sensitivity_forecast_errors`), forecasting once two steps are computed:
+    the sum over the skipped steps, or with objective "max" the largest of them."""
+    steps = _step_errors(errors, computed, forecast)
+    return (max(steps, default=0.0) if objective == "max" else float(sum(steps)))
+
+
+def best_schedule(errors: Sequence[Sequence[float]], budget: int, forecast: Any = None,
+                  objective: str = "sum") -> list[int]:
     """The `budget` steps to compute (step 0 among them) with the least predicted error
-    (`forecast`: F[p][i][j] of `sensitivity_forecast_errors`, for a cache that forecasts)."""
+    (`forecast`: F[p][i][j] of `sensitivity_forecast_errors`, for a cache that forecasts). `objective`
+    "sum" minimises the total over the skipped steps; "max" the worst skipped step (ties broken by the
+    total), so no single reuse is allowed a large error to save several small ones."""
     n = len(errors)
     if not 1 <= budget <= n:
         raise ValueError(f"budget must be between 1 and the {n} steps, got {budget}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    worst = objective == "max"
     if forecast is not None and budget >= 2:
-        return _best_forecast_schedule(np.asarray(errors, dtype=np.float64), np.asarray(forecast), budget)
-    # seg[i][j]: error of the steps i+1 .. j-1 reusing step i's Δ (j = n: to the end)
-    seg = [[0.0] * (n + 1) for _ in range(n)]
+        return _best_forecast_schedule(np.asarray(errors, dtype=np.float64), np.asarray(forecast), budget, worst)
+    # seg[i][j]: (worst, total) error of the steps i+1 .. j-1 reusing step i's Δ (j = n: to the end)
+    seg = [[(0.0, 0.0)] * (n + 1) for _ in range(n)]
     for i in range(n):
-        acc = 0.0
+        top, acc = 0.0, 0.0
         for j in range(i + 1, n + 1):
-            seg[i][j] = acc
+            seg[i][j] = (top, acc)
             if j < n:
-                acc += errors[i][j]
-    inf = math.inf
+                top, acc = max(top, errors[i][j]), acc + errors[i][j]
+
+    def join(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return (max(a[0], b[0]), a[1] + b[1]) if worst else (0.0, a[1] + b[1])
+
+    inf = (math.inf, math.inf)
     best = [[inf] * n for _ in range(budget + 1)]  # best[c][j]: c steps computed, the last at j
     back = [[-1] * n for _ in range(budget + 1)]
-    best[1][0] = 0.0
+    best[1][0] = (0.0, 0.0)
     for c in range(2, budget + 1):
         for j in range(c - 1, n):
             for i in range(c - 2, j):
-                value = best[c - 1][i] + seg[i][j]
+                value = join(best[c - 1][i], seg[i][j])
                 if value < best[c][j]:
                     best[c][j], back[c][j] = value, i
-    last = min(range(n), key=lambda j: best[budget][j] + seg[j][n])
+    last = min(range(n), key=lambda j: join(best[budget][j], seg[j][n]))
     steps = [last]
     for c in range(budget, 1, -1):
         steps.append(back[c][steps[-1]])
     return sorted(steps)
 
-def _best_forecast_schedule(errors: np.ndarray, forecast: np.ndarray, budget: int) -> list[int]:
+
+def _lexmin(worst: np.ndarray, total: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Index along `axis` of the least `worst`, ties (to 1e-12 relative) broken by the least `total`."""
+    low = worst.min(axis=axis, keepdims=True)
+    tied = worst <= low + 1e-12 * np.abs(low)
+    return np.argmin(np.where(tied, total, np.inf), axis=axis)
+
+
+def _best_forecast_schedule(errors: np.ndarray, forecast: np.ndarray, budget: int, worst: bool = False) -> list[int]:
     """`best_schedule` when skipped steps are forecast from the last two computed steps p < i:
-    DP over (count, p, i), vectorised over the previous step; O(budget·N³)."""
+    DP over (count, p, i), vectorised over the previous step; O(budget·N³). With `worst`, the
+    objective is (largest step error, total) in that order."""
     n = errors.shape[0]
-    # seg[p][i][k]: the steps i+1 .. k-1 forecast from (p, i) (k = n: to the end)
+    # seg[p][i][k]: the steps i+1 .. k-1 forecast from (p, i) (k = n: to the end); segmax: their largest
     idx = np.arange(n)
+    later = idx[None, None, :] > idx[None, :, None]
     seg = np.zeros((n, n, n + 1))
-    seg[:, :, 1:] = np.cumsum(forecast * (idx[None, None, :] > idx[None, :, None]), axis=2)
+    seg[:, :, 1:] = np.cumsum(forecast * later, axis=2)
+    segmax = np.zeros((n, n, n + 1))
+    segmax[:, :, 1:] = np.maximum.accumulate(np.where(later, forecast, 0.0), axis=2)
     valid = (np.arange(n + 1)[None, None, :] > idx[None, :, None]) & (idx[:, None, None] < idx[None, :, None])
     seg = np.where(valid, seg, np.inf)
-    first = np.concatenate([[0.0], np.cumsum(errors[0, 1:])])  # steps 1 .. i-1 reuse step 0: first[i - 1]
+    segmax = np.where(valid, segmax, np.inf)
+    # steps 1 .. i-1 reuse step 0: first[i - 1] (their total) and firstmax[i - 1] (their largest)
+    first = np.concatenate([[0.0], np.cumsum(errors[0, 1:])])
+    firstmax = np.concatenate([[0.0], np.maximum.accumulate(errors[0, 1:])])
     best = np.full((n, n), np.inf)  # best[p][i]: the last two computed steps are p < i
     best[0, 1:] = first[:-1]
+    bestmax = np.full((n, n), np.inf) if worst else np.zeros((n, n))
+    if worst:
+        bestmax[0, 1:] = firstmax[:-1]
     backs = []
     for _ in range(3, budget + 1):
         total = best[:, :, None] + seg[:, :, :n]  # [q][p][i]
-        back = np.argmin(total, axis=0)
+        top = np.maximum(bestmax[:, :, None], segmax[:, :, :n]) if worst else np.zeros_like(total)
+        back = _lexmin(top, total) if worst else np.argmin(total, axis=0)
         best = np.take_along_axis(total, back[None], axis=0)[0]
+        bestmax = np.take_along_axis(top, back[None], axis=0)[0]
         backs.append(back)
     end = best + seg[:, :, n]
-    p, i = np.unravel_index(np.argmin(end), end.shape)
+    if worst:
+        flat = _lexmin(np.maximum(bestmax, segmax[:, :, n]).ravel(), end.ravel())
+    else:
+        flat = np.argmin(end)
+    p, i = np.unravel_index(flat, end.shape)
     steps = [int(i), int(p)]
     for back in reversed(backs):
         steps.append(int(back[steps[-1], steps[-2]]))

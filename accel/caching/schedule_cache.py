@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from ..api import Target, apply, transformers_of
-from ..config import MethodConfig, check_int, check_range, register_method
+from ..config import MethodConfig, check_choice, check_int, check_range, register_method
 from ..context import StepInfo, tensor_bytes
 from ..errors import UnsupportedMethodError
 from .forecast import Forecast, check_forecast
 from ._runs import BranchState, Plan, Run, RunCache
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
-    CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
+    OBJECTIVES, CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
     read_calibration, reuse_errors, save_calibration, sensitivity_errors,
 )
 
@@ -59,7 +59,9 @@ class ScheduleCacheConfig(MethodConfig):
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
     forecast: the Δ forecaster (0 = reuse, 1, 2, "exp", "pc": forecast.py); with any but 0 the
-        schedule is the DP over the calibrated order-1 forecast errors. Default 0: at budget 0.4
+        schedule is the DP over the calibrated order-1 forecast errors.
+    objective: what the schedule's DP minimises over the skipped steps' predicted errors: "sum" (their
+        total, as MagCache accumulates) or "max" (the worst one, LeMiCa's minimax; ties by the total). Default 0: at budget 0.4
         on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200 images) but
         worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30, depending
         on the calibration (16 images, benchmarks/forecast_steps.py; before the forecast DP). At 50
@@ -71,6 +73,7 @@ class ScheduleCacheConfig(MethodConfig):
     budget: int | float = 0.4
     schedule: str | None = None
     forecast: Forecast = 0
+    objective: str = "sum"
 
     kind = "cache"
     tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
@@ -81,6 +84,7 @@ class ScheduleCacheConfig(MethodConfig):
         else:
             check_range("budget", self.budget, 0.0, 1.0, lo_open=True)
         check_forecast(self.forecast)
+        check_choice("objective", self.objective, OBJECTIVES)
         if self.schedule is not None:
             if not Path(self.schedule).is_file():
                 raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
@@ -157,7 +161,8 @@ class ScheduleCache(RunCache):
         count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
         # the DP predicts the error of what this cache does: reuse, or the (capped) order-1 forecast
         forecast = forecast_matrix(doc, path) if self.forecast else None
-        return frozenset(best_schedule(doc["errors"], count, forecast))
+        objective = self.config.objective if self.config is not None else "sum"
+        return frozenset(best_schedule(doc["errors"], count, forecast, objective))
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         if info.call != self._call_setup:
@@ -175,7 +180,7 @@ class ScheduleCache(RunCache):
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         if self.config is not None:
-            out.update(budget=self.config.budget, forecast=self.config.forecast)
+            out.update(budget=self.config.budget, forecast=self.config.forecast, objective=self.config.objective)
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
         return out
