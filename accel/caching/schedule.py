@@ -24,6 +24,10 @@ schedule minimises the predicted error of what the cache will actually do.
 
 Calibrations are saved as JSON keyed by model, scheduler and step count
 (`CalibrationKey`); one for another key is refused with an error that says what differs.
+A calibration records its timesteps, so one made at N steps also serves a call that runs
+fewer (another step count, or img2img's partial schedule): `resample` maps each executed
+timestep to the nearest calibrated one and rebuilds E (and F) from the calibrated reuse errors,
+sensitivities and forecast errors at those steps, the gap counted in the call's own steps.
 """
 
 from __future__ import annotations
@@ -238,8 +242,14 @@ class CalibrationKey:
     steps: int
 
     def filename(self) -> str:
-        digest = hashlib.sha256(f"{self.model}|{self.scheduler}".encode()).hexdigest()[:16]
-        return f"schedule-{digest}-{self.steps}steps.json"
+        return f"schedule-{self._digest()}-{self.steps}steps.json"
+
+    def pattern(self) -> str:
+        """A glob matching this model's and sampler's calibrations at every step count."""
+        return f"schedule-{self._digest()}-*steps.json"
+
+    def _digest(self) -> str:
+        return hashlib.sha256(f"{self.model}|{self.scheduler}".encode()).hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -279,7 +289,8 @@ def read_calibration(path: Path) -> dict[str, Any]:
             raise ValueError(f"schedule file {path}: {field} must be a string")
     n = steps
     for field, shape, required in (("errors", (n, n), True), ("reuse", (n, n), False),
-                                   ("sensitivity", (n,), False), ("forecast", (n, n, n), False)):
+                                   ("sensitivity", (n,), False), ("forecast", (n, n, n), False),
+                                   ("timesteps", (n,), False)):
         if (required or field in doc) and not _matrix(doc.get(field), shape):
             raise ValueError(f"schedule file {path}: {field} must be a {'x'.join(map(str, shape))} array of "
                              "finite numbers >= 0 (recalibrate with accel.caching.calibrate_schedule)")
@@ -312,3 +323,51 @@ def forecast_matrix(doc: dict[str, Any], path: Path) -> np.ndarray:
         raise ValueError(f"schedule file {path} has no forecast errors (made before accel calibrated them): "
                          "recalibrate with accel.caching.calibrate_schedule, or use forecast=0")
     return sensitivity_forecast_errors(doc["forecast"], doc["reuse"], doc["sensitivity"])
+
+
+def nearest_steps(calibrated: Sequence[float], timesteps: Sequence[float]) -> list[int]:
+    """For each executed timestep, the index of the nearest calibrated one, strictly increasing (two
+    executed steps never share a calibrated step); ValueError when the calibration is too coarse."""
+    cal = np.asarray(calibrated, dtype=np.float64)
+    out: list[int] = []
+    for t in timesteps:
+        i = int(np.argmin(np.abs(cal - float(t))))
+        if out and i <= out[-1]:
+            i = out[-1] + 1
+        if i >= len(cal):
+            raise ValueError(f"a calibration of {len(cal)} steps cannot serve a call of {len(timesteps)} steps")
+        out.append(i)
+    return out
+
+
+def can_resample(doc: dict[str, Any], timesteps: Sequence[float]) -> bool:
+    """Whether a checked calibration has what `resample` needs for these executed timesteps."""
+    if not all(f in doc for f in ("timesteps", "reuse", "sensitivity")) or len(timesteps) > doc["steps"]:
+        return False
+    lo, hi = min(doc["timesteps"]), max(doc["timesteps"])
+    slack = max(hi - lo, 1e-9) / max(1, doc["steps"] - 1)  # a calibrated step's spacing at either end
+    if not all(lo - slack <= float(t) <= hi + slack for t in timesteps):
+        return False
+    try:
+        nearest_steps(doc["timesteps"], timesteps)
+    except ValueError:
+        return False
+    return True
+
+
+def resample(doc: dict[str, Any], timesteps: Sequence[float], with_forecast: bool) -> tuple[list, Any]:
+    """(E, F) for a call executing `timesteps`, from a calibration made at its own timesteps: step a of
+    the call stands for calibrated step m_a (`nearest_steps`); E[a][b] = unit[m_b] · reuse[m_a][m_b] ·
+    (b − a), as `sensitivity_errors` builds it, the gap in the call's steps (F likewise from the
+    calibrated forecast errors, None without `with_forecast`)."""
+    m = nearest_steps(doc["timesteps"], timesteps)
+    reuse, sens = doc["reuse"], doc["sensitivity"]
+    unit = [0.0] + [sens[j] / max(reuse[j - 1][j], 1e-12) for j in range(1, doc["steps"])]
+    n = len(m)
+    errors = [[unit[m[b]] * reuse[m[a]][m[b]] * (b - a) if a < b else 0.0 for b in range(n)] for a in range(n)]
+    if not with_forecast:
+        return errors, None
+    f = np.asarray(doc["forecast"], dtype=np.float64)[np.ix_(m, m, m)]
+    gap = np.clip(np.arange(n)[None, :] - np.arange(n)[:, None], 0, None)
+    forecast = f * np.asarray([unit[j] for j in m])[None, None, :] * gap[None, :, :]
+    return errors, forecast

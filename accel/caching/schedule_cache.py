@@ -32,8 +32,8 @@ from .forecast import Forecast, check_forecast
 from ._runs import BranchState, Plan, Run, RunCache
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
-    OBJECTIVES, CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
-    read_calibration, reuse_errors, save_calibration, sensitivity_errors,
+    OBJECTIVES, CalibrationKey, best_schedule, cache_dir, can_resample, check_key, forecast_errors, forecast_matrix,
+    read_calibration, resample, reuse_errors, save_calibration, sensitivity_errors,
 )
 
 _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calibration memory
@@ -145,24 +145,60 @@ class ScheduleCache(RunCache):
         self._computed: frozenset[int] = frozenset()
         self.key: CalibrationKey | None = None
         self.calibration_file: Path | None = None
+        self.resampled_from: int | None = None  # the calibration's step count when it was resampled
+        self._timesteps: list[float] | None = None
 
-    def computed(self, key: CalibrationKey) -> frozenset[int]:
+    def computed(self, key: CalibrationKey, timesteps: list[float] | None = None) -> frozenset[int]:
+        """The steps to compute for this call: from the calibration at its step count, or else one made at
+        more steps of the same model and sampler, resampled at the executed `timesteps` (`resample`)."""
         path = Path(self.config.schedule) if self.config.schedule else cache_dir() / key.filename()
-        if not self.config.schedule and not path.is_file():
+        doc = None
+        if path.is_file():
+            doc = read_calibration(path)
+            check_key(doc, path, key, ("model", "scheduler"))
+            if doc["steps"] != key.steps and not (timesteps and can_resample(doc, timesteps)):
+                check_key(doc, path, key)  # says the step counts differ
+        elif not self.config.schedule:
+            path, doc = self._donor(key, timesteps)
+        if doc is None:
             raise ValueError(
                 f"schedule-cache: no calibration for this model and sampler at {key.steps} steps in "
                 f"{path.parent}. Run accel.caching.calibrate_schedule(pipe, lambda: pipe(...)) once with "
-                "this sampler and step count (accel bench does it for you), or pass schedule=FILE"
+                "this sampler and step count, or at more steps (it then serves fewer: another step count, "
+                "img2img's partial schedule); accel bench does it for you; or pass schedule=FILE"
             )
         self.calibration_file = path
-        doc = read_calibration(path)
-        check_key(doc, path, key)
         b = self.config.budget
         count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
+        objective = self.config.objective
         # the DP predicts the error of what this cache does: reuse, or the (capped) order-1 forecast
-        forecast = forecast_matrix(doc, path) if self.forecast else None
-        objective = self.config.objective if self.config is not None else "sum"
-        return frozenset(best_schedule(doc["errors"], count, forecast, objective))
+        if doc["steps"] == key.steps and (timesteps is None or "timesteps" not in doc
+                                          or _same(doc["timesteps"], timesteps)):
+            self.resampled_from = None
+            forecast = forecast_matrix(doc, path) if self.forecast else None
+            return frozenset(best_schedule(doc["errors"], count, forecast, objective))
+        if self.forecast:
+            forecast_matrix(doc, path)  # says when the file has no forecast errors
+        errors, forecast = resample(doc, timesteps, bool(self.forecast))
+        self.resampled_from = doc["steps"]
+        return frozenset(best_schedule(errors, count, forecast, objective))
+
+    def _donor(self, key: CalibrationKey, timesteps: list[float] | None) -> tuple[Path, dict | None]:
+        """The cache directory's calibration of this model and sampler with the most steps that covers the
+        executed timesteps, or (the exact path, None) when there is none."""
+        exact = cache_dir() / key.filename()
+        if not timesteps:
+            return exact, None
+        best: tuple[Path, dict] | None = None
+        for candidate in sorted(cache_dir().glob(key.pattern())):
+            try:
+                doc = read_calibration(candidate)
+                check_key(doc, candidate, key, ("model", "scheduler"))
+            except ValueError:
+                continue  # another key's file, or a broken one: never this call's
+            if can_resample(doc, timesteps) and (best is None or doc["steps"] > best[1]["steps"]):
+                best = (candidate, doc)
+        return best if best is not None else (exact, None)
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         if info.call != self._call_setup:
@@ -170,9 +206,10 @@ class ScheduleCache(RunCache):
             if steps is None:
                 raise ValueError("schedule-cache: the pipeline's scheduler does not tell its step count")
             key = CalibrationKey(self._model_key, scheduler_fingerprint(self.pipeline.scheduler), steps)
-            if key != self.key:
-                self._computed = self.computed(key)
-            self._call_setup, self.key = info.call, key
+            timesteps = executed_timesteps(self.pipeline.scheduler, steps)
+            if key != self.key or timesteps != self._timesteps:
+                self._computed = self.computed(key, timesteps)
+            self._call_setup, self.key, self._timesteps = info.call, key, timesteps
         if info.step not in self._computed and self.all in state.deltas:
             return self.skip_plan
         return self.store_plan
@@ -183,7 +220,25 @@ class ScheduleCache(RunCache):
             out.update(budget=self.config.budget, forecast=self.config.forecast, objective=self.config.objective)
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
+        if self.resampled_from is not None:
+            out["calibration_resampled_from_steps"] = self.resampled_from
         return out
+
+
+def executed_timesteps(scheduler: Any, steps: int) -> list[float] | None:
+    """The timesteps this call executes (from the scheduler's begin index: img2img starts part-way), or
+    None when the scheduler does not list one per step (e.g. second-order schedulers)."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None:
+        return None
+    begin = getattr(scheduler, "begin_index", None)
+    tail = timesteps[begin if isinstance(begin, int) else 0:]
+    out = [float(t) for t in (tail.tolist() if isinstance(tail, torch.Tensor) else tail)]  # one read per call
+    return out if len(out) == steps else None
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for x, y in zip(a, b))
 
 
 class _Checked(Exception):
@@ -201,6 +256,7 @@ class _KeyCheckConfig(MethodConfig):
     schedule: str
     forecast: Forecast = 0
     budget: int = 1
+    objective: str = "sum"
 
     kind = "cache"
 
@@ -219,7 +275,7 @@ class _Calibrating(ScheduleCache):
         self.reuse_at = reuse_at
         self.recorded: dict[int, torch.Tensor] = {}
 
-    def computed(self, key: CalibrationKey) -> frozenset[int]:
+    def computed(self, key: CalibrationKey, timesteps: list[float] | None = None) -> frozenset[int]:
         return frozenset(range(key.steps)) - self.reuse_at
 
     def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
@@ -324,6 +380,7 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
         caches = _calibrating(handle)
         reference = _images(run())
         keys = [c.key for c in caches if c.key is not None]  # an expert that ran no step needs none
+        timesteps = next((c._timesteps for c in caches if c._timesteps is not None), None)
     if not keys:
         raise ValueError("calibrate_schedule: run() made no pipeline call through this pipeline's transformer")
     if path is not None and len(keys) > 1:
@@ -343,9 +400,10 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     reuse = reuse_errors(deltas)
     errors = sensitivity_errors(reuse, sensitivity)
     forecast = forecast_errors(deltas)
+    extra = {"timesteps": timesteps} if timesteps is not None else {}  # lets it serve fewer steps (`resample`)
     for target, key in zip(targets, keys):  # the same pipeline-level errors under each transformer's key
         save_calibration(target, key, errors, images=int(reference.shape[0]), sensitivity=sensitivity,
-                         reuse=reuse, forecast=forecast)
+                         reuse=reuse, forecast=forecast, **extra)
     return targets[0]
 
 
