@@ -16,7 +16,8 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 `StableDiffusion3Pipeline` for the flow model (already stock). Labels below are digits either way.
 
 Lines (one curve each, >= 4 settings spanning about 1.3-3.5x with --settings full):
-accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2)
+accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
+delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
 and schedule-cache (4+ budgets; forecast 0 and 1); peers
 diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
 DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
@@ -161,12 +162,13 @@ def accel_settings(steps: int) -> list[Setting]:
     long = _long(steps)
     out: list[Setting] = []
     delta = ((2, 0.5), (3, 0.75), (3, 1.0), (4, 0.9)) if long else ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))
-    for f in (0, 1):
+    # forecasters: f1/f2 Taylor, fexp the exponential fit, fpc the predictor-corrector (caching/forecast.py)
+    for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
             (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
     intervals = (2, 2, 3, 4) if long or _few(steps) else (2, 2, 3, 4, 5)
-    for f in (0, 1, 2):
+    for f in (0, 1, 2, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
             (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f))
@@ -182,7 +184,7 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
             (f"threshold={t},max_consecutive={mc}", R(threshold=t, max_consecutive=mc, forecast=f)) for t, mc in res])
-    for f in (0, 1):
+    for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f))

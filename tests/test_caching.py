@@ -11,7 +11,7 @@ from diffusers.hooks import ModelHook
 
 import accel
 from accel.caching import DeltaCacheConfig, IntervalCacheConfig, ResidualCacheConfig
-from accel.caching._runs import forecast_step
+from accel.caching.forecast import forecast_step
 from accel.families import blocks_of
 from accel.hooks import HookSet
 from accel.testing import pipeline_inputs, tiny_pipeline, tiny_transformer, transformer_inputs
@@ -370,7 +370,7 @@ def test_depth_and_step_dependent_values_are_checked_at_install():
 # -- forecasting ---------------------------------------------------------------------------------
 
 def test_extrapolate_is_exact_for_polynomials_of_its_order_at_uneven_steps():
-    from accel.caching._runs import extrapolate
+    from accel.caching.forecast import extrapolate
 
     torch.manual_seed(0)
     a, b, c = torch.randn(3, 2, 5, 4).unbind(0)

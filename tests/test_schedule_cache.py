@@ -82,10 +82,15 @@ def test_calibration_then_the_best_schedule_for_each_budget(tmp_path, monkeypatc
         assert stats["total"]["block_evals"] == budget * 2  # computed steps x 2 blocks
         assert stats["schedule-cache"]["calibration_file"] == str(path)
         assert torch.equal(out, reference) == (budget == 6)
-    # the saved file for 6 steps is refused for a 4-step call ...
+    # the saved file for 6 steps serves a 4-step call, resampled at its timesteps ...
+    with accel.apply(pipe, ScheduleCacheConfig(budget=2, schedule=str(path))) as handle:
+        run_tiny(pipe, "dit", steps=4)
+        stats = handle.stats()["schedule-cache"]
+    assert stats["calibration_resampled_from_steps"] == 6 and len(stats["computed_steps"]) == 2
+    # ... but is refused for a call of more steps than it has
     with accel.apply(pipe, ScheduleCacheConfig(budget=2, schedule=str(path))):
         with pytest.raises(ValueError, match="step count"):
-            run_tiny(pipe, "dit", steps=4)
+            run_tiny(pipe, "dit", steps=8)
     # ... and for another model already at apply, before any work
     other = tiny_pipeline("dit", num_layers=2, seed=1)
     with pytest.raises(ValueError, match="another model"):
@@ -187,13 +192,15 @@ def test_forecast_schedule_is_the_forecast_dp_and_steps_are_checked_before_work(
         run_tiny(pipe, "dit", steps=6)
         stats = handle.stats()
     assert stats["schedule-cache"]["computed_steps"] == best_schedule(doc["errors"], 3, forecast)
-    # prepare() (accel bench, before measuring) refuses a file for another step count at the first step
+    # prepare() (accel bench, before measuring) refuses a file for a step count it cannot serve (more steps
+    # than it has) at the first step, and accepts its own and fewer (resampled)
     calls = []
     pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError, match="step count"):
-        ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=4))
+        ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=8))
     ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=6))
-    assert len(calls) == 2  # each check stopped at the first transformer call
+    ScheduleCacheConfig(budget=2, schedule=str(path)).prepare(pipe, lambda: run_tiny(pipe, "dit", steps=4))
+    assert len(calls) == 3  # each check stopped at the first transformer call
 
 
 def test_the_cli_refuses_a_nan_schedule_file_before_any_work(tmp_path, capsys):

@@ -37,6 +37,7 @@ from diffusers.hooks import ModelHook
 from ..config import CallCounters, Installed, Target
 from ..context import StepInfo, tensor_bytes
 from ..hooks import HookSet
+from .forecast import Forecast, forecast_step, forecast_value, history_kept
 
 Run = tuple[int, int]  # [start, stop) in global block indices
 Delta = tuple[torch.Tensor, "torch.Tensor | None"]  # (hidden, encoder) offsets
@@ -87,6 +88,7 @@ class BranchState:
     def __init__(self) -> None:
         self.deltas: dict[Run, Stored] = {}  # run -> its offset at the last computed step
         self.older: dict[Run, list[Stored]] = {}  # run -> earlier offsets, oldest first (forecasting)
+        self.window: dict[Run, list[Stored]] = {}  # run -> the last two offsets used, computed or forecast ("pc")
         self.head: torch.Tensor | None = None  # residual-cache: head residual of the last computed step
         self.consecutive = 0  # residual-cache: reuses since the last computed step
 
@@ -98,9 +100,15 @@ class BranchState:
             self.older[run] = (history + [old])[-keep:]  # a forecast needs offsets of one shape
         self.deltas[run] = (step, dh, de)
 
+    def used(self, run: Run, value: Stored) -> None:
+        """Record the offset a run used at a step (computed or forecast): the "pc" forecaster's window."""
+        window = [w for w in self.window.get(run, ()) if w[0] < value[0] and w[1].shape == value[1].shape]
+        self.window[run] = (window + [value])[-2:]
+
     def drop(self, run: Run) -> None:
         self.deltas.pop(run, None)
         self.older.pop(run, None)
+        self.window.pop(run, None)
 
     def history(self, run: Run) -> list[Stored]:
         """The run's stored offsets, oldest first, the latest last."""
@@ -112,38 +120,8 @@ class BranchState:
         return dh.shape == h.shape and (de is None or e is None or de.shape == e.shape)
 
     def held_bytes(self) -> int:
-        return tensor_bytes((list(self.deltas.values()), list(self.older.values()), self.head))
-
-
-def extrapolate(points: list[tuple[int, torch.Tensor]], step: int) -> torch.Tensor:
-    """Value at `step` of the polynomial through (step_i, value_i) (Newton's divided differences).
-
-    Steps may be unevenly spaced (a cached run is refreshed at irregular steps), so the
-    forecast is step-distance aware: order 1 continues a Δ that changes linearly in the
-    step exactly, order 2 a quadratic one.
-    """
-    xs = [float(x) for x, _ in points]
-    dtype = points[-1][1].dtype
-    # in float32: divided differences of bf16/fp16 offsets cancel most of their few mantissa bits
-    coeffs = [v.float() for _, v in points]
-    n = len(points)
-    for level in range(1, n):  # in place: coeffs[i] becomes f[x_{i-level} .. x_i]
-        for i in range(n - 1, level - 1, -1):
-            coeffs[i] = (coeffs[i] - coeffs[i - 1]) / (xs[i] - xs[i - level])
-    out = coeffs[-1]
-    for i in range(n - 2, -1, -1):
-        out = coeffs[i] + (step - xs[i]) * out
-    return out.to(dtype)
-
-
-def forecast_step(steps: list[int], step: int) -> int:
-    """Where a forecast from offsets stored at `steps` (increasing) is evaluated for `step`: no farther
-    than one spacing of the last two (the horizon cap). Past it the extrapolation's error grows faster
-    than reuse's on the default model (the DP's long gaps, residual-cache's irregular ones); the
-    forecast then holds the value one spacing ahead."""
-    if len(steps) < 2:
-        return step
-    return min(step, steps[-1] + (steps[-1] - steps[-2]))
+        return tensor_bytes((list(self.deltas.values()), list(self.older.values()), list(self.window.values()),
+                             self.head))
 
 
 class RunHook(ModelHook):
@@ -171,7 +149,7 @@ class RunCache(Installed):
     (residual-cache decides after its first blocks).
     """
 
-    forecast = 0  # order of the Δ forecast from the last computed steps (0: reuse the last Δ)
+    forecast: Forecast = 0  # the Δ forecaster (`forecast.py`): 0 reuses the last Δ
     min_steps = 0  # calls with fewer scheduler steps are computed in full (fixed schedules break there)
     forecast_cap = True  # extrapolate no farther than one spacing of the fitted steps (`forecast_step`)
 
@@ -251,11 +229,13 @@ class RunCache(Installed):
         raise NotImplementedError
 
     def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
-        self.state.store(run, self.info.step, dh, de, self.forecast)
+        self.state.store(run, self.info.step, dh, de, history_kept(self.forecast))
+        if self.forecast == "pc":
+            self.state.used(run, (self.info.step, dh, de))
 
     def delta(self, run: Run) -> Delta:
-        """The offset applied to a skipped run: the stored one, or its forecast of order
-        `forecast` (fewer when fewer offsets are stored yet) at the current step."""
+        """The offset applied to a skipped run: the stored one, or its forecast (`forecast`) at the
+        current step (the last stored one while fewer offsets are stored than the forecaster needs)."""
         _, dh, de = self.state.deltas[run]
         if not self.forecast:
             return dh, de
@@ -263,10 +243,15 @@ class RunCache(Installed):
         if len(history) < 2:
             return dh, de
         s = forecast_step([t for t, _, _ in history], self.info.step) if self.forecast_cap else self.info.step
-        fh = extrapolate([(t, h) for t, h, _ in history], s)
-        if de is None or any(e is None for _, _, e in history):
-            return fh, None
-        return fh, extrapolate([(t, e) for t, _, e in history], s)
+        window = self.state.window.get(run, [])
+        fh = forecast_value(self.forecast, [(t, h) for t, h, _ in history], [(t, h) for t, h, _ in window], s)
+        fe = None
+        if de is not None and all(e is not None for _, _, e in history):
+            fe = forecast_value(self.forecast, [(t, e) for t, _, e in history],
+                                [(t, e) for t, _, e in window if e is not None], s)
+        if self.forecast == "pc":
+            self.state.used(run, (s, fh, fe))
+        return fh, fe
 
     # -- per block --------------------------------------------------------------------------
     def run_block(self, hook: RunHook, op: BlockOp, args: tuple, kwargs: dict) -> Any:
@@ -323,15 +308,6 @@ class RunCache(Installed):
 
     def reset_stats(self) -> None:
         self.counters.clear()
-
-
-FORECAST_ORDERS = (0, 1, 2)
-
-
-def check_forecast(value: int) -> None:
-    """`forecast` is the order of the Δ forecast: 0 (reuse), 1 (linear) or 2 (quadratic)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value not in FORECAST_ORDERS:
-        raise ValueError(f"forecast must be one of 0 (reuse), 1 (linear), 2 (quadratic), got {value!r}")
 
 
 def resolve_count(name: str, value: float | int, total: int, what: str) -> int:

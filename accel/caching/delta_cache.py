@@ -38,7 +38,8 @@ from typing import Any
 
 from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo
-from ._runs import BranchState, Plan, Run, RunCache, check_forecast, resolve_count
+from .forecast import Forecast, check_forecast
+from ._runs import BranchState, Plan, Run, RunCache, resolve_count
 
 
 def _check_int_or_fraction(name: str, value: Any, int_lo: int, frac_lo_open: bool) -> None:
@@ -70,7 +71,7 @@ class DeltaCacheConfig(MethodConfig):
     cached_blocks: N_c, blocks in the cached run; float = fraction of the depth, in (0, 1]
         (paper: 21/28 = 0.75), int = block count (1 .. depth).
     forecast: order of the Δ forecast from the run's last computed steps (0 = reuse Δ as the
-        paper does, 1 = linear, 2 = quadratic). Default 1: on the default model's 20 DPM++ steps
+        paper does, 1 = linear, 2 = quadratic, "exp" / "pc": forecast.py). Default 1: on the default model's 20 DPM++ steps
         (200 paired images) it gives 36.1 dB / -1.1% FD-digits where reuse gives 33.9 dB / -0.6% at
         the same 1.6x (benchmarks/results/caching-dpm20.json), and +0.3 to +2.3 dB from 10 to 30
         steps (16 images, benchmarks/forecast_steps.py); at 8 steps reuse is better (26.7 vs 24.2 dB).
@@ -83,7 +84,7 @@ class DeltaCacheConfig(MethodConfig):
     interval: int = 2
     boundary: int | float = 0.6
     cached_blocks: int | float = 0.75
-    forecast: int = 1
+    forecast: Forecast = 1
     min_steps: int = 8
 
     kind = "cache"

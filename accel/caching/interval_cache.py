@@ -21,7 +21,8 @@ from typing import Any
 
 from ..config import MethodConfig, Target, check_int, register_method
 from ..context import StepInfo
-from ._runs import BranchState, Plan, RunCache, check_forecast
+from .forecast import Forecast, check_forecast
+from ._runs import BranchState, Plan, RunCache
 
 
 @register_method("interval-cache")
@@ -42,7 +43,8 @@ class IntervalCacheConfig(MethodConfig):
         3 with warmup 1 computes 8 of 20 steps: 2.5x fewer block evaluations).
     warmup: leading steps that are always computed (the first steps change the latent most).
     forecast: order of the residual's forecast from the last computed steps (0 = reuse it,
-        1 = linear, 2 = quadratic; FORA reuses, TaylorSeer forecasts). Default 0: with the default
+        1 = linear, 2 = quadratic; FORA reuses, TaylorSeer forecasts; "exp" / "pc": the exponential
+        fit and the predictor-corrector of accel/caching/forecast.py). Default 0: with the default
         interval 3 on the default model, 1 is better at 20 steps (32.1 vs 30.4 dB, 200 images) but
         much worse at 8-15 (16.7 vs 23.8 dB at 8, 24.0 vs 27.5 at 15; 16 images,
         benchmarks/forecast_steps.py), and worse at interval >= 4. At 50 DPM++ steps forecast 1
@@ -55,7 +57,7 @@ class IntervalCacheConfig(MethodConfig):
 
     interval: int = 3
     warmup: int = 1
-    forecast: int = 0
+    forecast: Forecast = 0
     min_steps: int = 8
 
     kind = "cache"

@@ -19,7 +19,7 @@ parallelism its sums are all-reduced over the ranks first (`accel.distributed`).
 
 `forecast=1` replaces plain reuse by a first-order extrapolation of Δ_mid from the
 last two computed steps, Δ(s) = Δ1 + (Δ1 − Δ0)·(s − s1)/(s1 − s0); `forecast=2` adds
-the second-order term from the last three (`_runs.extrapolate`; one or two more stored
+the second-order term from the last three (`forecast.extrapolate`; one or two more stored
 offsets per branch).
 
 Works on every family through `families.BlockIO` (it needs no cache context from the
@@ -36,7 +36,8 @@ import torch
 from ..config import MethodConfig, Target, check_int, check_range, register_method
 from ..context import StepInfo
 from ..distributed import sum_across_ranks
-from ._runs import BranchState, Plan, Run, RunCache, check_forecast
+from .forecast import Forecast, check_forecast
+from ._runs import BranchState, Plan, Run, RunCache
 
 
 @register_method("residual-cache")
@@ -60,7 +61,7 @@ class ResidualCacheConfig(MethodConfig):
     warmup: leading steps always computed (cache-dit uses 8 of 28-50 steps; 2 suits 20-25).
     max_consecutive: cap on consecutive reused steps per branch (None = no cap).
     forecast: order of the middle offset's forecast from the last computed steps (0 = reuse it,
-        1 = linear, 2 = quadratic).
+        1 = linear, 2 = quadratic, "exp" = exponential fit, "pc" = predictor-corrector: forecast.py).
     Defaults (threshold 0.1, forecast 1) are the point of this cache's own 200-image curve on the
     default model's 20 DPM++ steps with the best FD-digits near 1.6x: 1.64x, 30.4 dB, -3.4% in the
     caching benchmark (calls of 25 images), 1.56x, 34.5 dB, 0.0% in the no-flag `accel bench`
@@ -76,7 +77,7 @@ class ResidualCacheConfig(MethodConfig):
     back_blocks: int = 0
     warmup: int = 2
     max_consecutive: int | None = 3
-    forecast: int = 1
+    forecast: Forecast = 1
 
     kind = "cache"
     tunable = {"threshold": (0.05, 0.08, 0.12, 0.2, 0.35), "max_consecutive": (2, 4), "forecast": (0, 1)}

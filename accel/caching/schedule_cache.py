@@ -27,15 +27,16 @@ import torch
 
 from ..api import apply
 from ..bounds import MAX_CALIBRATION_IMAGES, check_images, check_steps
-from ..config import MethodConfig, Target, register_method
+from ..config import MethodConfig, Target, check_choice, register_method
 from ..context import StepInfo, tensor_bytes
 from ..errors import AccelError, InputError, SettingError, UnsupportedMethodError, one_line
 from ..families import transformers_of
-from ._runs import BranchState, Plan, Run, RunCache, check_forecast
+from .forecast import Forecast, check_forecast
+from ._runs import BranchState, Plan, Run, RunCache
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
-    CalibrationKey, best_schedule, cache_dir, check_key, forecast_errors, forecast_matrix,
-    read_calibration, reuse_errors, save_calibration, sensitivity_errors,
+    OBJECTIVES, CalibrationKey, best_schedule, cache_dir, can_resample, check_key, forecast_errors, forecast_matrix,
+    read_calibration, resample, reuse_errors, save_calibration, sensitivity_errors,
 )
 
 _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calibration memory
@@ -60,8 +61,10 @@ class ScheduleCacheConfig(MethodConfig):
         (0.4 of 20 steps = 8 computed: 2.5x fewer block evaluations).
     schedule: a calibration JSON; None = the cache directory's entry for this model, scheduler
         and step count (made by `calibrate_schedule`, or by `accel bench` before it measures).
-    forecast: order of the Δ forecast from the last computed steps (0 = reuse); with 1 or 2 the
-        schedule is the DP over the calibrated order-1 forecast errors. Default 0: at budget 0.4
+    forecast: the Δ forecaster (0 = reuse, 1, 2, "exp", "pc": forecast.py); with any but 0 the
+        schedule is the DP over the calibrated order-1 forecast errors.
+    objective: what the schedule's DP minimises over the skipped steps' predicted errors: "sum" (their
+        total, as MagCache accumulates) or "max" (the worst one, LeMiCa's minimax; ties by the total). Default 0: at budget 0.4
         on the default model, 1 is better at 20 DPM++ steps (32.7 vs 31.1 dB, 200 images) but
         worse at 8-15 (23.6 vs 27.2 dB at 15) and within about 1.5 dB either way at 30, depending
         on the calibration (16 images, benchmarks/forecast_steps.py; before the forecast DP). At 50
@@ -72,7 +75,8 @@ class ScheduleCacheConfig(MethodConfig):
 
     budget: int | float = 0.4
     schedule: str | None = None
-    forecast: int = 0
+    forecast: Forecast = 0
+    objective: str = "sum"
 
     kind = "cache"
     tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
@@ -84,6 +88,7 @@ class ScheduleCacheConfig(MethodConfig):
         if not (count or fraction):
             raise ValueError(f"budget must be a step count >= 1 or a fraction in (0, 1], got {b!r}")
         check_forecast(self.forecast)
+        check_choice("objective", self.objective, OBJECTIVES)
         if self.schedule is not None:
             if not Path(self.schedule).is_file():
                 raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
@@ -144,26 +149,63 @@ class ScheduleCache(RunCache):
         self._computed: frozenset[int] = frozenset()
         self.key: CalibrationKey | None = None
         self.calibration_file: Path | None = None
+        self.resampled_from: int | None = None  # the calibration's step count when it was resampled
+        self._timesteps: list[float] | None = None
 
-    def computed(self, key: CalibrationKey) -> frozenset[int]:
+    def computed(self, key: CalibrationKey, timesteps: list[float] | None = None) -> frozenset[int]:
+        """The steps to compute for this call: from the calibration at its step count, or else one made at
+        more steps of the same model and sampler, resampled at the executed `timesteps` (`resample`)."""
         path = Path(self.config.schedule) if self.config.schedule else cache_dir() / key.filename()
-        if not self.config.schedule and not path.is_file():
+        doc = None
+        if path.is_file():
+            doc = read_calibration(path)
+            check_key(doc, path, key, ("model", "scheduler"))
+            if doc["steps"] != key.steps and not (timesteps and can_resample(doc, timesteps)):
+                check_key(doc, path, key)  # says the step counts differ
+        elif not self.config.schedule:
+            path, doc = self._donor(key, timesteps)
+        if doc is None:
             raise ValueError(
                 f"schedule-cache: no calibration for this model and sampler at {key.steps} steps in "
                 f"{path.parent}. Run accel.caching.calibrate_schedule(pipe, lambda: pipe(...)) once with "
-                "this sampler and step count (accel bench does it for you), or pass schedule=FILE"
+                "this sampler and step count, or at more steps (it then serves fewer: another step count, "
+                "img2img's partial schedule); accel bench does it for you; or pass schedule=FILE"
             )
         self.calibration_file = path
-        doc = read_calibration(path)
-        check_key(doc, path, key)
         b = self.config.budget
         count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
         if count >= key.steps:
             self._warn(f"budget {b} computes all {key.steps} steps: nothing reused, no speedup; use a budget "
                        f"below {key.steps} steps (or a fraction below 1)")
+        objective = self.config.objective
         # the DP predicts the error of what this cache does: reuse, or the (capped) order-1 forecast
-        forecast = forecast_matrix(doc, path) if self.forecast else None
-        return frozenset(best_schedule(doc["errors"], count, forecast))
+        if doc["steps"] == key.steps and (timesteps is None or "timesteps" not in doc
+                                          or _same(doc["timesteps"], timesteps)):
+            self.resampled_from = None
+            forecast = forecast_matrix(doc, path) if self.forecast else None
+            return frozenset(best_schedule(doc["errors"], count, forecast, objective))
+        if self.forecast:
+            forecast_matrix(doc, path)  # says when the file has no forecast errors
+        errors, forecast = resample(doc, timesteps, bool(self.forecast))
+        self.resampled_from = doc["steps"]
+        return frozenset(best_schedule(errors, count, forecast, objective))
+
+    def _donor(self, key: CalibrationKey, timesteps: list[float] | None) -> tuple[Path, dict | None]:
+        """The cache directory's calibration of this model and sampler with the most steps that covers the
+        executed timesteps, or (the exact path, None) when there is none."""
+        exact = cache_dir() / key.filename()
+        if not timesteps:
+            return exact, None
+        best: tuple[Path, dict] | None = None
+        for candidate in sorted(cache_dir().glob(key.pattern())):
+            try:
+                doc = read_calibration(candidate)
+                check_key(doc, candidate, key, ("model", "scheduler"))
+            except ValueError:
+                continue  # another key's file, or a broken one: never this call's
+            if can_resample(doc, timesteps) and (best is None or doc["steps"] > best[1]["steps"]):
+                best = (candidate, doc)
+        return best if best is not None else (exact, None)
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         if info.call != self._call_setup:
@@ -171,9 +213,10 @@ class ScheduleCache(RunCache):
             if steps is None:
                 raise ValueError("schedule-cache: the pipeline's scheduler does not tell its step count")
             key = CalibrationKey(self._model_key, scheduler_fingerprint(self.pipeline.scheduler), steps)
-            if key != self.key:
-                self._computed = self.computed(key)
-            self._call_setup, self.key = info.call, key
+            timesteps = executed_timesteps(self.pipeline.scheduler, steps)
+            if key != self.key or timesteps != self._timesteps:
+                self._computed = self.computed(key, timesteps)
+            self._call_setup, self.key, self._timesteps = info.call, key, timesteps
         if info.step not in self._computed and self.all in state.deltas:
             return self.skip_plan
         return self.store_plan
@@ -181,10 +224,28 @@ class ScheduleCache(RunCache):
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         if self.config is not None:
-            out.update(budget=self.config.budget, forecast=self.config.forecast)
+            out.update(budget=self.config.budget, forecast=self.config.forecast, objective=self.config.objective)
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
+        if self.resampled_from is not None:
+            out["calibration_resampled_from_steps"] = self.resampled_from
         return out
+
+
+def executed_timesteps(scheduler: Any, steps: int) -> list[float] | None:
+    """The timesteps this call executes (from the scheduler's begin index: img2img starts part-way), or
+    None when the scheduler does not list one per step (e.g. second-order schedulers)."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None:
+        return None
+    begin = getattr(scheduler, "begin_index", None)
+    tail = timesteps[begin if isinstance(begin, int) else 0:]
+    out = [float(t) for t in (tail.tolist() if isinstance(tail, torch.Tensor) else tail)]  # one read per call
+    return out if len(out) == steps else None
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for x, y in zip(a, b))
 
 
 class _Checked(Exception):
@@ -200,8 +261,9 @@ class _KeyCheck(ScheduleCache):
 @dataclass(frozen=True)
 class _KeyCheckConfig(MethodConfig):
     schedule: str
-    forecast: int = 0
+    forecast: Forecast = 0
     budget: int = 1
+    objective: str = "sum"
 
     kind = "cache"
 
@@ -220,7 +282,7 @@ class _Calibrating(ScheduleCache):
         self.reuse_at = reuse_at
         self.recorded: dict[int, torch.Tensor] = {}
 
-    def computed(self, key: CalibrationKey) -> frozenset[int]:
+    def computed(self, key: CalibrationKey, timesteps: list[float] | None = None) -> frozenset[int]:
         return frozenset(range(key.steps)) - self.reuse_at
 
     def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
@@ -328,6 +390,7 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
         caches = _calibrating(handle)
         reference = _images(_call(run))
         keys = [c.key for c in caches if c.key is not None]  # an expert that ran no step needs none
+        timesteps = next((c._timesteps for c in caches if c._timesteps is not None), None)
     if not keys:
         raise ValueError("calibrate_schedule: run() made no pipeline call through this pipeline's transformer")
     if path is not None and len(keys) > 1:
@@ -347,9 +410,10 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     reuse = reuse_errors(deltas)
     errors = sensitivity_errors(reuse, sensitivity)
     forecast = forecast_errors(deltas)
+    extra = {"timesteps": timesteps} if timesteps is not None else {}  # lets it serve fewer steps (`resample`)
     for target, key in zip(targets, keys):  # the same pipeline-level errors under each transformer's key
         save_calibration(target, key, errors, images=int(reference.shape[0]), sensitivity=sensitivity,
-                         reuse=reuse, forecast=forecast)
+                         reuse=reuse, forecast=forecast, **extra)
     return targets[0]
 
 
