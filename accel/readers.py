@@ -24,13 +24,15 @@ from .errors import InputError
 
 MiB = 1 << 20
 MAX_JSON_BYTES = 16 * MiB  # settings, markers, schedules, checkpoint state, cache entries
-MAX_TEXT_BYTES = 64 * MiB  # prompt files
+MAX_TEXT_BYTES = 128 * MiB  # prompt files (COCO's train captions JSON is 91 MB)
+MAX_LINES = 2_000_000  # prompt files: a list of strings this long already takes a few hundred MB
 MAX_DEPTH = 64  # far beyond any file accel writes (tune.json nests about 6 deep)
 _CHUNK = MiB
 
 # a JSON string (possessive, so a long or unterminated one costs linear time); its brackets do not nest
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")  # where str.splitlines splits
 _DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
@@ -85,7 +87,7 @@ def read_bytes(path: str | Path, *, what: str = "", max_bytes: int = MAX_JSON_BY
                     raise ReadError(where, f"larger than {_size(max_bytes)}, the limit for this file "
                                     "(is it the right file?)")
     except FileNotFoundError:
-        raise ReadError(where, "no such file") from None
+        raise ReadError(where, "cannot be read (no such file)") from None
     except OSError as exc:
         raise ReadError(where, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     return b"".join(chunks)
@@ -102,18 +104,21 @@ def _decode(data: bytes, where: str) -> str:
         raise ReadError(where, f"not UTF-8 text (byte {exc.start})") from None
 
 
-def read_text(path: str | Path, *, what: str = "", max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of `path` (a BOM dropped), at most `max_bytes` read (ReadError beyond)."""
-    return _decode(read_bytes(path, what=what, max_bytes=max_bytes), _where(path, what))
+def read_text(path: str | Path, *, what: str = "", max_bytes: int = MAX_TEXT_BYTES,
+              max_lines: int | None = None) -> str:
+    """The UTF-8 text of `path` (a BOM dropped), at most `max_bytes` read and, with `max_lines`, at most
+    that many lines (counted before anything splits them); ReadError beyond either."""
+    where = _where(path, what)
+    text = _decode(read_bytes(path, what=what, max_bytes=max_bytes), where)
+    if max_lines is not None and sum(map(text.count, _LINE_BREAKS)) > max_lines:
+        raise ReadError(where, f"more than {max_lines:,} lines, the limit for this file")
+    return text
 
 
 def read_lines(path: str | Path, *, what: str = "", max_bytes: int = MAX_TEXT_BYTES,
-               max_lines: int | None = None) -> list[str]:
-    """The lines of the text file `path` (bounded as :func:`read_text`; ReadError past `max_lines`)."""
-    lines = read_text(path, what=what, max_bytes=max_bytes).splitlines()
-    if max_lines is not None and len(lines) > max_lines:
-        raise ReadError(_where(path, what), f"more than {max_lines} lines, the limit for this file")
-    return lines
+               max_lines: int | None = MAX_LINES) -> list[str]:
+    """The lines of the text file `path`, bounded as :func:`read_text`."""
+    return read_text(path, what=what, max_bytes=max_bytes, max_lines=max_lines).splitlines()
 
 
 def nesting_depth(text: str) -> int:

@@ -17,6 +17,8 @@ Needs a pipeline: the step count comes from its scheduler.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -81,6 +83,9 @@ class ScheduleCacheConfig(MethodConfig):
             check_range("budget", self.budget, 0.0, 1.0, lo_open=True)
         check_forecast(self.forecast)
         if self.schedule is not None:
+            if not isinstance(self.schedule, (str, os.PathLike)):  # nested data in place of a file: no repr of it
+                raise ValueError(f"schedule= must be the path of a calibration JSON file (from calibrate_schedule), "
+                                 f"got a {type(self.schedule).__name__}")
             if not Path(self.schedule).is_file():
                 raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
             doc = read_calibration(Path(self.schedule))  # the whole file, before any work
@@ -309,6 +314,9 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
     """
     from tqdm.auto import tqdm
 
+    bad = next((k for k, v in call_kwargs.items() if isinstance(v, float) and not math.isfinite(v)), None)
+    if bad is not None:  # a NaN guidance_scale would be calibrated, and stored under the shared key
+        raise ValueError(f"calibrate_schedule: {bad}={call_kwargs[bad]!r} must be a finite number")
     if run is None:
         check_int("images", images, 1)
         run = _default_run(pipe, images, seed, call_kwargs)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from ..pipelines.calls import pipeline_kind
 from ..pipelines.loader import SCHEDULER_CLASSES
+from ..readers import ReadError, parse_json
 from . import fid as fidmod
 from .methods import BenchInputError, MethodSpec, default_methods, parse_methods
 from .prompts import load_prompts
@@ -254,11 +254,11 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
 def json_object(text: str, flag: str = "--pipeline-kwargs") -> dict:
     """A JSON object given on the command line; a one-line BenchInputError naming `flag` otherwise."""
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BenchInputError(f"{flag} is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        obj = parse_json(text, where=flag)
+    except ReadError as exc:
+        raise BenchInputError(str(exc)) from None
     if not isinstance(obj, dict):
-        raise BenchInputError(f"{flag} must be a JSON object such as '{{\"key\": 1}}', got {text}")
+        raise BenchInputError(f"{flag} must be a JSON object such as '{{\"key\": 1}}', got {text[:80]}")
     return obj
 
 
