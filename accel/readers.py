@@ -153,9 +153,10 @@ def _float(token: str) -> float:
 
 
 def parse_json(text: str | bytes, *, where: str, max_depth: int = MAX_DEPTH,
-               max_bytes: int = MAX_JSON_BYTES) -> Any:
+               max_bytes: int = MAX_JSON_BYTES, finite: bool = True) -> Any:
     """JSON `text` parsed with accel's limits (size, nesting depth, finite numbers only); `where` names the
-    source in the ReadError (a file, or a flag such as ``--pipeline-kwargs``)."""
+    source in the ReadError (a file, or a flag such as ``--pipeline-kwargs``). `finite=False` is for
+    other libraries' files that use ``Infinity`` on purpose (diffusers scheduler configs)."""
     if len(text) > max_bytes:
         raise ReadError(where, f"larger than {_size(max_bytes)}, the limit for this input")
     if isinstance(text, bytes):
@@ -166,6 +167,8 @@ def parse_json(text: str | bytes, *, where: str, max_depth: int = MAX_DEPTH,
     if opening > max_depth and (depth := nesting_depth(text)) > max_depth:
         raise ReadError(where, f"JSON nested too deeply ({depth} levels; accel reads at most {max_depth})")
     try:
+        if not finite:
+            return json.loads(text)
         return json.loads(text, parse_constant=_constant, parse_float=_float)
     except _NonFinite as exc:
         raise ReadError(where, f"non-finite number {exc}{_position(text, str(exc))} (only finite numbers are "
@@ -177,11 +180,12 @@ def parse_json(text: str | bytes, *, where: str, max_depth: int = MAX_DEPTH,
 
 
 def read_json(path: str | Path, *, what: str = "", max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_DEPTH,
-              fields: Mapping[str, Field] | None = None) -> Any:
+              fields: Mapping[str, Field] | None = None, finite: bool = True) -> Any:
     """The JSON document in `path`, read with :func:`read_bytes` and :func:`parse_json`; with `fields`, it
     must be an object whose keys pass :func:`check_fields`. `what` prefixes the file in messages."""
     where = _where(path, what)
-    doc = parse_json(read_bytes(path, what=what, max_bytes=max_bytes), where=where, max_depth=max_depth)
+    doc = parse_json(read_bytes(path, what=what, max_bytes=max_bytes), where=where, max_depth=max_depth,
+                     finite=finite)
     if fields is not None:
         check_fields(doc, fields, where=where)
     return doc

@@ -15,7 +15,6 @@ The generator runs in the STOCK ``diffusers.DiTPipeline`` through an identity "V
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..outputs import sha256_file
+from ..readers import ReadError, read_json
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -107,11 +107,11 @@ def _require(path: Path, regen: str) -> Path:
 def _read_json(path: Path, regen: str) -> dict:
     _require(path, regen)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return read_json(path)
+    except ReadError as exc:
         raise ValueError(
-            f"default-model config {path} is corrupted ({exc}). Regenerate it with `{regen}`."
-        ) from exc
+            f"default-model config {path} is corrupted ({exc.problem}). Regenerate it with `{regen}`."
+        ) from None
 
 
 def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, torch.Tensor]:
