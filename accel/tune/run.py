@@ -127,7 +127,7 @@ def tune_command(args: argparse.Namespace) -> int:
         key = None if args.no_cache else _workload_key(prep, args, n, seed_set)
         return Evaluator(prep.pipe, workload(n, seed_set), registry, load_model=_loader(prep, args),
                          extractor=prep.extractor, reference_stats=prep.reference_stats, device=prep.device,
-                         workload_key=key)
+                         workload_key=key, notify=lambda m: tqdm.write(f"accel tune: note: {m}", file=sys.stderr))
 
     print(f"accel tune: model={prep.model_name} steps={prep.steps} scheduler={prep.scheduler} "
           f"guidance={prep.guidance} threads={threads} space={space.size() - 1} candidates "
