@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..outputs import sha256_file
+from ..readers import ReadError, read_json, read_safetensors
 
 FORMAT = "accel-distill-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -100,9 +101,9 @@ def remove_checkpoint(path: Path) -> None:
 def verify_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's state.json after checking the folder against its manifest (CheckpointError otherwise)."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"--resume: {path / MANIFEST} is unreadable ({type(exc).__name__})") from None
+        manifest = read_json(path / MANIFEST, what="checkpoint manifest")
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise CheckpointError(f"--resume: {path / MANIFEST} is not an accel checkpoint manifest ({FORMAT})")
     listed = manifest["files"]
@@ -120,12 +121,20 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"--resume: {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
                                   " (modified or corrupt); refusing to resume from it")
     try:
-        state = json.loads((path / "state.json").read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"--resume: {path / 'state.json'}: {exc}") from None
+        state = read_json(path / "state.json", what="checkpoint state")
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {path / 'state.json'} is not an accel checkpoint state")
     return state
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, float tensors checked finite (RNG states are bytes, not checked)."""
+    try:
+        return read_safetensors(file, what="checkpoint", finite=file.name != "rng.safetensors")
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}; refusing to resume from it") from None
 
 
 def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: list[int]) -> None:
@@ -141,17 +150,15 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: lis
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: Any = None) -> tuple[dict, dict]:
-    """Load a verified checkpoint into `model` / `optimizer` / `scaler` and torch's RNG; returns (state, ema)."""
-    from safetensors.torch import load_file
-
+    """Load a verified checkpoint into `model` / `optimizer` / `scaler` and torch's RNG; returns (state, ema).
+    Weights, EMA weights and optimizer state must be finite: a NaN there would be trained on, or written
+    out as the distilled model (CheckpointError naming the file and tensor instead)."""
     state = verify_checkpoint(path)
-    weights = load_file(str(path / "model.safetensors"))
+    weights, ema, tensors, rng = (_tensors(path / name) for name in FILES[:4])
     own = model.state_dict()
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in own.items()}:
         raise CheckpointError(f"--resume: {path} holds the weights of another student (names or shapes differ)")
     model.load_state_dict(weights)
-    ema = load_file(str(path / "ema.safetensors"))
-    tensors = load_file(str(path / "optimizer.safetensors"))
     opt_state: dict[int, dict[str, Any]] = {}
     for key, v in [*tensors.items(), *state["optimizer_scalars"].items()]:
         idx, name = key.split(".", 1)
@@ -159,7 +166,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: 
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["cpu"])
     cuda = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
