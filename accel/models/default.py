@@ -34,7 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..outputs import sha256_file
-from ..readers import ReadError, read_json
+from ..readers import ReadError, read_json, read_safetensors
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -115,9 +115,6 @@ def _read_json(path: Path, regen: str) -> dict:
 
 
 def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     _require(path, regen)
     if sha256 is not None and sha256_file(path) != sha256:
         raise ValueError(
@@ -125,12 +122,12 @@ def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, t
             f"config). Regenerate them with `{regen}`."
         )
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        return read_safetensors(path, finite=True)
+    except ReadError as exc:
         raise ValueError(
-            f"default-model weights {path} could not be read ({exc}). "
+            f"default-model weights {path} could not be read ({exc.problem}). "
             f"Regenerate them with `{regen}`."
-        ) from exc
+        ) from None
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, regen: str):
