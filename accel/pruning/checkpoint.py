@@ -99,7 +99,8 @@ def remove_checkpoint(path: Path) -> None:
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's state.json after checking the folder against its manifest (CheckpointError otherwise)."""
+    """The checkpoint's state.json after checking the folder against its manifest and its weights, EMA weights
+    and optimizer state for NaN / infinity (CheckpointError naming the file and tensor otherwise)."""
     try:
         manifest = read_json(path / MANIFEST, what="checkpoint manifest")
     except ReadError as exc:
@@ -120,6 +121,8 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         if not f.is_file() or sha256_file(f) != digest:
             raise CheckpointError(f"--resume: {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
                                   " (modified or corrupt); refusing to resume from it")
+    for name in FILES[:3]:  # weights, EMA weights, optimizer state: a NaN would be trained on or written out
+        _tensors(path / name, finite=True)
     try:
         state = read_json(path / "state.json", what="checkpoint state")
     except ReadError as exc:
@@ -129,10 +132,10 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _tensors(file: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's safetensors file, float tensors checked finite (RNG states are bytes, not checked)."""
+def _tensors(file: Path, finite: bool) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, with `finite` its float tensors checked for NaN / infinity."""
     try:
-        return read_safetensors(file, what="checkpoint", finite=file.name != "rng.safetensors")
+        return read_safetensors(file, what="checkpoint", finite=finite)
     except ReadError as exc:
         raise CheckpointError(f"--resume: {exc}; refusing to resume from it") from None
 
@@ -151,10 +154,9 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: lis
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: Any = None) -> tuple[dict, dict]:
     """Load a verified checkpoint into `model` / `optimizer` / `scaler` and torch's RNG; returns (state, ema).
-    Weights, EMA weights and optimizer state must be finite: a NaN there would be trained on, or written
-    out as the distilled model (CheckpointError naming the file and tensor instead)."""
+    Weights, EMA weights and optimizer state must be finite (checked by `verify_checkpoint`)."""
     state = verify_checkpoint(path)
-    weights, ema, tensors, rng = (_tensors(path / name) for name in FILES[:4])
+    weights, ema, tensors, rng = (_tensors(path / name, finite=False) for name in FILES[:4])  # verified above
     own = model.state_dict()
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in own.items()}:
         raise CheckpointError(f"--resume: {path} holds the weights of another student (names or shapes differ)")
