@@ -145,8 +145,24 @@ def test_deep_schedule_file_and_nested_schedule_data_are_one_line(tmp_path):
     deep: list = []
     for _ in range(100_000):
         deep = [deep]
-    with pytest.raises(ValueError, match=r"schedule= must be the path of a calibration JSON file \(from calibrate_schedule\), got a list"):
+    with pytest.raises(ValueError, match=r"ScheduleCacheConfig\(schedule=...\): nested more than 16 deep"):
         ScheduleCacheConfig(schedule=deep)
+    with pytest.raises(ValueError, match="schedule= must be the path of a calibration JSON file .*, got a list"):
+        ScheduleCacheConfig(schedule=[[0.0, 1.0]])
+
+
+def test_every_method_config_refuses_deeply_nested_data_in_one_line():
+    import dataclasses
+
+    import accel
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    for cls in accel.methods().values():
+        for f in dataclasses.fields(cls):
+            with pytest.raises(ValueError, match=rf"{cls.__name__}\({f.name}=...\): nested more than 16 deep"):
+                cls(**{f.name: deep})  # used to raise RecursionError from the validators' repr
 
 
 def test_calibrate_schedule_refuses_a_non_finite_guidance():
