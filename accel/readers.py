@@ -42,8 +42,11 @@ class ReadError(InputError):
     ``"{where}: {problem}"``; both parts are kept so a caller can reword it."""
 
     def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}")
+        super().__init__(where, problem)  # both as args: the error pickles (crosses process boundaries)
         self.where, self.problem = where, problem
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
 
 
 @dataclass(frozen=True)
