@@ -65,6 +65,10 @@ class MethodConfig:
     tunable: ClassVar[dict[str, tuple]] = {}
 
     def __post_init__(self) -> None:
+        from .readers import check_nesting
+
+        for f in dataclasses.fields(self):  # before validate() puts a value's repr in a message (RecursionError)
+            check_nesting(getattr(self, f.name), where=f"{type(self).__name__}({f.name}=...)", max_depth=16)
         self.validate()
 
     def validate(self) -> None:

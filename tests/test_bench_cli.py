@@ -183,7 +183,7 @@ BAD_FLAGS = [
     (["--prompts", "{env}/prompts.txt"], "class-conditional"),
     (["--negative-prompt", "blurry"], "--negative-prompt: DiTPipeline.__call__ takes no 'negative_prompt'"),
     (["--width", "16"], "DiTPipeline.__call__ takes no 'width'"),
-    (["--pipeline-kwargs", "{bad"], "--pipeline-kwargs is not valid JSON"),
+    (["--pipeline-kwargs", "{bad"], "--pipeline-kwargs: not valid JSON"),
     (["--pipeline-kwargs", "[1, 2]"], "--pipeline-kwargs must be a JSON object"),
     (["--pipeline-kwargs", '{"foo": 1}'], "DiTPipeline.__call__ takes no 'foo'"),
     (["--pipeline-kwargs", '{"num_inference_steps": 3}'], "'num_inference_steps' is set by the bench; use --steps"),

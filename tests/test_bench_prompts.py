@@ -126,7 +126,7 @@ def test_prompt_file_formats(tmp_path):
     ("bad.json", "{nope", None, "not valid JSON"),
     ("obj.json", '{"items": []}', None, "needs a list under one of"),
     ("mixed.json", '[{"caption": "a"}, {"other": 1}]', None, "entry 1 has no text in column 'caption'"),
-    ("bad.jsonl", '{"caption": "a"}\nnot json\n', None, "line 2 is not JSON"),
+    ("bad.jsonl", '{"caption": "a"}\nnot json\n', None, "line 2: not valid JSON"),
     ("empty.txt", "\n \n", None, "no prompts found"),
     ("p.txt", "a\n", "caption", "--prompt-column needs a .csv"),
 ])

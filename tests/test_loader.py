@@ -77,7 +77,8 @@ def test_a_digits_folder_and_a_plain_folder(tmp_path):
         load_model("nobody-org/not-a-model")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / M.MARKER_FILE).write_text(json.dumps({"kind": "something-else"}))
-    assert not M.is_digits_model(tmp_path / "bad")
+    with pytest.raises(InputError, match="kind = 'something-else' is not one of"):  # refused, not ignored
+        M.is_digits_model(tmp_path / "bad")
 
 
 def test_scheduler_names_agree():

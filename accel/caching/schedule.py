@@ -43,7 +43,10 @@ import numpy as np
 import torch
 
 from ..outputs import cache_dir as _cache_root, write_text_atomic
+from ..readers import MiB, read_json
 from .forecast import forecast_step
+
+MAX_SCHEDULE_BYTES = 128 * MiB
 
 FORMAT = "accel.schedule-calibration/2"
 FORMATS = ("accel.schedule-calibration/1", FORMAT)  # /1: no forecast errors
@@ -275,10 +278,9 @@ def _matrix(value: Any, shape: tuple[int, ...]) -> bool:
 def read_calibration(path: Path) -> dict[str, Any]:
     """The calibration JSON in `path`, checked completely (format, key fields, every matrix's shape,
     finite non-negative values), or a one-line ValueError saying what is wrong."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"schedule file {path} cannot be read: {' '.join(str(exc).split())}") from None
+    # ReadError (a ValueError) when too large, too deep, not JSON or non-finite; the limit holds the n x n x n
+    # forecast errors of a calibration up to about 180 steps
+    doc = read_json(path, what="schedule file", max_bytes=MAX_SCHEDULE_BYTES)
     if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
         raise ValueError(f"schedule file {path} is not an accel schedule calibration ({FORMAT})")
     steps = doc.get("steps")

@@ -18,6 +18,7 @@ Needs a pipeline: the step count comes from its scheduler.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -90,6 +91,9 @@ class ScheduleCacheConfig(MethodConfig):
         check_forecast(self.forecast)
         check_choice("objective", self.objective, OBJECTIVES)
         if self.schedule is not None:
+            if not isinstance(self.schedule, (str, os.PathLike)):  # nested data in place of a file: no repr of it
+                raise ValueError(f"schedule= must be the path of a calibration JSON file (from calibrate_schedule), "
+                                 f"got a {type(self.schedule).__name__}")
             if not Path(self.schedule).is_file():
                 raise ValueError(f"schedule={self.schedule!r}: no such calibration file")
             doc = read_calibration(Path(self.schedule))  # the whole file, before any work
@@ -380,6 +384,9 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
 
     if path is not None:
         check_calibration_path(Path(path))  # before the calibration's pipeline calls
+    bad = next((k for k, v in call_kwargs.items() if isinstance(v, float) and not math.isfinite(v)), None)
+    if bad is not None:  # a NaN guidance_scale would be calibrated, and stored under the shared key
+        raise ValueError(f"calibrate_schedule: {bad}={call_kwargs[bad]!r} must be a finite number")
     if run is None:
         check_images("images", images, MAX_CALIBRATION_IMAGES)  # one pipeline batch holds them all
         _check_call(call_kwargs)

@@ -19,6 +19,7 @@ from ..errors import AccelError, InputError, SettingError
 from ..models.lineage import MARKER_FILE, lineage_marker
 from ..provenance import git_commit
 from ..pruning.prune import PRUNING_FILE
+from ..readers import ReadError, read_json
 from ._shared import add_model_argument, fail, load_source
 
 
@@ -79,10 +80,12 @@ def _student_map(student_dir: Path) -> list[int]:
     if not f.is_file():
         raise InputError(f"--student {student_dir}: no {PRUNING_FILE} (make the student with `accel prune`)")
     try:
-        doc = json.loads(f.read_text())
+        doc = read_json(f)
         mapping = doc["block_map"] if isinstance(doc, dict) else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"--student {student_dir}: {PRUNING_FILE} has no valid block_map ({exc})") from None
+    except ReadError as exc:
+        raise InputError(f"--student {student_dir}: {PRUNING_FILE} has no valid block_map ({exc.problem})") from None
+    except KeyError as exc:
+        raise InputError(f"--student {student_dir}: {PRUNING_FILE} has no valid block_map (no {exc})") from None
     if not isinstance(mapping, list) or not mapping or any(isinstance(i, bool) or not isinstance(i, int) or i < 0
                                                            for i in mapping):
         raise InputError(f"--student {student_dir}: {PRUNING_FILE} block_map must be a list of block indices, "
@@ -193,7 +196,7 @@ def _distill(args: argparse.Namespace) -> int:
         "first_losses": losses[:5], "last_losses": losses[-5:],
         "accel_commit": git_commit(),
     }
-    files = {"distill.json": info, PRUNING_FILE: json.loads((student_dir / PRUNING_FILE).read_text())}
+    files = {"distill.json": info, PRUNING_FILE: read_json(student_dir / PRUNING_FILE)}
     marker = lineage_marker(str(student_dir))  # a student pruned from an embedded model keeps its lineage
     if marker is not None:
         files[MARKER_FILE] = marker

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{r['speedup']:.2f}x {r['key'][:40]}")
 
     try:
-        outcome = run_tune(setup, progress)
+        outcome = run_tune(setup, progress, notify=lambda m: tqdm.write(f"accel tune: note: {m}", file=sys.stderr))
     except (AccelError, ValueError) as exc:
         return fail("tune", exc)
     finally:

@@ -237,9 +237,10 @@ def cached_reference_stats(
     import re
     from pathlib import Path
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from ..outputs import atomic_path
+    from ..readers import read_safetensors
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(f"{extractor_key}\0{data_key}".encode()).hexdigest()[:16]
@@ -247,9 +248,9 @@ def cached_reference_stats(
     path = cache_dir / f"{safe}-{digest}.safetensors"
     if path.is_file():
         try:
-            t = load_file(str(path))
+            t = read_safetensors(path, finite=True)
             return t["mu"], t["sigma"], int(t["n"].item())
-        except Exception:  # corrupt cache entry: recompute below
+        except Exception:  # corrupt or non-finite cache entry: recompute below
             pass
     out = compute()
     if isinstance(out, torch.Tensor):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from ..bounds import check_images, check_steps, check_threads
 from ..pipelines.calls import pipeline_kind
 from ..pipelines.loader import check_scheduler
+from ..readers import ReadError, parse_json
 from . import fid as fidmod
 from .bench import check_total_images
 from .methods import BenchInputError, BenchSettingError, MethodSpec, default_methods, parse_methods
@@ -263,11 +263,11 @@ def _reference_from_folder(prep: Prepared, folder) -> tuple[torch.Tensor, torch.
 def json_object(text: str, setting: str = "pipeline_kwargs") -> dict:
     """A JSON object given as text; a one-line SettingError naming `setting` otherwise."""
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BenchSettingError(setting, f"is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        obj = parse_json(text, where=setting)
+    except ReadError as exc:
+        raise BenchSettingError(setting, f": {exc.problem}") from None
     if not isinstance(obj, dict):
-        raise BenchSettingError(setting, f"must be a JSON object such as '{{\"key\": 1}}', got {text}")
+        raise BenchSettingError(setting, f"must be a JSON object such as '{{\"key\": 1}}', got {text[:80]}")
     return obj
 
 

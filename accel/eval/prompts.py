@@ -13,10 +13,10 @@ The caption column is ``--prompt-column NAME`` or else the first of ``caption``,
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
+from ..readers import MAX_LINES, MAX_TEXT_BYTES, ReadError, parse_json, read_text
 from .methods import BenchInputError
 
 CAPTION_COLUMNS = ("caption", "prompt", "text")
@@ -55,14 +55,14 @@ def _json_rows(path: Path, text: str) -> list[Any]:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BenchInputError(f"--prompts {path}: line {n} is not JSON ({exc.msg})") from None
+                    rows.append(parse_json(line, where=f"--prompts {path}: line {n}", max_bytes=MAX_TEXT_BYTES))
+                except ReadError as exc:
+                    raise BenchInputError(str(exc)) from None
         return rows
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BenchInputError(f"--prompts {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        doc = parse_json(text, where=f"--prompts {path}", max_bytes=MAX_TEXT_BYTES)
+    except ReadError as exc:
+        raise BenchInputError(str(exc)) from None
     if isinstance(doc, dict):
         key = next((k for k in _JSON_LIST_KEYS if isinstance(doc.get(k), list)), None)
         if key is None:
@@ -78,10 +78,10 @@ def _json_rows(path: Path, text: str) -> list[Any]:
 def load_prompts(path: str | Path, column: str | None = None) -> list[str]:
     """The prompts of ``path`` in file order (whitespace stripped, empty ones dropped)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchInputError(f"--prompts {path}: cannot be read ({exc})") from None
+    try:  # bounded: `--prompts /dev/zero` stops at the size limit instead of filling memory
+        text = read_text(path, what="--prompts", max_lines=MAX_LINES)
+    except ReadError as exc:
+        raise BenchInputError(str(exc)) from None
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl"):
         prompts = _from_rows(_json_rows(path, text), column, path)

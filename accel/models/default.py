@@ -15,7 +15,6 @@ The generator runs in the STOCK ``diffusers.DiTPipeline`` through an identity "V
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..outputs import sha256_file
+from ..readers import ReadError, read_json, read_safetensors
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -107,17 +107,14 @@ def _require(path: Path, regen: str) -> Path:
 def _read_json(path: Path, regen: str) -> dict:
     _require(path, regen)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return read_json(path)
+    except ReadError as exc:
         raise ValueError(
-            f"default-model config {path} is corrupted ({exc}). Regenerate it with `{regen}`."
-        ) from exc
+            f"default-model config {path} is corrupted ({exc.problem}). Regenerate it with `{regen}`."
+        ) from None
 
 
 def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     _require(path, regen)
     if sha256 is not None and sha256_file(path) != sha256:
         raise ValueError(
@@ -125,12 +122,12 @@ def _load_safetensors(path: Path, regen: str, sha256: str | None) -> dict[str, t
             f"config). Regenerate them with `{regen}`."
         )
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        return read_safetensors(path, finite=True)
+    except ReadError as exc:
         raise ValueError(
-            f"default-model weights {path} could not be read ({exc}). "
+            f"default-model weights {path} could not be read ({exc.problem}). "
             f"Regenerate them with `{regen}`."
-        ) from exc
+        ) from None
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, regen: str):

@@ -35,6 +35,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from accel.models.default import IdentityCodec
 from accel.outputs import sha256_file
+from accel.readers import ReadError, read_json
 
 if TYPE_CHECKING:  # importing the pipeline class imports transformers: only where a pipeline is built
     from diffusers import StableDiffusion3Pipeline
@@ -233,7 +234,7 @@ def _portable_tokenizer_names(out: Path) -> None:
     """transformers 5 saves the tokenizer class as ``TokenizersBackend``, which transformers 4 lacks;
     ``PreTrainedTokenizerFast`` names the same class in 5 (an alias) and the fast tokenizer in 4."""
     for f in [out / "model_index.json", *out.glob("tokenizer*/tokenizer_config.json")]:
-        doc = json.loads(f.read_text())
+        doc = read_json(f, finite=False)  # files diffusers / transformers just wrote
         for k, v in doc.items():
             if v == "TokenizersBackend":
                 doc[k] = "PreTrainedTokenizerFast"
@@ -261,11 +262,12 @@ def _manifest(wdir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"flow-model file missing: {path}. Regenerate it with `{TRAIN_FLOW_CMD}` "
                                 "(or reinstall accel).")
     try:
-        doc = json.loads(path.read_text())
+        doc = read_json(path)
         files = doc["files"]
         assert isinstance(files, dict) and files
-    except (ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise ValueError(f"flow-model manifest {path} is corrupted ({type(exc).__name__}). "
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:  # ReadError is a ValueError
+        why = exc.problem if isinstance(exc, ReadError) else type(exc).__name__
+        raise ValueError(f"flow-model manifest {path} is corrupted ({why}). "
                          f"Regenerate it with `{TRAIN_FLOW_CMD}`.") from None
     return doc
 

@@ -15,12 +15,13 @@ flow model's prompts, text length and steps.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..readers import Field, ReadError, check_fields, read_json
 
 MARKER_FILE = "accel_model.json"
 DIGITS_KIND = "accel-digits"  # a class-conditional digits DiT (from the default model)
@@ -149,16 +150,35 @@ def digits_marker(derived_from: str) -> dict[str, Any]:
     return out
 
 
+def _marker_fields() -> dict[str, Field]:
+    return {"kind": Field(str, required=True, choices=(DIGITS_KIND, TEXT_DIGITS_KIND)),
+            "embedded": Field(str, choices=tuple(EMBEDDED_MODELS)), "derived_from": Field(str),
+            "image_size": Field(int, low=1, high=4096), "num_classes": Field(int, low=1, high=1_000_000),
+            "sampler": Field(dict)}
+
+
+# what a marker's sampler may hold: the keys of the embedded models' samplers, each in a sane range
+SAMPLER_FIELDS = {"scheduler": Field(str), "steps": Field(int, low=1, high=10_000),
+                  "guidance_scale": Field(float, low=0, high=1000), "shift": Field(float, low=1e-3, high=1000),
+                  "max_sequence_length": Field(int, low=1, high=100_000)}
+
+
 def read_marker(path: str | Path) -> dict[str, Any] | None:
-    """The folder's `accel_model.json`, or None when absent or unreadable."""
+    """The folder's `accel_model.json` checked against its schema (kind, embedded model, sampler values
+    finite and in range), or None when the folder has none. A marker that is there but unreadable, of
+    an unknown kind or tampered with raises ReadError (one line naming the file) rather than being
+    ignored: the folder would otherwise load as some other model."""
     f = Path(path) / MARKER_FILE
-    if not f.is_file():
+    if not f.exists():
         return None
-    try:
-        data = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    where = f"model marker {f}"
+    doc = read_json(f, what="model marker", fields=_marker_fields())
+    if "sampler" in doc:
+        check_fields(doc["sampler"], SAMPLER_FIELDS, where=f"{where}: sampler")
+    root = doc.get("embedded")
+    if root is not None and EMBEDDED_MODELS[root].digits_dit != (doc["kind"] == DIGITS_KIND):
+        raise ReadError(where, f"kind {doc['kind']!r} is not what the embedded {root} model makes")
+    return doc
 
 
 def sampler_defaults(model: str | Path) -> dict[str, Any]:
@@ -208,10 +228,12 @@ def load_digits_model(path: str | Path, scheduler: str | None = None, device: An
 
         f = path / "scheduler" / "scheduler_config.json"
         try:
-            cfg = json.loads(f.read_text())
+            cfg = read_json(f, finite=False)  # diffusers writes e.g. lambda_min_clipped: -Infinity
             cls = getattr(diffusers, str(cfg["_class_name"]), None) if isinstance(cfg, dict) else None
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{f}: not a readable scheduler config ({type(exc).__name__}: {exc})") from None
+        except ReadError as exc:
+            raise ValueError(f"{f}: not a readable scheduler config ({exc.problem})") from None
+        except KeyError as exc:
+            raise ValueError(f"{f}: not a readable scheduler config (no {exc})") from None
         if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
             name = cfg.get("_class_name") if isinstance(cfg, dict) else None
             raise ValueError(f"{f}: _class_name {name!r} is not a diffusers scheduler")

@@ -20,6 +20,7 @@ import torch
 from ..bounds import check_device
 from ..errors import ModelNotFoundError, SettingError, UnsupportedModelError
 from ..families import resolve
+from ..readers import ReadError, read_json
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
                      "euler": "EulerDiscreteScheduler"}
@@ -174,12 +175,12 @@ def _import_accel_components(folder: str) -> None:
     """Import accel's own component modules a saved folder names (e.g. the default model's identity
     VAE in a pruned copy), so diffusers can resolve them; other libraries are left to diffusers."""
     import importlib
-    import json
 
     try:
-        with open(os.path.join(folder, "model_index.json")) as f:
-            index = json.load(f)
-    except (OSError, ValueError):
+        index = read_json(os.path.join(folder, "model_index.json"), finite=False)
+    except ReadError:  # diffusers reports an unreadable index when it loads the folder
+        return
+    if not isinstance(index, dict):
         return
     for value in index.values():
         if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
@@ -191,12 +192,9 @@ def _saved_none_components(folder: str) -> dict[str, None]:
     """``{name: None}`` for the components a saved folder stored as ``[null, null]`` (an SD3 pipeline
     without T5, like the embedded flow model): diffusers saves them so but will not load the folder
     unless they are passed again as None. Optional components (image_encoder, ...) are left out."""
-    import json
-
     try:
-        with open(os.path.join(folder, "model_index.json")) as f:
-            index = json.load(f)
-    except (OSError, ValueError):
+        index = read_json(os.path.join(folder, "model_index.json"), finite=False)
+    except ReadError:
         return {}
     if not isinstance(index, dict):
         return {}

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..outputs import file_record, notice, remove_own, sha256_file
+from ..readers import ReadError, read_json, read_safetensors
 
 FORMAT = "accel-distill-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -135,11 +136,12 @@ def remove_checkpoint(path: Path) -> list[Path]:
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's state.json after checking the folder against its manifest (CheckpointError otherwise)."""
+    """The checkpoint's state.json after checking the folder against its manifest and its weights, EMA weights
+    and optimizer state for NaN / infinity (CheckpointError naming the file and tensor otherwise)."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"--resume: {path / MANIFEST} is unreadable ({type(exc).__name__})") from None
+        manifest = read_json(path / MANIFEST, what="checkpoint manifest")
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise CheckpointError(f"--resume: {path / MANIFEST} is not an accel checkpoint manifest ({FORMAT})")
     listed = manifest["files"]
@@ -156,13 +158,23 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         if not f.is_file() or sha256_file(f) != digest:
             raise CheckpointError(f"--resume: {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
                                   " (modified or corrupt); refusing to resume from it")
+    for name in FILES[:3]:  # weights, EMA weights, optimizer state: a NaN would be trained on or written out
+        _tensors(path / name, finite=True)
     try:
-        state = json.loads((path / "state.json").read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"--resume: {path / 'state.json'}: {exc}") from None
+        state = read_json(path / "state.json", what="checkpoint state")
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {path / 'state.json'} is not an accel checkpoint state")
     return state
+
+
+def _tensors(file: Path, finite: bool) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, with `finite` its float tensors checked for NaN / infinity."""
+    try:
+        return read_safetensors(file, what="checkpoint", finite=finite)
+    except ReadError as exc:
+        raise CheckpointError(f"--resume: {exc}; refusing to resume from it") from None
 
 
 def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: list[int]) -> None:
@@ -178,17 +190,14 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: lis
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: Any = None) -> tuple[dict, dict]:
-    """Load a verified checkpoint into `model` / `optimizer` / `scaler` and torch's RNG; returns (state, ema)."""
-    from safetensors.torch import load_file
-
+    """Load a verified checkpoint into `model` / `optimizer` / `scaler` and torch's RNG; returns (state, ema).
+    Weights, EMA weights and optimizer state must be finite (checked by `verify_checkpoint`)."""
     state = verify_checkpoint(path)
-    weights = load_file(str(path / "model.safetensors"))
+    weights, ema, tensors, rng = (_tensors(path / name, finite=False) for name in FILES[:4])  # verified above
     own = model.state_dict()
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in own.items()}:
         raise CheckpointError(f"--resume: {path} holds the weights of another student (names or shapes differ)")
     model.load_state_dict(weights)
-    ema = load_file(str(path / "ema.safetensors"))
-    tensors = load_file(str(path / "optimizer.safetensors"))
     opt_state: dict[int, dict[str, Any]] = {}
     for key, v in [*tensors.items(), *state["optimizer_scalars"].items()]:
         idx, name = key.split(".", 1)
@@ -196,7 +205,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: 
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["cpu"])
     cuda = [rng[k] for k in sorted((k for k in rng if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

@@ -21,7 +21,6 @@ identical model.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from ..config import MethodConfig, Target, check_int, register_method
 from ..context import StepInfo
 from ..families import SUBLAYERS, BlockRef, mergeable, sublayers_of
+from ..readers import ReadError, read_json
 from ._sublayers import BlockCall, TokenCompressor
 from .flops import is_linear_attention
 from .merge import Matching, keep_top
@@ -87,12 +87,9 @@ def _read_rates_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"rates: no such file {str(path)!r} (write one with `accel diffrate --out {path}`)")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ValueError(f"rates: {where} cannot be read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
-        raise ValueError(f"rates: {where} is not a JSON rates file written by `accel diffrate` ({why})") from None
+        data = read_json(path, what="rates file")
+    except ReadError as exc:
+        raise ValueError(f"rates: {where} is not a JSON rates file written by `accel diffrate` ({exc.problem})") from None
     if not isinstance(data, dict) or "rates" not in data:
         raise ValueError(f"rates: {where} is not a rates file written by `accel diffrate` (no 'rates' list)")
     rates = _rate_list(data["rates"], f"{where}: rates")

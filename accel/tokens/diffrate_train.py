@@ -180,10 +180,11 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
                 checkpoint: Path | None = None, save_every: int = 10, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Learn the rate logits on recorded calls; returns the rates file content (a dict)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from ..outputs import atomic_path
+    from ..readers import read_safetensors
 
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
@@ -195,7 +196,7 @@ def train_rates(model: torch.nn.Module, calls: list, flops: float, iters: int = 
     settings = torch.tensor([flops, lam, lr, float(len(calls)), float(seed), float(trainer.logits.shape[0]),
                              float(rows or 0), float(iters)])
     if checkpoint is not None and checkpoint.exists():
-        state = load_file(str(checkpoint))
+        state = read_safetensors(checkpoint, what="diffrate checkpoint")  # finite, or ReadError
         if torch.allclose(state["settings"], settings):
             trainer.logits.grad = torch.zeros_like(trainer.logits)
             opt.step()  # materialise Adam's state (a zero step), then overwrite it
@@ -254,16 +255,14 @@ def _image_tokens(trainer: RateTrainer) -> int:
 
 def check_checkpoint(ckpt: Path) -> None:
     """ValueError unless `ckpt` (when it exists) is a diffrate checkpoint train_rates can resume from."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ..readers import ReadError, read_safetensors
 
     if not ckpt.exists():
         return
     try:
-        state = load_file(str(ckpt))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{ckpt} is not a readable checkpoint ({' '.join(str(exc).split())}); delete it to "
-                         "start over") from None
+        state = read_safetensors(ckpt, finite=True)  # NaN logits would become NaN rates
+    except ReadError as exc:
+        raise ValueError(f"{ckpt} is not a readable checkpoint ({exc.problem}); delete it to start over") from None
     need = {"logits", "exp_avg", "exp_avg_sq", "step", "iteration", "settings"}
     if not need <= set(state) or state["logits"].ndim != 2 or state["settings"].shape != (8,):
         raise ValueError(f"{ckpt} is not an `accel diffrate` checkpoint (missing {sorted(need - set(state))} or "

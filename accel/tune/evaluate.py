@@ -18,7 +18,6 @@ workload (model, sampler, seeds), so an interrupted `accel tune` resumes where i
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +31,22 @@ from ..eval.paired import features_of, image_rows, time_methods
 from ..eval.timing import speedup
 from ..eval.workload import Workload, generate
 from ..outputs import cache_dir
+from ..readers import MiB, Field, ReadError, check_fields, read_json
 from .space import Candidate
+
+
+MAX_CACHE_BYTES = 64 * MiB
+_CACHE_FIELDS = {"workload": Field(str, required=True), "results": Field(dict, required=True)}
+_NUM = (float, type(None))
+# a cache entry as `Evaluator.evaluate` writes it; the ranges hold every real measurement and refuse edited ones
+ENTRY_FIELDS = {
+    "key": Field(str, required=True), "n": Field(int, required=True, low=1), "candidate": Field(dict, required=True),
+    "speedup": Field(_NUM, required=True, low=1e-6, high=1e4), "psnr": Field(_NUM, required=True, low=-100, high=400),
+    "ssim": Field(float, required=True, low=-1, high=1), "fd": Field(_NUM, required=True, low=0, high=1e9),
+    "fd_pct": Field(_NUM, required=True, low=-100, high=1e9), "block_ratio": Field(_NUM, required=True, low=0, high=100),
+    "seconds": Field(float, required=True, low=0, high=1e7),
+    "baseline_seconds": Field(float, required=True, low=0, high=1e7),
+}
 
 
 def cache_root() -> Path:
@@ -54,12 +68,15 @@ class Evaluator:
     extractor / reference_stats: FD as in `accel bench` (None: no FD). workload_key: text
     naming model + sampler + seeds, keys the on-disk cache (None: no cache). repeats: timed calls
     per side (`accel bench --repeats`; warm-up is the candidate's own image generation before them).
+    notify: called with each notice (also kept in ``notices``) when a cache file or entry is unusable:
+    corrupt, or edited to values no evaluation gives; such results are recomputed, never trusted.
     """
 
     def __init__(self, pipe: Any, workload: Workload, registry: dict, *, apply: Callable | None = None,
                  load_model: Callable[[str], Any] | None = None, extractor: Any = None, reference_stats=None,
                  device: str | torch.device = "cpu", workload_key: str | None = None,
-                 cache_path: Path | None = None, repeats: int = 2) -> None:
+                 cache_path: Path | None = None, repeats: int = 2,
+                 notify: Callable[[str], None] | None = None) -> None:
         import accel
 
         self.pipe, self.workload, self.registry = pipe, workload, registry
@@ -72,16 +89,27 @@ class Evaluator:
         self._done: set[tuple[int, ...]] = set()  # baseline batches generated
         self.repeats = repeats
         self.evaluations = 0  # candidate evaluations run here (cache hits excluded)
+        self.notices: list[str] = []  # cache files / entries that could not be used (recomputed instead)
+        self._notify = notify
         self._cache: dict[str, dict] = {}
         self._cache_path = None
         if workload_key is not None:
             digest = hashlib.sha256(workload_key.encode()).hexdigest()[:16]
             self._cache_path = cache_path or cache_root() / f"{digest}.json"
-            if self._cache_path.is_file():
-                doc = json.loads(self._cache_path.read_text())
-                if doc.get("workload") == workload_key:
-                    self._cache = doc.get("results", {})
+            if self._cache_path.exists():
+                try:
+                    doc = read_json(self._cache_path, what="tune cache", max_bytes=MAX_CACHE_BYTES, fields=_CACHE_FIELDS)
+                except ReadError as exc:
+                    self._notice(f"{exc}; its results are recomputed")
+                else:
+                    if doc.get("workload") == workload_key:
+                        self._cache = doc.get("results", {})
             self._workload_key = workload_key
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        if self._notify is not None:
+            self._notify(text)
 
     # -- generation -----------------------------------------------------------------------
     def _batches(self, n: int) -> list[list[int]]:
@@ -130,7 +158,22 @@ class Evaluator:
 
     # -- evaluation -----------------------------------------------------------------------
     def cached(self, c: Candidate, n: int) -> dict | None:
-        return self._cache.get(f"{c.key}|{n}")
+        """The cached result of `c` on `n` images, if there is one that passes the entry schema (else a notice,
+        the entry dropped: the caller recomputes it)."""
+        key = f"{c.key}|{n}"
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        where = f"tune cache {self._cache_path}: entry {key[:80]!r}"
+        try:
+            check_fields(hit, ENTRY_FIELDS, where=where)
+            if hit["key"] != c.key or hit["n"] != n:
+                raise ReadError(where, f"is of {str(hit['key'])[:80]!r} on {hit['n']} images")
+        except ReadError as exc:
+            del self._cache[key]
+            self._notice(f"{exc}; recomputing it")
+            return None
+        return hit
 
     def evaluate(self, c: Candidate, n: int) -> dict:
         """``{"key", "n", "candidate", "speedup", "psnr", "ssim", "fd", "fd_pct", "block_ratio", "seconds",

@@ -13,12 +13,12 @@ a file of another format version is not read as if it were this one) for ``accel
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..config import MethodConfig
 from ..outputs import write_json_atomic
+from ..readers import ReadError, read_json
 
 SCHEMA = "accel-tune/1"
 
@@ -35,16 +35,9 @@ def read_choice(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigFileError(f"config file {p} does not exist (write one with `accel tune ... --out {p}`)")
     try:
-        text = p.read_bytes().decode("utf-8")
-        doc = json.loads(text)
-    except OSError as exc:
-        raise ConfigFileError(f"config file {p} cannot be read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigFileError(f"config file {p} is not UTF-8 text (byte {exc.start}); expected JSON") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigFileError(f"config file {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except RecursionError:
-        raise ConfigFileError(f"config file {p}: JSON nested too deeply to be a config") from None
+        doc = read_json(p, what="config file")
+    except ReadError as exc:
+        raise ConfigFileError(str(exc)) from None
     if not isinstance(doc, dict):
         raise ConfigFileError(f"config file {p}: expected a JSON object")
     if "schema" in doc and doc["schema"] != SCHEMA:

@@ -161,9 +161,11 @@ def planned_evaluations(setup: TuneSetup) -> int:
     return sum(min(c, n) for _, c in rung_plan(s.evals, setup.final, eta=s.eta, min_images=setup.min_images))
 
 
-def run_tune(setup: TuneSetup, progress: Callable[[dict], Any] | None = None) -> TuneOutcome:
+def run_tune(setup: TuneSetup, progress: Callable[[dict], Any] | None = None,
+             notify: Callable[[str], None] | None = None) -> TuneOutcome:
     """Search, re-measure the front on held-out images, write tune.json and report.html; `progress(r)`
-    after each calibration evaluation. Raises AccelError / ValueError from the evaluations."""
+    after each calibration evaluation, `notify(text)` for each notice (a cache entry recomputed). Raises
+    AccelError / ValueError from the evaluations."""
     from tqdm.auto import tqdm
 
     from accel.eval.workload import make_workload
@@ -178,7 +180,8 @@ def run_tune(setup: TuneSetup, progress: Callable[[dict], Any] | None = None) ->
                            extra_kwargs=prep.call_kwargs)
         key = _workload_key(setup, n, seed_set) if s.cache else None
         return Evaluator(prep.pipe, wl, setup.registry, load_model=_loader(setup), extractor=prep.extractor,
-                         reference_stats=prep.reference_stats, device=prep.device, workload_key=key)
+                         reference_stats=prep.reference_stats, device=prep.device, workload_key=key,
+                         notify=notify)
 
     calib = evaluator(final, 1)
     # baseline images are generated when a candidate first needs them (a resumed run may need none)
