@@ -384,9 +384,6 @@ def calibrate_schedule(pipe: Any, run: Callable[[], Any] | None = None, path: st
 
     if path is not None:
         check_calibration_path(Path(path))  # before the calibration's pipeline calls
-    bad = next((k for k, v in call_kwargs.items() if isinstance(v, float) and not math.isfinite(v)), None)
-    if bad is not None:  # a NaN guidance_scale would be calibrated, and stored under the shared key
-        raise ValueError(f"calibrate_schedule: {bad}={call_kwargs[bad]!r} must be a finite number")
     if run is None:
         check_images("images", images, MAX_CALIBRATION_IMAGES)  # one pipeline batch holds them all
         _check_call(call_kwargs)
@@ -432,6 +429,9 @@ def _check_call(kwargs: dict[str, Any]) -> None:
     g = kwargs.get("guidance_scale")
     if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g)):
         raise SettingError("guidance_scale", f"must be a finite number, got {g!r}")
+    bad = next((k for k, v in kwargs.items() if isinstance(v, float) and not math.isfinite(v)), None)
+    if bad is not None:  # any other non-finite number would be calibrated on too
+        raise SettingError(bad, f"must be a finite number, got {kwargs[bad]!r}")
 
 
 def _call(run: Callable[[], Any]) -> Any:
