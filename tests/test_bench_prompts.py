@@ -128,7 +128,7 @@ def test_prompt_file_formats(tmp_path):
     ("mixed.json", '[{"caption": "a"}, {"other": 1}]', None, "entry 1 has no text in column 'caption'"),
     ("bad.jsonl", '{"caption": "a"}\nnot json\n', None, "line 2: not valid JSON"),
     ("empty.txt", "\n \n", None, "no prompts found"),
-    ("p.txt", "a\n", "caption", "--prompt-column needs a .csv"),
+    ("p.txt", "a\n", "caption", "prompt_column needs a .csv"),  # the command prints --prompt-column
 ])
 def test_bad_prompt_files(tmp_path, name, text, column, msg):
     with pytest.raises(BenchInputError, match=msg):

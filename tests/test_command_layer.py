@@ -25,7 +25,6 @@ PENDING = {
     "pruning/checkpoint.py": "reliab-files / reliab-readers (issue 28): checkpoint errors name --resume",
     "pruning/distill.py": "reliab-files (issue 28): the training loop's checks name --steps, --lr, --data",
     "pruning/prune.py": "reliab-files (issue 28): publish names --overwrite",
-    "eval/prompts.py": "reliab-readers (issue 28): the prompt-file reader names --prompts",
 }
 
 

@@ -177,7 +177,7 @@ def test_prompt_files_deep_and_dev_zero(tmp_path):
     from accel.eval.prompts import load_prompts
 
     (tmp_path / "p.json").write_text(DEEP)
-    with pytest.raises(BenchInputError, match="--prompts .*p.json: JSON nested too deeply"):
+    with pytest.raises(BenchInputError, match="prompts .*p.json: JSON nested too deeply"):
         load_prompts(tmp_path / "p.json")
     (tmp_path / "p.jsonl").write_text('"a"\n' + DEEP + "\n")
     with pytest.raises(BenchInputError, match="line 2: JSON nested too deeply"):
@@ -185,7 +185,7 @@ def test_prompt_files_deep_and_dev_zero(tmp_path):
     t0 = time.perf_counter()
     tracemalloc.start()
     try:  # used to fill 23 GB in 14 s
-        with pytest.raises(BenchInputError, match="--prompts /dev/zero: larger than 128 MiB"):
+        with pytest.raises(BenchInputError, match="prompts /dev/zero: larger than 128 MiB"):
             load_prompts("/dev/zero")
         peak = tracemalloc.get_traced_memory()[1]
     finally:

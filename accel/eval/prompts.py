@@ -6,7 +6,7 @@
   ``annotations`` (COCO captions), ``data``, ``prompts`` or ``captions``;
 * ``.jsonl``: one string or object per line.
 
-The caption column is ``--prompt-column NAME`` or else the first of ``caption``,
+The caption column is the ``prompt_column`` setting (``--prompt-column NAME``) or else the first of ``caption``,
 ``prompt``, ``text`` present (compared case-insensitively).
 """
 
@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ..readers import MAX_LINES, MAX_TEXT_BYTES, ReadError, parse_json, read_text
-from .methods import BenchInputError
+from .methods import BenchSettingError
 
 CAPTION_COLUMNS = ("caption", "prompt", "text")
 _JSON_LIST_KEYS = ("annotations", "data", "prompts", "captions")
+
+
+def _bad(path: Path, detail: str) -> BenchSettingError:
+    """A refusal of the prompts file: names the setting (the command prints it as --prompts)."""
+    return BenchSettingError("prompts", f"{path}: {detail}", also=("prompt_column",))
 
 
 def _column(names: list[str], wanted: str | None, path: Path) -> str:
@@ -30,22 +35,22 @@ def _column(names: list[str], wanted: str | None, path: Path) -> str:
             return c
         if c.lower() in by_lower:
             return by_lower[c.lower()]
-    need = f"column {wanted!r}" if wanted else f"a {'/'.join(CAPTION_COLUMNS)} column (or --prompt-column NAME)"
-    raise BenchInputError(f"--prompts {path}: no {need}; columns: {', '.join(names) or '(none)'}")
+    need = f"column {wanted!r}" if wanted else f"a {'/'.join(CAPTION_COLUMNS)} column (or prompt_column NAME)"
+    raise _bad(path, f"no {need}; columns: {', '.join(names) or '(none)'}")
 
 
 def _from_rows(rows: list[Any], column: str | None, path: Path) -> list[str]:
     if all(isinstance(r, str) for r in rows):
         if column:
-            raise BenchInputError(f"--prompts {path}: holds plain strings, --prompt-column {column!r} does not apply")
+            raise _bad(path, f"holds plain strings, prompt_column {column!r} does not apply")
         return rows
     if not all(isinstance(r, dict) for r in rows):
-        raise BenchInputError(f"--prompts {path}: expected strings or objects, one per prompt")
+        raise _bad(path, "expected strings or objects, one per prompt")
     names = list(dict.fromkeys(k for r in rows for k in r))
     col = _column(names, column, path)
     bad = next((i for i, r in enumerate(rows) if not isinstance(r.get(col), str)), None)
     if bad is not None:
-        raise BenchInputError(f"--prompts {path}: entry {bad} has no text in column {col!r}")
+        raise _bad(path, f"entry {bad} has no text in column {col!r}")
     return [r[col] for r in rows]
 
 
@@ -55,23 +60,21 @@ def _json_rows(path: Path, text: str) -> list[Any]:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(parse_json(line, where=f"--prompts {path}: line {n}", max_bytes=MAX_TEXT_BYTES))
+                    rows.append(parse_json(line, where=f"line {n}", max_bytes=MAX_TEXT_BYTES))
                 except ReadError as exc:
-                    raise BenchInputError(str(exc)) from None
+                    raise _bad(path, str(exc)) from None
         return rows
     try:
-        doc = parse_json(text, where=f"--prompts {path}", max_bytes=MAX_TEXT_BYTES)
+        doc = parse_json(text, where=str(path), max_bytes=MAX_TEXT_BYTES)
     except ReadError as exc:
-        raise BenchInputError(str(exc)) from None
+        raise _bad(path, exc.problem) from None
     if isinstance(doc, dict):
         key = next((k for k in _JSON_LIST_KEYS if isinstance(doc.get(k), list)), None)
         if key is None:
-            raise BenchInputError(
-                f"--prompts {path}: a JSON object needs a list under one of {', '.join(_JSON_LIST_KEYS)}"
-            )
+            raise _bad(path, f"a JSON object needs a list under one of {', '.join(_JSON_LIST_KEYS)}")
         doc = doc[key]
     if not isinstance(doc, list):
-        raise BenchInputError(f"--prompts {path}: expected a JSON list of prompts")
+        raise _bad(path, "expected a JSON list of prompts")
     return doc
 
 
@@ -79,9 +82,9 @@ def load_prompts(path: str | Path, column: str | None = None) -> list[str]:
     """The prompts of ``path`` in file order (whitespace stripped, empty ones dropped)."""
     path = Path(path)
     try:  # bounded: `--prompts /dev/zero` stops at the size limit instead of filling memory
-        text = read_text(path, what="--prompts", max_lines=MAX_LINES)
+        text = read_text(path, what="prompts file", max_lines=MAX_LINES)
     except ReadError as exc:
-        raise BenchInputError(str(exc)) from None
+        raise _bad(path, exc.problem) from None
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl"):
         prompts = _from_rows(_json_rows(path, text), column, path)
@@ -91,9 +94,9 @@ def load_prompts(path: str | Path, column: str | None = None) -> list[str]:
         prompts = [row.get(col) or "" for row in reader]
     else:
         if column:
-            raise BenchInputError(f"--prompts {path}: --prompt-column needs a .csv, .tsv, .json or .jsonl file")
+            raise _bad(path, "prompt_column needs a .csv, .tsv, .json or .jsonl file")
         prompts = text.splitlines()
     prompts = [p.strip() for p in prompts if p and p.strip()]
     if not prompts:
-        raise BenchInputError(f"--prompts {path}: no prompts found")
+        raise _bad(path, "no prompts found")
     return prompts
