@@ -135,6 +135,9 @@ class Handle:
                                "total": tracker.totals()}
         for config, installed in self._installed:
             out[config.cli_name] = installed.stats()
+        note = preset_note(self)
+        if note:
+            out["preset"] = note
         return out
 
     def held_bytes(self) -> int:
@@ -161,10 +164,21 @@ class Handle:
 
 
 def handle_repr(handle: Any, where: str) -> str:
-    """`<accel.Handle interval-cache+tome on DiTTransformer2DModel (active)>` (also for PipelineHandle)."""
+    """`<accel.Handle interval-cache+tome on DiTTransformer2DModel (active)>` (also for PipelineHandle);
+    a preset's configs add where the preset was measured (`preset_note`)."""
     names = "+".join(c.cli_name for c in handle.configs) or "baseline"
     state = "active" if handle.active else "removed"
-    return f"<accel.{type(handle).__name__} {names} on {where} ({state})>"
+    note = preset_note(handle)
+    return f"<accel.{type(handle).__name__} {names} on {where} ({state}{'; ' + note if note else ''})>"
+
+
+def preset_note(handle: Any) -> str | None:
+    """"preset balanced, tuned on: ..." when a handle's configs are one of its family's presets."""
+    if not handle.configs:
+        return None
+    from .presets import describe
+
+    return describe(handle.target.family.name, handle.configs)
 
 
 def install_order(configs: tuple[MethodConfig, ...]) -> list[MethodConfig]:
@@ -178,9 +192,12 @@ def install_order(configs: tuple[MethodConfig, ...]) -> list[MethodConfig]:
     return sorted(configs, key=lambda c: c.kind == "cache")
 
 
-def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
+def apply(pipe_or_model: Any, *configs: MethodConfig | str) -> Handle:
     """Accelerate a diffusers pipeline (or its transformer) with the given method configs.
 
+    A string stands for configs (`accel.specs.configs_from_spec`): a preset ("fast", "balanced",
+    "quality"), a method at its defaults ("delta-cache") or with settings as `accel bench --methods`
+    takes them ("delta-cache:interval=3,forecast=0"), or such methods stacked with "+".
     With no configs only the counters are installed (the baseline of `accel bench`).
     Two configs of the same kind (e.g. two block caches) are refused; so is a model
     that already carries a live handle, and so is a method the model's family cannot run
@@ -188,9 +205,11 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
     `transformer_2`) gets one handle per transformer, returned together as an
     `accel.multi.PipelineHandle`. On any error the model is left untouched.
     """
+    configs = tuple(spec_configs(pipe_or_model, configs))
     for c in configs:
         if not isinstance(c, MethodConfig):
-            raise TypeError(f"accel.apply takes method configs (see accel.methods()), got {type(c).__name__}")
+            raise TypeError(f"accel.apply takes method configs (see accel.methods()) or their names "
+                            f"('balanced', 'delta-cache:interval=3'), got {type(c).__name__}")
     kinds = [c.kind for c in configs if c.kind != "probe"]
     for kind in set(kinds):
         if kinds.count(kind) > 1:
@@ -221,6 +240,19 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle:
     from .multi import PipelineHandle
 
     return PipelineHandle(pipeline, handles)  # type: ignore[return-value]
+
+
+def spec_configs(pipe_or_model: Any, items: tuple[Any, ...]) -> list[Any]:
+    """``items`` with every string replaced by the configs it names (accel/specs.py)."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            from .specs import configs_from_spec
+
+            out += configs_from_spec(item, pipe_or_model)
+        else:
+            out.append(item)
+    return out
 
 
 def handle_of(model: torch.nn.Module) -> Handle | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import Handle, handle_repr, transformers_of
+from .api import Handle, handle_repr, preset_note, transformers_of
 
 
 def _sum_totals(parts: list[dict]) -> dict:
@@ -51,6 +51,9 @@ class PipelineHandle:
             parts = [s[config.cli_name] for s in per.values() if isinstance(s.get(config.cli_name), dict)]
             if parts and all(isinstance(p.get("total"), dict) for p in parts):
                 out[config.cli_name] = {"total": _sum_totals([p["total"] for p in parts])}
+        note = preset_note(self)
+        if note:
+            out["preset"] = note
         return out
 
     def held_bytes(self) -> int:
