@@ -171,8 +171,11 @@ def _block_counts(handle: Any) -> tuple[int, int, float | None] | None:
 def method_warnings(handle: Any) -> list[str]:
     """The warnings each method of a handle put in its `.stats()` section ("8 steps < min_steps=...")."""
     stats = handle.stats() if callable(getattr(handle, "stats", None)) else {}
+    sections = [(name, s) for name, s in stats.items() if name != "models"]
+    for per in (stats.get("models") or {}).values():  # a pipeline of several transformers (Wan 2.2)
+        sections += [(name, s) for name, s in per.items()]
     out: list[str] = []
-    for name, section in stats.items():
+    for name, section in sections:
         if isinstance(section, dict):
             out += [f"{name}: {w}" for w in section.get("warnings", ()) if f"{name}: {w}" not in out]
     return out
