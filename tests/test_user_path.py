@@ -216,3 +216,39 @@ def _meta(cls_name: str, **config):
 
     with torch.device("meta"):
         return getattr(diffusers, cls_name)(**config)
+
+
+# -- the quick no-flag bench -------------------------------------------------------------------
+@pytest.mark.parametrize("argv,images,timing", [
+    ([], 72, 4), (["--full"], 200, 8), (["--num-images", "30"], 30, 4), (["--full", "--timing-images", "2"], 200, 2),
+])
+def test_bench_run_size_quick_by_default_full_one_flag_away(argv, images, timing):
+    from accel.cli import build_parser
+    from accel.commands.bench import resolve_run_size
+
+    args = build_parser().parse_args(["bench", *argv])
+    resolve_run_size(args)
+    assert (args.num_images, args.timing_images) == (images, timing)
+
+
+def test_bench_quick_run_samples_the_default_model_with_fewer_steps():
+    from accel.eval.prepare import BENCH_DEFAULT_STEPS, QUICK_STEPS, PrepareSettings, load_model
+
+    quick = load_model(PrepareSettings(model="default", quick=True), "cpu", torch.float32)
+    full = load_model(PrepareSettings(model="default"), "cpu", torch.float32)
+    assert (quick.steps, full.steps) == (QUICK_STEPS, BENCH_DEFAULT_STEPS) == (10, 20)
+    given = load_model(PrepareSettings(model="default", quick=True, steps=7), "cpu", torch.float32)
+    assert given.steps == 7
+
+
+def test_bench_progress_bar_counts_every_image_of_the_run():
+    from accel.eval.bench import run_bar
+    from accel.eval.methods import parse_methods
+    from accel.eval.runtime import SingleProcess
+    from accel.eval.workload import make_workload
+
+    pipe = tiny_pipeline("dit")
+    methods = parse_methods("baseline,tome,interval-cache", accel.methods())
+    workloads = [make_workload(pipe, 10, 0, 4, batch_size=4, seed_set=k) for k in range(2)]
+    bar = run_bar(workloads, methods, t_imgs=3, repeats=2, warmup=1, state=SingleProcess(), progress=False)
+    assert bar.total == 2 * 10 * 3 + (1 + 2) * 3 * 3

@@ -11,12 +11,12 @@ from ..argtypes import nonneg_int, positive_int, seed_int
 from ._shared import add_pipeline_arguments, fail
 
 # defaults of the quick no-flag run and of --full (the table the docs cite); flags given explicitly win
-QUICK = {"num_images": 72, "timing_images": 4}
-FULL = {"num_images": 200, "timing_images": 8}
+QUICK = {"num_images": 72, "timing_images": 4, "batch_size": 24}
+FULL = {"num_images": 200, "timing_images": 8, "batch_size": 100}
 
 
 def resolve_run_size(args: argparse.Namespace) -> None:
-    """Fill --num-images / --timing-images left unset from QUICK or (--full) FULL."""
+    """Fill --num-images / --timing-images / --batch-size left unset from QUICK or (--full) FULL."""
     sizes = FULL if getattr(args, "full", False) else QUICK
     for name, value in sizes.items():
         if getattr(args, name, None) is None:
@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--full", action="store_true",
                    help="the full table the docs cite: 200 images per method, 20 steps on the embedded default "
                         "model, 8 timing images (11 minutes on 2 CPU cores); without it a quick run: 72 images, "
-                        "10 steps, 4 timing images (under 3 minutes)")
+                        "10 steps, 4 timing images (about 3 minutes)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="sampling steps (default on the embedded default model: 10, 20 with --full; its full "
                         "sampler uses 50; the flow model: its few-step sampler; 50 for other models)")
@@ -57,7 +57,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"images per pipeline call (default {QUICK['batch_size']}, {FULL['batch_size']} with --full)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per method (default 3)")
     p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed warm-up rounds (default 1)")
     p.add_argument("--timing-images", type=positive_int, default=None,
