@@ -252,3 +252,16 @@ def test_bench_progress_bar_counts_every_image_of_the_run():
     workloads = [make_workload(pipe, 10, 0, 4, batch_size=4, seed_set=k) for k in range(2)]
     bar = run_bar(workloads, methods, t_imgs=3, repeats=2, warmup=1, state=SingleProcess(), progress=False)
     assert bar.total == 2 * 10 * 3 + (1 + 2) * 3 * 3
+
+
+def test_bench_table_shows_each_fd_change_with_its_paired_noise():
+    from accel.eval import report
+
+    recs = [{"method": "baseline", "fd": 2.0, "fd_name": "FD-digits"},
+            {"method": "tome", "fd": 2.1, "fd_delta_noise": 0.05},
+            {"method": "interval-cache", "fd": 1.9, "fd_delta_noise": 0.2}]
+    head, rows = report.table_cells(recs)
+    assert head[1] == "FD-digits (change ±paired noise)"
+    assert [r[1] for r in rows] == ["2", "2.1 (+5.0% ±2.5%)", "1.9 (-5.0% ±10.0%)"]
+    vs_base = [{"method": "baseline", "fd": 0.0}, {"method": "tome", "fd": 0.4, "fd_delta_noise": 0.1}]
+    assert report.table_cells(vs_base)[1][1][1] == "0.4 (+0.4 ±0.1)"  # FD to the baseline's own images
