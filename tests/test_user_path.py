@@ -265,3 +265,26 @@ def test_bench_table_shows_each_fd_change_with_its_paired_noise():
     assert [r[1] for r in rows] == ["2", "2.1 (+5.0% ±2.5%)", "1.9 (-5.0% ±10.0%)"]
     vs_base = [{"method": "baseline", "fd": 0.0}, {"method": "tome", "fd": 0.4, "fd_delta_noise": 0.1}]
     assert report.table_cells(vs_base)[1][1][1] == "0.4 (+0.4 ±0.1)"  # FD to the baseline's own images
+
+
+def test_preset_demo_prints_what_a_method_could_not_do(tmp_path, capsys):
+    """Flux-schnell style: preset `fast` at 4 steps computes every step (min_steps) and the demo says why."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location("demo_preset_userpath", scripts / "demo_preset.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        rc = mod.main(["--family", "flux", "--preset", "fast", "--steps", "4", "--num-images", "2", "--batch-size",
+                       "2", "--repeats", "1", "--warmup", "0", "--quiet", "--out", str(tmp_path)])
+    finally:
+        sys.path.remove(str(scripts))
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "note: interval-cache: 4 steps < min_steps=8: every step computed" in out
+    assert "note: preset fast, generic cache settings" in out
