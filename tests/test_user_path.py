@@ -288,3 +288,16 @@ def test_preset_demo_prints_what_a_method_could_not_do(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: interval-cache: 4 steps < min_steps=8: every step computed" in out
     assert "note: preset fast, generic cache settings" in out
+
+
+def test_quick_bench_note_says_how_it_differs_from_the_full_table():
+    from accel.cli import build_parser
+    from accel.commands.bench import quick_note, resolve_run_size
+
+    args = build_parser().parse_args(["bench"])
+    resolve_run_size(args)
+    note = quick_note(args, 10)
+    assert note.startswith("quick run (72 images, 10 steps)") and "--full" in note and "at 20 steps there" in note
+    args = build_parser().parse_args(["bench", "--model", "DIR", "--steps", "10"])
+    resolve_run_size(args)
+    assert "at 20 steps there" not in quick_note(args, 10)  # the user chose the steps

@@ -15,6 +15,18 @@ QUICK = {"num_images": 72, "timing_images": 4, "batch_size": 24}
 FULL = {"num_images": 200, "timing_images": 8, "batch_size": 100}
 
 
+def quick_note(args: argparse.Namespace, steps: int) -> str:
+    """The note of a run without --full: what the quick run is and how it differs from the docs' table."""
+    from ..eval.prepare import BENCH_DEFAULT_STEPS, QUICK_STEPS
+
+    note = (f"quick run ({args.num_images} images, {steps} steps): each FD change is shown with its paired noise; "
+            f"`accel bench --full` gives the {FULL['num_images']}-image table the docs cite")
+    if args.steps is None and steps == QUICK_STEPS:
+        note += (f" (at {BENCH_DEFAULT_STEPS} steps there: a skipped step spans less of the sampling trajectory, "
+                 "so the quality losses of caches are smaller than here)")
+    return note
+
+
 def resolve_run_size(args: argparse.Namespace) -> None:
     """Fill --num-images / --timing-images / --batch-size left unset from QUICK or (--full) FULL."""
     sizes = FULL if getattr(args, "full", False) else QUICK
@@ -44,7 +56,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--full", action="store_true",
                    help="the full table the docs cite: 200 images per method, 20 steps on the embedded default "
                         "model, 8 timing images (11 minutes on 2 CPU cores); without it a quick run: 72 images, "
-                        "10 steps, 4 timing images (about 3 minutes)")
+                        "10 steps, 4 timing images (2.5 minutes of CPU time with --threads 1)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="sampling steps (default on the embedded default model: 10, 20 with --full; its full "
                         "sampler uses 50; the flow model: its few-step sampler; 50 for other models)")
@@ -160,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("bench", exc)
     if result is None:  # non-main process
         return 0
-    result.notes[:0] = prep.notes
+    result.notes[:0] = prep.notes + ([quick_note(args, prep.steps)] if not getattr(args, "full", False) else [])
     write_outputs(Path(args.out), result)
     print(report.format_table(result.records))
     for n in result.notes:
