@@ -1,7 +1,7 @@
 """accel: measured acceleration for diffusers diffusion transformers.
 
-    handle = accel.apply(pipe, accel.methods()["trace"]())
-    images = pipe(...)            # the pipeline is called exactly as before
+    handle = accel.apply(pipe, "balanced")   # a preset, "delta-cache", "delta-cache:interval=3", a config object
+    images = pipe(...)                        # the pipeline is called exactly as before
     handle.stats(); handle.remove()
 """
 

@@ -10,9 +10,12 @@ from .families import family_of, resolve, transformers_of
 from .handles import Handle, PipelineHandle, handle_of
 
 
-def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle | PipelineHandle:
+def apply(pipe_or_model: Any, *configs: MethodConfig | str) -> Handle | PipelineHandle:
     """Accelerate a diffusers pipeline (or its transformer) with the given method configs.
 
+    A string stands for configs (`accel.specs.configs_from_spec`): a preset ("fast", "balanced",
+    "quality"), a method at its defaults ("delta-cache") or with settings as `accel bench --methods`
+    takes them ("delta-cache:interval=3,forecast=0"), or such methods stacked with "+".
     With no configs only the counters are installed (the baseline of `accel bench`).
     Two configs of the same kind (e.g. two block caches) are refused; so is a model
     that already carries a live handle, and so is a method the model's family cannot run
@@ -20,9 +23,11 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle | PipelineHandle
     `transformer_2`) gets one handle per transformer, returned together as an
     `accel.handles.PipelineHandle`. On any error the model is left untouched.
     """
+    configs = tuple(spec_configs(pipe_or_model, configs))
     for c in configs:
         if not isinstance(c, MethodConfig):
-            raise TypeError(f"accel.apply takes method configs (see accel.methods()), got {type(c).__name__}")
+            raise TypeError(f"accel.apply takes method configs (see accel.methods()) or their names "
+                            f"('balanced', 'delta-cache:interval=3'), got {type(c).__name__}")
     kinds = [c.kind for c in configs if c.kind != "probe"]
     for kind in set(kinds):
         if kinds.count(kind) > 1:
@@ -51,3 +56,16 @@ def apply(pipe_or_model: Any, *configs: MethodConfig) -> Handle | PipelineHandle
     if len(handles) == 1:
         return handles[0]
     return PipelineHandle(pipeline, handles)
+
+
+def spec_configs(pipe_or_model: Any, items: tuple[Any, ...]) -> list[Any]:
+    """``items`` with every string replaced by the configs it names (accel/specs.py)."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            from .specs import configs_from_spec
+
+            out += configs_from_spec(item, pipe_or_model)
+        else:
+            out.append(item)
+    return out

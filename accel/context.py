@@ -29,6 +29,11 @@ from diffusers.hooks.hooks import StateManager
 from .families import Family
 
 
+# The step count a fraction-of-steps setting (delta-cache's `boundary=0.6`) resolves against on the first
+# call of a bare transformer, which no scheduler tells: diffusers' most common `num_inference_steps`.
+UNKNOWN_STEPS = 50
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """Where the current transformer call sits: pipeline call, denoising step, branch within the step."""
@@ -59,6 +64,7 @@ class StepTracker:
         self.num_blocks = num_blocks
         self.info: StepInfo | None = None
         self.num_steps: int | None = None  # scheduler steps of the current call, when a pipeline tells
+        self.last_steps: int | None = None  # steps the previous call ran (counted as its calls came)
         self.calls: list[dict[str, int]] = []  # per pipeline call counters (since the last reset_stats)
         self.listeners: list[Callable[[StepInfo], None]] = []
         self.end_listeners: list[Callable[[], None]] = []
@@ -76,6 +82,8 @@ class StepTracker:
     # -- events -----------------------------------------------------------------------------
     def begin_call(self) -> None:
         """A new pipeline call: step 0 starts, per-call state of every method resets."""
+        if self._call >= 0 and self._step >= 0:  # bare: _step is the last step's index; scheduler: steps done
+            self.last_steps = self._step + (0 if self.scheduler_driven else 1) or self.last_steps
         self._call += 1
         self._step, self._branch = 0, -1
         self._last_t = None
@@ -151,6 +159,12 @@ class StepTracker:
         return self._entry
 
     # -- queries ----------------------------------------------------------------------------
+    def steps_for_fractions(self) -> int:
+        """The step count a fraction of the steps resolves against: the scheduler's for this call; else
+        (a bare transformer, a scheduler that does not tell) the steps of the previous call, counted
+        from the timesteps the transformer was called with; else, on the first call, UNKNOWN_STEPS."""
+        return self.num_steps or self.last_steps or UNKNOWN_STEPS
+
     def token_grid(self) -> tuple[int, ...]:
         """(rows, cols), or (frames, rows, cols) for video, of the image tokens in the current transformer call."""
         if not self._args and not self._kwargs:

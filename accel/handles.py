@@ -116,6 +116,9 @@ class Handle(_Removable):
                                "total": tracker.totals()}
         for config, installed in self._installed:
             out[config.cli_name] = installed.stats()
+        note = preset_note(self)
+        if note:
+            out["preset"] = note
         return out
 
     def held_bytes(self) -> int:
@@ -139,7 +142,17 @@ def handle_repr(handle: Any, where: str) -> str:
     """`<accel.Handle interval-cache+tome on DiTTransformer2DModel (active)>` (also for PipelineHandle)."""
     names = "+".join(c.cli_name for c in handle.configs) or "baseline"
     state = "active" if handle.active else "removed"
-    return f"<accel.{type(handle).__name__} {names} on {where} ({state})>"
+    note = preset_note(handle)
+    return f"<accel.{type(handle).__name__} {names} on {where} ({state}{'; ' + note if note else ''})>"
+
+
+def preset_note(handle: Any) -> str | None:
+    """"preset balanced, tuned on: ..." when a handle's configs are one of its family's presets."""
+    if not handle.configs:
+        return None
+    from .presets import describe
+
+    return describe(handle.target.family.name, handle.configs)
 
 
 def install_order(configs: tuple[MethodConfig, ...]) -> list[MethodConfig]:
@@ -197,6 +210,9 @@ class PipelineHandle(_Removable):
             parts = [s[config.cli_name] for s in per.values() if isinstance(s.get(config.cli_name), dict)]
             if parts and all(isinstance(p.get("total"), dict) for p in parts):
                 out[config.cli_name] = {"total": _sum_totals([p["total"] for p in parts])}
+        note = preset_note(self)
+        if note:
+            out["preset"] = note
         return out
 
     def held_bytes(self) -> int:

@@ -1,4 +1,4 @@
-"""Named presets: ``accel.apply(pipe, *accel.preset("balanced", pipe))``.
+"""Named presets: ``accel.apply(pipe, "balanced")`` (or ``accel.apply(pipe, *accel.preset("balanced", pipe))``).
 
 A preset is a stack of method settings per model family, read off `accel tune`'s exhaustive
 comparison on the default model (benchmarks/tune_search.py, results in
@@ -10,12 +10,16 @@ carry over between architectures; PixArt, Flux and Sana have no real weights off
 get the same settings. SD3-family models get the settings measured on the embedded flow model (an
 SD3 transformer), where delta-cache with forecast is ahead of interval-cache. Tune on your own model for more (`accel tune --model PATH`).
 
-Only methods that need no calibration are used, so a preset works with ``accel.apply`` alone.
+Only methods that need no calibration are used, so a preset works with ``accel.apply`` alone,
+on a pipeline or a bare transformer. Every family gets presets; where they were measured is
+said by `provenance` and shows in the handle's repr and ``.stats()["preset"]``: "tuned on:
+embedded digits DiT (DiT blocks)", "tuned on: embedded flow model (SD3 blocks)", or, for every
+other family, "generic cache settings".
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .config import MethodConfig
 from .families import family_of, resolve
@@ -36,19 +40,37 @@ _SD3: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "balanced": [("delta-cache", {"interval": 3, "cached_blocks": 1.0, "forecast": 1})],
     "quality": [("delta-cache", {"interval": 2, "cached_blocks": 0.75, "forecast": 1})],
 }
-PRESETS: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = {
+# family -> (its presets, where they were measured); every other family: GENERIC
+PRESETS: dict[str, tuple[dict[str, list[tuple[str, dict[str, Any]]]], str]] = {
     # benchmarks/tune_search.py on the default model (20 DPM-Solver++ steps): every stack with a token
     # method was slower or worse than the cache alone at each budget, so the presets are cache-only
-    "dit": _CACHE_ONLY,
-    "pixart": _CACHE_ONLY,
-    "sd3": _SD3,
-    "flux": _CACHE_ONLY,
-    "sana": _CACHE_ONLY,
+    "dit": (_CACHE_ONLY, "tuned on: embedded digits DiT (DiT blocks)"),
+    "sd3": (_SD3, "tuned on: embedded flow model (SD3 blocks)"),
 }
+GENERIC = (_CACHE_ONLY, "generic cache settings (measured on the embedded digits DiT, not on this family; "
+                        "`accel tune --model PATH` tunes them on yours)")
+
+
+def provenance(family: str) -> str:
+    """Where the presets of ``family`` (a family name, e.g. "flux") were measured, in one line."""
+    return PRESETS.get(family, GENERIC)[1]
+
+
+def describe(family: str, configs: Sequence[MethodConfig]) -> str | None:
+    """"preset NAME, <provenance>" when ``configs`` are exactly a preset of ``family``, else None."""
+    import accel
+
+    registry = accel.methods()
+    table = PRESETS.get(family, GENERIC)[0]
+    for name in NAMES:
+        if list(configs) == [registry[m](**params) for m, params in table[name]]:
+            return f"preset {name}, {provenance(family)}"
+    return None
 
 
 def preset(name: str, pipe_or_model: Any) -> list[MethodConfig]:
-    """The method configs of preset ``name`` ("fast", "balanced", "quality") for this model's family."""
+    """The method configs of preset ``name`` ("fast", "balanced", "quality") for this model's family
+    (a registered, auto-detected or unknown-to-the-table family: the generic settings)."""
     import accel
 
     if name not in NAMES:
@@ -56,4 +78,4 @@ def preset(name: str, pipe_or_model: Any) -> list[MethodConfig]:
     _, model = resolve(pipe_or_model)
     fam = family_of(model).name
     registry = accel.methods()
-    return [registry[m](**params) for m, params in PRESETS.get(fam, _CACHE_ONLY)[name]]
+    return [registry[m](**params) for m, params in PRESETS.get(fam, GENERIC)[0][name]]

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     from accel.presets import PRESETS
 
     presets = {}  # accel/presets.py's DiT presets, held out like the choices
-    for name, comps in PRESETS["dit"].items():
+    for name, comps in PRESETS["dit"][0].items():
         c = Candidate(tuple((m, tuple(sorted(p.items()))) for m, p in comps))
         presets[name] = {**hold.evaluate(c, args.holdout), "calibration": calib.cached(c, args.images)}
     rows = []

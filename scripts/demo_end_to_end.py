@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> dict:
     import accel
     from tqdm.auto import tqdm
 
+    from accel.eval.paired import method_warnings
+
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -244,11 +246,13 @@ def run(args: argparse.Namespace) -> dict:
     bar = tqdm(total=args.num_images * len(stages), desc="generating", unit="img", disable=args.quiet)
     made: dict[str, torch.Tensor] = {}
     stats: dict[str, dict] = {}
+    said: list[str] = []  # what a method could not do here (min_steps, nothing merged), one line each
     for label, pipe, configs in stages:
         handle = accel.apply(pipe, *configs)
         try:
             made[label] = images.generate_all(pipe, bar=bar)
             stats[label] = C.block_work(handle.stats())
+            said += [f"{label}: {w}" for w in method_warnings(handle)]
         finally:
             handle.remove()
     bar.close()
@@ -300,7 +304,7 @@ def run(args: argparse.Namespace) -> dict:
         "grid": {"file": "grid.png", "size": list(grid_size), "rows": g}, "models": models,
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "machine": {"before_timing": load_before, "after_timing": C.machine_load()},
-        "notes": [],
+        "notes": said,
     }
     if m.digits and args.num_images <= 64:
         doc["notes"].append(f"FD-digits on {args.num_images} images: fewer than the 65 a full-rank covariance of "

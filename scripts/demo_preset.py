@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> dict:
     import accel
     from tqdm.auto import tqdm
 
+    from accel.eval.paired import method_warnings
+
     device, dtype = C.resolve_device(args.device), C.parse_dtype(args.dtype)
     for flag in ("repeats", "threads"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         fast = images.generate_all(m.pipe, bar=bar)
         stats = C.block_work(handle.stats())
+        said = method_warnings(handle)  # what a method could not do here (min_steps, nothing merged), one line each
     finally:
         handle.remove()
     bar.close()
@@ -193,7 +196,7 @@ def run(args: argparse.Namespace) -> dict:
         "timed_block_evals": evals[0] if evals and len(set(evals)) == 1 else evals or None,
         "generation_s": gen_s, "grid": {"file": "grid.png", "size": list(grid_size)},
         "machine": {"before_timing": load_before, "after_timing": C.machine_load()},
-        "notes": [],
+        "notes": list(said) + ([handle.stats()["preset"]] if "preset" in handle.stats() else []),
     }
     if m.kind == "tiny":
         doc["notes"].append("tiny random-init model: per-call overhead dominates, the speedup says little")

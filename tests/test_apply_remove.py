@@ -85,8 +85,8 @@ def test_unsupported_model_refusal_is_one_short_line_saying_how_to_register():
 def test_bad_config_values_name_the_field():
     with pytest.raises(ValueError, match="backend"):
         accel.AttentionConfig(backend="flash9")
-    with pytest.raises(TypeError, match="method configs"):
-        accel.apply(tiny_transformer("dit"), "trace")
+    with pytest.raises(TypeError, match="method configs"):  # a string names configs (tests/test_user_path.py)
+        accel.apply(tiny_transformer("dit"), accel.TraceConfig)
 
 
 def test_same_kind_twice_is_refused():

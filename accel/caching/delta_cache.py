@@ -26,9 +26,10 @@ stacks together, in execution order: for Flux "front" starts in the double-strea
 blocks, "rear" ends in the single-stream blocks). A float is such a fraction,
 resolved as round-half-up(fraction × total) (N_c at least 1); an int is an explicit
 step index / block count. The step count is the scheduler's for the current pipeline
-call. A bare transformer does not know its step count: a fractional `boundary` is
-refused at install there (give an int step); if a pipeline's scheduler does not tell
-its step count, every step counts as outline stage (rear blocks cached).
+call. A bare transformer (or a pipeline whose scheduler does not tell) resolves a
+fractional `boundary` against the steps of its previous call, counted from the
+timesteps it is called with, and on its first call against 50 steps
+(`accel.context.UNKNOWN_STEPS`); give an int step index for an exact boundary there.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class DeltaCacheConfig(MethodConfig):
 
     interval: a full step every `interval` steps, Δ reused in between (paper: 2; 1 = no caching).
     boundary: first step of the detail stage; float = fraction of the step count (paper: 12/20 = 0.6),
-        int = step index.
+        int = step index. A bare transformer counts its steps: the fraction is of its previous call's
+        steps, of 50 on its first call (see the module docstring).
     cached_blocks: N_c, blocks in the cached run; float = fraction of the depth, in (0, 1]
         (paper: 21/28 = 0.75), int = block count (1 .. depth).
     forecast: order of the Δ forecast from the run's last computed steps (0 = reuse Δ as the
@@ -105,11 +107,6 @@ class DeltaCache(RunCache):
     def __init__(self, target: Target, config: DeltaCacheConfig):
         n = len(target.blocks)
         n_c = resolve_count("cached_blocks", config.cached_blocks, n, "blocks")
-        if target.pipeline is None and isinstance(config.boundary, float):
-            raise ValueError(
-                f"boundary={config.boundary} is a fraction of the step count, which a bare transformer does not "
-                "know; pass an int step index, or apply delta-cache to the pipeline"
-            )
         super().__init__(target, "accel.delta-cache")
         self.config = config
         self.forecast = config.forecast
@@ -121,10 +118,10 @@ class DeltaCache(RunCache):
         self._store: dict[frozenset, Plan] = {}
 
     def boundary_step(self) -> float:
-        b, num_steps = self.config.boundary, self.tracker.num_steps
+        b = self.config.boundary
         if isinstance(b, int):
             return b
-        return float("inf") if num_steps is None else int(b * num_steps + 0.5)
+        return int(b * self.tracker.steps_for_fractions() + 0.5)
 
     def run_at(self, step: int, b: float) -> Run:
         return self.rear if step < b else self.front

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-COMMANDS = ("bench", "diffrate", "prune", "distill", "tune")  # the order of `accel --help`
+COMMANDS = ("inspect", "bench", "diffrate", "prune", "distill", "tune")  # the order of `accel --help`
 
 
 def add_parsers(subparsers: Any) -> None:

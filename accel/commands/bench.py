@@ -10,6 +10,30 @@ from typing import Any
 from ..argtypes import image_count, positive_int, repeat_count, repeat_count_or_zero, seed_int, step_count
 from ._shared import add_pipeline_arguments, fail, settings_of
 
+# defaults of the quick no-flag run and of --full (the table the docs cite); flags given explicitly win
+QUICK = {"num_images": 72, "timing_images": 4, "batch_size": 24}
+FULL = {"num_images": 200, "timing_images": 8, "batch_size": 100}
+
+
+def quick_note(args: argparse.Namespace, steps: int) -> str:
+    """The note of a run without --full: what the quick run is and how it differs from the docs' table."""
+    from ..eval.prepare import BENCH_DEFAULT_STEPS, QUICK_STEPS
+
+    note = (f"quick run ({args.num_images} images, {steps} steps): each FD change is shown with its paired noise; "
+            f"`accel bench --full` gives the {FULL['num_images']}-image table the docs cite")
+    if args.steps is None and steps == QUICK_STEPS:
+        note += (f" (at {BENCH_DEFAULT_STEPS} steps there: a skipped step spans less of the sampling trajectory, "
+                 "so the quality losses of caches are smaller than here)")
+    return note
+
+
+def resolve_run_size(args: argparse.Namespace) -> None:
+    """Fill --num-images / --timing-images / --batch-size left unset from QUICK or (--full) FULL."""
+    sizes = FULL if getattr(args, "full", False) else QUICK
+    for name, value in sizes.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -29,21 +53,29 @@ def add_parser(sub: Any) -> None:
                         "plus every method of accel.methods() at default settings")
     p.add_argument("--config", action="append", default=None, metavar="FILE",
                    help="add the chosen config of an `accel tune` result (tune.json) as a row; repeatable")
+    p.add_argument("--full", action="store_true",
+                   help="the full table the docs cite: 200 images per method, 20 steps on the embedded default "
+                        "model, 8 timing images (11 minutes on 2 CPU cores); without it a quick run: 72 images, "
+                        "10 steps, 4 timing images (2.5 minutes of CPU time with --threads 1)")
     p.add_argument("--steps", type=step_count, default=None,
-                   help="sampling steps (default: 20 on the embedded model, which keeps the no-flag run "
-                        "within 10 minutes on 2 CPU cores; its full sampler uses 50; 50 for other models)")
-    p.add_argument("--num-images", type=image_count, default=200, help="images per method and seed set (default 200)")
+                   help="sampling steps (default on the embedded default model: 10, 20 with --full; its full "
+                        "sampler uses 50; the flow model: its few-step sampler; 50 for other models)")
+    p.add_argument("--num-images", type=image_count, default=None,
+                   help=f"images per method and seed set (default {QUICK['num_images']}, {FULL['num_images']} "
+                        "with --full)")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed; image i gets seed+i")
     p.add_argument("--seed-sets", type=positive_int, default=1,
                    help="repeat over K disjoint seed sets and report FD's spread")
     p.add_argument("--out", default="bench-out", help="output directory (default ./bench-out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results.json, report.html, ... of an earlier run in --out (only those files)")
-    p.add_argument("--batch-size", type=image_count, default=100, help="images per pipeline call (default 100)")
+    p.add_argument("--batch-size", type=image_count, default=None,
+                   help=f"images per pipeline call (default {QUICK['batch_size']}, {FULL['batch_size']} with --full)")
     p.add_argument("--repeats", type=repeat_count, default=3, help="timed repeats per method (default 3)")
     p.add_argument("--warmup", type=repeat_count_or_zero, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--timing-images", type=image_count, default=8,
-                   help="images per timed call (default 8; timing uses this smaller batch)")
+    p.add_argument("--timing-images", type=image_count, default=None,
+                   help=f"images per timed call (default {QUICK['timing_images']}, {FULL['timing_images']} with "
+                        "--full; timing uses this smaller batch)")
     p.add_argument("--no-fd", action="store_true", help="skip the Fréchet distance")
     p.add_argument("--lpips", action="store_true", help="also LPIPS, if its backend and weights are local")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -113,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         threads = pin_threads(args.threads)
         state = distributed_state(args.device)
         rows = config_rows(args.config or [], args.model)
-        prep = prepare(settings_of(PrepareSettings, args, config_rows=rows), state)
+        resolve_run_size(args)
+        prep = prepare(settings_of(PrepareSettings, args, config_rows=rows, quick=not getattr(args, "full", False)),
+                       state)
         mode = getattr(args, "compile", None)
         setting = CompileSetting(mode, getattr(args, "compile_backend", "inductor")) if mode else None
         if state.is_main_process:
@@ -121,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 f"accel bench: model={prep.model_name} device={prep.device} threads={threads} "
                 f"processes={state.num_processes} images={args.num_images} steps={prep.steps} seed={args.seed} "
                 f"seed_sets={args.seed_sets} guidance={prep.guidance} "
+                f"{'(--full)' if getattr(args, 'full', False) else '(quick run; --full for the 200-image table)'} "
                 f"methods={', '.join(m.label for m in prep.methods)}",
                 file=sys.stderr,
             )
@@ -131,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("bench", exc)
     if result is None:  # non-main process
         return 0
-    result.notes[:0] = prep.notes
+    result.notes[:0] = prep.notes + ([quick_note(args, prep.steps)] if not getattr(args, "full", False) else [])
     write_outputs(Path(args.out), result)
     print(report.format_table(result.records))
     for n in result.notes:

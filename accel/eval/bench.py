@@ -146,6 +146,17 @@ def _timing_note(t_imgs: int, num_images: int, repeats: int, warmup: int, seeds:
     )
 
 
+def run_bar(workloads: Sequence[Any], methods: Sequence[MethodSpec], t_imgs: int, repeats: int, warmup: int,
+            state: Any, progress: bool) -> Any:
+    """One progress bar over the whole run, in images (generated for quality, then timed), with its ETA."""
+    from tqdm.auto import tqdm
+
+    rank, world = state.process_index, state.num_processes
+    generated = sum(len(i) for w in workloads for i in w.batches(rank, world)) * len(methods)
+    timed = (warmup + repeats) * len(methods) * t_imgs if state.is_main_process else 0
+    return tqdm(total=generated + timed, desc="accel bench", unit="img", disable=not (progress and state.is_main_process))
+
+
 @dataclass
 class BenchSettings:
     """What one bench run measures and how (`run_bench`).
@@ -220,15 +231,17 @@ def run_bench(pipe: Any, methods: Sequence[MethodSpec], settings: BenchSettings 
     note = prepare_methods(pipe, methods, calibration, list(range(t_imgs)), state)
     notes += [note] if note else []
     apply = compiled_apply(apply_spec, compile) if compile else apply_spec
+    bar = run_bar(workloads, methods, t_imgs, repeats, warmup, state, progress)
     images = generate_paired(pipe, methods, workloads, apply, state=state, extractor=extractor, device=device,
-                             lpips_metric=lpips_metric, grid_cols=grid_cols, progress=progress)
+                             lpips_metric=lpips_metric, grid_cols=grid_cols, progress=progress, bar=bar)
     costs: dict = {}
     if state.is_main_process:
         if compile:
             costs = measure_compile(pipe, methods, workloads[0], list(range(t_imgs)), apply, device=device)
             warmup = max(1, warmup)  # measure_compile left only the last method's graphs in Dynamo's cache
         timed = time_methods(pipe, methods, workloads[0], list(range(t_imgs)), apply, repeats=repeats,
-                             warmup=warmup, device=device, progress=progress)
+                             warmup=warmup, device=device, progress=progress, bar=bar)
+    bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:
         return None

@@ -119,14 +119,18 @@ def generate_paired(
     lpips_metric: Any = None,
     grid_cols: int = 8,
     progress: bool = True,
+    bar: Any = None,
 ) -> dict[str, MethodImages]:
-    """Generate every method on every workload; per-image rows gathered on rank 0 (empty elsewhere)."""
+    """Generate every method on every workload; per-image rows gathered on rank 0 (empty elsewhere).
+    ``bar``: a tqdm over the whole run to advance by one per image (else a bar of its own, per batch)."""
     from tqdm.auto import tqdm
 
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
     results = {m.label: MethodImages() for m in methods}
     total = sum(len(w.batches(rank, world)) for w in workloads) * len(methods)
-    bar = tqdm(total=total, desc="generating", disable=not (progress and main), unit="batch")
+    own = bar is None
+    if own:
+        bar = tqdm(total=total, desc="generating", disable=not (progress and main), unit="batch")
     for k, wl in enumerate(workloads):
         base_imgs: dict[int, torch.Tensor] = {}
         for m in methods:
@@ -141,7 +145,7 @@ def generate_paired(
                     ref = torch.stack([base_imgs[i] for i in idx])
                     rows += image_rows(imgs, ref, idx, extractor=extractor, device=device, lpips_metric=lpips_metric,
                                   keep_image=lambda i: k == 0 and i < grid_cols)
-                    bar.update(1)
+                    bar.update(1 if own else len(idx))
             finally:
                 handle.remove()
             parts = gather(state, rows)
@@ -150,7 +154,8 @@ def generate_paired(
                 if [r.index for r in rows] != list(range(len(wl))):
                     raise RuntimeError("gathered image indices are incomplete or duplicated")
                 results[m.label].add(rows, first_set=k == 0)
-    bar.close()
+    if own:
+        bar.close()
     return results if main else {}
 
 
@@ -171,8 +176,11 @@ def _block_counts(handle: Any) -> tuple[int, int, float | None] | None:
 def method_warnings(handle: Any) -> list[str]:
     """The warnings each method of a handle put in its `.stats()` section ("8 steps < min_steps=...")."""
     stats = handle.stats() if callable(getattr(handle, "stats", None)) else {}
+    sections = [(name, s) for name, s in stats.items() if name != "models"]
+    for per in (stats.get("models") or {}).values():  # a pipeline of several transformers (Wan 2.2)
+        sections += [(name, s) for name, s in per.items()]
     out: list[str] = []
-    for name, section in stats.items():
+    for name, section in sections:
         if isinstance(section, dict):
             out += [f"{name}: {w}" for w in section.get("warnings", ()) if f"{name}: {w}" not in out]
     return out
@@ -190,18 +198,21 @@ def time_methods(
     device: str | torch.device = "cpu",
     progress: bool = True,
     pipe_of: Callable[[MethodSpec], Any] | None = None,
+    bar: Any = None,
 ) -> dict[str, TimedMethod]:
     """Interleaved timing of one batch per method; peak memory and block counts of the timed calls.
 
     ``pipe_of(spec)``: the pipeline a method runs on when not ``pipe`` (`accel tune`'s candidates
-    on a pruned model folder).
+    on a pruned model folder). ``bar``: a tqdm over the whole run, advanced by one per image.
     """
     from tqdm.auto import tqdm
 
     by_label = {m.label: m for m in methods}
     calls: dict[str, list[tuple[float, float | None, tuple | None]]] = {m.label: [] for m in methods}
     warned: dict[str, list[str]] = {m.label: [] for m in methods}
-    bar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress, unit="call")
+    own = bar is None
+    if own:
+        bar = tqdm(total=(warmup + repeats) * len(methods), desc="timing", disable=not progress, unit="call")
 
     def run_one(label: str) -> float:
         spec = by_label[label]
@@ -216,11 +227,12 @@ def time_methods(
         finally:
             handle.remove()
         calls[label].append((secs, pm.peak_mb, counts))
-        bar.update(1)
+        bar.update(1 if own else len(indices))
         return secs
 
     timings = interleaved(list(by_label), run_one, repeats=repeats, warmup=warmup)
-    bar.close()
+    if own:
+        bar.close()
     out = {}
     for label, timing in timings.items():
         timed_calls = calls[label][warmup:]  # run_one's first `warmup` calls per label were the warm-up

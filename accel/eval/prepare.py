@@ -28,10 +28,14 @@ from .runtime import parse_dtype, resolve_device
 from .video import is_video_pipeline, video_features
 from .workload import infer_num_classes
 
-# The embedded model's sampler uses 50 steps; `accel bench` without --steps uses 20 so that the
-# no-flag run (baseline + every method, 200 images) fits 10 minutes on 2 CPU cores. FD-digits of
-# this model barely moves between 10 and 50 steps (see accel/models/weights/MODEL_CARD.md).
+# The embedded model's sampler uses 50 steps; `accel bench --full` without --steps uses 20 (baseline +
+# every method, 200 images: 11 minutes on 2 quiet CPU cores). FD-digits of this model barely moves
+# between 10 and 50 steps (see accel/models/weights/MODEL_CARD.md).
 BENCH_DEFAULT_STEPS = 20
+# The quick no-flag run (`accel bench` without --full) samples the embedded default model with 10 steps:
+# FD-digits barely moves between 10 and 50 steps, and with 72 images per method the whole run (every method,
+# paired FD noise, timing) stays within 3 minutes on 2 CPU cores (accel/eval/bench.py QUICK).
+QUICK_STEPS = 10
 OTHER_MODEL_STEPS = 50
 # call kwargs the bench sets itself (from which setting)
 RESERVED_KWARGS = {"prompt": "prompts", "class_labels": "(the workload)", "generator": "seed",
@@ -101,6 +105,7 @@ class PrepareSettings:
     timing_images: int | None = None
     seed: int | None = None
     out: str = "."  # the output directory (checked: not a file)
+    quick: bool = False  # the quick no-flag run: QUICK_STEPS on the embedded default model
 
 
 
@@ -177,7 +182,7 @@ def load_model(args, device, dtype) -> Prepared:
     if ours:
         bench_steps, model_kwargs = bench_settings(args.model)
         return Prepared(
-            m.pipe, [], args.steps or bench_steps or BENCH_DEFAULT_STEPS,
+            m.pipe, [], args.steps or bench_steps or (QUICK_STEPS if args.quick else BENCH_DEFAULT_STEPS),
             args.guidance if args.guidance is not None else sampler.get("guidance_scale"), device, args.model,
             scheduler, num_classes=infer_num_classes(m.pipe, default=10) if m.digits else None, prompts=m.prompts,
             extractor=extractor, reference_stats=reference, fd_name="FD-digits" if extractor is not None else None,

@@ -18,7 +18,7 @@ from . import fid as fidmod
 from .methods import MethodSpec
 from .paired import MethodImages, TimedMethod
 from .fidelity import psnr_from_mse
-from .timing import IDEAL_BOUNDS, speedup, timing_verdict
+from .timing import IDEAL_BOUNDS, OVERHEAD, speedup, timing_verdict
 
 NOISE_RATIO = IDEAL_BOUNDS[1]
 
@@ -109,7 +109,15 @@ def timing_notes(records: Sequence[dict], timed: dict[str, TimedMethod]) -> list
     """Flags: achieved/ideal above NOISE_RATIO (noise), block counts that differed between timed calls, what a
     method said it could not do here (its `.stats()` warnings), FD changes beyond the paired noise."""
     notes = []
-    unreliable = [r["method"] for r in records if r.get("timing_verdict") == "unreliable"]
+    unreliable = [r["method"] for r in records if r.get("timing_verdict") == "unreliable"
+                  and OVERHEAD not in (r.get("timing_warning") or "")]
+    overhead = [r["method"] for r in records if OVERHEAD in (r.get("timing_warning") or "")]
+    if overhead:
+        notes.append(
+            f"timing (speedup marked '!'): {', '.join(overhead)}: {OVERHEAD}, not a busy machine: the repeats were "
+            "steady but the speedup is under half of what the skipped blocks allow, because this model is small "
+            "and its call spends much of its time outside the blocks; a larger model gains more"
+        )
     if unreliable:
         notes.append(
             f"timing unreliable (speedup marked '!'): {', '.join(unreliable)}: the repeats spread too much or the "

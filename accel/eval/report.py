@@ -269,13 +269,16 @@ def table_cells(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, one row of formatted cells per record): the stdout table's content, also used
     by html_report.py so that both show the same numbers."""
     fd_name = next((r.get("fd_name") for r in records if r.get("fd_name")), "FD")
-    head = ["method", fd_name, "PSNR dB", "SSIM", "speedup", "ideal", "ach/ideal", "time s",
-            "peak MB", "block evals"]
+    noisy = any(r.get("fd_delta_noise") is not None for r in records)
+    head = ["method", fd_name + (" (change ±paired noise)" if noisy else ""), "PSNR dB", "SSIM", "speedup", "ideal",
+            "ach/ideal", "time s", "peak MB", "block evals"]
     rows = []
+    base_fd = records[0].get("fd") if records else None
     for r in records:
         fd = _fmt(r.get("fd"))
         if r.get("fd_spread") is not None:
             fd += f" ±{_fmt(r['fd_spread'], '.2g')}"
+        fd += fd_change(r.get("fd"), base_fd, r.get("fd_delta_noise"))
         sp = _fmt(r.get("speedup"), ".2f")
         if r.get("speedup_spread"):
             sp += f" ±{_fmt(r['speedup_spread'], '.2f')}"
@@ -294,6 +297,16 @@ def table_cells(records: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         for r, row in zip(records, rows):
             row += [_fmt(r.get("compile_s"), ".3g"), _fmt(r.get("recompiles"), "d")]
     return head, rows
+
+
+def fd_change(fd: float | None, base: float | None, noise: float | None) -> str:
+    """" (+1.2% ±0.8%)": a method's FD change from the baseline's and its paired bootstrap noise (percent of
+    the baseline's FD; absolute where the baseline's FD is 0, as when FD is to the baseline's own images)."""
+    if fd is None or base is None or noise is None:
+        return ""
+    if base > 0:
+        return f" ({(fd - base) / base:+.1%} ±{noise / base:.1%})"
+    return f" ({fd - base:+.3g} ±{noise:.2g})"
 
 
 def format_table(records: Sequence[dict]) -> str:

@@ -97,6 +97,9 @@ def speedup(base: Timing, other: Timing) -> tuple[float, float]:
 # over 3x the quiet maximum and under half the busy median.
 SPREAD_LIMIT = 0.10
 IDEAL_BOUNDS = (0.5, 1.05)
+# Under half the saved compute with steady repeats is not a busy machine: the call's time outside the
+# blocks (tiny embedded models: VAE, scheduler, hooks) is a large share, so saved blocks move it little.
+OVERHEAD = "per-call overhead"
 
 
 def relative_spread(t: Timing) -> float:
@@ -105,7 +108,8 @@ def relative_spread(t: Timing) -> float:
 
 
 def timing_verdict(base: Timing, other: Timing, ideal: float | None) -> tuple[str, str | None]:
-    """("ok", None) or ("unreliable", why) for the speedup base.median / other.median."""
+    """("ok", None) or ("unreliable", why) for the speedup base.median / other.median; ``why`` names
+    :data:`OVERHEAD` when steady repeats fall short of the saved compute (a small model, not a busy machine)."""
     why = []
     spreads = {"baseline": relative_spread(base), "method": relative_spread(other)}
     for who, rel in spreads.items():
@@ -114,7 +118,13 @@ def timing_verdict(base: Timing, other: Timing, ideal: float | None) -> tuple[st
     if ideal and other.median > 0:
         ratio = base.median / other.median / ideal
         lo, hi = IDEAL_BOUNDS
-        if not lo <= ratio <= hi:
+        if ratio < lo and all(rel <= SPREAD_LIMIT for rel in spreads.values()):
+            # steady repeats rule out a busy machine: the time outside the blocks is what the method cannot cut
+            why.append(f"achieved/ideal speedup {ratio:.2f} < {lo:g} with steady repeats: {OVERHEAD} (work outside "
+                       f"the blocks: VAE, scheduler, Python; {base.median:.2f} s a baseline call) outweighs the "
+                       "blocks saved, as on a small model; the block-evaluation ratio carries over to large models, "
+                       "this wall-clock speedup does not")
+        elif not lo <= ratio <= hi:
             why.append(f"achieved/ideal speedup {ratio:.2f} outside [{lo:g}, {hi:g}]")
     return ("unreliable", "; ".join(why)) if why else ("ok", None)
 

@@ -210,4 +210,26 @@ class Tome(TokenCompressor):
         return match_grid(metric, call.r, self.token_grid(), c.sx, c.sy, gen, st=c.st)
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "ratio": self.config.ratio}
+        out = {**super().stats(), "ratio": self.config.ratio}
+        why = self.idle_reason(out["total"])
+        if why:
+            out["warnings"] = [why]
+        return out
+
+    def idle_reason(self, total: dict[str, Any]) -> str | None:
+        """One line when the calls so far merged no token at all (so tome could not speed anything up)."""
+        c, calls = self.config, total.get("block_calls", 0)
+        if c.ratio == 0 or not calls or total.get("flops", 0) < total.get("flops_full", 0):
+            return None
+        grid = self._grid
+        if grid is None:  # no block merged: the steps start_step..stop_step were never reached
+            return (f"merged nothing in {calls} block calls: no step in start_step={c.start_step}.."
+                    f"stop_step={c.stop_step}; no speedup")
+        frames, rows, cols = (1, *grid) if len(grid) == 2 else grid
+        window = min(c.st, frames) * min(c.sy, rows) * min(c.sx, cols)
+        hint = ("; st=2 merges across frames" if frames > 1 and c.st == 1 else "")
+        return (f"merged nothing in {calls} block calls: the token grid {'x'.join(map(str, grid))} leaves one token "
+                f"per {c.st}x{c.sy}x{c.sx} window, so no token has another to merge into (window of {window}); "
+                f"no speedup{hint}" if window < 2 else
+                f"merged nothing in {calls} block calls (token grid {'x'.join(map(str, grid))}, ratio {c.ratio}); "
+                "no speedup")
