@@ -35,5 +35,10 @@ def run(args: argparse.Namespace) -> int:
         report = inspect_model(args.model)
     except (AccelError, OSError, ValueError) as exc:
         return fail("inspect", exc)
-    print(json.dumps(report.as_dict(), indent=1) if args.json else format_report(report))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    print(format_report(report))
+    if any(t.support != "unsupported" for t in report.transformers):
+        print(f"next: accel bench --model {report.name}  (or accel.apply(pipe, \"balanced\") in Python)")
     return 0

@@ -186,6 +186,4 @@ def format_report(report: ModelReport) -> str:
             if why is not None:
                 lines.append(f"    not {m}: {why}")
         lines.append(f"    presets {', '.join(NAMES)}: {t.presets}")
-    if any(t.support != "unsupported" for t in report.transformers):
-        lines.append(f"next: accel bench --model {report.name}  (or accel.apply(pipe, \"balanced\") in Python)")
     return "\n".join(lines)
