@@ -30,14 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    from .errors import one_line
+    from .commands._shared import fail
     from .outputs import OutputError
 
     try:
         return int(args.func(args) or 0)
     except OutputError as exc:  # a cache folder (ACCEL_CACHE_DIR) or output found unusable mid-command: one line
-        print(f"accel {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ class InputError(AccelError, ValueError):
 class SettingError(InputError):
     """A setting's value is refused. The text names the setting (``num_images 10 is ...``); a command
     prints its flag instead (``--num-images 10 is ...``), from `setting` and `detail`; `also` lists other
-    settings the detail names (as words), which a command spells as flags too."""
+    settings the detail names (as words), which a command spells as flags too. A setting "" names none (the
+    text is the detail: `OutputError` of the cache folder); one that is not a name is printed as it is."""
 
     def __init__(self, setting: str, detail: str, also: tuple[str, ...] = ()) -> None:
-        super().__init__(f"{setting}{'' if detail.startswith(':') else ' '}{detail}")
+        super().__init__(f"{setting}{'' if detail.startswith(':') else ' '}{detail}" if setting else detail)
         self.setting, self.detail, self.also = setting, detail, tuple(also)
 
     def __reduce__(self) -> tuple:  # picklable across processes, like any exception

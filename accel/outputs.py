@@ -1,4 +1,4 @@
-"""Output safety for every command: check `--out` before any work, write atomically, replace only our own files.
+"""Output safety for every command: check the output (`out`) before any work, write atomically, replace only our own files.
 
 The rules (the developers' guide: a command never deletes or overwrites what it did not create):
 
@@ -17,7 +17,8 @@ The rules (the developers' guide: a command never deletes or overwrites what it 
   of a folder accel wrote replaces accel's files and keeps the user's, at every depth; "accel wrote
   it" never comes from file names.
 
-Errors are `OutputError` (a ValueError and an AccelError) with a one-line message naming the flag.
+Errors are `OutputError` (a `SettingError`: a ValueError and an AccelError) with a one-line message naming
+the setting (`out`), which a command prints as its flag (`--out`).
 
 Caches (FD reference statistics, schedule-cache calibrations, `accel tune` evaluations) live
 under one root, `cache_dir()`: `$ACCEL_CACHE_DIR`, default `~/.cache/accel` (checked: a folder
@@ -36,11 +37,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .errors import AccelError
+from .errors import SettingError
 
 
-class OutputError(AccelError, ValueError):
-    """An output path the command must not (or cannot) write; the message is one line."""
+class OutputError(SettingError):
+    """An output path the command must not (or cannot) write; one line naming the setting whose path it is
+    (``out``; a command prints its flag), or no setting (``OutputError("", detail)``: the cache folder)."""
 
 
 _CHECKED_CACHE: set[str] = set()  # cache roots already found writable in this process
@@ -60,11 +62,11 @@ def cache_dir(*parts: str) -> Path:
         _check_length(root, what)
         base = _nearest_existing(root)
         if not base.is_dir():
-            raise OutputError(f"{what}: {base} is a file, not a folder; {fix}")
+            raise OutputError("", f"{what}: {base} is a file, not a folder; {fix}")
         try:
             fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=base)
         except OSError as exc:
-            raise OutputError(f"{what}: cannot write in {base} ({exc.strerror or exc}); {fix}") from None
+            raise OutputError("", f"{what}: cannot write in {base} ({exc.strerror or exc}); {fix}") from None
         os.close(fd)
         os.unlink(probe)
         _CHECKED_CACHE.add(str(root))
@@ -89,19 +91,19 @@ def _limits() -> tuple[int, int]:
         return 255, 4096
 
 
-def _check_length(path: str | os.PathLike, flag: str) -> Path:
-    """OutputError (one line naming `flag`) when a name in `path`, or the whole path, is longer than the file
+def _check_length(path: str | os.PathLike, setting: str) -> Path:
+    """OutputError (one line naming `setting`) when a name in `path`, or the whole path, is longer than the file
     system takes, checked before anything touches the disk (else OSError 36 "File name too long" later)."""
     p = Path(path)
     name_max, path_max = _limits()
     for part in p.parts:
         n = len(os.fsencode(part))
         if n + NAME_RESERVE > name_max:
-            raise OutputError(f"{flag} {_short(p)}: a name in it is {n} bytes long; names up to "
+            raise OutputError(setting, f"{_short(p)}: a name in it is {n} bytes long; names up to "
                               f"{name_max - NAME_RESERVE} bytes work here: choose a shorter name")
     n = len(os.fsencode(str(p.absolute())))
     if n + NAME_RESERVE > path_max:
-        raise OutputError(f"{flag} {_short(p)}: the path is {n} bytes long; paths up to {path_max - NAME_RESERVE} "
+        raise OutputError(setting, f"{_short(p)}: the path is {n} bytes long; paths up to {path_max - NAME_RESERVE} "
                           "bytes work here: choose a shorter one")
     return p
 
@@ -129,104 +131,107 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def check_writable(folder: Path, flag: str, shown: Path) -> None:
+def check_writable(folder: Path, setting: str, shown: Path) -> None:
     """OutputError unless a file can be created in `folder` (or in its nearest existing parent when it
     does not exist yet): a real probe file, created and removed, since permission bits lie for root
     and for /proc-like file systems."""
-    _check_length(shown, flag)
-    base = _nearest_existing(_check_length(folder, flag))
+    _check_length(shown, setting)
+    base = _nearest_existing(_check_length(folder, setting))
     if not base.is_dir():
-        raise OutputError(f"{flag} {shown}: {base} is not a folder")
+        raise OutputError(setting, f"{shown}: {base} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=base)
     except OSError as exc:
-        raise OutputError(f"{flag} {shown}: cannot write in {base} ({exc.strerror or exc})") from None
+        raise OutputError(setting, f"{shown}: cannot write in {base} ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
 
 
-def check_file_output(path: str | os.PathLike, overwrite: bool, flag: str = "--out",
+def check_file_output(path: str | os.PathLike, overwrite: bool, setting: str = "out",
                       companions: Iterable[str] = (), writer: str = "") -> Path:
     """Check a file output (and `companions`, names written next to it) before any work; returns the path.
 
     With `overwrite` and a `writer`, an existing target must be a file accel recorded writing there
     (`record_written`: the folder's manifest), unchanged since: a user's file is refused, not replaced."""
-    p = _check_length(path, flag)
+    p = _check_length(path, setting)
     if not p.name or p.name in (".", ".."):
-        raise OutputError(f"{flag} {path}: give a file name")
+        raise OutputError(setting, f"{path}: give a file name")
     if p.is_dir():
-        raise OutputError(f"{flag} {p} is a folder; give a file name")
+        raise OutputError(setting, f"{p} is a folder; give a file name")
     for target in [p, *(p.with_name(n) for n in companions)]:
         if target.exists() or target.is_symlink():
             if not target.is_file() or target.is_symlink():
-                raise OutputError(f"{flag} {p}: {target} exists and is not a plain file; choose another name")
+                raise OutputError(setting, f"{p}: {target} exists and is not a plain file; choose another name")
             if not overwrite:
-                raise OutputError(f"{flag} {p}: {target} exists; choose another name (or --overwrite to replace it)")
+                raise OutputError(setting, f"{p}: {target} exists; choose another name (or overwrite to replace it)",
+                                  also=("overwrite",))
             if writer and not is_own(target, read_manifest(target.parent).get(target.name)):
-                raise OutputError(f"{flag} {p}: {target} is not a file accel wrote there (not in {MANIFEST}, or "
-                                  "changed since); --overwrite replaces only accel's files: choose another name")
-    check_writable(p.parent, flag, p)
+                raise OutputError(setting, f"{p}: {target} is not a file accel wrote there (not in {MANIFEST}, or "
+                                  "changed since); overwrite replaces only accel's files: choose another name",
+                                  also=("overwrite",))
+    check_writable(p.parent, setting, p)
     return p
 
 
-def _folder_output(path: str | os.PathLike, flag: str, example: str = "") -> Path:
+def _folder_output(path: str | os.PathLike, setting: str, example: str = "") -> Path:
     """`path` as a Path, refused when it is too long, exists as a file or is a protected folder (`_protected`)."""
-    p = _check_length(path, flag)
+    p = _check_length(path, setting)
     if p.exists() and not p.is_dir():
-        raise OutputError(f"{flag} {p} exists and is not a folder")
+        raise OutputError(setting, f"{p} exists and is not a folder")
     why = _protected(p)
     if why:
-        raise OutputError(f"{flag} {p} {why}; give a folder of its own{example}")
+        raise OutputError(setting, f"{p} {why}; give a folder of its own{example}", also=(setting,) if example else ())
     return p
 
 
-def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: bool, flag: str = "--out") -> Path:
+def check_dir_output(path: str | os.PathLike, names: Iterable[str], overwrite: bool, setting: str = "out") -> Path:
     """Check an output folder the command writes the files `names` into (other files in it are left alone).
 
     With `overwrite`, an existing name must be a file accel recorded writing there, unchanged since
     (`read_manifest`): a user's file of the same name is refused, not replaced."""
-    p = _folder_output(path, flag, f", e.g. {flag} {Path(path).resolve().name or 'out'}-run")
+    p = _folder_output(path, setting, f", e.g. {setting} {Path(path).resolve().name or 'out'}-run")
     records = read_manifest(p) if p.is_dir() else {}
     for name in names:
         t = p / name
         if t.exists() or t.is_symlink():
             if not t.is_file() or t.is_symlink():
-                raise OutputError(f"{flag} {p}: {t} exists and is not a plain file; choose another folder")
+                raise OutputError(setting, f"{p}: {t} exists and is not a plain file; choose another folder")
             if not overwrite:
-                raise OutputError(f"{flag} {p}: {t} exists; choose a new folder (or --overwrite to replace "
-                                  f"the files this command wrote)")
+                raise OutputError(setting, f"{p}: {t} exists; choose a new folder (or overwrite to replace "
+                                  "the files this command wrote)", also=("overwrite",))
             if not is_own(t, records.get(name)):
-                raise OutputError(f"{flag} {p}: {t} is not a file accel wrote there (not in {MANIFEST}, or changed "
-                                  "since); --overwrite replaces only accel's files: move it or choose another folder")
-    check_writable(p, flag, p)
+                raise OutputError(setting, f"{p}: {t} is not a file accel wrote there (not in {MANIFEST}, or changed "
+                                  "since); overwrite replaces only accel's files: move it or choose another folder",
+                                  also=("overwrite",))
+    check_writable(p, setting, p)
     return p
 
 
-def check_new_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool = False,
-                  writer: str = "", hint: str = "") -> Path:
+def check_new_dir(path: str | os.PathLike, setting: str = "out", overwrite: bool = False,
+                  writer: str = "", hint: str = "", hint_also: tuple[str, ...] = ()) -> Path:
     """Check an output folder that the command fills as a whole (a pipeline folder).
 
     It must be new or empty; with `overwrite`, it may instead be a folder an earlier `accel <writer>`
     wrote: one whose manifest (`read_manifest`) records files by `writer`. Then only those files are
     replaced (`publish_dir`); the user's files in it stay.
     """
-    p = _folder_output(path, flag)
+    p = _folder_output(path, setting)
     if p.is_dir() and any(p.iterdir()):
         if not overwrite:
-            raise OutputError(f"{flag} {p} exists and is not empty; choose a new folder{hint}")
+            raise OutputError(setting, f"{p} exists and is not empty; choose a new folder{hint}", also=hint_also)
         if not writer or not any(r.get("by") == writer for r in read_manifest(p).values()):
-            raise OutputError(f"{flag} {p} holds files accel did not write (no {MANIFEST} of an `accel "
-                              f"{writer or 'this command'}` run there); --overwrite replaces only a folder accel "
-                              "wrote: choose a new folder")
-    check_writable(p, flag, p)
+            raise OutputError(setting, f"{p} holds files accel did not write (no {MANIFEST} of an `accel "
+                              f"{writer or 'this command'}` run there); overwrite replaces only a folder accel "
+                              "wrote: choose a new folder", also=("overwrite",))
+    check_writable(p, setting, p)
     return p
 
 
-def check_not_input(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike], flag: str = "--out") -> None:
+def check_not_input(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike], setting: str = "out") -> None:
     """OutputError when the output folder is, holds or lies inside a folder the command reads (`inputs`:
-    flag -> path); writing there would replace the model being read."""
+    setting -> path); writing there would replace the model being read."""
     o = Path(out).absolute().resolve()
-    for in_flag, path in inputs.items():
+    for name, path in inputs.items():
         i = Path(path)
         try:
             if not i.exists():
@@ -235,8 +240,8 @@ def check_not_input(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLi
             continue
         i = i.absolute().resolve()
         if o == i or o in i.parents:
-            raise OutputError(f"{flag} {out} {'is' if o == i else 'holds'} the {in_flag} folder this command "
-                              "reads; write to a new folder")
+            raise OutputError(setting, f"{out} {'is' if o == i else 'holds'} the {name} folder this command "
+                              "reads; write to a new folder", also=(name,))
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -457,9 +462,9 @@ def publish_dir(stage: Path, out: Path, writer: str = "accel", quiet: Iterable[s
         dst = out / rel
         for q in reversed(Path(rel).parents[:-1]):
             if (out / q).is_symlink() or ((out / q).exists() and not (out / q).is_dir()):
-                raise OutputError(f"{out}: {out / q} is where accel writes a folder; move it away and run again")
+                raise OutputError("", f"{out}: {out / q} is where accel writes a folder; move it away and run again")
         if (dst.exists() or dst.is_symlink()) and not is_own(dst, old.get(rel)):
-            raise OutputError(f"{out}: {dst} is not a file accel wrote there (not in {MANIFEST}, or changed since); "
+            raise OutputError("", f"{out}: {dst} is not a file accel wrote there (not in {MANIFEST}, or changed since); "
                               "move it away and run again")
     for rel in files:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -212,8 +212,10 @@ def main(argv=None) -> int:
         try:
             path = latest_checkpoint(ckpt_dir)
             doc, ema = load_checkpoint(path, accelerator.unwrap_model(model), optimizer)
-        except CheckpointError as exc:
-            raise SystemExit(str(exc)) from None
+        except CheckpointError as exc:  # names the setting (resume): print its flag, as `accel distill` does
+            from accel.commands._shared import flag_line
+
+            raise SystemExit(flag_line(exc)) from None
         state.from_json(doc, ema, lr_sched)
         accelerator.print(f"resumed from {path} at step {state.step}")
     elif ckpt_dir.exists() and any(ckpt_dir.iterdir()):

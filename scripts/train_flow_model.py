@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         saved, ema = load_checkpoint(path, model, optimizer)
         for k, v in settings.items():
             if saved["settings"].get(k) != v:
-                raise CheckpointError(f"--resume: --{k.replace('_', '-')} {v} differs from the run's "
+                raise CheckpointError("", f"--resume: --{k.replace('_', '-')} {v} differs from the run's "
                                       f"{saved['settings'].get(k)}")
         state.update(step=saved["step"], elapsed_s=saved["elapsed_s"], losses=saved["losses"])
         print(f"resumed from {path} at step {state['step']}", flush=True)

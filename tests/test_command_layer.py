@@ -18,13 +18,9 @@ ROOT = Path(__file__).resolve().parents[1] / "accel"
 COMMAND_LAYER = ("commands/", "cli.py", "argtypes.py")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 QUOTED = re.compile(r"`[^`]*`|^(python|accel) .*")  # a command line to run, quoted or whole
-# Modules of other work in flight (issue 28's reading / writing sweeps): still naming flags. Strict xfail, so
-# whoever converts one is told to take it off this list.
+# Modules of other work in flight (issue 28's reading sweep): still naming flags. Strict xfail, so whoever
+# converts one is told to take it off this list.
 PENDING = {
-    "outputs.py": "reliab-files (issue 28): output checks name --out / --overwrite",
-    "pruning/checkpoint.py": "reliab-files / reliab-readers (issue 28): checkpoint errors name --resume",
-    "pruning/distill.py": "reliab-files (issue 28): the training loop's checks name --steps, --lr, --data",
-    "pruning/prune.py": "reliab-files (issue 28): publish names --overwrite",
 }
 
 
@@ -150,3 +146,34 @@ def test_loader_keeps_the_embedded_models_extras_in_their_own_place(tmp_path: Pa
     default = load_model("default")
     assert isinstance(default.embedded, Embedded) and default.embedded.digits and default.embedded.fd_digits
     assert default.digits and default.sampler == default.embedded.sampler and default.sampler
+
+
+def test_output_checkpoint_and_training_errors_name_the_setting(tmp_path: Path) -> None:
+    from accel.commands._shared import flag_line
+    from accel.errors import SettingError
+    from accel.outputs import OutputError, check_new_dir, check_not_input
+    from accel.pruning.checkpoint import CheckpointError, latest_checkpoint
+    from accel.pruning.distill import DistillConfig
+
+    spelled = tmp_path / "overwrite"  # a path that spells a setting stays a path in the command's line
+    spelled.mkdir()
+    (spelled / "notes.txt").write_text("the user's")
+    with pytest.raises(OutputError) as info:
+        check_new_dir(spelled, overwrite=True, writer="prune")
+    assert info.value.setting == "out" and "--" not in str(info.value)
+    assert flag_line(info.value) == (f"--out {spelled} holds files accel did not write (no .accel-manifest.json of "
+                                     "an `accel prune` run there); --overwrite replaces only a folder accel wrote: "
+                                     "choose a new folder")
+    with pytest.raises(OutputError) as info:
+        check_not_input(spelled, {"model": spelled})
+    assert flag_line(info.value) == f"--out {spelled} is the --model folder this command reads; write to a new folder"
+    with pytest.raises(CheckpointError) as info:
+        latest_checkpoint(tmp_path / "none")
+    assert str(info.value).startswith("resume: no finished checkpoint")
+    assert flag_line(info.value) == f"--resume: no finished checkpoint under {tmp_path / 'none'} (none); start a new --out"
+    with pytest.raises(SettingError) as info:
+        DistillConfig(steps=None).validate()
+    assert (str(info.value), flag_line(info.value)) == ("give steps N or minutes M", "give --steps N or --minutes M")
+    with pytest.raises(SettingError) as info:
+        DistillConfig(steps=3, lambda_task=0, lambda_out=0, lambda_feat=0).validate()
+    assert flag_line(info.value).startswith("--lambda-task, --lambda-out and --lambda-feat are all 0")

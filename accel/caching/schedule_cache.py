@@ -452,12 +452,12 @@ def check_calibration_path(path: Path) -> None:
     schedule calibration accel wrote (replaced); any other existing file is the user's and is never replaced."""
     from ..outputs import OutputError, check_file_output
 
-    check_file_output(path, overwrite=True, flag="calibrate_schedule: path=")
+    check_file_output(path, overwrite=True, setting="calibrate_schedule: path=")
     if path.exists():
         try:
             read_calibration(path)
         except ValueError:
-            raise OutputError(f"calibrate_schedule: path={path} exists and is not a schedule calibration accel "
+            raise OutputError("", f"calibrate_schedule: path={path} exists and is not a schedule calibration accel "
                               "wrote; give a new file name (only accel's own calibrations are replaced)") from None
 
 

@@ -70,16 +70,18 @@ def prepare_settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def flag_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
     """An error as one line; a SettingError names the flag of its setting (``flags[setting]``, else
-    ``--`` + the setting with dashes: num_images -> --num-images)."""
+    ``--`` + the setting with dashes: num_images -> --num-images; a setting that is not a name, as it is)."""
     if isinstance(exc, SettingError):
         import re
 
         def flag(name: str) -> str:
-            return (flags or {}).get(name) or "--" + name.replace("_", "-")
+            return (flags or {}).get(name) or ("--" + name.replace("_", "-") if name.isidentifier() else name)
 
         detail = exc.detail
-        for name in exc.also:  # the other settings it names, as whole words
-            detail = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag(name), detail)
+        for name in exc.also:  # the other settings it names, as whole words (not a part of a path)
+            detail = re.sub(rf"(?<![\w/.-]){re.escape(name)}(?![\w/.-])", flag(name), detail)
+        if not exc.setting:
+            return " ".join(detail.split())
         return " ".join(f"{flag(exc.setting)}{'' if detail.startswith(':') else ' '}{detail}".split())
     return one_line(exc)
 

@@ -126,7 +126,7 @@ def _distill(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.resume:
-        check_writable(out, "--out", out)  # first: a name too long for the file system is one line, not OSError 36
+        check_writable(out, "out", out)  # first: a name too long for the file system is one line, not OSError 36
         if not (out / "checkpoints").is_dir():
             raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
     else:
@@ -141,6 +141,8 @@ def _distill(args: argparse.Namespace) -> int:
                         save_every=args.save_every, seed=args.seed, progress=not args.quiet)
     try:
         cfg.validate()
+    except SettingError:
+        raise  # names the setting (steps, lr, ...): run() prints its flag
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if args.teacher_samples and cfg.lambda_out == cfg.lambda_feat == 0:

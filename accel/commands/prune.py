@@ -65,7 +65,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_not_input(args.out, {"--model": args.model})  # before the folder checks: say why, not "not empty"
+    check_not_input(args.out, {"model": args.model})  # before the folder checks: say why, not "not empty"
     out = check_new_dir(args.out, overwrite=args.overwrite, writer="prune",
                         hint=" (or --overwrite to replace a folder `accel prune` wrote)")
     if args.selector not in SELECTORS:

@@ -26,22 +26,23 @@ from typing import Any
 
 import torch
 
+from ..errors import SettingError
 from ..outputs import file_record, notice, remove_own, sha256_file
 from ..readers import ReadError, read_json, read_safetensors
 
 FORMAT = "accel-distill-checkpoint/1"
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
-# settings a resume must share with the run it continues (steps / minutes may grow), with their flags
-RESUME_SETTINGS = {"lr": "--lr", "batch_size": "--batch-size", "lambda_task": "--lambda-task",
-                   "lambda_out": "--lambda-out", "lambda_feat": "--lambda-feat", "grad_accum": "--grad-accum",
-                   "ema_decay": "--ema-decay", "mixed_precision": "--mixed-precision", "seed": "--seed",
-                   "num_processes": "the number of processes"}
+# settings a resume must share with the run it continues (steps / minutes may grow), as a message names them
+RESUME_SETTINGS = {"lr": "lr", "batch_size": "batch_size", "lambda_task": "lambda_task", "lambda_out": "lambda_out",
+                   "lambda_feat": "lambda_feat", "grad_accum": "grad_accum", "ema_decay": "ema_decay",
+                   "mixed_precision": "mixed_precision", "seed": "seed", "num_processes": "the number of processes"}
 _STEP = re.compile(r"step_(\d+)")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from (half-written, modified, foreign, other settings)."""
+class CheckpointError(SettingError):
+    """A checkpoint that cannot be resumed from (half-written, modified, foreign, other settings): a SettingError
+    naming `resume` (a command prints ``--resume: ...``), or no setting ("") for a checkpoint this run writes."""
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Ten
     from ..outputs import _scratch
 
     if path.exists() or path.is_symlink():
-        raise CheckpointError(f"{path} exists and is not a checkpoint this run wrote; move it out of {path.parent}")
+        raise CheckpointError("", f"{path} exists and is not a checkpoint this run wrote; move it out of {path.parent}")
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = _scratch(f".{path.name}.tmp-", path.parent)
     try:
@@ -101,7 +102,7 @@ def latest_checkpoint(root: Path) -> Path:
         if (p / MANIFEST).is_file():
             return p
     what = f"{len(steps)} half-written (no {MANIFEST})" if steps else "none"
-    raise CheckpointError(f"--resume: no finished checkpoint under {root} ({what}); start a new --out")
+    raise CheckpointError("resume", f": no finished checkpoint under {root} ({what}); start a new out", also=("out",))
 
 
 def checkpoints(root: Path) -> list[Path]:
@@ -141,31 +142,31 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     try:
         manifest = read_json(path / MANIFEST, what="checkpoint manifest")
     except ReadError as exc:
-        raise CheckpointError(f"--resume: {exc}") from None
+        raise CheckpointError("resume", f": {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"--resume: {path / MANIFEST} is not an accel checkpoint manifest ({FORMAT})")
+        raise CheckpointError("resume", f": {path / MANIFEST} is not an accel checkpoint manifest ({FORMAT})")
     listed = manifest["files"]
     if sorted(listed) != sorted(FILES):
-        raise CheckpointError(f"--resume: {path / MANIFEST} lists {sorted(listed)}, not the files accel writes")
+        raise CheckpointError("resume", f": {path / MANIFEST} lists {sorted(listed)}, not the files accel writes")
     for entry in path.iterdir():
         if entry.name != MANIFEST and entry.name not in listed:
-            raise CheckpointError(f"--resume: {path} holds {entry.name}, a file accel did not write; refusing to "
+            raise CheckpointError("resume", f": {path} holds {entry.name}, a file accel did not write; refusing to "
                                   "resume from it")
         if entry.is_symlink() or not entry.is_file():
-            raise CheckpointError(f"--resume: {entry} is not a plain file; refusing to resume from it")
+            raise CheckpointError("resume", f": {entry} is not a plain file; refusing to resume from it")
     for name, digest in listed.items():
         f = path / name
         if not f.is_file() or sha256_file(f) != digest:
-            raise CheckpointError(f"--resume: {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
+            raise CheckpointError("resume", f": {f} {'is missing' if not f.is_file() else 'does not match its manifest'}"
                                   " (modified or corrupt); refusing to resume from it")
     for name in FILES[:3]:  # weights, EMA weights, optimizer state: a NaN would be trained on or written out
         _tensors(path / name, finite=True)
     try:
         state = read_json(path / "state.json", what="checkpoint state")
     except ReadError as exc:
-        raise CheckpointError(f"--resume: {exc}") from None
+        raise CheckpointError("resume", f": {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"--resume: {path / 'state.json'} is not an accel checkpoint state")
+        raise CheckpointError("resume", f": {path / 'state.json'} is not an accel checkpoint state")
     return state
 
 
@@ -174,19 +175,19 @@ def _tensors(file: Path, finite: bool) -> dict[str, torch.Tensor]:
     try:
         return read_safetensors(file, what="checkpoint", finite=finite)
     except ReadError as exc:
-        raise CheckpointError(f"--resume: {exc}; refusing to resume from it") from None
+        raise CheckpointError("resume", f": {exc}; refusing to resume from it") from None
 
 
 def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: list[int]) -> None:
-    """CheckpointError naming the flag when this run's settings or student differ from the checkpoint's."""
+    """CheckpointError naming the setting when this run's settings or student differ from the checkpoint's."""
     saved = state.get("settings") or {}
-    for key, flag in RESUME_SETTINGS.items():
+    for key, name in RESUME_SETTINGS.items():
         if key in settings and saved.get(key) != settings[key]:
-            raise CheckpointError(f"--resume: {flag} {settings[key]} differs from the run's {saved.get(key)} (a resume "
-                                  "continues the same training; use a new --out to change it)")
+            raise CheckpointError("resume", f": {name} {settings[key]} differs from the run's {saved.get(key)} (a "
+                                  "resume continues the same training; use a new out to change it)", also=(name, "out"))
     if list(state.get("block_map") or []) != list(block_map):
-        raise CheckpointError(f"--resume: the checkpoint is of another student (block_map {state.get('block_map')}, "
-                              f"this --student has {list(block_map)})")
+        raise CheckpointError("resume", f": the checkpoint is of another student (block_map {state.get('block_map')}, "
+                              f"this student has {list(block_map)})")
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: Any = None) -> tuple[dict, dict]:
@@ -196,7 +197,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scaler: 
     weights, ema, tensors, rng = (_tensors(path / name, finite=False) for name in FILES[:4])  # verified above
     own = model.state_dict()
     if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in own.items()}:
-        raise CheckpointError(f"--resume: {path} holds the weights of another student (names or shapes differ)")
+        raise CheckpointError("resume", f": {path} holds the weights of another student (names or shapes differ)")
     model.load_state_dict(weights)
     opt_state: dict[int, dict[str, Any]] = {}
     for key, v in [*tensors.items(), *state["optimizer_scalars"].items()]:

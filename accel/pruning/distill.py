@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
-from ..errors import AccelError
+from ..errors import SettingError
 from ..families import blocks_of
 from ..hooks import HookSet
 from .checkpoint import (_STEP, CheckpointError, check_resume, checkpoints, latest_checkpoint, load_checkpoint,
@@ -46,9 +46,9 @@ from .checkpoint import (_STEP, CheckpointError, check_resume, checkpoints, late
 CHECKPOINTS = "checkpoints"
 
 
-class DivergedError(AccelError, ValueError):
-    """Training produced a non-finite loss or weight; the message names the step, the flag to change and the
-    last good checkpoint (nothing is saved after the divergence)."""
+class DivergedError(SettingError):
+    """Training produced a non-finite loss or weight; the message names the step, the setting to change (lr,
+    a command prints its flag) and the last good checkpoint (nothing is saved after the divergence)."""
 
 
 # ----------------------------------------------------------------------------- settings and state
@@ -73,25 +73,25 @@ class DistillConfig:
 
     def validate(self) -> None:
         if self.steps is None and self.minutes is None:
-            raise ValueError("give --steps N or --minutes M")
+            raise SettingError("", "give steps N or minutes M", also=("steps", "minutes"))
         if self.steps is not None and self.steps <= 0:
-            raise ValueError(f"--steps must be positive, got {self.steps}")
+            raise SettingError("steps", f"must be positive, got {self.steps}")
         if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise ValueError(f"--minutes must be a positive finite number, got {self.minutes}")
+            raise SettingError("minutes", f"must be a positive finite number, got {self.minutes}")
         for name in ("batch_size", "grad_accum", "save_every"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise SettingError(name, f"must be positive, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
+            raise SettingError("lr", f"must be a positive finite number, got {self.lr}")
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay <= 1):
-            raise ValueError(f"--ema-decay must be in [0, 1], got {self.ema_decay}")
+            raise SettingError("ema_decay", f"must be in [0, 1], got {self.ema_decay}")
         for name in ("lambda_task", "lambda_out", "lambda_feat"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+                raise SettingError(name, f"must be a finite number >= 0, got {v}")
         if self.lambda_task == self.lambda_out == self.lambda_feat == 0:
-            raise ValueError("--lambda-task, --lambda-out and --lambda-feat are all 0: nothing would train; "
-                             "give at least one a positive weight")
+            raise SettingError("", "lambda_task, lambda_out and lambda_feat are all 0: nothing would train; give at "
+                               "least one a positive weight", also=("lambda_task", "lambda_out", "lambda_feat"))
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
 
@@ -124,7 +124,7 @@ class TrainState:
         if set(ema) != set(self.ema) or any(ema[k].shape != v.shape for k, v in self.ema.items()):
             from .checkpoint import CheckpointError
 
-            raise CheckpointError("--resume: the checkpoint's EMA weights are of another student")
+            raise CheckpointError("resume", ": the checkpoint's EMA weights are of another student")
         self.step = int(doc["step"])
         self.elapsed_s = float(doc["elapsed_s"])
         self.losses = list(doc["losses"])
@@ -146,8 +146,8 @@ class Batch:
             return self
         size = self.args[0].shape[0]
         if size % count:
-            raise ValueError(f"--batch-size {size} is the global batch: it must be divisible by the {count} "
-                             "processes")
+            raise SettingError("batch_size", f"{size} is the global batch: it must be divisible by the {count} "
+                               "processes")
         lo, hi = index * size // count, (index + 1) * size // count
         cut = lambda x: x[lo:hi] if isinstance(x, torch.Tensor) and x.ndim and x.shape[0] == size else x  # noqa: E731
         return Batch(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()},
@@ -233,15 +233,15 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"--data {folder}: no such folder")
+        raise SettingError("data_dir", f"{folder}: no such folder")
     if not isinstance(pipe, DiTPipeline):
-        raise ValueError(f"--data needs a class-conditional DiT pipeline (got {type(pipe).__name__}); "
-                         "use --teacher-samples N for text-conditioned models")
+        raise SettingError("data_dir", f"needs a class-conditional DiT pipeline (got {type(pipe).__name__}); "
+                           "use teacher_samples N for text-conditioned models", also=("teacher_samples",))
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
     files = [(f, int(d.name)) for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise ValueError(f"--data {folder}: expected class subfolders named by class id (0/, 1/, ...) "
-                         f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
+        raise SettingError("data_dir", f"{folder}: expected class subfolders named by class id (0/, 1/, ...) "
+                           f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
     cfg = pipe.transformer.config
     vae = pipe.vae
     scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
@@ -375,8 +375,9 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
     cfg.validate()
     check_student(teacher, student, mapping)
     if not getattr(data, "has_task_loss", True) and cfg.lambda_out == cfg.lambda_feat == 0:
-        raise ValueError("--lambda-out and --lambda-feat are 0 and this data has no task loss (recorded teacher "
-                         "calls): nothing would train; give --lambda-out or --lambda-feat a positive weight")
+        raise SettingError("", "lambda_out and lambda_feat are 0 and this data has no task loss (recorded teacher "
+                           "calls): nothing would train; give lambda_out or lambda_feat a positive weight",
+                           also=("lambda_out", "lambda_feat"))
     workdir = Path(workdir)
     ckpt_root = workdir / CHECKPOINTS
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -403,8 +404,8 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, mapping: Sequenc
     rank, processes = accelerator.process_index, accelerator.num_processes
     shard = getattr(data, "shardable", False)
     if shard and cfg.batch_size % processes:
-        raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the "
-                         f"{processes} processes")
+        raise SettingError("batch_size", f"{cfg.batch_size} is the global batch: it must be divisible by the "
+                           f"{processes} processes")
     sum_over_processes = lambda t: accelerator.reduce(t.detach(), "sum")  # noqa: E731
     bar = tqdm(total=cfg.steps, initial=state.step, desc="distill",
                disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
@@ -490,11 +491,11 @@ def _non_finite(sd: dict[str, torch.Tensor]) -> str | None:
 
 
 def _diverged(root: Path, step: int, what: str, lr: float) -> DivergedError:
-    """The one-line error of a diverged run: the step, what went non-finite, --lr and the last good checkpoint."""
+    """The one-line error of a diverged run: the step, what went non-finite, lr and the last good checkpoint."""
     done = checkpoints(root) if root.is_dir() else []
     last = f"the last good checkpoint, {done[-1]}, is intact" if done else "no checkpoint was written"
-    return DivergedError(f"training diverged at step {step}: {what}; lower --lr (now {lr:g}) and start a new "
-                         f"--out ({last})")
+    return DivergedError("", f"training diverged at step {step}: {what}; lower lr (now {lr:g}) and start a new "
+                         f"out ({last})", also=("lr", "out"))
 
 
 def check_ahead(root: Path, step: int) -> None:
@@ -502,13 +503,13 @@ def check_ahead(root: Path, step: int) -> None:
     (a file named step_N, or an unfinished folder): it is not accel's, so it is never replaced."""
     if not root.is_dir():
         if root.exists() or root.is_symlink():
-            raise CheckpointError(f"{root} is not a folder; checkpoints go there: move it away")
+            raise CheckpointError("", f"{root} is not a folder; checkpoints go there: move it away")
         return
     for p in sorted(root.glob("step_*")):
         m = _STEP.fullmatch(p.name)
         if m and int(m.group(1)) > step:
             kind = "a folder accel did not finish (no manifest.json)" if p.is_dir() else "not a checkpoint folder"
-            raise CheckpointError(f"{p} is where this run saves a later checkpoint and is {kind}; move it out "
+            raise CheckpointError("", f"{p} is where this run saves a later checkpoint and is {kind}; move it out "
                                   f"of {root}")
 
 

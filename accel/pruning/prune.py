@@ -142,7 +142,7 @@ def save_pipeline(pipe: Any, transformer: torch.nn.Module, out: str | os.PathLik
     from ..outputs import check_new_dir, staged_dir
 
     out = check_new_dir(out, overwrite=overwrite, writer="prune",
-                        hint=" (or --overwrite to replace a pipeline folder accel wrote)")
+                        hint=" (or overwrite to replace a pipeline folder accel wrote)", hint_also=("overwrite",))
     with staged_dir(out, writer="prune") as tmp:
         write_pipeline(pipe, transformer, tmp, files)
     return out
