@@ -21,6 +21,10 @@ _TEXT_DIM, _TEXT_LEN, _POOLED_DIM = 16, 6, 12
 # settings that differ from a method's defaults here, and why: at 8 steps of a random tiny model the
 # residual-cache's adaptive threshold 0.1 reuses no step (it says so in its stats' warnings)
 SETTINGS: dict[str, dict[str, Any]] = {"residual-cache": {"threshold": 1.0}}
+# PSNR (dB) to the same pipeline's uncached output that every case keeps: the lowest value measured
+# over the table (2-core CPU, torch 2.13, 10 steps), rounded down with a margin
+PSNR_FLOOR_DB = {"delta-cache": 20.0, "interval-cache": 15.0, "residual-cache": 20.0, "schedule-cache": 15.0,
+                 "tome": 10.0, "toca": 12.0}
 
 
 @dataclass(frozen=True)
@@ -315,9 +319,9 @@ def _qwen(cls_name: str, controlnet: bool = False) -> Callable[[], Any]:
 
 
 # -------------------------------------------------------------------------------------- Z-Image
-def _zimage(cls_name: str) -> Callable[[], Any]:
+def _zimage(cls_name: str, controlnet: bool = False) -> Callable[[], Any]:
     def build() -> Any:
-        from diffusers import FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, ZImageControlNetModel, ZImageTransformer2DModel
 
         torch.manual_seed(0)
         transformer = ZImageTransformer2DModel(
@@ -325,8 +329,14 @@ def _zimage(cls_name: str) -> Callable[[], Any]:
             n_heads=1, n_kv_heads=1, cap_feat_dim=_TEXT_DIM, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
             rope_theta=256.0, t_scale=1000.0, qk_norm=True,
         ).eval()
+        extra = {}
+        if controlnet:
+            torch.manual_seed(1)
+            model = ZImageControlNetModel(control_layers_places=[0, 2], control_refiner_layers_places=[0],
+                                          control_in_dim=16, dim=16, n_refiner_layers=1, n_heads=1, n_kv_heads=1)
+            extra["controlnet"] = _live(ZImageControlNetModel.from_transformer(model, transformer).eval(), 1)
         return _assemble(cls_name, transformer=transformer, vae=_tiny_vae(16),
-                         scheduler=FlowMatchEulerDiscreteScheduler())
+                         scheduler=FlowMatchEulerDiscreteScheduler(), **extra)
     return build
 
 
@@ -403,6 +413,8 @@ CASES += [
     PipelineCase("StableDiffusion3ControlNetInpaintingPipeline", "control", "SD3",
                  _sd3("StableDiffusion3ControlNetInpaintingPipeline", controlnet=True, extra_conditioning=1),
                  _inputs("sd3", "control_image", "control_mask"), _SD3_TOKENS, controlled=True),
+    PipelineCase("StableDiffusion3PAGImg2ImgPipeline", "img2img", "SD3", _sd3("StableDiffusion3PAGImg2ImgPipeline"),
+                 _inputs("sd3", "image", "strength"), _SD3_TOKENS),
     PipelineCase("ChromaImg2ImgPipeline", "img2img", "Chroma", _chroma("ChromaImg2ImgPipeline"),
                  _inputs("masked", "image", "strength")),
     PipelineCase("QwenImageImg2ImgPipeline", "img2img", "Qwen-Image", _qwen("QwenImageImg2ImgPipeline"),
@@ -419,6 +431,8 @@ CASES += [
                  _inputs("z-image", "image", "strength", size=32)),
     PipelineCase("ZImageInpaintPipeline", "inpaint", "Z-Image", _zimage("ZImageInpaintPipeline"),
                  _inputs("z-image", "image", "mask_image", "strength", size=32)),
+    PipelineCase("ZImageControlNetPipeline", "control", "Z-Image", _zimage("ZImageControlNetPipeline", controlnet=True),
+                 _inputs("z-image", "control_image", size=32), controlled=True),
     PipelineCase("SanaControlNetPipeline", "control", "Sana", _sana_controlnet,
                  _inputs("masked", "control_image", "no_binning", size=64), controlled=True),
     PipelineCase("CogVideoXImageToVideoPipeline", "image-to-video", "CogVideoX",
@@ -444,3 +458,59 @@ def case(name: str) -> PipelineCase:
         if c.pipeline == name:
             return c
     raise KeyError(f"no pipeline case {name!r}")
+
+
+_RESIDUALS = """\
+## What the caches do with inputs that change between steps
+
+- **Masked / concatenated latents** (inpaint, Fill, Control, image-to-video's first frame) enter
+  through the transformer's input projection, before the first block: a skipped run adds its
+  stored offset to this step's fresh input, so they reach every step.
+- **Control residuals added between blocks** (ControlNet: Flux double and single blocks, SD3,
+  Qwen-Image, Sana, Z-Image): on a reused step the skipped blocks pass their input on, so each
+  residual the control model computes *at this step* is still added where the pipeline adds
+  it; the stored offset covers the blocks alone (the residuals of the computed step are measured
+  and left out of it). All four block caches (delta-, interval-, residual-, schedule-cache) share
+  this mechanism, so a residual that changes between steps is followed exactly; only the blocks'
+  own contribution is reused (or forecast).
+- **Reference-image tokens** (Flux Kontext): the offset covers the whole sequence, reference
+  tokens included, and is recomputed whenever the sequence length changes. toca recomputes a
+  subset of tokens in place and never mixes positions; tome refuses in one line (it would merge
+  reference tokens into generated ones).
+- **Partial schedules** (img2img / inpaint / video-to-video `strength`): caches plan for the steps
+  the call executes (strength 0.8 of 10 steps: 8), read from the scheduler's begin index or, where
+  a pipeline cuts the schedule without it (CogVideoX, Wan video-to-video), from where the first
+  timestep sits in the schedule. schedule-cache needs a calibration made on the same kind of call.
+"""
+
+
+def docs_page() -> str:
+    """docs/pipelines.md: every tested pipeline class x method, from `CASES` (scripts/pipelines_table.py)."""
+    families = sorted({c.family for c in CASES})
+    lines = [
+        "# Pipelines beside text-to-image",
+        "",
+        "<!-- generated by scripts/pipelines_table.py from accel/testing_pipelines.py; do not edit -->",
+        "",
+        f"tests/test_pipeline_matrix.py runs {len(CASES)} diffusers pipeline classes in {len(families)} families "
+        "(tiny random-init transformers, VAEs and control models; prompts as embeddings) with every method "
+        "listed. Each run must save work, give a finite output of the uncached shape, keep the PSNR floor "
+        "below to the same pipeline's uncached output, and `.remove()` must restore the pipeline bit for "
+        "bit; control pipelines must stay closer to the controlled image than to the uncontrolled one.",
+        "",
+        "Floors (dB): " + ", ".join(f"{m} {v:g}" for m, v in PSNR_FLOOR_DB.items()) + ".",
+        "Settings other than the defaults: "
+        + "; ".join(f"{m} {', '.join(f'{k}={v}' for k, v in kw.items())}" for m, kw in SETTINGS.items())
+        + " (at 8 steps of a random tiny model the default threshold reuses no step, and says so).",
+        "",
+        "| kind | " + " | ".join(families) + " |",
+        "|---|" + "---|" * len(families),
+    ]
+    for kind in KINDS:
+        counts = [sum(c.kind == kind and c.family == f for c in CASES) for f in families]
+        lines.append(f"| {kind} | " + " | ".join(str(n) if n else "" for n in counts) + " |")
+    lines += ["", "| pipeline | kind | family | tested with | refused (one line) | note |", "|---|---|---|---|---|---|"]
+    for c in sorted(CASES, key=lambda c: (KINDS.index(c.kind), c.family, c.pipeline)):
+        refused = ", ".join(m for m, _ in c.refused)
+        lines.append(f"| {c.pipeline} | {c.kind} | {c.family} | {', '.join(c.methods)} | {refused} | {c.note} |")
+    return "\n".join(lines) + "\n\n" + _RESIDUALS

@@ -11,17 +11,13 @@ uncontrolled one. Floors measured on this table (10 steps; strength 0.8 executes
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
 
 import accel
-from accel.testing_pipelines import CASES, SETTINGS, case
-
-# lowest PSNR measured over all cases (dB), minus a margin; a cache that reused the wrong
-# offset, or dropped the fresh control residual / masked latent, falls far below
-PSNR_FLOOR_DB = {"delta-cache": 20.0, "interval-cache": 15.0, "residual-cache": 20.0, "schedule-cache": 15.0,
-                 "tome": 10.0, "toca": 12.0}
+from accel.testing_pipelines import CASES, KINDS, PSNR_FLOOR_DB, SETTINGS, case, docs_page
 
 PAIRS = [(c.pipeline, m) for c in CASES for m in c.methods]
 
@@ -100,3 +96,10 @@ def test_refused_in_one_line(name, method, reason):
             _run(pipe, c)
     assert "\n" not in str(err.value)
     assert torch.equal(_run(pipe, c), base)
+
+
+def test_table_covers_every_kind_and_the_docs_page_is_generated():
+    assert {c.kind for c in CASES} == set(KINDS)
+    assert len({c.pipeline for c in CASES}) == len(CASES)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "pipelines.md").read_text()
+    assert page == docs_page(), "docs/pipelines.md out of date: run `python scripts/pipelines_table.py --write`"
