@@ -9,9 +9,9 @@ import torch
 
 from .config import Installed, MethodConfig
 from .context import ContextHook, CountHook, SchedulerProbe, StepTracker
-from .errors import AlreadyAcceleratedError, UnsupportedModelError
+from .errors import AlreadyAcceleratedError, UnsupportedMethodError, UnsupportedModelError
 from .families import BlockRef, Family, blocks_of, family_of
-from .hooks import HookSet
+from .hooks import HookSet, habitual_compile
 
 CONTEXT_HOOK = "accel.context"
 COUNT_HOOK = "accel.count"
@@ -30,6 +30,9 @@ class Target:
 
 def resolve(pipe_or_model: Any) -> tuple[Any | None, torch.nn.Module]:
     """(pipeline or None, transformer) of what the user handed over."""
+    for m in (pipe_or_model, getattr(pipe_or_model, "transformer", None)):
+        if type(m).__name__ == "OptimizedModule":  # torch.compile(transformer): the model sits in _orig_mod
+            raise UnsupportedMethodError(habitual_compile(m, []))
     if isinstance(pipe_or_model, torch.nn.Module):
         family_of(pipe_or_model)
         return None, pipe_or_model
@@ -79,7 +82,14 @@ class Handle:
         self._removed = False
 
     # -- installation -----------------------------------------------------------------------
+    def check_compiled(self) -> None:
+        """Refuse, in one line, a transformer compiled outside `accel.compile` (see `hooks.habitual_compile`)."""
+        message = habitual_compile(self.model, [r.module for r in self.target.blocks], self.pipeline)
+        if message is not None:
+            raise UnsupportedMethodError(message)
+
     def _install(self) -> None:
+        self.check_compiled()
         tracker = self._tracker
         for ref in self.target.blocks:  # innermost: counts only blocks that really run
             self._hooks.add(ref.module, CountHook(tracker), COUNT_HOOK)

@@ -35,6 +35,7 @@ import torch
 from .api import resolve
 from .families import BlockRef, blocks_of
 from .hooks import COMPILED as _MARK
+from .hooks import COMPILED_WHOLE
 
 
 def _bottom(module: torch.nn.Module) -> tuple[Any, str, Any]:
@@ -121,6 +122,7 @@ class Compiled:
     def remove(self) -> None:
         if not self.regional:
             self.model._compiled_call_impl = None
+            self.model.__dict__.pop(COMPILED_WHOLE, None)
         for module in self.modules:
             _uncompile(module)
         self.modules = []
@@ -146,6 +148,7 @@ def compile(pipe_or_model: Any, regional: bool = True, **torch_compile_kwargs: A
     handle = Compiled(model, regional)
     if not regional:
         model.compile(**torch_compile_kwargs)
+        model.__dict__[COMPILED_WHOLE] = True  # not the user's habitual compile (hooks.habitual_compile)
         return handle
     for ref in blocks_of(model):
         for module in _regions(ref):

@@ -231,6 +231,8 @@ class ContextHook(ModelHook):
 
     @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
+        if self.handle is not None:  # compiled the usual ways after accel.apply: say what to call instead
+            self.handle.check_compiled()
         if self.before_call is not None:
             self.before_call()
         self.tracker.on_transformer_call(args, kwargs)
