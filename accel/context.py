@@ -60,6 +60,7 @@ class StepTracker:
         self.info: StepInfo | None = None
         self.num_steps: int | None = None  # scheduler steps of the current call, when a pipeline tells
         self._schedule: torch.Tensor | None = None  # the scheduler's timesteps, while its begin index is unknown
+        self.schedule_steps: int | None = None  # length of the scheduler's whole schedule (> num_steps: partial)
         self.calls: list[dict[str, int]] = []  # per pipeline call counters (since the last reset_stats)
         self.listeners: list[Callable[[StepInfo], None]] = []
         self.end_listeners: list[Callable[[], None]] = []
@@ -91,8 +92,9 @@ class StepTracker:
         """
         timesteps = getattr(scheduler, "timesteps", None)
         if timesteps is None:
-            self.num_steps, self._schedule = None, None
+            self.num_steps, self._schedule, self.schedule_steps = None, None, None
             return
+        self.schedule_steps = len(timesteps)
         begin = getattr(scheduler, "begin_index", None)
         self.num_steps = len(timesteps) - (begin if isinstance(begin, int) else 0)
         self._schedule = None if isinstance(begin, int) else timesteps

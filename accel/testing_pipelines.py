@@ -469,12 +469,15 @@ _RESIDUALS = """\
   through the transformer's input projection, before the first block: a skipped run adds its
   stored offset to this step's fresh input, so they reach every step.
 - **Control residuals added between blocks** (ControlNet: Flux double and single blocks, SD3,
-  Qwen-Image, Sana, Z-Image): on a reused step the skipped blocks pass their input on, so each
-  residual the control model computes *at this step* is still added where the pipeline adds
-  it; the stored offset covers the blocks alone (the residuals of the computed step are measured
-  and left out of it). All four block caches (delta-, interval-, residual-, schedule-cache) share
-  this mechanism, so a residual that changes between steps is followed exactly; only the blocks'
-  own contribution is reused (or forecast).
+  Qwen-Image, Sana, Z-Image): every computed step adds this step's residuals at every block. A
+  skipped run's stored offset includes the residuals added *inside* the run at the step it was
+  computed (block contribution and residual stay consistent); on a reused step the residual the
+  control model computes now is added only where the pipeline adds it after the run's last block.
+  All four block caches (delta-, interval-, residual-, schedule-cache) share this. Adding the fresh
+  residuals inside the run too (offset of the blocks alone) was tried and measured on this table:
+  Flux ControlNet 43-49 dB instead of 49-65, SD3 ControlNet interval / schedule 37-39 instead of
+  51-52, Qwen-Image interval / schedule 51-53 instead of 61-62, Sana 47-61 instead of 36-53 (random
+  tiny control models); kept as it is until a real control model says otherwise.
 - **Reference-image tokens** (Flux Kontext): the offset covers the whole sequence, reference
   tokens included, and is recomputed whenever the sequence length changes. toca recomputes a
   subset of tokens in place and never mixes positions; tome refuses in one line (it would merge
@@ -482,7 +485,16 @@ _RESIDUALS = """\
 - **Partial schedules** (img2img / inpaint / video-to-video `strength`): caches plan for the steps
   the call executes (strength 0.8 of 10 steps: 8), read from the scheduler's begin index or, where
   a pipeline cuts the schedule without it (CogVideoX, Wan video-to-video), from where the first
-  timestep sits in the schedule. schedule-cache needs a calibration made on the same kind of call.
+  timestep sits in the schedule. schedule-cache needs a calibration made on the same kind of call;
+  without one it stops with one line naming `calibrate_schedule` (tests/test_pipeline_requests.py).
+
+## Compile
+
+`torch.compile(pipe.transformer)`, `pipe.transformer.compile()` and diffusers'
+`compile_repeated_blocks()` put accel's per-step hook decisions inside the compiled code (Dynamo
+recompiles at each step, then runs uncompiled past its limit). accel refuses them in one line,
+at `accel.apply` or at the first call after, naming what to call instead: `accel.compile(pipe)`
+(tests/test_pipeline_compile.py).
 """
 
 

@@ -73,3 +73,18 @@ def test_caches_plan_for_the_executed_steps(name, steps, strength, executed):
         total = handle.stats()["total"]
     assert total["steps"] == executed
     assert set(seen) == {executed}
+
+
+def test_schedule_cache_on_a_partial_schedule_says_what_to_run_in_one_line():
+    c = case("StableDiffusion3Img2ImgPipeline")
+    pipe = c.build()
+    with accel.apply(pipe, accel.ScheduleCacheConfig()):
+        with pytest.raises(ValueError, match=r"partial schedule \(its last 17 of 28 steps") as err:
+            pipe(**c.inputs(steps=28, strength=0.6))
+    assert "\n" not in str(err.value) and "calibrate_schedule" in str(err.value)
+    config = accel.ScheduleCacheConfig()  # calibrated on the same kind of call, it runs and reuses steps
+    config.prepare(pipe, lambda: pipe(**c.inputs(steps=28, strength=0.6, seed=5)))
+    with accel.apply(pipe, config) as handle:
+        pipe(**c.inputs(steps=28, strength=0.6))
+        total = handle.stats()["total"]
+    assert total["steps"] == 17 and total["block_evals"] < total["block_total"]

@@ -188,8 +188,6 @@ class RunCache(Installed):
         self._states: dict[int, BranchState] = {}
         self._call: int | None = None
         self._inputs: dict[Run, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._between: dict[Run, tuple[torch.Tensor | None, torch.Tensor | None]] = {}  # see run_block
-        self._last: tuple[int, torch.Tensor, torch.Tensor | None] | None = None  # last computed block's output
         self._hooks = HookSet(target.model)
         try:
             for ref in target.blocks:
@@ -210,8 +208,6 @@ class RunCache(Installed):
             state = self._states[info.branch] = BranchState()
         self.info, self.state = info, state
         self._inputs.clear()
-        self._between.clear()
-        self._last = None
         self.plan = self.plain  # in case choose() raises
         steps = self.tracker.num_steps
         if steps is not None and steps < self.min_steps:
@@ -232,13 +228,11 @@ class RunCache(Installed):
         """The pipeline call is over: free every cached tensor (the next call starts afresh)."""
         self._states.clear()
         self._inputs.clear()
-        self._between.clear()
-        self._last = None
         self.state = BranchState()
 
     def held_bytes(self) -> int:
         """Bytes of cached tensors this cache still holds (0 between pipeline calls)."""
-        return sum(s.held_bytes() for s in self._states.values()) + tensor_bytes((list(self._inputs.values()), list(self._between.values()), self._last))
+        return sum(s.held_bytes() for s in self._states.values()) + tensor_bytes(list(self._inputs.values()))
 
     def _warn(self, message: str) -> None:
         """Say once (in `.stats()["warnings"]`) that a setting cannot do what it was asked here."""
@@ -277,13 +271,6 @@ class RunCache(Installed):
 
     # -- per block --------------------------------------------------------------------------
     def run_block(self, hook: RunHook, op: BlockOp, args: tuple, kwargs: dict) -> Any:
-        """Skip, pass on or compute one block of the plan.
-
-        What the transformer adds *between* the blocks of a run (ControlNet residuals, Flux:
-        after every double and single block) is fresh at every step: a skipped run passes its
-        input on, so those additions reach its last block, which adds the stored Δ of the
-        blocks alone (`_between` measured the additions on the computed step, outside Δ).
-        """
         io = hook.io
         h, e = io.inputs(args, kwargs)
         for run in op.starts:
@@ -293,38 +280,19 @@ class RunCache(Installed):
         if op.skip:
             if not op.ends:
                 return io.pack(h, e)  # inside a skipped run: pass the input on
-            self._inputs.pop(op.ends[0], None)
-            dh, de = self.delta(op.ends[0])
-            return io.pack(h + dh, None if de is None or e is None else e + de)
-        self._add_between(hook.index, h, e)
+            run = op.ends[0]
+            h0, e0 = self._inputs.pop(run, (h, e))
+            dh, de = self.delta(run)
+            return io.pack(h0 + dh, None if de is None or e0 is None else e0 + de)
         out = hook.fn_ref.original_forward(*args, **kwargs)
-        ho, eo = io.outputs(out)
-        self._last = (hook.index, ho, eo)
-        for run in op.ends:
-            if run not in self._inputs:  # the run's first block was not called (e.g. SD3 skip_layers)
-                continue
-            h0, e0 = self._inputs.pop(run)
-            rh, re = self._between.pop(run, (None, None))
-            dh = ho - h0 if rh is None else ho - h0 - rh
-            de = None if eo is None or e0 is None else (eo - e0 if re is None else eo - e0 - re)
-            self.finished(run, dh, de)
+        if op.ends:
+            ho, eo = io.outputs(out)
+            for run in op.ends:
+                if run not in self._inputs:  # the run's first block was not called (e.g. SD3 skip_layers)
+                    continue
+                h0, e0 = self._inputs.pop(run)
+                self.finished(run, ho - h0, None if eo is None or e0 is None else eo - e0)
         return out
-
-    def _add_between(self, index: int, h: torch.Tensor, e: torch.Tensor | None) -> None:
-        """Add what changed from the previous block's output to this block's input to every open run."""
-        last, self._last = self._last, None
-        if last is None or last[0] != index - 1:
-            return
-        _, ho, eo = last
-        if ho.shape != h.shape:
-            return
-        rh = h - ho
-        re = e - eo if e is not None and eo is not None and e.shape == eo.shape else None
-        for run in self._inputs:
-            if run[0] < index:
-                sh, se = self._between.get(run, (None, None))
-                self._between[run] = (rh if sh is None else sh + rh,
-                                      re if se is None else (se if re is None else se + re))
 
     def _recompute(self, hook: RunHook, run: Run, args: tuple, kwargs: dict) -> Any:
         """The stored Δ of `run` no longer fits its input (the batch changed): compute and re-store it."""

@@ -143,6 +143,13 @@ class ScheduleCache(RunCache):
 
     def computed(self, key: CalibrationKey) -> frozenset[int]:
         path = Path(self.config.schedule) if self.config.schedule else cache_dir() / key.filename()
+        total = self.tracker.schedule_steps
+        if not self.config.schedule and not path.is_file() and total and key.steps < total:
+            raise ValueError(
+                f"schedule-cache: no calibration covers this call's partial schedule (its last {key.steps} of "
+                f"{total} steps: img2img / inpaint strength) in {path.parent}; run "
+                "accel.caching.calibrate_schedule(pipe, lambda: pipe(...)) once on a call with this sampler, step "
+                "count and strength, or pass schedule=FILE")
         if not self.config.schedule and not path.is_file():
             raise ValueError(
                 f"schedule-cache: no calibration for this model and sampler at {key.steps} steps in "
