@@ -20,6 +20,12 @@ import accel
 from accel.testing_pipelines import CASES, KINDS, PSNR_FLOOR_DB, SETTINGS, case, docs_page
 
 PAIRS = [(c.pipeline, m) for c in CASES for m in c.methods]
+VIDEO = {"CogVideoX", "Wan"}  # 3-D VAEs: the slowest cases, marked slow
+
+
+def _params(rows: list[tuple]) -> list:
+    return [pytest.param(*r, id="-".join(r[:2]), marks=[pytest.mark.slow] if case(r[0]).family in VIDEO else [])
+            for r in rows]
 
 
 def _images(out) -> torch.Tensor:
@@ -61,7 +67,7 @@ def _saved_work(config, stats: dict, method: str) -> bool:
     return 0 < stats[method]["total"]["flops_ratio"] < 1
 
 
-@pytest.mark.parametrize("name,method", PAIRS, ids=[f"{p}-{m}" for p, m in PAIRS])
+@pytest.mark.parametrize("name,method", _params(PAIRS))
 def test_pipeline_method(name, method):
     c = case(name)
     pipe, base, free = _baseline(name)
