@@ -401,6 +401,28 @@ def _wan(cls_name: str, in_channels: int = 16, two_experts: bool = False) -> Cal
     return build
 
 
+def _ltx(cls_name: str) -> Callable[[], Any]:
+    def build() -> Any:
+        import diffusers as d
+
+        torch.manual_seed(0)
+        vae = d.AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+            upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+            patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        ).eval()
+        torch.manual_seed(0)
+        transformer = d.LTXVideoTransformer3DModel(
+            in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+            cross_attention_dim=16, num_layers=3, caption_channels=_TEXT_DIM,
+        ).eval()
+        return _assemble(cls_name, transformer=transformer, vae=vae, scheduler=d.FlowMatchEulerDiscreteScheduler())
+    return build
+
+
 _SD3_TOKENS = ("tome", "toca")
 _VIDEO_TOKENS = ("toca",)
 
@@ -449,6 +471,12 @@ CASES += [
     PipelineCase("WanImageToVideoPipeline", "image-to-video", "Wan",
                  _wan("WanImageToVideoPipeline", in_channels=36, two_experts=True), _inputs("video", "image", "num_frames", frames=5),
                  note="toca saved no FLOPs on this two-expert (Wan 2.2) split at 10 steps; not yet investigated"),
+    PipelineCase("LTXImageToVideoPipeline", "image-to-video", "LTX", _ltx("LTXImageToVideoPipeline"),
+                 _inputs("masked", "image", "num_frames", size=32, frames=9), _VIDEO_TOKENS),
+    PipelineCase("LTXConditionPipeline", "video-to-video", "LTX", _ltx("LTXConditionPipeline"),
+                 _inputs("masked", "video", "num_frames", size=32, frames=9),
+                 note="toca fails: this pipeline calls the transformer with video_coords, not num_frames / height / "
+                      "width, so the LTX token grid is unread (KeyError in families' _grid_ltx); not fixed yet"),
     PipelineCase("WanVideoToVideoPipeline", "video-to-video", "Wan", _wan("WanVideoToVideoPipeline"),
                  _inputs("video", "video", "strength", frames=5), _VIDEO_TOKENS),
 ]

@@ -20,7 +20,7 @@ import accel
 from accel.testing_pipelines import CASES, KINDS, PSNR_FLOOR_DB, SETTINGS, case, docs_page
 
 PAIRS = [(c.pipeline, m) for c in CASES for m in c.methods]
-VIDEO = {"CogVideoX", "Wan"}  # 3-D VAEs: the slowest cases, marked slow
+VIDEO = {"CogVideoX", "LTX", "Wan"}  # 3-D VAEs: the slowest cases, marked slow
 
 
 def _params(rows: list[tuple]) -> list:
