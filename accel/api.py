@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .config import MethodConfig
-from .errors import AlreadyAcceleratedError
+from .errors import AlreadyAcceleratedError, UnsupportedMethodError
 from .families import family_of, resolve, transformers_of
 from .handles import Handle, PipelineHandle, handle_of
+from .hooks import habitual_compile
 
 
 def apply(pipe_or_model: Any, *configs: MethodConfig | str) -> Handle | PipelineHandle:
@@ -33,6 +34,9 @@ def apply(pipe_or_model: Any, *configs: MethodConfig | str) -> Handle | Pipeline
         if kinds.count(kind) > 1:
             names = [c.cli_name for c in configs if c.kind == kind]
             raise ValueError(f"configs {names} are all of kind {kind!r}; stack at most one of each kind")
+    for m in (pipe_or_model, getattr(pipe_or_model, "transformer", None)):
+        if type(m).__name__ == "OptimizedModule":  # torch.compile(transformer): the model sits in _orig_mod
+            raise UnsupportedMethodError(habitual_compile(m, []))
     pipeline, model = resolve(pipe_or_model)
     models = [m for _, m in transformers_of(pipeline)] if pipeline is not None else [model]
     for m in models:

@@ -35,6 +35,7 @@ import torch
 
 from .families import BlockRef, blocks_of, resolve, sublayers_of, transformers_of
 from .hooks import COMPILED as _MARK
+from .hooks import COMPILED_WHOLE
 
 
 def _bottom(module: torch.nn.Module) -> tuple[Any, str, Any]:
@@ -125,6 +126,7 @@ class Compiled:
         if not self.regional:
             for model in self.models:
                 model._compiled_call_impl = None
+                model.__dict__.pop(COMPILED_WHOLE, None)
         for module in self.modules:
             _uncompile(module)
         self.modules = []
@@ -161,6 +163,7 @@ def compile(pipe_or_model: Any, regional: bool = True, **torch_compile_kwargs: A
             continue
         if not regional:
             m.compile(**torch_compile_kwargs)
+            m.__dict__[COMPILED_WHOLE] = True  # not the user's habitual compile (hooks.habitual_compile)
             continue
         for ref in blocks_of(m):
             for module in _regions(ref):

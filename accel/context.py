@@ -65,6 +65,8 @@ class StepTracker:
         self.info: StepInfo | None = None
         self.num_steps: int | None = None  # scheduler steps of the current call, when a pipeline tells
         self.last_steps: int | None = None  # steps the previous call ran (counted as its calls came)
+        self._schedule: torch.Tensor | None = None  # the scheduler's timesteps, while its begin index is unknown
+        self.schedule_steps: int | None = None  # length of the scheduler's whole schedule (> num_steps: partial)
         self.calls: list[dict[str, int]] = []  # per pipeline call counters (since the last reset_stats)
         self.listeners: list[Callable[[StepInfo], None]] = []
         self.end_listeners: list[Callable[[], None]] = []
@@ -91,13 +93,32 @@ class StepTracker:
         self._entry = None
 
     def read_schedule(self, scheduler: Any) -> None:
-        """Steps this call runs: the scheduler's timesteps from its begin index (img2img truncates them)."""
+        """Steps this call runs: the scheduler's timesteps from its begin index (img2img truncates them).
+
+        Pipelines that cut the schedule without `set_begin_index` (CogVideoX and Wan
+        video-to-video) are caught at the first transformer call: see `_locate_start`.
+        """
         timesteps = getattr(scheduler, "timesteps", None)
         if timesteps is None:
-            self.num_steps = None
+            self.num_steps, self._schedule, self.schedule_steps = None, None, None
             return
+        self.schedule_steps = len(timesteps)
         begin = getattr(scheduler, "begin_index", None)
         self.num_steps = len(timesteps) - (begin if isinstance(begin, int) else 0)
+        self._schedule = None if isinstance(begin, int) else timesteps
+
+    def _locate_start(self, args: tuple, kwargs: dict) -> None:
+        """The executed step count from where the first call's timestep sits in the schedule."""
+        schedule, self._schedule = self._schedule, None
+        t = self._timestep(args, kwargs)
+        if t is None or not isinstance(schedule, torch.Tensor) or schedule.ndim != 1 or not len(schedule):
+            return
+        ts = schedule.detach().float().cpu()
+        for value in (t, t * 1000.0):  # flow pipelines pass t / 1000
+            hits = torch.nonzero((ts - value).abs() <= 1e-3 * max(1.0, abs(value))).flatten()
+            if len(hits):
+                self.num_steps = len(ts) - int(hits[0])
+                return
 
     def end_step(self) -> None:
         """The scheduler finished a denoising step; after the last one the pipeline call is over."""
@@ -113,6 +134,8 @@ class StepTracker:
 
     def on_transformer_call(self, args: tuple, kwargs: dict) -> StepInfo:
         stepped = False
+        if self._schedule is not None and self.scheduler_driven and self._step == 0 and self._branch == -1:
+            self._locate_start(args, kwargs)
         if not self.scheduler_driven or self._call < 0:
             stepped = self._advance_from_timestep(args, kwargs)
         self._branch += 1
@@ -132,12 +155,15 @@ class StepTracker:
     def after_transformer_call(self) -> None:
         self._args, self._kwargs = (), {}
 
-    def _advance_from_timestep(self, args: tuple, kwargs: dict) -> bool:
-        """Read the step from the timestep; True when this call starts a new step."""
+    def _timestep(self, args: tuple, kwargs: dict) -> float | None:
         t = kwargs.get(self.family.timestep_arg)
         if t is None and self._t_pos is not None and self._t_pos < len(args):
             t = args[self._t_pos]
-        t = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else (None if t is None else float(t))
+        return float(t.flatten()[0]) if isinstance(t, torch.Tensor) else (None if t is None else float(t))
+
+    def _advance_from_timestep(self, args: tuple, kwargs: dict) -> bool:
+        """Read the step from the timestep; True when this call starts a new step."""
+        t = self._timestep(args, kwargs)
         stepped = True
         if self._call < 0 or (t is not None and self._last_t is not None and t > self._last_t):
             self.begin_call()  # timesteps only go down within a call: a rise starts a new one
@@ -221,6 +247,8 @@ class ContextHook(ModelHook):
 
     @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
+        if self.handle is not None:  # compiled the usual ways after accel.apply: say what to call instead
+            self.handle.check_compiled()
         if self.before_call is not None:
             self.before_call()
         self.tracker.on_transformer_call(args, kwargs)

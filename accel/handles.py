@@ -17,7 +17,8 @@ import torch
 from .config import Installed, MethodConfig, Target
 from .context import ContextHook, CountHook, SchedulerProbe, StepTracker
 from .families import blocks_of, family_of, transformers_of
-from .hooks import HookSet
+from .errors import UnsupportedMethodError
+from .hooks import HookSet, habitual_compile
 
 CONTEXT_HOOK = "accel.context"
 COUNT_HOOK = "accel.count"
@@ -60,7 +61,14 @@ class Handle(_Removable):
         self._removed = False
 
     # -- installation -----------------------------------------------------------------------
+    def check_compiled(self) -> None:
+        """Refuse, in one line, a transformer compiled outside `accel.compile` (see `hooks.habitual_compile`)."""
+        message = habitual_compile(self.model, [r.module for r in self.target.blocks], self.pipeline)
+        if message is not None:
+            raise UnsupportedMethodError(message)
+
     def _install(self) -> None:
+        self.check_compiled()
         tracker = self._tracker
         for ref in self.target.blocks:  # innermost: counts only blocks that really run
             self._hooks.add(ref.module, CountHook(tracker), COUNT_HOOK)

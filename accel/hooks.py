@@ -13,6 +13,27 @@ import torch
 from .errors import AlreadyAcceleratedError
 
 COMPILED = "_accel_compiled"  # module.__dict__ entry of `accel.compile`: (original forward, compiled forward)
+COMPILED_WHOLE = "_accel_compiled_whole"  # model.__dict__ entry of `accel.compile(regional=False)`
+
+
+def habitual_compile(model: torch.nn.Module, blocks: list[torch.nn.Module], pipeline: object = None) -> str | None:
+    """One line when the transformer was compiled the usual ways outside `accel.compile`, else None.
+
+    `torch.compile(pipe.transformer)`, `transformer.compile()` and diffusers' `compile_repeated_blocks()`
+    put accel's per-step hook decisions inside the compiled code: Dynamo recompiles at each step and,
+    past its recompile limit, runs uncompiled. `accel.compile` compiles below the hooks instead.
+    """
+    wrappers = [] if pipeline is None else [v for v in vars(pipeline).values() if getattr(v, "_orig_mod", None) is model]
+    if type(model).__name__ == "OptimizedModule" or wrappers:
+        form = "torch.compile(pipe.transformer)"
+    elif model.__dict__.get("_compiled_call_impl") is not None and not model.__dict__.get(COMPILED_WHOLE):
+        form = "pipe.transformer.compile()"
+    elif any(b.__dict__.get("_compiled_call_impl") is not None for b in blocks):
+        form = "pipe.transformer.compile_repeated_blocks()"
+    else:
+        return None
+    return (f"{form} compiles accel's per-step hooks into the graph (Dynamo recompiles each step, then runs "
+            "uncompiled past its limit): leave the transformer uncompiled and call accel.compile(pipe) instead")
 
 
 class HookSet:

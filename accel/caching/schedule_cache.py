@@ -164,10 +164,22 @@ class ScheduleCache(RunCache):
         if path.is_file():
             doc = read_calibration(path)
             check_key(doc, path, key, ("model", "scheduler"))
-            if doc["steps"] != key.steps and not (timesteps and can_resample(doc, timesteps)):
-                check_key(doc, path, key)  # says the step counts differ
-        elif not self.config.schedule:
+            if not _serves(doc, key, timesteps):
+                if self.config.schedule:
+                    check_key(doc, path, key)  # says the step counts differ
+                    raise ValueError(f"schedule file {path} was calibrated at other timesteps than this call runs "
+                                     "and cannot be resampled at them; calibrate at this call's steps (and strength)")
+                doc = None  # the cache directory's entry for this step count is of another schedule (img2img)
+        if doc is None and not self.config.schedule:
             path, doc = self._donor(key, timesteps)
+        total = self.tracker.schedule_steps
+        if doc is None and total and key.steps < total:
+            raise ValueError(
+                f"schedule-cache: no calibration covers this call's partial schedule (its last {key.steps} of "
+                f"{total} steps: img2img / inpaint strength) in {path.parent}; run "
+                "accel.caching.calibrate_schedule(pipe, lambda: pipe(...)) once with this sampler at "
+                f"{total} steps or more (it serves the partial schedules), or on a call with this strength, "
+                "or pass schedule=FILE")
         if doc is None:
             raise ValueError(
                 f"schedule-cache: no calibration for this model and sampler at {key.steps} steps in "
@@ -246,6 +258,14 @@ def executed_timesteps(scheduler: Any, steps: int) -> list[float] | None:
     tail = timesteps[begin if isinstance(begin, int) else 0:]
     out = [float(t) for t in (tail.tolist() if isinstance(tail, torch.Tensor) else tail)]  # one read per call
     return out if len(out) == steps else None
+
+
+def _serves(doc: dict[str, Any], key: CalibrationKey, timesteps: list[float] | None) -> bool:
+    """Whether a checked calibration serves a call: made at its steps (and timesteps, when both are known),
+    or resampled at its executed timesteps."""
+    if doc["steps"] == key.steps and (timesteps is None or "timesteps" not in doc or _same(doc["timesteps"], timesteps)):
+        return True
+    return bool(timesteps) and can_resample(doc, timesteps)
 
 
 def _same(a: list[float], b: list[float]) -> bool:

@@ -26,6 +26,7 @@ import torch
 
 from ..config import MethodConfig, Target, check_choice, check_int, check_range, register_method
 from ..context import StepInfo
+from ..errors import UnsupportedMethodError
 from ..families import SUBLAYERS, BlockRef, mergeable, sublayers_of
 from ._sublayers import OPTION, BlockCall, TokenCompressor
 from .merge import Matching, match_grid
@@ -207,7 +208,13 @@ class Tome(TokenCompressor):
             if to_k is not None:
                 with torch.no_grad():
                     metric = to_k(tokens)
-        return match_grid(metric, call.r, self.token_grid(), c.sx, c.sy, gen, st=c.st)
+        grid = self.token_grid()
+        if math.prod(grid) < tokens.shape[1]:
+            raise UnsupportedMethodError(
+                f"tome: {tokens.shape[1] - math.prod(grid)} tokens beyond the {'x'.join(map(str, grid))} generated "
+                "grid (reference-image tokens, e.g. Flux Kontext): merging would mix them with the generated ones; "
+                "use toca or a block cache on this pipeline")
+        return match_grid(metric, call.r, grid, c.sx, c.sy, gen, st=c.st)
 
     def stats(self) -> dict[str, Any]:
         out = {**super().stats(), "ratio": self.config.ratio}
