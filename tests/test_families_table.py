@@ -125,8 +125,10 @@ def test_pruned_model_reloads_with_plain_diffusers_where_depth_is_one_config_key
     pruned.save_pretrained(tmp_path / "transformer")
     loaded = getattr(diffusers, name).from_pretrained(tmp_path / "transformer").eval()
     assert len(blocks_of(loaded)) == len(keep)
-    with torch.no_grad():
-        assert torch.equal(prediction(loaded(**kw)), bypassed)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in pruned.state_dict().items())  # the same weights
+    with torch.no_grad():  # ... computing the same up to float rounding: safetensors' memory-mapped weights may
+        # take other CPU kernels than the in-memory ones (4e-7 apart on ChronoEdit), so not bit for bit
+        torch.testing.assert_close(prediction(loaded(**kw)), bypassed, rtol=1e-5, atol=1e-5)
 
 
 def test_video_destinations_are_strided_over_frames(built):
