@@ -31,7 +31,7 @@ FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.s
 RESUME_SETTINGS = {"lr": "--lr", "batch_size": "--batch-size", "lambda_task": "--lambda-task",
                    "lambda_out": "--lambda-out", "lambda_feat": "--lambda-feat", "grad_accum": "--grad-accum",
                    "ema_decay": "--ema-decay", "mixed_precision": "--mixed-precision", "seed": "--seed",
-                   "num_processes": "the number of processes"}
+                   "num_processes": "the number of processes", "data": "the data (--data, --teacher-samples)"}
 _STEP = re.compile(r"step_(\d+)")
 
 
@@ -132,7 +132,8 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: lis
     """CheckpointError naming the flag when this run's settings or student differ from the checkpoint's."""
     saved = state.get("settings") or {}
     for key, flag in RESUME_SETTINGS.items():
-        if key in settings and saved.get(key) != settings[key]:
+        if key in settings and saved.get(key) != settings[key] and (key != "data" or key in saved):  # runs before
+            # --data was recorded resume as they were
             raise CheckpointError(f"--resume: {flag} {settings[key]} differs from the run's {saved.get(key)} (a resume "
                                   "continues the same training; use a new --out to change it)")
     if list(state.get("block_map") or []) != list(block_map):

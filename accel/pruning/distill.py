@@ -64,6 +64,7 @@ class DistillConfig:
     seed: int = 0
     log_every: int = 10
     progress: bool = True
+    data: str | None = None  # what the run trains on (the command's --data settings); a resume must match
 
     def validate(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -125,7 +126,8 @@ class TrainState:
 # ----------------------------------------------------------------------------- data
 @dataclass
 class Batch:
-    """One micro-batch: the transformer call and the true noise (None: no task loss)."""
+    """One micro-batch: the transformer call and the task target: the true noise, or for flow models the true
+    velocity (accel/pruning/data.py); None: no task loss."""
 
     args: tuple
     kwargs: dict
@@ -462,7 +464,8 @@ def resume_settings(cfg: DistillConfig, mixed_precision: str, num_processes: int
     """The settings a resumed run must share with the checkpoint (checkpoint.RESUME_SETTINGS)."""
     return {"lr": cfg.lr, "batch_size": cfg.batch_size, "lambda_task": cfg.lambda_task, "lambda_out": cfg.lambda_out,
             "lambda_feat": cfg.lambda_feat, "grad_accum": cfg.grad_accum, "ema_decay": cfg.ema_decay,
-            "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes}
+            "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes,
+            "data": cfg.data}
 
 
 def _save(accelerator: Any, root: Path, state: TrainState, model: torch.nn.Module, optimizer: Any,

@@ -108,23 +108,55 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
 
 def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.PathLike | None = None,
                  teacher_samples: int = 0, sample_steps: int = 20, seed: int = 0,
-                 prompts: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
-    """(training data, its description for distill.json): an image folder (`data_dir`), the transformer
-    calls of `teacher_samples` images the teacher samples itself (`prompts` as in prune_pipeline), or
-    the digits set (digits models)."""
-    if data_dir is not None and teacher_samples:
-        raise ValueError("--data and --teacher-samples exclude each other")
-    if data_dir is not None:
-        data = image_folder_data(data_dir, teacher_pipe)
-        return data, {"kind": "image-folder", "path": str(data_dir), "images": len(data)}
+                 prompts: list[str] | None = None, fd_digits: bool = False,
+                 data_weight: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """(training data, its description for distill.json).
+
+    `data_dir`: "digits" (the embedded models' own training set: class labels for the default model,
+    its prompts for the flow model) or a folder (class subfolders for a DiT; images + prompts.json(l)
+    for a flow text-to-image pipeline: accel.pruning.data). `teacher_samples`: the transformer calls
+    of that many images the teacher samples itself (`prompts` as in prune_pipeline). Both given: each
+    step draws from the data with probability `data_weight` (default 0.5), else from the samples.
+    Neither: the digits set for digits models."""
+    from .data import MixedData, digits_flow_data, is_flow_text_pipeline, prompt_folder_data
+
+    if data_weight is not None and not 0.0 <= data_weight <= 1.0:
+        raise ValueError(f"--data-weight must be in [0, 1], got {data_weight}")
+    if data_weight is not None and (data_dir is None or not teacher_samples):
+        raise ValueError("--data-weight mixes --data with --teacher-samples: give both")
+    real, info = None, None
+    if data_dir is None and not teacher_samples and digits:
+        data_dir = "digits"
+    if str(data_dir) == "digits":
+        if digits and not is_flow_text_pipeline(teacher_pipe):
+            real = digits_data()
+            info = {"kind": "digits", "conditioning": "class labels", "images": len(real)}
+        elif fd_digits and is_flow_text_pipeline(teacher_pipe):
+            real = digits_flow_data(teacher_pipe)
+            info = {"kind": "digits", "conditioning": "the flow model's prompt templates", "images": len(real),
+                    "task_loss": "velocity (flow matching)"}
+        else:
+            raise ValueError("--data digits: only for the embedded models and folders derived from them")
+    elif data_dir is not None:
+        if is_flow_text_pipeline(teacher_pipe):
+            real = prompt_folder_data(data_dir, teacher_pipe)
+            info = {"kind": "image-prompt-folder", "path": str(data_dir), "images": len(real),
+                    "task_loss": "velocity (flow matching)"}
+        else:
+            real = image_folder_data(data_dir, teacher_pipe)
+            info = {"kind": "image-folder", "path": str(data_dir), "images": len(real)}
+    samples = None
     if teacher_samples:
         inputs = calibration_inputs(teacher_pipe, teacher_samples, sample_steps, seed, digits=digits, prompts=prompts)
-        data = RecordedCallData(record_calls(teacher_pipe, inputs))
-        return data, {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(data)}
-    if digits:
-        data = digits_data()
-        return data, {"kind": "digits", "images": len(data)}
-    raise ValueError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
+        samples = RecordedCallData(record_calls(teacher_pipe, inputs))
+        s_info = {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(samples)}
+        if real is None:
+            return samples, s_info
+        w = 0.5 if data_weight is None else data_weight
+        return MixedData(real, samples, w), {"kind": "mixed", "data_weight": w, "data": info, "teacher": s_info}
+    if real is None:
+        raise ValueError("this teacher has no built-in data set: give --data DIR or --teacher-samples N")
+    return real, info
 
 
 def distill_pipeline(teacher_pipe: Any, student: torch.nn.Module, mapping: Sequence[int], data: Any,
