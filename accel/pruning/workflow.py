@@ -32,7 +32,7 @@ from .importance import collect_calibration
 from .prune import SELECTORS, block_map, prune_model, select_keep
 from .select import Budget, block_costs, resolve_keep
 
-CALIBRATING_SELECTORS = ("laptop", "evo", "cosine")  # the selectors that score blocks on calibration calls
+CALIBRATING_SELECTORS = ("laptop", "evo", "cosine", "learned")  # the selectors that score blocks on calibration calls
 CALIBRATING_COSTS = ("flops", "latency")  # the costs measured on a recorded call
 
 
@@ -48,7 +48,7 @@ class PruneResult:
 
 def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, selector: str = "laptop",
                    cost: str = "count", calib_images: int = 20, calib_steps: int = 20, calib_calls: int = 32,
-                   seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100,
+                   seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100, learned_steps: int = 200,
                    prompts: list[str] | None = None, source: str | None = None,
                    progress: bool | None = None) -> PruneResult:
     """Score `pipe.transformer`'s blocks on calibration calls of the pipeline's own sampling (when the
@@ -84,7 +84,8 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     first_call = calibration.calls[0] if calibration is not None else None
     costs = block_costs(model, cost, first_call)
     budget = resolve_keep(keep, costs, cost)
-    chosen = select_keep(model, selector, budget, calibration, seed=seed, evo_evaluations=evo_evaluations)
+    chosen = select_keep(model, selector, budget, calibration, seed=seed, evo_evaluations=evo_evaluations,
+                         learned_steps=learned_steps)
     pruned = prune_model(model, chosen["keep"])
     kept = chosen["keep"]
     info = {
