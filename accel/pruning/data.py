@@ -169,15 +169,16 @@ def read_prompts(folder: Path) -> dict[str, list[str]]:
     return table
 
 
-def encode_images(pipe: Any, files: Sequence[Path]) -> torch.Tensor:
-    """Images resized to the transformer's resolution, in [-1, 1], encoded by the pipeline's VAE (mode of the
-    latent distribution, SD3's shift and scale); identity VAEs give the pixels. (N, C, H, W) float32."""
+def encode_images(pipe: Any, files: Sequence[Path], formats: Sequence[str] = ("PNG", "JPEG")) -> torch.Tensor:
+    """Images (of PIL `formats`, at most MAX_IMAGE_PIXELS) resized to the transformer's resolution, in [-1, 1],
+    encoded by the pipeline's VAE (mode of the latent distribution, SD3's shift and scale); identity VAEs
+    give the pixels. (N, C, H, W) float32; a ValueError naming the file for anything unreadable."""
     from PIL import Image
 
     vae, cfg = pipe.vae, pipe.transformer.config
     blocks = getattr(vae.config, "block_out_channels", None)
     size = cfg.sample_size * (2 ** (len(blocks) - 1) if blocks else 1)
-    channels = getattr(vae.config, "in_channels", None) or getattr(vae.config, "latent_channels", cfg.in_channels)
+    channels = getattr(vae.config, "in_channels", cfg.in_channels)
     mode = "L" if channels == 1 else "RGB"
     scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
     shift = getattr(vae.config, "shift_factor", 0.0) or 0.0
@@ -186,8 +187,8 @@ def encode_images(pipe: Any, files: Sequence[Path]) -> torch.Tensor:
         for f in files:
             try:
                 with Image.open(f) as im:
-                    if im.format not in ("PNG", "JPEG"):
-                        raise ValueError(f"a {im.format} image; give PNG or JPEG")
+                    if im.format not in formats:
+                        raise ValueError(f"a {im.format} image; give {' or '.join(formats)}")
                     if im.width * im.height > MAX_IMAGE_PIXELS:
                         raise ValueError(f"{im.width}x{im.height} pixels, more than {MAX_IMAGE_PIXELS}")
                     im = im.convert(mode).resize((size, size), Image.BICUBIC)

@@ -221,7 +221,6 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
     """`--data DIR` for a class-conditional DiT pipeline: DIR/<class id>/*.png, resized to the model's
     resolution, encoded by the pipeline's VAE (identity for the pixel-space default model)."""
     from diffusers import DDPMScheduler, DiTPipeline
-    from PIL import Image
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -234,25 +233,12 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
     if not files:
         raise ValueError(f"--data {folder}: expected class subfolders named by class id (0/, 1/, ...) "
                          f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
-    cfg = pipe.transformer.config
-    vae = pipe.vae
-    scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
-    blocks = getattr(vae.config, "block_out_channels", None)
-    size = cfg.sample_size * (2 ** (len(blocks) - 1) if blocks else 1)  # latent size x the VAE's downsampling
-    channels = getattr(vae.config, "in_channels", cfg.in_channels)
-    mode = "L" if channels == 1 else "RGB"
-    latents = []
-    with torch.no_grad():
-        for f, _ in files:
-            im = Image.open(f).convert(mode).resize((size, size), Image.BICUBIC)
-            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).float().view(size, size, -1)
-            x = (x.permute(2, 0, 1)[None] / 127.5 - 1).to(device=pipe.device, dtype=vae.dtype)
-            enc = vae.encode(x)
-            z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.sample
-            latents.append((z * scale).float().cpu())
+    from .data import encode_images
+
+    latents = encode_images(pipe, [f for f, _ in files], formats=("PNG", "JPEG", "BMP", "WEBP"))
     labels = torch.tensor([c for _, c in files], dtype=torch.long)
     alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod
-    return ClassImageData(torch.cat(latents), labels, alphas, 1000, label_dropout)
+    return ClassImageData(latents, labels, alphas, 1000, label_dropout)
 
 
 # ----------------------------------------------------------------------------- features
