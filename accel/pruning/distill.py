@@ -4,7 +4,8 @@ Loss per batch (student S = the pruned model, teacher T = the original, frozen):
 
     L = L_task + λ_out ‖ε_T − ε_S‖² + λ_feat Σ_l ‖F_T^{m(l)} − F_S^l‖² / ‖F_T^{m(l)}‖²
 
-L_task is the usual ε-prediction loss on real data (digits or an image folder); F^l is the
+L_task is the usual ε-prediction loss on real data (digits or an image folder), for flow models the
+flow-matching velocity loss on real image + prompt pairs (accel/pruning/data.py); F^l is the
 hidden-state output of block l, and m(l) the teacher block student block l was copied
 from (pruning.json's `block_map`). Normalising each layer by the teacher's feature norm
 keeps a few large layers from dominating.
