@@ -57,9 +57,15 @@ def test_distill_on_data_resumes_bit_for_bit(sd3, tmp_path, mixed):
     assert kinds == ({True, False} if mixed else {True})  # the velocity loss only on real pairs
 
 
-def test_flow_pairs_are_rectified_flow_with_the_true_velocity(sd3):
+def test_flow_pairs_are_rectified_flow_with_the_true_velocity(sd3, monkeypatch):
     data = _flow_data(sd3, n=4)
     b = data.batch(torch.Generator().manual_seed(0), 5, torch.device("cpu"))
+    monkeypatch.setattr(pdata, "MAX_CACHED_PROMPTS", 1)  # more prompts than that: encoded per batch, same values
+    per_batch = _flow_data(sd3, n=4)
+    assert per_batch.embeds is None
+    b2 = per_batch.batch(torch.Generator().manual_seed(0), 5, torch.device("cpu"))
+    assert torch.allclose(b2.kwargs["encoder_hidden_states"], b.kwargs["encoder_hidden_states"], atol=1e-6)
+    assert torch.equal(b2.args[0], b.args[0]) and torch.equal(b2.noise, b.noise)
     s = b.kwargs["timestep"] / 1000
     assert b.args[0].shape == (5, 4, 8, 8) and bool(((s > 0) & (s < 1)).all())
     # x_s = (1 - s) x0 + s eps and v = eps - x0  =>  x0 = x_s - s v is one of the data's latents

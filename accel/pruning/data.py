@@ -30,6 +30,7 @@ MAX_IMAGES = 100_000
 MAX_PROMPTS_BYTES = 64 * 2**20
 MAX_PROMPT_CHARS = 2000
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_CACHED_PROMPTS = 2048  # more distinct prompts than this are encoded per batch instead of once up front
 PROMPT_DROPOUT = 0.1  # the share of empty prompts (CFG), as the flow model was trained
 
 
@@ -58,7 +59,10 @@ class FlowPairData:
         self.max_sequence_length = max_sequence_length or _default_sequence_length(pipe)
         unique = sorted({q for p in self.prompts for q in p} | {""})
         self.index = {q: i for i, q in enumerate(unique)}
-        self.embeds, self.pooled = _encode(pipe, unique, self.max_sequence_length)
+        self.unique, self.pipe = unique, pipe
+        self.embeds = self.pooled = None  # a large prompt set (a real model's T5 states) is encoded per batch
+        if len(unique) <= MAX_CACHED_PROMPTS:
+            self.embeds, self.pooled = _encode(pipe, unique, self.max_sequence_length)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -75,11 +79,15 @@ class FlowPairData:
         for j, i in enumerate(idx.tolist()):
             options = self.prompts[i]
             rows.append(0 if drop[j] else self.index[options[min(int(pick[j] * len(options)), len(options) - 1)]])
-        rows_t = torch.tensor(rows)
+        if self.embeds is not None:
+            rows_t = torch.tensor(rows)
+            embeds, pooled = self.embeds[rows_t], self.pooled[rows_t]
+        else:
+            embeds, pooled = _encode(self.pipe, [self.unique[r] for r in rows], self.max_sequence_length)
         sv = s.view(-1, *([1] * (x0.ndim - 1)))
         xt = (1 - sv) * x0 + sv * noise
-        kwargs = dict(timestep=(s * 1000).to(device), encoder_hidden_states=self.embeds[rows_t].to(device),
-                      pooled_projections=self.pooled[rows_t].to(device), return_dict=False)
+        kwargs = dict(timestep=(s * 1000).to(device), encoder_hidden_states=embeds.to(device),
+                      pooled_projections=pooled.to(device), return_dict=False)
         return Batch((xt.to(device),), kwargs, (noise - x0).to(device))  # target: the true velocity
 
 
