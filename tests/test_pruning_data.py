@@ -211,3 +211,10 @@ def test_prune_learned_keeps_k_and_loads_with_plain_diffusers(tmp_path):
     assert DiTTransformer2DModel.from_pretrained(out / "transformer").config.num_layers == 2
     pipe = DiTPipeline.from_pretrained(out)
     assert len(pipe.transformer.transformer_blocks) == 2
+
+
+def test_prune_learned_refuses_a_cost_budget_before_calibrating(tmp_path, capsys):
+    tiny_class_pipeline(num_layers=4).save_pretrained(tmp_path / "m")
+    assert main(["prune", "--model", str(tmp_path / "m"), "--keep", "0.5", "--cost", "params", "--selector",
+                 "learned", "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert "--cost count" in capsys.readouterr().err and not (tmp_path / "p").exists()
