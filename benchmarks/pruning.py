@@ -5,7 +5,7 @@
 One process, paired seeds and classes throughout:
   1. calibration calls from the default pipeline's own sampling (fit set) and a disjoint
      held-out set (other seeds);
-  2. for each kept depth and selector (laptop, evo, cosine, first, last, uniform, random):
+  2. for each kept depth and selector (laptop, evo, cosine, learned, first, last, uniform, random):
      the kept blocks, calibration output error on the fit and held-out sets, then the real
      pruned model's images: FD-digits, class agreement with the teacher's images (digit
      classifier), PSNR to the teacher's images;
@@ -59,13 +59,14 @@ from accel.pruning.select import (  # noqa: E402
     uniform_keep,
 )
 
-SELECTORS = ("laptop", "evo", "cosine", "first", "last", "uniform", "random")
+SELECTORS = ("laptop", "evo", "cosine", "learned", "first", "last", "uniform", "random")
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--keeps", default="9,6", help="kept depths (of 12), comma list")
     p.add_argument("--selectors", default=",".join(SELECTORS))
+    p.add_argument("--learned-steps", type=int, default=200, help="optimisation steps of the learned selector")
     p.add_argument("--num-images", type=int, default=100, help="images per model (paired seeds/classes)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (DPM-Solver++, guidance 2.0)")
     p.add_argument("--batch-size", type=int, default=50)
@@ -181,6 +182,13 @@ def main() -> None:
             extra: dict = {}
             if sel == "uniform":
                 keep = uniform_keep(n, k, forced)
+            elif sel == "learned":  # TinyFusion-style masks on the fit calls (accel/pruning/learned.py)
+                from accel.pruning.learned import learned_keep
+
+                res = learned_keep(teacher, fit, k, forced, steps=args.learned_steps, seed=args.seed)
+                keep = res["keep"]
+                extra = {"learned_steps": res["learned_steps"], "learned_scores": res["scores"],
+                         "keep_frequency": res["keep_frequency"]}
             elif sel == "evo":
                 init = select_by_scores(scores["laptop"], budget, forced)
                 res = evolutionary_search(lambda m: fit_eval.error(m, evo_idx), n, budget, forced=forced,

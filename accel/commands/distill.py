@@ -36,18 +36,31 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--student", required=True, help="pipeline folder written by `accel prune`")
     p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    p.add_argument("--data", default=None, metavar="DIR", help="image folder to train on")
+    p.add_argument("--data", default=None, metavar="digits|DIR",
+                   help="real data to train on: 'digits' (the embedded models' own training set: class labels "
+                        "for the default model, its prompts for the flow model; the default for digits DiTs), or "
+                        "DIR: class subfolders 0/, 1/, ... of images for a class-conditional DiT, or PNG/JPEG "
+                        "images + prompts.json ({\"file.png\": \"prompt\"}) or prompts.jsonl ({\"file\": ..., "
+                        "\"prompt\": ...} per line) for a flow text-to-image pipeline (SD3-style)")
     p.add_argument("--teacher-samples", type=image_count_or_zero, default=0,
-                   help="train on N images sampled by the teacher (recorded transformer calls)")
+                   help="train on N images sampled by the teacher (recorded transformer calls); with --data, "
+                        "mixed by --data-weight")
+    p.add_argument("--data-weight", type=unit_interval, default=None,
+                   help="with --data and --teacher-samples: the share of steps drawn from --data (default 0.5), "
+                        "the rest from the teacher samples")
     p.add_argument("--sample-steps", type=step_count, default=20, help="sampling steps of --teacher-samples")
     p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps")
     p.add_argument("--minutes", type=positive_float, default=None, help="wall-clock budget in minutes")
     p.add_argument("--batch-size", type=image_count, default=32,
                    help="global batch: split over the processes of `accelerate launch` (must divide evenly)")
     p.add_argument("--lr", type=positive_float, default=1e-4)
-    p.add_argument("--lambda-task", type=nonneg_float, default=1.0)
-    p.add_argument("--lambda-out", type=nonneg_float, default=1.0)
-    p.add_argument("--lambda-feat", type=nonneg_float, default=0.1)
+    p.add_argument("--lambda-task", type=nonneg_float, default=1.0,
+                   help="weight of the task loss on real data: noise prediction (DiT), or the true velocity "
+                        "(flow matching) for flow models; no task loss on teacher samples")
+    p.add_argument("--lambda-out", type=nonneg_float, default=1.0,
+                   help="weight of the output loss: the student's prediction against the teacher's")
+    p.add_argument("--lambda-feat", type=nonneg_float, default=0.1,
+                   help="weight of the per-block feature loss against the teacher's blocks")
     p.add_argument("--grad-accum", type=positive_int, default=1)
     p.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights, in [0, 1]")
     p.add_argument("--mixed-precision", default="auto", help="auto, no, fp16, bf16")
@@ -95,6 +108,13 @@ def _student_map(student_dir: Path) -> list[int]:
     return mapping
 
 
+def _data_tag(args: argparse.Namespace) -> str:
+    """What the run trains on, as the checkpoint records it: a resume must draw the same data."""
+    return json.dumps({"data": args.data, "teacher_samples": args.teacher_samples,
+                       "sample_steps": args.sample_steps if args.teacher_samples else None,
+                       "data_weight": args.data_weight}, sort_keys=True)
+
+
 def _check_resume(out: Path, cfg: Any, mapping: list[int]) -> None:
     """Refuse, before any model loads, a --resume whose checkpoint is missing, half-written, modified, of
     another student or of other settings (checkpoint.py)."""
@@ -131,14 +151,15 @@ def _distill(args: argparse.Namespace) -> int:
             raise InputError(f"--resume: {out}/checkpoints does not exist (nothing to resume)")
     else:
         check_new_dir(out, hint=" (or --resume a run there)")
-    if args.data is not None and not Path(args.data).is_dir():
-        raise InputError(f"--data {args.data}: no such folder")
-    if args.data is not None and args.teacher_samples:
-        raise InputError("--data and --teacher-samples exclude each other")
+    if args.data is not None and args.data != "digits" and not Path(args.data).is_dir():
+        raise InputError(f"--data {args.data}: no such folder (give 'digits' or a folder)")
+    if args.data_weight is not None and (args.data is None or not args.teacher_samples):
+        raise InputError("--data-weight mixes --data with --teacher-samples: give both")
     cfg = DistillConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                         lambda_task=args.lambda_task, lambda_out=args.lambda_out, lambda_feat=args.lambda_feat,
                         grad_accum=args.grad_accum, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
-                        save_every=args.save_every, seed=args.seed, progress=not args.quiet)
+                        save_every=args.save_every, seed=args.seed, progress=not args.quiet,
+                        data=_data_tag(args))
     try:
         cfg.validate()
     except SettingError:
@@ -165,7 +186,8 @@ def _distill(args: argparse.Namespace) -> int:
     try:
         data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
                                        teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
-                                       seed=args.seed, prompts=teacher.prompts)
+                                       seed=args.seed, prompts=teacher.prompts, fd_digits=teacher.fd_digits,
+                                       data_weight=args.data_weight)
     except SettingError:
         raise  # names the setting (data_dir, teacher_samples): run() prints its flag
     except ValueError as exc:

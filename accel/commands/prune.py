@@ -32,7 +32,9 @@ def add_parser(sub: Any) -> None:
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
                    help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "
-                        "search on calibration error; cosine (ShortGPT); first; last; uniform; random")
+                        "search on calibration error; cosine (ShortGPT); learned: TinyFusion-style differentiable top-k "
+                        "block masks trained with a recoverability term (--learned-steps; --cost count); first; "
+                        "last; uniform; random")
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
                    help="per-block cost the --keep fraction budgets (default: count of blocks)")
     p.add_argument("--out", required=True, help="output pipeline folder (must be new or empty)")
@@ -41,6 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--calib-calls", type=positive_int, default=32,
                    help="transformer calls kept for scoring, strided over all steps (default 32)")
     p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
+    p.add_argument("--learned-steps", type=positive_int, default=200,
+                   help="optimisation steps of --selector learned (one calibration call each)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads")
@@ -77,6 +81,7 @@ def _prune(args: argparse.Namespace) -> int:
         result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
                                 calib_images=args.calib_images, calib_steps=args.calib_steps,
                                 calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
+                                learned_steps=args.learned_steps,
                                 prompts=source.prompts, source=args.model)
     except SettingError:
         raise  # names the setting (keep, selector, cost): run() prints its flag

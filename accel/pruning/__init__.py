@@ -7,7 +7,9 @@
 
 Modules: importance (calibration, block bypass, LAPTOP-Diff / ShortGPT / positional scores),
 select (exact knapsack, EvoPress-style search, budgets and per-block costs), prune (the
-smaller model and its pipeline folder), distill (accelerate training loop), workflow
+smaller model and its pipeline folder), learned (`--selector learned`: TinyFusion-style differentiable
+top-k masks), distill (accelerate training loop), data (real image + prompt pairs of flow models, mixing
+with teacher samples), workflow
 (`prune_pipeline` / `distill_pipeline`: what `accel prune` / `accel distill` run; the commands
 themselves are accel/commands/). Folders derived from the embedded digits model: accel.models.lineage.
 """

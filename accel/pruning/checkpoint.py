@@ -36,7 +36,8 @@ FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.s
 # settings a resume must share with the run it continues (steps / minutes may grow), as a message names them
 RESUME_SETTINGS = {"lr": "lr", "batch_size": "batch_size", "lambda_task": "lambda_task", "lambda_out": "lambda_out",
                    "lambda_feat": "lambda_feat", "grad_accum": "grad_accum", "ema_decay": "ema_decay",
-                   "mixed_precision": "mixed_precision", "seed": "seed", "num_processes": "the number of processes"}
+                   "mixed_precision": "mixed_precision", "seed": "seed", "num_processes": "the number of processes",
+                   "data": "data"}
 _STEP = re.compile(r"step_(\d+)")
 
 
@@ -182,7 +183,8 @@ def check_resume(state: dict[str, Any], settings: dict[str, Any], block_map: lis
     """CheckpointError naming the setting when this run's settings or student differ from the checkpoint's."""
     saved = state.get("settings") or {}
     for key, name in RESUME_SETTINGS.items():
-        if key in settings and saved.get(key) != settings[key]:
+        if key in settings and saved.get(key) != settings[key] and (key != "data" or key in saved):
+            # (runs from before the data was recorded resume as they were)
             raise CheckpointError("resume", f": {name} {settings[key]} differs from the run's {saved.get(key)} (a "
                                   "resume continues the same training; use a new out to change it)", also=(name, "out"))
     if list(state.get("block_map") or []) != list(block_map):

@@ -4,7 +4,8 @@ Loss per batch (student S = the pruned model, teacher T = the original, frozen):
 
     L = L_task + λ_out ‖ε_T − ε_S‖² + λ_feat Σ_l ‖F_T^{m(l)} − F_S^l‖² / ‖F_T^{m(l)}‖²
 
-L_task is the usual ε-prediction loss on real data (digits or an image folder); F^l is the
+L_task is the usual ε-prediction loss on real data (digits or an image folder), for flow models the
+flow-matching velocity loss on real image + prompt pairs (accel/pruning/data.py); F^l is the
 hidden-state output of block l, and m(l) the teacher block student block l was copied
 from (pruning.json's `block_map`). Normalising each layer by the teacher's feature norm
 keeps a few large layers from dominating.
@@ -70,6 +71,7 @@ class DistillConfig:
     seed: int = 0
     log_every: int = 10
     progress: bool = True
+    data: str | None = None  # what the run trains on (the command's --data settings); a resume must match
 
     def validate(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -134,7 +136,8 @@ class TrainState:
 # ----------------------------------------------------------------------------- data
 @dataclass
 class Batch:
-    """One micro-batch: the transformer call and the true noise (None: no task loss)."""
+    """One micro-batch: the transformer call and the task target: the true noise, or for flow models the true
+    velocity (accel/pruning/data.py); None: no task loss."""
 
     args: tuple
     kwargs: dict
@@ -229,7 +232,6 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
     """`--data DIR` for a class-conditional DiT pipeline: DIR/<class id>/*.png, resized to the model's
     resolution, encoded by the pipeline's VAE (identity for the pixel-space default model)."""
     from diffusers import DDPMScheduler, DiTPipeline
-    from PIL import Image
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -242,25 +244,12 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
     if not files:
         raise SettingError("data_dir", f"{folder}: expected class subfolders named by class id (0/, 1/, ...) "
                            f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
-    cfg = pipe.transformer.config
-    vae = pipe.vae
-    scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0
-    blocks = getattr(vae.config, "block_out_channels", None)
-    size = cfg.sample_size * (2 ** (len(blocks) - 1) if blocks else 1)  # latent size x the VAE's downsampling
-    channels = getattr(vae.config, "in_channels", cfg.in_channels)
-    mode = "L" if channels == 1 else "RGB"
-    latents = []
-    with torch.no_grad():
-        for f, _ in files:
-            im = Image.open(f).convert(mode).resize((size, size), Image.BICUBIC)
-            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).float().view(size, size, -1)
-            x = (x.permute(2, 0, 1)[None] / 127.5 - 1).to(device=pipe.device, dtype=vae.dtype)
-            enc = vae.encode(x)
-            z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.sample
-            latents.append((z * scale).float().cpu())
+    from .data import encode_images
+
+    latents = encode_images(pipe, [f for f, _ in files], formats=("PNG", "JPEG", "BMP", "WEBP"))
     labels = torch.tensor([c for _, c in files], dtype=torch.long)
     alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod
-    return ClassImageData(torch.cat(latents), labels, alphas, 1000, label_dropout)
+    return ClassImageData(latents, labels, alphas, 1000, label_dropout)
 
 
 # ----------------------------------------------------------------------------- features
@@ -482,7 +471,8 @@ def resume_settings(cfg: DistillConfig, mixed_precision: str, num_processes: int
     """The settings a resumed run must share with the checkpoint (checkpoint.RESUME_SETTINGS)."""
     return {"lr": cfg.lr, "batch_size": cfg.batch_size, "lambda_task": cfg.lambda_task, "lambda_out": cfg.lambda_out,
             "lambda_feat": cfg.lambda_feat, "grad_accum": cfg.grad_accum, "ema_decay": cfg.ema_decay,
-            "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes}
+            "mixed_precision": mixed_precision, "seed": cfg.seed, "num_processes": num_processes,
+            "data": cfg.data}
 
 
 def _non_finite(sd: dict[str, torch.Tensor]) -> str | None:

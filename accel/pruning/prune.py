@@ -182,16 +182,17 @@ def _jsonable(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- selection
-SELECTORS = ("laptop", "evo", "cosine", "first", "last", "uniform", "random")
+SELECTORS = ("laptop", "evo", "cosine", "learned", "first", "last", "uniform", "random")
 
 
 def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibration: "Calibration | None" = None,
-                seed: int = 0, evo_evaluations: int = 100) -> dict[str, Any]:
+                seed: int = 0, evo_evaluations: int = 100, learned_steps: int = 200) -> dict[str, Any]:
     """Run one selector on `model`; returns {"keep", "scores", "selector", ...} (scores: higher = keep).
 
     laptop: LAPTOP-Diff one-shot scores + exact knapsack; evo: EvoPress-style search on the
     calibration output error, started from the LAPTOP knapsack set; cosine: ShortGPT block
-    influence + knapsack; first / last / random: positional or seeded-random ranking + knapsack;
+    influence + knapsack; learned: TinyFusion-style differentiable top-k masks trained `learned_steps` steps
+    with a recoverability term (accel/pruning/learned.py; count budgets); first / last / random: positional or seeded-random ranking + knapsack;
     uniform: evenly spaced blocks (count budgets only).
     """
     from .importance import MaskEvaluator, cosine_scores, first_scores, last_scores, laptop_scores, random_scores
@@ -201,13 +202,20 @@ def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibrati
     forced = forced_blocks(model)
     if selector not in SELECTORS:
         raise ValueError(f"selector {selector!r} is unknown; choose one of {', '.join(SELECTORS)}")
-    if selector in ("laptop", "evo", "cosine") and calibration is None:
+    if selector in ("laptop", "evo", "cosine", "learned") and calibration is None:
         raise ValueError(f"selector {selector!r} needs a calibration set")
     out: dict[str, Any] = {"selector": selector}
     if selector == "uniform":
         if budget.kind != "count":
             raise ValueError("selector 'uniform' takes a block count (cost 'count')")
         out["keep"] = uniform_keep(n, int(budget.value), forced)
+        return out
+    if selector == "learned":
+        from .learned import learned_keep
+
+        if budget.kind != "count":
+            raise ValueError("selector 'learned' takes a block count (cost 'count')")
+        out.update(learned_keep(model, calibration, int(budget.value), forced, steps=learned_steps, seed=seed))
         return out
     if selector in ("laptop", "evo"):
         scores = laptop_scores(model, calibration)

@@ -33,7 +33,7 @@ from .importance import collect_calibration
 from .prune import SELECTORS, block_map, prune_model, select_keep
 from .select import Budget, block_costs, resolve_keep
 
-CALIBRATING_SELECTORS = ("laptop", "evo", "cosine")  # the selectors that score blocks on calibration calls
+CALIBRATING_SELECTORS = ("laptop", "evo", "cosine", "learned")  # the selectors that score blocks on calibration calls
 CALIBRATING_COSTS = ("flops", "latency")  # the costs measured on a recorded call
 
 
@@ -49,7 +49,7 @@ class PruneResult:
 
 def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, selector: str = "laptop",
                    cost: str = "count", calib_images: int = 20, calib_steps: int = 20, calib_calls: int = 32,
-                   seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100,
+                   seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100, learned_steps: int = 200,
                    prompts: list[str] | None = None, source: str | None = None,
                    progress: bool | None = None) -> PruneResult:
     """Score `pipe.transformer`'s blocks on calibration calls of the pipeline's own sampling (when the
@@ -68,6 +68,8 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     model = pipe.transformer
     n = len(blocks_of(model))
     resolve_keep(keep, [1.0] * n, "count" if cost == "count" else cost)  # a bad keep fails before calibration
+    if selector == "learned" and cost != "count":
+        raise ValueError("selector 'learned' takes a block count (cost 'count')")
     calib_seed = seed if calib_seed is None else calib_seed
     t0 = time.perf_counter()
     calibration = None
@@ -85,7 +87,8 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     first_call = calibration.calls[0] if calibration is not None else None
     costs = block_costs(model, cost, first_call)
     budget = resolve_keep(keep, costs, cost)
-    chosen = select_keep(model, selector, budget, calibration, seed=seed, evo_evaluations=evo_evaluations)
+    chosen = select_keep(model, selector, budget, calibration, seed=seed, evo_evaluations=evo_evaluations,
+                         learned_steps=learned_steps)
     pruned = prune_model(model, chosen["keep"])
     kept = chosen["keep"]
     info = {
@@ -109,24 +112,56 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
 
 def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.PathLike | None = None,
                  teacher_samples: int = 0, sample_steps: int = 20, seed: int = 0,
-                 prompts: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
-    """(training data, its description for distill.json): an image folder (`data_dir`), the transformer
-    calls of `teacher_samples` images the teacher samples itself (`prompts` as in prune_pipeline), or
-    the digits set (digits models)."""
-    if data_dir is not None and teacher_samples:
-        raise SettingError("data_dir", "and teacher_samples exclude each other", also=("teacher_samples",))
-    if data_dir is not None:
-        data = image_folder_data(data_dir, teacher_pipe)
-        return data, {"kind": "image-folder", "path": str(data_dir), "images": len(data)}
+                 prompts: list[str] | None = None, fd_digits: bool = False,
+                 data_weight: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """(training data, its description for distill.json).
+
+    `data_dir`: "digits" (the embedded models' own training set: class labels for the default model,
+    its prompts for the flow model) or a folder (class subfolders for a DiT; images + prompts.json(l)
+    for a flow text-to-image pipeline: accel.pruning.data). `teacher_samples`: the transformer calls
+    of that many images the teacher samples itself (`prompts` as in prune_pipeline). Both given: each
+    step draws from the data with probability `data_weight` (default 0.5), else from the samples.
+    Neither: the digits set for digits models."""
+    from .data import MixedData, digits_flow_data, is_flow_text_pipeline, prompt_folder_data
+
+    if data_weight is not None and not 0.0 <= data_weight <= 1.0:
+        raise SettingError("data_weight", f"must be in [0, 1], got {data_weight}")
+    if data_weight is not None and (data_dir is None or not teacher_samples):
+        raise SettingError("data_weight", "mixes data_dir with teacher_samples: give both", also=("data_dir", "teacher_samples"))
+    real, info = None, None
+    if data_dir is None and not teacher_samples and digits:
+        data_dir = "digits"
+    if str(data_dir) == "digits":
+        if digits and not is_flow_text_pipeline(teacher_pipe):
+            real = digits_data()
+            info = {"kind": "digits", "conditioning": "class labels", "images": len(real)}
+        elif fd_digits and is_flow_text_pipeline(teacher_pipe):
+            real = digits_flow_data(teacher_pipe)
+            info = {"kind": "digits", "conditioning": "the flow model's prompt templates", "images": len(real),
+                    "task_loss": "velocity (flow matching)"}
+        else:
+            raise SettingError("data_dir", "digits: only for the embedded models and folders derived from them")
+    elif data_dir is not None:
+        if is_flow_text_pipeline(teacher_pipe):
+            real = prompt_folder_data(data_dir, teacher_pipe)
+            info = {"kind": "image-prompt-folder", "path": str(data_dir), "images": len(real),
+                    "task_loss": "velocity (flow matching)"}
+        else:
+            real = image_folder_data(data_dir, teacher_pipe)
+            info = {"kind": "image-folder", "path": str(data_dir), "images": len(real)}
+    samples = None
     if teacher_samples:
         inputs = calibration_inputs(teacher_pipe, teacher_samples, sample_steps, seed, digits=digits, prompts=prompts)
-        data = RecordedCallData(record_calls(teacher_pipe, inputs))
-        return data, {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(data)}
-    if digits:
-        data = digits_data()
-        return data, {"kind": "digits", "images": len(data)}
-    raise SettingError("data_dir", ": this teacher has no built-in data set: give data_dir DIR or teacher_samples N",
+        samples = RecordedCallData(record_calls(teacher_pipe, inputs))
+        s_info = {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(samples)}
+        if real is None:
+            return samples, s_info
+        w = 0.5 if data_weight is None else data_weight
+        return MixedData(real, samples, w), {"kind": "mixed", "data_weight": w, "data": info, "teacher": s_info}
+    if real is None:
+        raise SettingError("data_dir", ": this teacher has no built-in data set: give data_dir DIR or teacher_samples N",
                        also=("data_dir", "teacher_samples"))
+    return real, info
 
 
 def distill_pipeline(teacher_pipe: Any, student: torch.nn.Module, mapping: Sequence[int], data: Any,
