@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
+from ..errors import SettingError
 from ..families import blocks_of, family_of
 from .select import Budget, forced_blocks
 
@@ -214,7 +215,7 @@ def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibrati
         from .learned import learned_keep
 
         if budget.kind != "count":
-            raise ValueError("selector 'learned' takes a block count (cost 'count')")
+            raise SettingError("selector", "'learned' takes a block count (cost count)", also=("cost",))
         out.update(learned_keep(model, calibration, int(budget.value), forced, steps=learned_steps, seed=seed))
         return out
     if selector in ("laptop", "evo"):

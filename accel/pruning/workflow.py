@@ -69,7 +69,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     n = len(blocks_of(model))
     resolve_keep(keep, [1.0] * n, "count" if cost == "count" else cost)  # a bad keep fails before calibration
     if selector == "learned" and cost != "count":
-        raise ValueError("selector 'learned' takes a block count (cost 'count')")
+        raise SettingError("selector", "'learned' takes a block count (cost count)", also=("cost",))
     calib_seed = seed if calib_seed is None else calib_seed
     t0 = time.perf_counter()
     calibration = None
