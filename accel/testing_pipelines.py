@@ -94,14 +94,10 @@ def _assemble(cls_name: str, **components: Any) -> Any:
 
 
 def _tiny_vae(latent_channels: int = 4, seed: int = 0) -> torch.nn.Module:
-    from diffusers import AutoencoderKL
+    """accel.testing's tiny AutoencoderKL, 4 latent channels unless told."""
+    from .testing import _tiny_vae as vae
 
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(8,), layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=4, sample_size=16, shift_factor=0.0,
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-    ).eval()
+    return vae(latent_channels, seed)
 
 
 # ----------------------------------------------------------------------------------------- Flux
