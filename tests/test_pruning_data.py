@@ -11,6 +11,7 @@ import torch
 
 from accel.cli import main
 from accel.pruning import data as pdata
+from accel.pruning import images as pimages
 from accel.pruning.data import FlowPairData, MixedData, prompt_folder_data, read_prompts
 from accel.pruning.distill import DistillConfig, RecordedCallData, distill
 from accel.pruning.prune import prune_model
@@ -124,10 +125,10 @@ def test_data_bounds(sd3, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="more than 1"):
         read_prompts(d)
     monkeypatch.setattr(pdata, "MAX_IMAGES", 10)
-    monkeypatch.setattr(pdata, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(pimages, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ValueError, match="pixels, more than 100"):
         prompt_folder_data(d, sd3)
-    monkeypatch.setattr(pdata, "MAX_IMAGE_PIXELS", 4096 * 4096)
+    monkeypatch.setattr(pimages, "MAX_IMAGE_PIXELS", 4096 * 4096)
     (d / "0.png").write_text("not an image")
     with pytest.raises(ValueError, match="not a readable image") as err:
         prompt_folder_data(d, sd3)

@@ -244,7 +244,7 @@ def image_folder_data(folder: str | os.PathLike, pipe: Any, label_dropout: float
     if not files:
         raise SettingError("data_dir", f"{folder}: expected class subfolders named by class id (0/, 1/, ...) "
                            f"holding {', '.join(IMAGE_SUFFIXES)} images; found none")
-    from .data import encode_images
+    from .images import encode_images
 
     latents = encode_images(pipe, [f for f, _ in files], formats=("PNG", "JPEG", "BMP", "WEBP"))
     labels = torch.tensor([c for _, c in files], dtype=torch.long)
