@@ -112,7 +112,7 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 
 
 def test_library_errors_name_the_setting_and_commands_the_flag(tmp_path: Path) -> None:
-    import pickle
+    import copy
 
     from accel.commands._shared import flag_line
     from accel.errors import SettingError
@@ -132,7 +132,7 @@ def test_library_errors_name_the_setting_and_commands_the_flag(tmp_path: Path) -
     assert str(err) == "prompt_column needs prompts FILE"
     assert flag_line(err) == "--prompt-column needs --prompts FILE"
     assert flag_line(SettingError("data_dir", "x"), {"data_dir": "--data"}) == "--data x"
-    again = pickle.loads(pickle.dumps(err))  # crosses processes (accelerate gathers) intact
+    again = copy.deepcopy(err)  # rebuilt from __reduce__, as when it crosses processes (accelerate gathers)
     assert (again.setting, again.detail, again.also) == (err.setting, err.detail, err.also)
 
 
