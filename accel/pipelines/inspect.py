@@ -10,7 +10,6 @@ second and generates nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelNotFoundError, UnsupportedModelError
+from ..readers import ReadError, read_json
 
 MAX_CONFIG_BYTES = 1 << 20  # a model_index.json / config.json is a few KiB; anything larger is not one
 
@@ -56,12 +56,12 @@ class ModelReport:
 
 
 def _read_json(path: Path) -> dict:
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise UnsupportedModelError(f"{path} is {path.stat().st_size} bytes, too large for a diffusers config")
+    """A diffusers config through accel's one bounded reader (size, depth; diffusers' own files may hold
+    -Infinity, so non-finite numbers are allowed here)."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UnsupportedModelError(f"{path} is not readable JSON: {exc}") from None
+        doc = read_json(path, what="config", max_bytes=MAX_CONFIG_BYTES, finite=False)
+    except ReadError as exc:
+        raise UnsupportedModelError(str(exc)) from None
     if not isinstance(doc, dict):
         raise UnsupportedModelError(f"{path} is not a JSON object")
     return doc
