@@ -48,6 +48,18 @@ class OutputError(SettingError):
 _CHECKED_CACHE: set[str] = set()  # cache roots already found writable in this process
 
 
+
+def _cannot_write(folder: Path) -> OSError | None:
+    """None when a file can be created in `folder`, else the OSError: a probe file this call makes and
+    removes at once (the only file it touches)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=folder)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
 def cache_dir(*parts: str) -> Path:
     """`$ACCEL_CACHE_DIR/<parts>` (default `~/.cache/accel/<parts>`): where accel keeps its caches.
 
@@ -63,12 +75,9 @@ def cache_dir(*parts: str) -> Path:
         base = _nearest_existing(root)
         if not base.is_dir():
             raise OutputError("", f"{what}: {base} is a file, not a folder; {fix}")
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=base)
-        except OSError as exc:
-            raise OutputError("", f"{what}: cannot write in {base} ({exc.strerror or exc}); {fix}") from None
-        os.close(fd)
-        os.unlink(probe)
+        exc = _cannot_write(base)
+        if exc is not None:
+            raise OutputError("", f"{what}: cannot write in {base} ({exc.strerror or exc}); {fix}")
         _CHECKED_CACHE.add(str(root))
     return Path(root, *parts)
 
@@ -139,12 +148,9 @@ def check_writable(folder: Path, setting: str, shown: Path) -> None:
     base = _nearest_existing(_check_length(folder, setting))
     if not base.is_dir():
         raise OutputError(setting, f"{shown}: {base} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".accel-probe-", dir=base)
-    except OSError as exc:
-        raise OutputError(setting, f"{shown}: cannot write in {base} ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
+    exc = _cannot_write(base)
+    if exc is not None:
+        raise OutputError(setting, f"{shown}: cannot write in {base} ({exc.strerror or exc})")
 
 
 def check_file_output(path: str | os.PathLike, overwrite: bool, setting: str = "out",

@@ -395,6 +395,17 @@ def _tiny_qwen25vl(seed: int) -> torch.nn.Module:
 TEXT_PIPELINES = ("wan22", "cogvideox", "qwen-image")
 
 
+def tiny_cogvideox_vae() -> torch.nn.Module:
+    """A tiny AutoencoderKLCogVideoX (4 latent channels, 4x temporal compression)."""
+    import diffusers as d
+
+    return d.AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+    ).eval()
+
+
 def tiny_prompt_pipeline(name: str, num_layers: int = 2, seed: int = 0) -> Any:
     """A stock text-to-video / text-to-image pipeline with a tiny random transformer, text encoder,
     offline tokenizer and VAE, so that it takes plain-text prompts and round-trips `save_pretrained`:
@@ -413,11 +424,7 @@ def tiny_prompt_pipeline(name: str, num_layers: int = 2, seed: int = 0) -> Any:
             text_embed_dim=_TEXT_DIM, num_layers=num_layers, sample_width=2, sample_height=2, sample_frames=5,
             patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,  # the pipeline default
         ).eval()
-        vae = d.AutoencoderKLCogVideoX(
-            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
-            up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
-            layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
-        ).eval()
+        vae = tiny_cogvideox_vae()
         pipe = d.CogVideoXPipeline(tokenizer=tiny_tokenizer(), text_encoder=_tiny_t5(seed), vae=vae,
                                    transformer=transformer, scheduler=d.CogVideoXDDIMScheduler())
     elif name == "qwen-image":

@@ -360,17 +360,15 @@ def _cogvideox(cls_name: str, in_channels: int = 4) -> Callable[[], Any]:
     def build() -> Any:
         import diffusers as d
 
+        from .testing import tiny_cogvideox_vae
+
         torch.manual_seed(0)
         transformer = d.CogVideoXTransformer3DModel(
             num_attention_heads=2, attention_head_dim=16, in_channels=in_channels, out_channels=4, time_embed_dim=2,
             text_embed_dim=_TEXT_DIM, num_layers=3, sample_width=2, sample_height=2, sample_frames=5, patch_size=2,
             temporal_compression_ratio=4, max_text_seq_length=_TEXT_LEN, use_rotary_positional_embeddings=True,
         ).eval()
-        vae = d.AutoencoderKLCogVideoX(
-            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
-            up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
-            layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
-        ).eval()
+        vae = tiny_cogvideox_vae()
         return _assemble(cls_name, transformer=transformer, vae=vae, scheduler=d.CogVideoXDDIMScheduler())
     return build
 
