@@ -124,3 +124,13 @@ def test_bench_reports_fd_digits_for_a_pruned_default_model(tmp_path):
     assert rec["fd_name"] == "FD-digits" and rec["fd"] > 0
     assert rec["block_total"] == 10 * 2  # per timed call: 10 kept blocks x 2 steps (CFG is one doubled batch)
     assert doc["meta"]["guidance"] == 2.0 and doc["meta"]["model"] == str(out)
+
+
+def test_prune_quiet_hushes_the_save(tmp_path, capfd):
+    """`--quiet`: no "Writing model shards" bars nor "tokenizer_3=None cannot be saved" notices from the save
+    (they came from transformers' and diffusers' loggers on the flow model's folder, which has no third encoder)."""
+    assert main(["prune", "--model", "flow", "--keep", "6", "--selector", "first", "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    captured = capfd.readouterr()
+    assert "wrote" in captured.out
+    assert "Writing model shards" not in captured.err and "cannot be saved" not in captured.err

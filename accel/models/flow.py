@@ -35,6 +35,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from accel.models.default import IdentityCodec
 from accel.outputs import sha256_file
+from accel.quiet import hf_quiet
 from accel.readers import ReadError, read_json
 
 if TYPE_CHECKING:  # importing the pipeline class imports transformers: only where a pipeline is built
@@ -306,32 +307,19 @@ def load_flow_pipeline(
     which returns (N, 32, 32, 1) images in [0, 1]. Text encoders are frozen (eval mode).
     """
     from diffusers import StableDiffusion3Pipeline
-    from diffusers.utils import logging as dlog
 
     import accel.models.flow as _this  # noqa: F401  (diffusers loads FlowIdentityVAE from this module)
 
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_FLOW_DIR
     verify_flow_weights(wdir)
-    from transformers.utils import logging as tlog
-
-    bars, level = dlog.is_progress_bar_enabled(), dlog.get_verbosity()
-    tbars = tlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()  # no "Loading pipeline components" / "Loading weights" bars
-    tlog.disable_progress_bar()
-    dlog.set_verbosity_error()  # nor "Expected types for vae: AutoencoderKL" (the identity VAE is on purpose)
-    try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(
-            str(wdir), local_files_only=True, dtype=dtype, text_encoder_3=None, tokenizer_3=None
-        )
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ValueError(f"flow-model weights in {wdir} could not be loaded ({exc}). "
-                         f"Regenerate them with `{TRAIN_FLOW_CMD}`.") from exc
-    finally:
-        dlog.set_verbosity(level)
-        if bars:
-            dlog.enable_progress_bar()
-        if tbars:
-            tlog.enable_progress_bar()
+    with hf_quiet():  # no loading bars, no "Expected types for vae: AutoencoderKL" (the identity VAE is on purpose)
+        try:
+            pipe = StableDiffusion3Pipeline.from_pretrained(
+                str(wdir), local_files_only=True, dtype=dtype, text_encoder_3=None, tokenizer_3=None
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ValueError(f"flow-model weights in {wdir} could not be loaded ({exc}). "
+                             f"Regenerate them with `{TRAIN_FLOW_CMD}`.") from exc
     pipe.scheduler = make_flow_scheduler(FLOW_SAMPLER["shift"] if shift is None else shift)
     for m in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         m.requires_grad_(False).eval()

@@ -20,6 +20,7 @@ import torch
 from ..bounds import check_device
 from ..errors import ModelNotFoundError, SettingError, UnsupportedModelError
 from ..families import resolve
+from ..quiet import hf_quiet
 from ..readers import ReadError, read_json
 
 SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
@@ -75,15 +76,9 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
     from ..models.lineage import embedded_prompts, embedded_root, is_digits_model, is_embedded, load_digits_model
     from ..models.lineage import load_embedded, sampler_defaults
 
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
     check_device(device)  # a device this machine lacks: one line now, not an AssertionError inside torch
-    bars, tbars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    if not progress_bars:  # diffusers' "Loading pipeline components" and transformers' "Loading weights"
-        dlog.disable_progress_bar()
-        tlog.disable_progress_bar()
-    try:
+    # progress_bars=False: no diffusers "Loading pipeline components" / transformers "Loading weights" bars
+    with hf_quiet(bars=not progress_bars, warnings=False):
         if is_embedded(model):
             pipe = load_embedded(str(model), scheduler=scheduler, device=device, dtype=dtype)
             return LoadedModel(pipe, str(model), Embedded(is_digits_model(model), sampler_defaults(model), True,
@@ -94,23 +89,14 @@ def load_model(model: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         derived = embedded_root(model) is not None  # a stock pipeline folder derived from an embedded model (flow)
         if derived and scheduler is not None and scheduler == sampler_defaults(model).get("scheduler"):
             scheduler = None  # its own sampler's scheduler is the one saved in the folder
-        level = dlog.get_verbosity()
-        if derived:  # its identity VAE is on purpose: no "Expected types for vae: AutoencoderKL" warning
-            dlog.set_verbosity_error()
-        try:
+        # derived: its identity VAE is on purpose: no "Expected types for vae: AutoencoderKL" warning
+        with hf_quiet(bars=False, warnings=derived):
             pipe = load_pipeline(model, device=device, dtype=dtype)
-        finally:
-            dlog.set_verbosity(level)
         set_scheduler(pipe, scheduler)
         if derived:
             pipe.set_progress_bar_config(disable=True)
             return LoadedModel(pipe, str(model), Embedded(False, sampler_defaults(model), True, embedded_prompts(model)))
         return LoadedModel(pipe, str(model))
-    finally:
-        if bars and not progress_bars:
-            dlog.enable_progress_bar()
-        if tbars and not progress_bars:
-            tlog.enable_progress_bar()
 
 
 def set_scheduler(pipe: Any, name: str | None) -> None:

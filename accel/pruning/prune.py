@@ -18,6 +18,7 @@ import torch
 
 from ..errors import SettingError
 from ..families import blocks_of, family_of
+from ..quiet import hf_quiet
 from .select import Budget, forced_blocks
 
 if TYPE_CHECKING:
@@ -155,7 +156,8 @@ def write_pipeline(pipe: Any, transformer: torch.nn.Module, folder: Path, files:
     components = dict(pipe.components)
     components["transformer"] = transformer
     stock = _stock_class(pipe)(**components)
-    stock.save_pretrained(folder, safe_serialization=True)
+    with hf_quiet():  # no "Writing model shards" bars, no "tokenizer_3=None cannot be saved" notices
+        stock.save_pretrained(folder, safe_serialization=True)
     _fill_weightless(components, folder)
     for name, content in (files or {}).items():
         (folder / name).write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
