@@ -1,0 +1,100 @@
+"""Print the caching table of the README and docs/results.md from the caching benchmark's JSON files.
+
+    python scripts/caching_table.py [--prefix benchmarks/results/caching2-] [--workloads dpm20,dpm50,ddim50,flow28,flow8]
+
+One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
+best accel line's PSNR against the best peer line's, and the margin (bold where accel is not >= 1.0 dB
+ahead); the last column sets accel's 4x against the best peer at 3x (the issue-32 target). Lines and
+FD-digits per cell are in each JSON's `matched_speed`; the footnote row names the winning lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SPEEDS = (1.5, 2.0, 2.5, 3.0)
+MARGIN = 1.0  # dB: the issue-32 target
+
+
+def _row(doc: dict, speed: float) -> dict | None:
+    return next((r for r in doc["matched_speed"] if abs(r["speedup"] - speed) < 1e-9), None)
+
+
+def cell(doc: dict, speed: float) -> str:
+    r = _row(doc, speed)
+    a, p = (None, None) if r is None else (r["best_accel"], r["best_peer"])
+    if a is None:
+        return "accel: not reached"
+    if p is None:
+        return f"{a['psnr']:.1f} vs not reached"
+    d = a["psnr"] - p["psnr"]
+    text = f"{a['psnr']:.1f} vs {p['psnr']:.1f} ({d:+.1f})"
+    return text if d >= MARGIN else f"**{text}**"
+
+
+def four_x(doc: dict) -> str:
+    r4, r3 = _row(doc, 4.0), _row(doc, 3.0)
+    a = None if r4 is None else r4["best_accel"]
+    p = None if r3 is None else r3["best_peer"]
+    if a is None:
+        return "accel: 4x not reached"
+    if p is None:
+        return f"{a['psnr']:.1f} (no peer reaches 3x)"
+    text = f"{a['psnr']:.1f} vs {p['psnr']:.1f}"
+    return text if a["psnr"] >= p["psnr"] else f"**{text}**"
+
+
+def fd_change(doc: dict) -> str:
+    """The largest |FD-digits change| of accel's best line over the matched speeds, vs the baseline."""
+    base = next(r["fd"] for r in doc["records"] if r["method"] == "baseline")
+    worst = None
+    for s in SPEEDS + (4.0,):
+        r = _row(doc, s)
+        a = None if r is None else r["best_accel"]
+        if a is not None and a.get("fd") is not None:
+            c = 100 * (a["fd"] / base - 1)
+            worst = c if worst is None or abs(c) > abs(worst) else worst
+    return "-" if worst is None else f"{worst:+.1f}%"
+
+
+def winners(doc: dict) -> str:
+    names = []
+    for s in SPEEDS + (4.0,):
+        r = _row(doc, s)
+        if r is not None and r["best_accel"] is not None:
+            peer = r["best_peer"]["line"] if r["best_peer"] else "-"
+            names.append(f"{s:g}x {r['best_accel']['line']} / {peer}")
+    return "; ".join(names)
+
+
+def _num_images(doc: dict) -> str:
+    cmd = doc.get("meta", {}).get("command") or []
+    return next((cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--num-images"), "200")  # the script's default
+
+
+def table(prefix: str, workloads: list[str]) -> str:
+    head = "| workload (images) | " + " | ".join(f"{s:g}x" for s in SPEEDS) + " | accel 4x vs peer 3x | FD-digits, worst |"
+    out = [head, "|---" * (len(SPEEDS) + 3) + "|"]
+    notes = []
+    for w in workloads:
+        path = Path(f"{prefix}{w}.json")
+        if not path.exists():
+            out.append(f"| {w} | " + " | ".join(["not run"] * (len(SPEEDS) + 2)) + " |")
+            continue
+        doc = json.loads(path.read_text())
+        n = _num_images(doc)
+        out.append(f"| {w} ({n}) | " + " | ".join(cell(doc, s) for s in SPEEDS)
+                   + f" | {four_x(doc)} | {fd_change(doc)} |")
+        notes.append(f"- {w}: {winners(doc)}")
+    return "\n".join(out + [""] + notes)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prefix", default=str(REPO / "benchmarks" / "results" / "caching2-"))
+    ap.add_argument("--workloads", default="dpm20,dpm50,ddim50,flow28,flow8")
+    args = ap.parse_args()
+    print(table(args.prefix, args.workloads.split(",")))
