@@ -10,9 +10,16 @@ One process, paired seeds and classes throughout:
      pruned model's images: FD-digits, class agreement with the teacher's images (digit
      classifier), PSNR to the teacher's images;
   3. transformer-call and end-to-end speedup per depth (interleaved medians);
-  4. distillation of the LAPTOP selection and of the best other selection (lowest held-out
-     error) at the `--distill-keep` depth for the same time budget each, then the same
-     quality metrics after distillation.
+  4. distillation at each `--distill-keeps` depth (default: `--distill-keep`) of the LAPTOP
+     selection and of the best other selection (lowest held-out error), or of every
+     `--distill-selectors` selection, for the same budget each (`--distill-steps` optimizer
+     steps, or `--distill-minutes`), then the same quality metrics after distillation.
+
+The selector comparison of issue 33 (every selector distilled for the same number of optimizer steps):
+
+    python benchmarks/pruning.py --keeps 9,6 --selectors laptop,evo,cosine,learned,first \
+        --distill-keeps 9,6 --distill-selectors laptop,evo,cosine,learned,first --distill-steps 300 \
+        --distill-minutes 1000 --out benchmarks/results/pruning-selectors-default.json
 Writes benchmarks/results/pruning.json (incrementally, so a stopped run keeps what it measured).
 Targets (issue 11): 6/12 kept -> >= 1.8x transformer speedup; after distillation FD-digits within
 15% of the teacher; LAPTOP or evo beats first/last-k and uniform before distillation.
@@ -77,6 +84,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--evo-evaluations", type=int, default=40)
     p.add_argument("--evo-calls", type=int, default=12, help="calibration calls per evo fitness evaluation")
     p.add_argument("--distill-keep", type=int, default=6)
+    p.add_argument("--distill-keeps", default=None, help="comma list of depths to distil at (default: --distill-keep)")
     p.add_argument("--distill-selectors", default=None,
                    help="comma list to distil (default: laptop and the best other selector by held-out error)")
     p.add_argument("--distill-minutes", type=float, default=20.0)
@@ -240,12 +248,48 @@ def main() -> None:
     print("timing:", {k: (round(v["transformer_speedup"], 2), round(v["end_to_end_speedup"], 2))
                       for k, v in doc["timing"].items()}, flush=True)
 
-    # distillation: LAPTOP and the best other selector at --distill-keep, same budget each
-    k = args.distill_keep
+    # distillation: LAPTOP and the best other selector (or --distill-selectors) at each depth, same budget each
+    data = digits_data()
+    depths = [int(x) for x in args.distill_keeps.split(",")] if args.distill_keeps else [args.distill_keep]
+    doc["distill_targets"] = {}
+    for k in depths:
+        targets = distill_targets(doc, k, args.distill_selectors)
+        doc["distill_targets"][str(k)] = targets
+        rows = doc["selection"].get(str(k), {})
+        for sel in targets:
+            keep = rows[sel]["keep"]
+            student = prune_model(teacher, keep)
+            cfg = DistillConfig(steps=args.distill_steps, minutes=args.distill_minutes, batch_size=args.distill_batch,
+                                lr=args.distill_lr, save_every=10**9, seed=args.seed, progress=False)
+            with tempfile.TemporaryDirectory() as work:
+                res = distill(teacher, student, keep, data, cfg, work)
+            final = ema_model(student, res["ema"])
+            images, _ = generate(with_transformer(pipe, final), args.num_images, args.steps, args.batch_size,
+                                 args.seed)
+            losses = res["losses"]
+            doc["distill"].setdefault(str(k), {})[sel] = {
+                "keep": keep, "steps": res["steps"], "train_seconds": round(res["elapsed_s"], 1),
+                "loss_first10": sum(p["loss"] for p in losses[:10]) / max(1, len(losses[:10])),
+                "loss_last10": sum(p["loss"] for p in losses[-10:]) / max(1, len(losses[-10:])),
+                "before": {m: rows[sel][m] for m in ("fd_digits", "class_agreement", "psnr_to_teacher")},
+                "after": quality(images, labels),
+            }
+            save()
+            print(f"distilled keep {k} {sel}: {doc['distill'][str(k)][sel]}", flush=True)
+    print_table(doc)
+    save()
+
+
+def distill_targets(doc: dict, k: int, wanted: str | None) -> list[str]:
+    """The selections distilled at depth k: `wanted` (a comma list) when given, else LAPTOP and the other
+    selector with the lowest held-out error among those that chose different blocks (noted when some chose
+    LAPTOP's own)."""
     rows = doc["selection"].get(str(k), {})
-    others = {s: r for s, r in rows.items() if s != "laptop"}
+    if wanted is not None:
+        return [s for s in wanted.split(",") if s in rows]
     targets = ["laptop"] if "laptop" in rows else []
     laptop_keep = rows.get("laptop", {}).get("keep")
+    others = {s: r for s, r in rows.items() if s != "laptop"}
     same = sorted(s for s, r in others.items() if r["keep"] == laptop_keep)
     if same:
         doc["notes"].append(f"at keep {k} {', '.join(same)} chose LAPTOP's blocks; the best-other distillation "
@@ -253,31 +297,7 @@ def main() -> None:
     differ = {s: r for s, r in others.items() if r["keep"] != laptop_keep}
     if differ:
         targets.append(min(differ, key=lambda s: differ[s]["held_out_error"]))
-    if args.distill_selectors is not None:
-        targets = [s for s in args.distill_selectors.split(",") if s in rows]
-    doc["distill_targets"] = targets
-    data = digits_data()
-    for sel in targets:
-        keep = rows[sel]["keep"]
-        student = prune_model(teacher, keep)
-        cfg = DistillConfig(steps=args.distill_steps, minutes=args.distill_minutes, batch_size=args.distill_batch,
-                            lr=args.distill_lr, save_every=10**9, seed=args.seed, progress=False)
-        with tempfile.TemporaryDirectory() as work:
-            res = distill(teacher, student, keep, data, cfg, work)
-        final = ema_model(student, res["ema"])
-        images, _ = generate(with_transformer(pipe, final), args.num_images, args.steps, args.batch_size, args.seed)
-        losses = res["losses"]
-        doc["distill"][sel] = {
-            "keep": keep, "steps": res["steps"], "train_seconds": round(res["elapsed_s"], 1),
-            "loss_first10": sum(p["loss"] for p in losses[:10]) / max(1, len(losses[:10])),
-            "loss_last10": sum(p["loss"] for p in losses[-10:]) / max(1, len(losses[-10:])),
-            "before": {m: rows[sel][m] for m in ("fd_digits", "class_agreement", "psnr_to_teacher")},
-            "after": quality(images, labels),
-        }
-        save()
-        print(f"distilled {sel}: {doc['distill'][sel]}", flush=True)
-    print_table(doc)
-    save()
+    return targets
 
 
 def print_table(doc: dict) -> None:
@@ -290,9 +310,9 @@ def print_table(doc: dict) -> None:
                   f"{r['psnr_to_teacher']:6.2f}")
     for name, v in doc["timing"].items():
         print(f"{name}: transformer {v['transformer_speedup']:.2f}x, end-to-end {v['end_to_end_speedup']:.2f}x")
-    for sel, d in doc["distill"].items():
+    for k, sel, d in ((k, sel, d) for k, rows in doc["distill"].items() for sel, d in rows.items()):
         b, a = d["before"], d["after"]
-        print(f"distilled {sel} ({d['steps']} steps): FD {b['fd_digits']:.2f} -> {a['fd_digits']:.2f}, agree "
+        print(f"distilled keep {k} {sel} ({d['steps']} steps): FD {b['fd_digits']:.2f} -> {a['fd_digits']:.2f}, agree "
               f"{b['class_agreement']:.2f} -> {a['class_agreement']:.2f}, PSNR {b['psnr_to_teacher']:.2f} -> "
               f"{a['psnr_to_teacher']:.2f}")
 
