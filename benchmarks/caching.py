@@ -77,7 +77,9 @@ from peers import (  # noqa: E402
 CALIBRATION_SEED_OTHER = 30_000  # other methods' one-off preparation (none at present)
 WORKLOADS = {"dpm20": ("dpm++", 20), "dpm50": ("dpm++", 50), "ddim50": ("ddim", 50),
              "flow28": ("flow-euler", 28), "flow8": ("flow-euler", 8)}
-TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0)
+TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0, 4.0)
+DENSITY_TOLERANCE = 0.15  # every accel grid has an ideal speedup within this of each target speed
+BLOCKS = 12  # transformer blocks of both embedded models
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -155,42 +157,136 @@ def _few(steps: int) -> bool:
     return steps <= 10
 
 
+def schedule_computed(steps: int, budget: int | float) -> int:
+    """Steps schedule-cache computes for `budget` (its rule: an int is a count, a fraction rounds half up, >= 1)."""
+    return max(1, min(steps, budget if isinstance(budget, int) else int(budget * steps + 0.5)))
+
+
+def interval_computed(steps: int, interval: int, warmup: int) -> int:
+    """Steps interval-cache computes: every step below `warmup`, then every `interval`-th."""
+    w = min(warmup, steps)
+    return w + -(-(steps - w) // interval)
+
+
+def delta_evals(steps: int, interval: int, cached_blocks: int, blocks: int = BLOCKS) -> int:
+    """Block evaluations of delta-cache: every `interval`-th step computes all blocks, the others skip
+    `cached_blocks` of them (the cached run)."""
+    full = -(-steps // interval)
+    return steps * blocks - (steps - full) * cached_blocks
+
+
+def ideal(kind: str, steps: int, *args: Any) -> float:
+    """The ideal speedup (block evaluations uncached / cached) of a deterministic accel cache setting:
+    kind "schedule" (budget), "interval" (interval, warmup) or "delta" (interval, cached_blocks)."""
+    if kind == "schedule":
+        return steps / schedule_computed(steps, *args)
+    if kind == "interval":
+        return steps / interval_computed(steps, *args)
+    if kind == "delta":
+        return steps * BLOCKS / delta_evals(steps, *args)
+    raise ValueError(kind)
+
+
+def setting_ideal(s: Setting, steps: int) -> float | None:
+    """The arithmetic ideal speedup of an accel setting whose schedule is fixed in advance (schedule-,
+    interval-, delta-cache); None for adaptive ones (residual-cache) and peers."""
+    c, name = s.config, type(s.config).__name__
+    if name == "ScheduleCacheConfig":
+        return ideal("schedule", steps, c.budget)
+    if name == "IntervalCacheConfig":
+        return ideal("interval", steps, c.interval, c.warmup)
+    if name == "DeltaCacheConfig" and isinstance(c.cached_blocks, int):
+        return ideal("delta", steps, c.interval, c.cached_blocks)
+    return None
+
+
+def schedule_budgets(steps: int) -> tuple:
+    """1/speed for 1.5, 2, 2.5, 3, 4x: 0.667, 0.5, 0.4, 0.333, 0.25 of the steps (at 20, 28 and 50 steps all
+    within 0.15x: 13/10/8/7/5 of 20 = 1.54/2/2.5/2.86/4x, 19/14/11/9/7 of 28, 33/25/20/17/13 of 50). At 8
+    steps budgets are step counts and only 8/6, 8/5, 8/4, 8/3, 8/2 = 1.33/1.6/2/2.67/4x exist: 1.5, 2 and 4x
+    are reached, 2.5 and 3x are not (2.67x lies between, 0.17x and 0.33x off). At 50 steps 4x is 3.85x (13
+    steps) and 4.17x (12 steps, budget 0.24): both run."""
+    if _few(steps):
+        return 6, 5, 4, 3, 2
+    # 4x at 50 steps: 13 computed steps are 3.85x (0.154x off), so 12 (4.17x) brackets it too
+    return (0.667, 0.5, 0.4, 0.333, 0.25) + ((0.24,) if _long(steps) else ())
+
+
+def _nearest(targets: tuple, candidates: list[tuple[float, tuple]]) -> list[tuple]:
+    """Per target the candidate (speed, key) nearest to it, among those with the smallest first key field
+    (the interval) that come within DENSITY_TOLERANCE (ties: larger later fields); a target none comes that
+    near is bracketed instead by the nearest candidate below and above it (4x at 50 steps: whole steps give
+    50/13 = 3.85x or 50/12 = 4.17x)."""
+    out: list[tuple] = []
+
+    def add(key: tuple) -> None:
+        if key not in out:
+            out.append(key)
+
+    for t in targets:
+        near = [(k[0], abs(v - t), tuple(-x for x in k[1:]), k) for v, k in candidates if abs(v - t) <= DENSITY_TOLERANCE]
+        if near:
+            add(min(near)[3])
+            continue
+        for side in (-1, 1):
+            beyond = [(abs(v - t), k[0], k) for v, k in candidates if (v - t) * side > 0]
+            if beyond:
+                add(min(beyond)[2])
+    return out
+
+
+def interval_grid(steps: int) -> list[tuple[int, int]]:
+    """(interval, warmup) per target speed: the smallest interval that reaches it, with the warm-up (>= 1)
+    that comes nearest (ties: the longer warm-up); at 8 steps warm-up 0 too, else 4x is out of reach."""
+    lo = 0 if _few(steps) else 1
+    return _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w), (k, w))
+                                    for k in range(2, 7) for w in range(lo, steps // 2 + 1)])
+
+
+def delta_grid(steps: int) -> list[tuple[int, int]]:
+    """(interval, cached_blocks) per target speed: the smallest interval that reaches it, with the
+    cached-run length nearest (ties: the longer run)."""
+    return _nearest(TARGET_SPEEDS, [(ideal("delta", steps, k, c), (k, c))
+                                    for k in range(2, 7) for c in range(1, BLOCKS + 1)])
+
+
 def accel_settings(steps: int) -> list[Setting]:
-    """accel's caches, >= 4 settings per line, from about 1.3x to 3.5x+ fewer block evaluations."""
+    """accel's caches. The deterministic ones (delta-, interval-, schedule-cache) get one setting per target
+    speed (`TARGET_SPEEDS`, ideal within `DENSITY_TOLERANCE`, see `delta_grid`, `interval_grid`,
+    `schedule_budgets`); residual-cache's thresholds come from 2-image `--probe`s of each workload."""
     m = accel.methods()
     D, I, R, S = m["delta-cache"], m["interval-cache"], m["residual-cache"], m["schedule-cache"]
-    long = _long(steps)
     out: list[Setting] = []
-    delta = ((2, 0.5), (3, 0.75), (3, 1.0), (4, 0.9)) if long else ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))
     # forecasters: f1/f2 Taylor, fexp the exponential fit, fpc the predictor-corrector (caching/forecast.py)
     for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
-            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
-    intervals = (2, 2, 3, 4) if long or _few(steps) else (2, 2, 3, 4, 5)
+            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta_grid(steps)])
     for f in (0, 1, 2, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
-            (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f))
-            for k, w in zip(intervals, (2 * steps // 5,) + (3 if long else 1,) * 4)])  # the first ~1.4x
-    # (at 50 steps warm-up 3, as TaylorSeer's disable_cache_before_step: with forecast 1, interval 2 measured
-    # 44.9 dB there against 42.6 without forecast, 1.85x, 10 images of issue 23)
-    # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
-    res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if not long else \
-        ((0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4))
-    if _few(steps):  # the residual changes more per step at 8 steps
-        res = ((0.2, 4), (0.3, 4), (0.35, 6), (0.45, 6), (0.6, 8))
+            (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f)) for k, w in interval_grid(steps)])
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
-            (f"threshold={t},max_consecutive={mc}", R(threshold=t, max_consecutive=mc, forecast=f)) for t, mc in res])
+            (f"threshold={t},max_consecutive={mc}", R(threshold=t, max_consecutive=mc, forecast=f))
+            for t, mc in residual_grid(steps)])
     for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
-            (f"budget={b}", S(budget=b, forecast=f))
-            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.65, 0.5, 0.4, 0.3, 0.25))])
-    # (0.65 at 20-28 steps: a point near 1.5x, where flow28's matched table otherwise interpolates 1.4x-2x)
+            (f"budget={b}", S(budget=b, forecast=f)) for b in schedule_budgets(steps)])
     return out
+
+
+def residual_grid(steps: int) -> tuple:
+    """(threshold, max_consecutive) of residual-cache: adaptive, so chosen from 2-image `--probe`s (forecast 1)
+    to come near 1.5, 2, 2.5, 3 and 4x ideal; the residual changes less per step at 50 steps (lower
+    thresholds) and more at 8."""
+    if _few(steps):
+        return (0.2, 4), (0.3, 4), (0.35, 6), (0.45, 6), (0.6, 8)
+    if _long(steps):
+        return (0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4)
+    return (0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)
 
 
 def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: bool = False) -> list[Setting]:
@@ -233,25 +329,63 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
                 (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order,
                                                    encoder_calibrator=enc))
                 for t in (dbc_f8 if fn == 8 else dbc)])
+        out += cache_dit_calibrator_settings(steps, dbc, warmup, taylorseer_all_blocks)
+    return out
+
+
+SCM_POLICIES = ("slow", "medium", "fast", "ultra")  # cache_dit.steps_mask's predefined masks
+
+
+def cache_dit_calibrator_settings(steps: int, dbc: tuple, warmup: int, noenc: bool = False) -> list[Setting]:
+    """cache-dit's newer lines, each as its docs call it (`cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(
+    ...), calibrator_config=...)`): DBCache F1B0 + `DMDCalibratorConfig()`, + `FoCaCalibratorConfig()` (thresholds
+    `dbc`, as the other F1B0 lines, plus the top threshold with warm-up 2: cache-dit's warm-up otherwise caps
+    F1B0 near 3.2x), and F1B0 with `steps_computation_mask=cache_dit.steps_mask(mask_policy=P, total_steps=steps)`
+    for P in slow/medium/fast/ultra, `steps_computation_policy` "static" (masked steps always reuse) or
+    "dynamic" (they reuse when the residual is below the line's middle threshold `dbc[2]`; the 0.12 of
+    cache-dit's SCM example reuses nothing at 8 steps). `noenc` (SD3) adds the calibrator lines with
+    `enable_encoder_calibrator=False` too: the documented default fails there (its error is noted)."""
+    out: list[Setting] = []
+    for cal in ("dmd", "foca"):
+        for enc in (True, False) if noenc else (True,):
+            out += _grid(f"cache-dit-F1B0+{cal}{'' if enc else '-noenc'}", "peer", [
+                (f"threshold={t}" + (f",warmup={w}" if w != warmup else ""),
+                 CacheDitDBCache(Fn=1, Bn=0, threshold=t, warmup=w, calibrator=cal, encoder_calibrator=enc))
+                for t, w in [(t, warmup) for t in dbc] + ([(dbc[-1], 2)] if warmup > 2 else [])])
+    for policy in ("static", "dynamic"):
+        t = dbc[2]
+        out += _grid(f"cache-dit-F1B0+scm-{policy}", "peer", [
+            (f"mask_policy={m}" + (f",threshold={t}" if policy == "dynamic" else ""),
+             CacheDitDBCache(Fn=1, Bn=0, threshold=t, warmup=warmup, scm=m, scm_policy=policy, steps=steps))
+            for m in SCM_POLICIES])
     return out
 
 
 def _matched(s: Setting) -> bool:
-    """--settings matched: the settings whose ideal speedups bracket 1.5-2.5x at 50 steps (schedule-cache
-    budgets 0.7/0.5/0.4 = 1.43/2/2.5x; TaylorSeer and interval-cache: interval 2 after 2/5 of the steps, 2 and 3
-    = 1.43/1.85-1.92/2.63x)."""
+    """--settings matched: the settings whose ideal speedups bracket 1.5-2.5x (schedule-cache budgets
+    0.667/0.5/0.4; interval-cache the grid's points up to 2.5x; TaylorSeer all but interval 4)."""
     label = s.label.split(":", 1)[1]
     if s.line.startswith("schedule-cache"):
-        return label in ("budget=0.7", "budget=0.5", "budget=0.4")
+        return label in ("budget=0.667", "budget=0.5", "budget=0.4", "budget=5", "budget=4")
     if s.line == "diffusers-taylorseer":
         return not label.startswith("cache_interval=4")
     if s.line.startswith("interval-cache"):
-        return not label.startswith("interval=4")
+        return label.startswith(("interval=2,", "interval=3,"))
     return True
 
 
+# --settings frontier: accel's best lines (issue 32), each with one setting per target speed, and every peer line
+FRONTIER_LINES = ("schedule-cache+f1", "schedule-cache+fpc", "interval-cache+f1", "interval-cache+f2",
+                  "residual-cache+f1", "delta-cache+fpc")
+
+
+def _frontier(s: Setting) -> bool:
+    return s.side == "peer" or s.line in FRONTIER_LINES
+
+
 def select(settings: list[Setting], args) -> list[Setting]:
-    out = [s for s in settings if args.settings == "full" or (s.quick if args.settings == "quick" else _matched(s))]
+    keep = {"full": lambda s: True, "quick": lambda s: s.quick, "matched": _matched, "frontier": _frontier}[args.settings]
+    out = [s for s in settings if keep(s)]
     if args.lines:
         wanted = set(args.lines.split(","))
         unknown = wanted - {s.line for s in settings}
@@ -385,10 +519,11 @@ def main() -> None:
                          "choosing the defaults)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    ap.add_argument("--settings", choices=("full", "quick", "matched"), default="full",
+    ap.add_argument("--settings", choices=("full", "quick", "matched", "frontier"), default="full",
                     help="full: >= 4 settings per line; quick: 2 per line (smoke test); matched: only the schedule-cache "
                          "and TaylorSeer settings that bracket 1.5-2.5x ideal (a held-out run with --speed ideal on a "
-                         "loaded machine)")
+                         "loaded machine); frontier: accel's best lines (FRONTIER_LINES, one setting per target speed "
+                         "1.5-4x) and every peer line (the held-out run per workload)")
     ap.add_argument("--lines", default="", help="comma list of lines to run (default: all)")
     ap.add_argument("--out", type=Path, default=None,
                     help="output prefix (default benchmarks/results/caching-WORKLOAD -> .json and .png)")
