@@ -1,7 +1,7 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
     python benchmarks/caching.py --workload dpm20|dpm50|ddim50|flow28|flow8 [--num-images 200] [--repeats 5]
-        [--settings full|quick|matched] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
+        [--settings full|quick|matched|frontier] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
         [--speed measured|ideal] [--labels 1,3,5,7,9] [--calibration-labels 0,2,4,6,8] [--probe]
         [--flow-weights DIR]
 
@@ -15,17 +15,31 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 `DigitsDiTPipeline` subclass by name; explicit guidance and steps make the images identical),
 `StableDiffusion3Pipeline` for the flow model (already stock). Labels below are digits either way.
 
-Lines (one curve each, >= 4 settings spanning about 1.3-3.5x with --settings full):
+Lines (one curve each, >= 4 settings spanning about 1.3-4x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
 delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
-and schedule-cache (4+ budgets; forecast 0 and 1); peers
-diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
-DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
-skipped with a note when cache-dit is not installed). Each peer line is first run once on one
+and schedule-cache (forecast 0 and 1). The fixed-schedule caches get one setting per target speed
+(1.5, 2, 2.5, 3, 4x ideal within 0.15x, from their budgets arithmetic: `schedule_budgets`,
+`interval_grid`, `delta_grid`; what whole steps cannot reach is bracketed instead: 2.5 and 3x at 8
+steps, 4x at 50 steps, where 3.85x and 4.17x run); residual-cache's thresholds come from 2-image probes.
+Peers: diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and
+cache-dit 1.5.3 (optional: skipped with a note when not installed), each enabled as cache-dit's docs
+do, `cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(...), calibrator_config=...)`: DBCache
+F1B0, F8B0 (cache-dit's default Fn), F1B0 + `TaylorSeerCalibratorConfig(taylorseer_order=1)`,
+F1B0 + `DMDCalibratorConfig()` (exponential / Prony fit), F1B0 + `FoCaCalibratorConfig()`
+(forecast-then-calibrate), and F1B0 with `steps_computation_mask=cache_dit.steps_mask(mask_policy=
+"slow"|"medium"|"fast"|"ultra", total_steps=steps)` under `steps_computation_policy="static"` and
+`"dynamic"` (one line each, the four masks as its settings). Each peer line is first run once on one
 image; a line whose hooks fail inside the model is dropped with its exact error in the notes
-(on SD3 at diffusers 0.42: FirstBlockCache, and TaylorSeer hooking the last block; the flow
-workloads also note what diffusers' documented `pipe.transformer.enable_cache(...)` does). At 50 steps each line keeps the 4 settings
-(3 for cache-dit F8B0, which tops out near 1.35x; MagCache all 6) that span the range in a `--probe`.
+(on SD3 at diffusers 0.42: FirstBlockCache, and TaylorSeer hooking the last block; cache-dit's
+calibrators with their documented text-stream default, so the flow workloads add `-noenc` lines with
+`enable_encoder_calibrator=False`; the flow workloads also note what diffusers' documented
+`pipe.transformer.enable_cache(...)` does). cache-dit's F1B0 lines stop near 3-3.2x (its warm-up and
+block 0 always run; the calibrator lines add their top threshold at warm-up 2 to go further).
+
+`--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
+schedule-cache +f1/+fpc, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc (about 30
+settings), and every peer setting (43-69), about 75-100 methods per workload.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
 num_inference_steps=..., guidance_scale=...)` (its own 8 images, generator seeds 1000000+i),
@@ -45,7 +59,7 @@ Quality: PSNR to the baseline's images of the same seeds and FD-digits over all 
 
 Output: PREFIX.json (records, curves, matched-speed table, notes, meta), PREFIX.png (PSNR and
 FD-digits vs measured speedup, one line per method) and the tables on stdout. The matched-speed
-table interpolates PSNR along each line's measured front at 1.5/2/2.5/3x (benchmarks/_curves.py)
+table interpolates PSNR along each line's measured front at 1.5/2/2.5/3/4x (benchmarks/_curves.py)
 and compares the best accel line with the best peer line ('not reached' where none spans it).
 """
 
@@ -143,9 +157,10 @@ def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, 
 
 
 def _long(steps: int) -> bool:
-    """50-step workloads: each setting costs 2.5x more there, so each line keeps the 4 settings (3 for
+    """50-step workloads: each setting costs 2.5x more there, so each peer line keeps the 4 settings (3 for
     cache-dit F8B0) that span about 1.3-3.5x in an 8-image `--probe` of dpm50 and ddim50 and drops the
-    rest; MagCache, the closest peer there, keeps all 6."""
+    rest; MagCache, the closest peer there, keeps all 6. The residual changes less per step there (lower
+    thresholds)."""
     return steps >= 40
 
 
@@ -698,7 +713,7 @@ def main() -> None:
         "curves": {n: {"side": sides[n], "points": [{"speedup": s, "psnr": p, "fd": f} for s, p, f in pts]}
                    for n, pts in lines.items()},
         "matched_speed": matched, "notes": notes,
-        "meta": {"wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
+        "meta": {"command": ["python", "benchmarks/caching.py", *sys.argv[1:]], "wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
                  **({"flow_weights": weights} if weights else {})},
     }
     write_json(prefix.with_suffix(".json"), doc)

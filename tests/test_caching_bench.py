@@ -185,3 +185,21 @@ def test_cache_dit_calibrator_failing_on_sd3_is_kept_as_a_note_and_its_noenc_lin
     assert {s.line for s in ok} == {"cache-dit-F1B0+dmd-noenc"}
     assert len(notes) == 1 and "State 'transformer_blocks_Bn_residual' not found" in notes[0]
     assert "(line cache-dit-F1B0+dmd dropped)" in notes[0]
+
+
+def test_caching_table_sets_accels_4x_against_the_best_peer_at_3x():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def row(s, a, p):
+        return {"speedup": s, "best_accel": a and {"line": "schedule-cache+f1", "psnr": a, "fd": 1.0},
+                "best_peer": p and {"line": "cache-dit-F1B0+dmd", "psnr": p, "fd": 1.0}}
+
+    doc = {"workload": {"num_images": 100}, "records": [{"method": "baseline", "fd": 1.0}],
+           "matched_speed": [row(1.5, 40.0, 38.0), row(2.0, 36.0, 35.5), row(2.5, 33.0, None), row(3.0, 30.0, 27.0),
+                             row(4.0, 28.0, None)]}
+    assert caching_table.four_x(doc) == "28.0 vs 27.0"
+    assert caching_table.cell(doc, 2.0) == "**36.0 vs 35.5 (+0.5)**"  # under the 1 dB margin: bold
+    assert "4x schedule-cache+f1 / -" in caching_table.winners(doc) and caching_table._num_images(doc) == "100"
+    del doc["matched_speed"][-1]
+    assert caching_table.four_x(doc) == "no 4x row"
