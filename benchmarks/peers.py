@@ -262,7 +262,8 @@ class CacheDitDBCache(MethodConfig):
         kind = self.calibrator or ("taylorseer" if self.taylorseer_order else "")
         enc = dict(enable_encoder_calibrator=self.encoder_calibrator)
         calibrators = {
-            "taylorseer": lambda: cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=self.taylorseer_order or 1, **enc),
+            "taylorseer": lambda: cache_dit.TaylorSeerCalibratorConfig(
+                taylorseer_order=self.taylorseer_order or 1, **enc),
             "dmd": lambda: cache_dit.DMDCalibratorConfig(**enc),
             "foca": lambda: cache_dit.FoCaCalibratorConfig(**enc),
         }
