@@ -38,8 +38,8 @@ calibrators with their documented text-stream default, so the flow workloads add
 block 0 always run; the calibrator lines add their top threshold at warm-up 1 to go further).
 
 `--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
-schedule-cache +f1/+fpc, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc (about 30
-settings), and every peer setting (43-69), about 75-100 methods per workload.
+schedule-cache +f1/+fpc, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc (31-39
+settings), and every peer setting (43-69), 82-100 settings per workload.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
 num_inference_steps=..., guidance_scale=...)` (its own 8 images, generator seeds 1000000+i),
@@ -312,14 +312,14 @@ def residual_grid(steps: int) -> tuple:
     (forecast 1; ideal speedups in the comments) to span 1.5-4x. The residual changes less per step at 50
     steps (lower thresholds) and more at 8; warm-up 1 (default 2) for the fast end, which the warm-up caps
     near 3.2x at 8 and 20 steps."""
-    if _few(steps):  # flow8: 0.3 1.52x, 0.45 1.85x, 0.6 2.34x, 1.0/8 3.2x
-        return (0.25, 4, 2), (0.3, 4, 2), (0.45, 4, 2), (0.6, 4, 2), (1.0, 8, 2), (1.0, 8, 1)
+    if _few(steps):  # flow8: 0.2 1.13x, 0.3 1.52x, 0.45 1.85x, 0.6 2.34x, 1.0/8 3.2x, at warm-up 1 5.05x
+        return (0.2, 4, 2), (0.3, 4, 2), (0.45, 4, 2), (0.6, 4, 2), (1.0, 8, 2), (1.0, 8, 1)
     if _long(steps):  # dpm50: 0.05 1.45x, 0.1 2.79x, 0.2 3.3x; ddim50: 1.35/2.65/3.11x; 0.3/8: 4.35x both
         return (0.05, 4, 2), (0.07, 4, 2), (0.085, 4, 2), (0.1, 4, 2), (0.2, 4, 2), (0.3, 8, 2)
-    if steps >= 25:  # flow28: 0.1 1.56x, 0.2 2.43x, 0.3 3.2x, 0.45/8 4.05x
+    if steps >= 25:  # flow28: 1.24/1.56/1.96/2.43/3.20/4.05x
         return (0.07, 3, 2), (0.1, 4, 2), (0.15, 4, 2), (0.2, 4, 2), (0.3, 4, 2), (0.45, 8, 2)
-    # dpm20: 0.1 1.70x, 0.2 2.47x, 0.3 2.79x, 0.45/8 3.2x, 0.6/8 3.75x
-    return (0.07, 3, 2), (0.13, 4, 2), (0.2, 4, 2), (0.3, 4, 2), (0.6, 8, 2), (1.0, 8, 1)
+    # dpm20: 1.30/1.85/2.47/2.79/3.2/3.75x, at warm-up 1 4.53x
+    return (0.07, 3, 2), (0.13, 4, 2), (0.2, 4, 2), (0.3, 4, 2), (0.45, 8, 2), (0.6, 8, 2), (1.0, 8, 1)
 
 
 def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: bool = False) -> list[Setting]:
