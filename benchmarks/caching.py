@@ -1,7 +1,7 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
     python benchmarks/caching.py --workload dpm20|dpm50|ddim50|flow28|flow8 [--num-images 200] [--repeats 5]
-        [--settings full|quick|matched] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
+        [--settings full|quick|matched|frontier] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
         [--speed measured|ideal] [--labels 1,3,5,7,9] [--calibration-labels 0,2,4,6,8] [--probe]
         [--flow-weights DIR]
 
@@ -15,17 +15,31 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 `DigitsDiTPipeline` subclass by name; explicit guidance and steps make the images identical),
 `StableDiffusion3Pipeline` for the flow model (already stock). Labels below are digits either way.
 
-Lines (one curve each, >= 4 settings spanning about 1.3-3.5x with --settings full):
+Lines (one curve each, >= 4 settings spanning about 1.3-4x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
 delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
-and schedule-cache (4+ budgets; forecast 0 and 1); peers
-diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and cache-dit
-DBCache F1B0, F8B0 (cache-dit's default Fn) and F1B0 with its TaylorSeer calibrator (optional:
-skipped with a note when cache-dit is not installed). Each peer line is first run once on one
+and schedule-cache (forecast 0 and 1). The fixed-schedule caches get one setting per target speed
+(1.5, 2, 2.5, 3, 4x ideal within 0.15x, from their budgets arithmetic: `schedule_budgets`,
+`interval_grid`, `delta_grid`; what whole steps cannot reach is bracketed instead: 2.5 and 3x at 8
+steps, 4x at 50 steps, where 3.85x and 4.17x run); residual-cache's thresholds come from 2-image probes.
+Peers: diffusers FirstBlockCache / TaylorSeer / MagCache (benchmarks/peers.py adapters) and
+cache-dit 1.5.3 (optional: skipped with a note when not installed), each enabled as cache-dit's docs
+do, `cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(...), calibrator_config=...)`: DBCache
+F1B0, F8B0 (cache-dit's default Fn), F1B0 + `TaylorSeerCalibratorConfig(taylorseer_order=1)`,
+F1B0 + `DMDCalibratorConfig()` (exponential / Prony fit), F1B0 + `FoCaCalibratorConfig()`
+(forecast-then-calibrate), and F1B0 with `steps_computation_mask=cache_dit.steps_mask(mask_policy=
+"slow"|"medium"|"fast"|"ultra", total_steps=steps)` under `steps_computation_policy="static"` and
+`"dynamic"` (one line each, the four masks as its settings). Each peer line is first run once on one
 image; a line whose hooks fail inside the model is dropped with its exact error in the notes
-(on SD3 at diffusers 0.42: FirstBlockCache, and TaylorSeer hooking the last block; the flow
-workloads also note what diffusers' documented `pipe.transformer.enable_cache(...)` does). At 50 steps each line keeps the 4 settings
-(3 for cache-dit F8B0, which tops out near 1.35x; MagCache all 6) that span the range in a `--probe`.
+(on SD3 at diffusers 0.42: FirstBlockCache, and TaylorSeer hooking the last block; cache-dit's
+calibrators with their documented text-stream default, so the flow workloads add `-noenc` lines with
+`enable_encoder_calibrator=False`; the flow workloads also note what diffusers' documented
+`pipe.transformer.enable_cache(...)` does). cache-dit's F1B0 lines stop near 3-3.2x (its warm-up and
+block 0 always run; the calibrator lines add their top threshold at warm-up 1 to go further).
+
+`--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
+schedule-cache +f1/+fpc, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc (31-39
+settings), and every peer setting (43-69), 82-100 settings per workload.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
 num_inference_steps=..., guidance_scale=...)` (its own 8 images, generator seeds 1000000+i),
@@ -45,7 +59,7 @@ Quality: PSNR to the baseline's images of the same seeds and FD-digits over all 
 
 Output: PREFIX.json (records, curves, matched-speed table, notes, meta), PREFIX.png (PSNR and
 FD-digits vs measured speedup, one line per method) and the tables on stdout. The matched-speed
-table interpolates PSNR along each line's measured front at 1.5/2/2.5/3x (benchmarks/_curves.py)
+table interpolates PSNR along each line's measured front at 1.5/2/2.5/3/4x (benchmarks/_curves.py)
 and compares the best accel line with the best peer line ('not reached' where none spans it).
 """
 
@@ -77,7 +91,9 @@ from peers import (  # noqa: E402
 CALIBRATION_SEED_OTHER = 30_000  # other methods' one-off preparation (none at present)
 WORKLOADS = {"dpm20": ("dpm++", 20), "dpm50": ("dpm++", 50), "ddim50": ("ddim", 50),
              "flow28": ("flow-euler", 28), "flow8": ("flow-euler", 8)}
-TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0)
+TARGET_SPEEDS = (1.5, 2.0, 2.5, 3.0, 4.0)
+DENSITY_TOLERANCE = 0.15  # every accel grid has an ideal speedup within this of each target speed
+BLOCKS = 12  # transformer blocks of both embedded models
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -141,9 +157,10 @@ def _grid(line: str, side: str, items: list[tuple[str, Any]], quick: tuple[int, 
 
 
 def _long(steps: int) -> bool:
-    """50-step workloads: each setting costs 2.5x more there, so each line keeps the 4 settings (3 for
+    """50-step workloads: each setting costs 2.5x more there, so each peer line keeps the 4 settings (3 for
     cache-dit F8B0) that span about 1.3-3.5x in an 8-image `--probe` of dpm50 and ddim50 and drops the
-    rest; MagCache, the closest peer there, keeps all 6."""
+    rest; MagCache, the closest peer there, keeps all 6. The residual changes less per step there (lower
+    thresholds)."""
     return steps >= 40
 
 
@@ -155,42 +172,154 @@ def _few(steps: int) -> bool:
     return steps <= 10
 
 
+def schedule_computed(steps: int, budget: int | float) -> int:
+    """Steps schedule-cache computes for `budget` (its rule: an int is a count, a fraction rounds half up, >= 1)."""
+    return max(1, min(steps, budget if isinstance(budget, int) else int(budget * steps + 0.5)))
+
+
+def interval_computed(steps: int, interval: int, warmup: int) -> int:
+    """Steps interval-cache computes: every step below `warmup`, then every `interval`-th."""
+    w = min(warmup, steps)
+    return w + -(-(steps - w) // interval)
+
+
+def delta_evals(steps: int, interval: int, cached_blocks: int, blocks: int = BLOCKS) -> int:
+    """Block evaluations of delta-cache: every `interval`-th step computes all blocks, the others skip
+    `cached_blocks` of them (the cached run)."""
+    full = -(-steps // interval)
+    return steps * blocks - (steps - full) * cached_blocks
+
+
+def ideal(kind: str, steps: int, *args: Any) -> float:
+    """The ideal speedup (block evaluations uncached / cached) of a deterministic accel cache setting:
+    kind "schedule" (budget), "interval" (interval, warmup) or "delta" (interval, cached_blocks)."""
+    if kind == "schedule":
+        return steps / schedule_computed(steps, *args)
+    if kind == "interval":
+        return steps / interval_computed(steps, *args)
+    if kind == "delta":
+        return steps * BLOCKS / delta_evals(steps, *args)
+    raise ValueError(kind)
+
+
+def setting_ideal(s: Setting, steps: int) -> float | None:
+    """The arithmetic ideal speedup of an accel setting whose schedule is fixed in advance (schedule-,
+    interval-, delta-cache); None for adaptive ones (residual-cache) and peers."""
+    c, name = s.config, type(s.config).__name__
+    if name == "ScheduleCacheConfig":
+        return ideal("schedule", steps, c.budget)
+    if name == "IntervalCacheConfig":
+        return ideal("interval", steps, c.interval, c.warmup)
+    if name == "DeltaCacheConfig" and isinstance(c.cached_blocks, int):
+        return ideal("delta", steps, c.interval, c.cached_blocks)
+    return None
+
+
+def schedule_budgets(steps: int) -> tuple:
+    """1/speed for 1.5, 2, 2.5, 3, 4x: 0.667, 0.5, 0.4, 0.333, 0.25 of the steps (at 20, 28 and 50 steps all
+    within 0.15x: 13/10/8/7/5 of 20 = 1.54/2/2.5/2.86/4x, 19/14/11/9/7 of 28, 33/25/20/17/13 of 50). At 8
+    steps budgets are step counts and only 8/6, 8/5, 8/4, 8/3, 8/2 = 1.33/1.6/2/2.67/4x exist: 1.5, 2 and 4x
+    are reached, 2.5 and 3x are not (2.67x lies between, 0.17x and 0.33x off). At 50 steps 4x is 3.85x (13
+    steps) and 4.17x (12 steps, budget 0.24): both run. Budget 0.7 (1.43x) where 0.667 gives more than 1.5x."""
+    if _few(steps):
+        return 6, 5, 4, 3, 2
+    # the slow end must reach 1.5x (13 of 20 steps are 1.54x, 33 of 50 1.52x): 0.7 too where 0.667 is above it;
+    # 4x at 50 steps: 13 computed steps are 3.85x (0.154x off), so 12 (4.17x) brackets it too
+    slow = (0.7,) if ideal("schedule", steps, 0.667) > TARGET_SPEEDS[0] else ()
+    return slow + (0.667, 0.5, 0.4, 0.333, 0.25) + ((0.24,) if _long(steps) else ())
+
+
+def _nearest(targets: tuple, candidates: list[tuple[float, tuple]]) -> list[tuple]:
+    """Per target the candidate (speed, key) nearest to it, among those with the smallest first key field
+    (the interval) that come within DENSITY_TOLERANCE (ties: larger later fields); a target none comes that
+    near is bracketed instead by the nearest candidate below and above it (4x at 50 steps: whole steps give
+    50/13 = 3.85x or 50/12 = 4.17x). The result spans the first and last target (a 1.54x point alone would
+    leave 1.5x 'not reached')."""
+    out: list[tuple] = []
+
+    def add(key: tuple) -> None:
+        if key not in out:
+            out.append(key)
+
+    def beyond(t: float, side: int) -> None:  # the nearest candidate at or past t on that side
+        c = [(abs(v - t), k[0], k) for v, k in candidates if (v - t) * side >= 0]
+        if c:
+            add(min(c)[2])
+
+    for t in targets:
+        near = [(k[0], abs(v - t), tuple(-x for x in k[1:]), k)
+                for v, k in candidates if abs(v - t) <= DENSITY_TOLERANCE]
+        if near:
+            add(min(near)[3])
+        else:
+            beyond(t, -1)
+            beyond(t, 1)
+    # the matched table interpolates inside a line's span only: the ends must reach the first and last target
+    speed = {k: v for v, k in candidates}
+    if min(speed[k] for k in out) > targets[0]:
+        beyond(targets[0], -1)
+    if max(speed[k] for k in out) < targets[-1]:
+        beyond(targets[-1], 1)
+    return out
+
+
+def interval_grid(steps: int) -> list[tuple[int, int]]:
+    """(interval, warmup) per target speed: the smallest interval that reaches it, with the warm-up (>= 1)
+    that comes nearest (ties: the longer warm-up); at 8 steps warm-up 0 too, else 4x is out of reach."""
+    lo = 0 if _few(steps) else 1
+    return _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w), (k, w))
+                                    for k in range(2, 7) for w in range(lo, steps // 2 + 1)])
+
+
+def delta_grid(steps: int) -> list[tuple[int, int]]:
+    """(interval, cached_blocks) per target speed: the smallest interval that reaches it, with the
+    cached-run length nearest (ties: the longer run)."""
+    return _nearest(TARGET_SPEEDS, [(ideal("delta", steps, k, c), (k, c))
+                                    for k in range(2, 7) for c in range(1, BLOCKS + 1)])
+
+
 def accel_settings(steps: int) -> list[Setting]:
-    """accel's caches, >= 4 settings per line, from about 1.3x to 3.5x+ fewer block evaluations."""
+    """accel's caches. The deterministic ones (delta-, interval-, schedule-cache) get one setting per target
+    speed (`TARGET_SPEEDS`, ideal within `DENSITY_TOLERANCE`, see `delta_grid`, `interval_grid`,
+    `schedule_budgets`); residual-cache's thresholds come from 2-image `--probe`s of each workload."""
     m = accel.methods()
     D, I, R, S = m["delta-cache"], m["interval-cache"], m["residual-cache"], m["schedule-cache"]
-    long = _long(steps)
     out: list[Setting] = []
-    delta = ((2, 0.5), (3, 0.75), (3, 1.0), (4, 0.9)) if long else ((2, 0.5), (2, 0.75), (3, 0.75), (3, 1.0), (4, 0.9))
     # forecasters: f1/f2 Taylor, fexp the exponential fit, fpc the predictor-corrector (caching/forecast.py)
     for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"delta-cache{sfx}", "accel", [
-            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f)) for k, c in delta])
-    intervals = (2, 2, 3, 4) if long or _few(steps) else (2, 2, 3, 4, 5)
+            (f"interval={k},cached_blocks={c}", D(interval=k, cached_blocks=c, forecast=f))
+            for k, c in delta_grid(steps)])
     for f in (0, 1, 2, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"interval-cache{sfx}", "accel", [
-            (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f))
-            for k, w in zip(intervals, (2 * steps // 5,) + (3 if long else 1,) * 4)])  # the first ~1.4x
-    # (at 50 steps warm-up 3, as TaylorSeer's disable_cache_before_step: with forecast 1, interval 2 measured
-    # 44.9 dB there against 42.6 without forecast, 1.85x, 10 images of issue 23)
-    # the residual changes less per step at 50 steps: lower thresholds reach the slow end there
-    res = ((0.07, 3), (0.1, 3), (0.2, 4), (0.35, 6), (0.6, 8)) if not long else \
-        ((0.05, 3), (0.07, 3), (0.1, 3), (0.2, 4))
-    if _few(steps):  # the residual changes more per step at 8 steps
-        res = ((0.2, 4), (0.3, 4), (0.35, 6), (0.45, 6), (0.6, 8))
+            (f"interval={k},warmup={w}", I(interval=k, warmup=w, forecast=f)) for k, w in interval_grid(steps)])
     for f in (0, 1):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"residual-cache{sfx}", "accel", [
-            (f"threshold={t},max_consecutive={mc}", R(threshold=t, max_consecutive=mc, forecast=f)) for t, mc in res])
+            (f"threshold={t},max_consecutive={mc}" + (f",warmup={w}" if w != 2 else ""),
+             R(threshold=t, max_consecutive=mc, warmup=w, forecast=f)) for t, mc, w in residual_grid(steps)])
     for f in (0, 1, "exp", "pc"):
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
-            (f"budget={b}", S(budget=b, forecast=f))
-            for b in ((0.7, 0.5, 0.4, 0.3) if long else (6, 5, 4, 3, 2) if _few(steps) else (0.7, 0.65, 0.5, 0.4, 0.3, 0.25))])
-    # (0.65 at 20-28 steps: a point near 1.5x, where flow28's matched table otherwise interpolates 1.4x-2x)
+            (f"budget={b}", S(budget=b, forecast=f)) for b in schedule_budgets(steps)])
     return out
+
+
+def residual_grid(steps: int) -> tuple:
+    """(threshold, max_consecutive, warmup) of residual-cache: adaptive, so chosen from 2-image `--probe`s
+    (forecast 1; ideal speedups in the comments) to span 1.5-4x. The residual changes less per step at 50
+    steps (lower thresholds) and more at 8; warm-up 1 (default 2) for the fast end, which the warm-up caps
+    near 3.2x at 8 and 20 steps."""
+    if _few(steps):  # flow8: 0.2 1.13x, 0.3 1.52x, 0.45 1.85x, 0.6 2.34x, 1.0/8 3.2x, at warm-up 1 5.05x
+        return (0.2, 4, 2), (0.3, 4, 2), (0.45, 4, 2), (0.6, 4, 2), (1.0, 8, 2), (1.0, 8, 1)
+    if _long(steps):  # dpm50: 0.05 1.45x, 0.1 2.79x, 0.2 3.3x; ddim50: 1.35/2.65/3.11x; 0.3/8: 4.35x both
+        return (0.05, 4, 2), (0.07, 4, 2), (0.085, 4, 2), (0.1, 4, 2), (0.2, 4, 2), (0.3, 8, 2)
+    if steps >= 25:  # flow28: 1.24/1.56/1.96/2.43/3.20/4.05x
+        return (0.07, 3, 2), (0.1, 4, 2), (0.15, 4, 2), (0.2, 4, 2), (0.3, 4, 2), (0.45, 8, 2)
+    # dpm20: 1.30/1.85/2.47/2.79/3.2/3.75x, at warm-up 1 4.53x
+    return (0.07, 3, 2), (0.13, 4, 2), (0.2, 4, 2), (0.3, 4, 2), (0.45, 8, 2), (0.6, 8, 2), (1.0, 8, 1)
 
 
 def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: bool = False) -> list[Setting]:
@@ -233,25 +362,65 @@ def peer_settings(steps: int, mag_ratios: tuple | None, taylorseer_all_blocks: b
                 (f"threshold={t}", CacheDitDBCache(Fn=fn, Bn=0, threshold=t, warmup=warmup, taylorseer_order=order,
                                                    encoder_calibrator=enc))
                 for t in (dbc_f8 if fn == 8 else dbc)])
+        out += cache_dit_calibrator_settings(steps, dbc, warmup, taylorseer_all_blocks)
+    return out
+
+
+SCM_POLICIES = ("slow", "medium", "fast", "ultra")  # cache_dit.steps_mask's predefined masks
+
+
+def cache_dit_calibrator_settings(steps: int, dbc: tuple, warmup: int, noenc: bool = False) -> list[Setting]:
+    """cache-dit's newer lines, each as its docs call it (`cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(
+    ...), calibrator_config=...)`): DBCache F1B0 + `DMDCalibratorConfig()`, + `FoCaCalibratorConfig()` (thresholds
+    `dbc`, as the other F1B0 lines, plus the top threshold with warm-up 1: cache-dit's warm-up otherwise caps
+    F1B0 near 3.2x; 2-image probe, DMD at dpm20: 1.38/1.85/2.22/2.47/3.20x, 4.53x at warm-up 2), and F1B0
+    with `steps_computation_mask=cache_dit.steps_mask(mask_policy=P, total_steps=steps)` for P in
+    slow/medium/fast/ultra, `steps_computation_policy` "static" (masked steps always reuse) or "dynamic"
+    (they reuse when the residual is below the line's middle threshold `dbc[2]`; the 0.12 of cache-dit's
+    SCM example reuses nothing at 8 steps). `noenc` (SD3) adds the calibrator lines with
+    `enable_encoder_calibrator=False` too: the documented default fails there (its error is noted)."""
+    out: list[Setting] = []
+    for cal in ("dmd", "foca"):
+        for enc in (True, False) if noenc else (True,):
+            out += _grid(f"cache-dit-F1B0+{cal}{'' if enc else '-noenc'}", "peer", [
+                (f"threshold={t}" + (f",warmup={w}" if w != warmup else ""),
+                 CacheDitDBCache(Fn=1, Bn=0, threshold=t, warmup=w, calibrator=cal, encoder_calibrator=enc))
+                for t, w in [(t, warmup) for t in dbc] + [(dbc[-1], 1)]])
+    for policy in ("static", "dynamic"):
+        t = dbc[2]
+        out += _grid(f"cache-dit-F1B0+scm-{policy}", "peer", [
+            (f"mask_policy={m}" + (f",threshold={t}" if policy == "dynamic" else ""),
+             CacheDitDBCache(Fn=1, Bn=0, threshold=t, warmup=warmup, scm=m, scm_policy=policy, steps=steps))
+            for m in SCM_POLICIES])
     return out
 
 
 def _matched(s: Setting) -> bool:
-    """--settings matched: the settings whose ideal speedups bracket 1.5-2.5x at 50 steps (schedule-cache
-    budgets 0.7/0.5/0.4 = 1.43/2/2.5x; TaylorSeer and interval-cache: interval 2 after 2/5 of the steps, 2 and 3
-    = 1.43/1.85-1.92/2.63x)."""
+    """--settings matched: the settings whose ideal speedups bracket 1.5-2.5x (schedule-cache budgets
+    0.667/0.5/0.4; interval-cache the grid's points up to 2.5x; TaylorSeer all but interval 4)."""
     label = s.label.split(":", 1)[1]
     if s.line.startswith("schedule-cache"):
-        return label in ("budget=0.7", "budget=0.5", "budget=0.4")
+        return label in ("budget=0.667", "budget=0.5", "budget=0.4", "budget=5", "budget=4")
     if s.line == "diffusers-taylorseer":
         return not label.startswith("cache_interval=4")
     if s.line.startswith("interval-cache"):
-        return not label.startswith("interval=4")
+        return label.startswith(("interval=2,", "interval=3,"))
     return True
 
 
+# --settings frontier: accel's best lines (issue 32), each with one setting per target speed, and every peer line
+FRONTIER_LINES = ("schedule-cache+f1", "schedule-cache+fpc", "interval-cache+f1", "interval-cache+f2",
+                  "residual-cache+f1", "delta-cache+fpc")
+
+
+def _frontier(s: Setting) -> bool:
+    return s.side == "peer" or s.line in FRONTIER_LINES
+
+
 def select(settings: list[Setting], args) -> list[Setting]:
-    out = [s for s in settings if args.settings == "full" or (s.quick if args.settings == "quick" else _matched(s))]
+    keep = {"full": lambda s: True, "quick": lambda s: s.quick, "matched": _matched,
+            "frontier": _frontier}[args.settings]
+    out = [s for s in settings if keep(s)]
     if args.lines:
         wanted = set(args.lines.split(","))
         unknown = wanted - {s.line for s in settings}
@@ -385,10 +554,11 @@ def main() -> None:
                          "choosing the defaults)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    ap.add_argument("--settings", choices=("full", "quick", "matched"), default="full",
+    ap.add_argument("--settings", choices=("full", "quick", "matched", "frontier"), default="full",
                     help="full: >= 4 settings per line; quick: 2 per line (smoke test); matched: only the schedule-cache "
                          "and TaylorSeer settings that bracket 1.5-2.5x ideal (a held-out run with --speed ideal on a "
-                         "loaded machine)")
+                         "loaded machine); frontier: accel's best lines (FRONTIER_LINES, one setting per target speed "
+                         "1.5-4x) and every peer line (the held-out run per workload)")
     ap.add_argument("--lines", default="", help="comma list of lines to run (default: all)")
     ap.add_argument("--out", type=Path, default=None,
                     help="output prefix (default benchmarks/results/caching-WORKLOAD -> .json and .png)")
@@ -563,7 +733,8 @@ def main() -> None:
         "curves": {n: {"side": sides[n], "points": [{"speedup": s, "psnr": p, "fd": f} for s, p, f in pts]}
                    for n, pts in lines.items()},
         "matched_speed": matched, "notes": notes,
-        "meta": {"wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
+        "meta": {"command": ["python", "benchmarks/caching.py", *sys.argv[1:]],
+                 "wall_s": time.perf_counter() - t0, "loadavg_start": loadavg_start, "loadavg_end": _loadavg(),
                  **({"flow_weights": weights} if weights else {})},
     }
     write_json(prefix.with_suffix(".json"), doc)

@@ -203,7 +203,17 @@ def stock_dit_pipeline(pipe: Any) -> Any:
 @dataclass(frozen=True)
 class CacheDitDBCache(MethodConfig):
     """cache-dit DBCache: compute the first Fn and last Bn blocks, reuse the middle below a threshold;
-    `taylorseer_order` > 0 adds cache-dit's TaylorSeer calibrator (forecasts the reused residual).
+    optionally with one of cache-dit's calibrators (forecasting the reused residual) and a steps-computation
+    mask (SCM).
+
+    - `taylorseer_order` > 0 (or `calibrator="taylorseer"`): `TaylorSeerCalibratorConfig(taylorseer_order=...)`;
+    - `calibrator="dmd"`: `DMDCalibratorConfig()` (its exponential-basis / Prony fit, documented defaults:
+      history 6, rank from the spectrum, falls back to Taylor below 4 snapshots);
+    - `calibrator="foca"`: `FoCaCalibratorConfig()` (forecast-then-calibrate; no hyper-parameters);
+    - `scm` ("slow", "medium", "fast", "ultra"): `steps_computation_mask=cache_dit.steps_mask(mask_policy=scm,
+      total_steps=steps)` with `steps_computation_policy=scm_policy`: steps marked 1 always compute; steps marked
+      0 reuse always ("static") or when the residual is below the threshold ("dynamic"). cache-dit truncates its
+      warm-up to the mask's first compute run.
 
     Enabled the way cache-dit's docs do it, on the whole pipeline:
     `cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(...), calibrator_config=...)`.
@@ -220,10 +230,14 @@ class CacheDitDBCache(MethodConfig):
     warmup: int = 8
     max_continuous_cached_steps: int = -1
     taylorseer_order: int = 0
-    # cache-dit's TaylorSeerCalibratorConfig also forecasts the text stream by default; SD3's last block
+    # cache-dit's calibrators also forecast the text stream by default; SD3's last block
     # (context_pre_only) returns no text, and that default fails on the first reused step (AssertionError:
     # State 'transformer_blocks_Bn_residual' not found). False is its documented switch for that stream.
     encoder_calibrator: bool = True
+    calibrator: str = ""  # "", "taylorseer", "dmd", "foca"
+    scm: str = ""  # steps_mask's mask_policy: "", "slow", "medium", "fast", "ultra"
+    scm_policy: str = "dynamic"  # steps_computation_policy: "dynamic" or "static"
+    steps: int = 0  # total_steps of the mask (the workload's steps; needed with `scm`)
     cli_name = "cache-dit-dbcache"
     kind = "cache"
     enable_before_accel = True
@@ -231,19 +245,38 @@ class CacheDitDBCache(MethodConfig):
     def install(self, target: Target) -> Installed:
         raise ValueError("cache-dit must be enabled before accel's hooks: use peers.apply_with_peers(pipe, configs)")
 
+    def configs(self) -> tuple[Any, dict]:
+        """cache-dit's documented config objects: `(DBCacheConfig, {"calibrator_config": ...} or {})`."""
+        import cache_dit
+
+        mask = {}
+        if self.scm:
+            if self.steps <= 0:
+                raise ValueError("CacheDitDBCache: scm needs steps (the mask's total_steps)")
+            mask = dict(steps_computation_mask=cache_dit.steps_mask(mask_policy=self.scm, total_steps=self.steps),
+                        steps_computation_policy=self.scm_policy)
+        cfg = cache_dit.DBCacheConfig(
+            Fn_compute_blocks=self.Fn, Bn_compute_blocks=self.Bn, residual_diff_threshold=self.threshold,
+            max_warmup_steps=self.warmup, max_continuous_cached_steps=self.max_continuous_cached_steps, **mask,
+        )
+        kind = self.calibrator or ("taylorseer" if self.taylorseer_order else "")
+        enc = dict(enable_encoder_calibrator=self.encoder_calibrator)
+        calibrators = {
+            "taylorseer": lambda: cache_dit.TaylorSeerCalibratorConfig(
+                taylorseer_order=self.taylorseer_order or 1, **enc),
+            "dmd": lambda: cache_dit.DMDCalibratorConfig(**enc),
+            "foca": lambda: cache_dit.FoCaCalibratorConfig(**enc),
+        }
+        if kind and kind not in calibrators:
+            raise ValueError(f"CacheDitDBCache: unknown calibrator {kind!r}; known: {sorted(calibrators)}")
+        return cfg, ({"calibrator_config": calibrators[kind]()} if kind else {})
+
     def enable(self, pipe: Any) -> Callable[[], None]:
         """Enable cache-dit on `pipe`; returns the undo (`cache_dit.disable_cache(pipe)`)."""
         import cache_dit
 
         _quiet_cache_dit()
-        cfg = cache_dit.DBCacheConfig(
-            Fn_compute_blocks=self.Fn, Bn_compute_blocks=self.Bn, residual_diff_threshold=self.threshold,
-            max_warmup_steps=self.warmup, max_continuous_cached_steps=self.max_continuous_cached_steps,
-        )
-        extra = {}
-        if self.taylorseer_order:
-            extra["calibrator_config"] = cache_dit.TaylorSeerCalibratorConfig(
-                taylorseer_order=self.taylorseer_order, enable_encoder_calibrator=self.encoder_calibrator)
+        cfg, extra = self.configs()
         model = pipe.transformer
         order = list(model._modules)
         cache_dit.enable_cache(pipe, cache_config=cfg, **extra)

@@ -37,7 +37,9 @@ def cell(doc: dict, speed: float) -> str:
 
 def four_x(doc: dict) -> str:
     r4, r3 = _row(doc, 4.0), _row(doc, 3.0)
-    a = None if r4 is None else r4["best_accel"]
+    if r4 is None:  # a file from before TARGET_SPEEDS had 4.0
+        return "no 4x row"
+    a = r4["best_accel"]
     p = None if r3 is None else r3["best_peer"]
     if a is None:
         return "accel: 4x not reached"
@@ -71,6 +73,9 @@ def winners(doc: dict) -> str:
 
 
 def _num_images(doc: dict) -> str:
+    n = doc.get("workload", {}).get("num_images")  # every file has it; older ones have no meta.command
+    if n is not None:
+        return str(n)
     cmd = doc.get("meta", {}).get("command") or []
     return next((cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--num-images"), "200")  # the script's default
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from _curves import at_speed, format_matched, front, matched_speed_table  # noqa: E402
@@ -96,3 +97,110 @@ def test_each_workloads_settings_have_unique_labels(workload):
     assert len(set(labels)) == len(labels)
     assert all(sum(s.line == line for s in settings) >= 4 for line in {s.line for s in settings} - {
         "diffusers-taylorseer-allblocks", "cache-dit-F8B0"})
+
+
+@pytest.mark.parametrize("workload", ["dpm20", "dpm50", "ddim50", "flow28", "flow8"])
+def test_frontier_selection_has_an_ideal_setting_near_every_target_speed(workload):
+    # the deterministic frontier lines, by their budgets arithmetic: within 0.15x of 1.5/2/2.5/3/4x, except
+    # what whole steps cannot reach (8 steps: 2.5 and 3x; 50 steps: 4x, bracketed by 3.85x and 4.17x), bracketed
+    import caching  # noqa: E402
+    from types import SimpleNamespace
+
+    steps = caching.WORKLOADS[workload][1]
+    settings = caching.accel_settings(steps) + caching.peer_settings(steps, (1.0,) * steps, taylorseer_all_blocks=True)
+    chosen = caching.select(settings, SimpleNamespace(settings="frontier", lines=""))
+    assert {s.line for s in chosen if s.side == "accel"} == set(caching.FRONTIER_LINES)
+    assert {s.line for s in chosen if s.side == "peer"} == {s.line for s in settings if s.side == "peer"}
+    assert len(chosen) < len(settings)
+    for line in set(caching.FRONTIER_LINES) - {"residual-cache+f1"}:  # residual-cache is adaptive
+        speeds = [caching.setting_ideal(s, steps) for s in chosen if s.line == line]
+        assert None not in speeds and len(speeds) >= 4
+        assert min(speeds) <= 1.5 and max(speeds) >= 4.0, (line, speeds)  # the matched table does not extrapolate
+        for t in caching.TARGET_SPEEDS:
+            near = any(abs(v - t) <= caching.DENSITY_TOLERANCE for v in speeds)
+            bracketed = any(v < t for v in speeds) and any(v > t for v in speeds)
+            if steps == 8 and t in (2.5, 3.0):  # whole steps: 8/3 = 2.67x; delta-cache 2.34/2.67/3.2x
+                assert not near and bracketed, (line, t, speeds)
+            elif steps == 50 and t == 4.0 and not line.startswith("delta"):
+                assert not near and bracketed, (line, t, speeds)
+            else:
+                assert near, (line, t, speeds)
+
+
+def test_ideal_arithmetic_matches_the_block_counts_of_interval_and_delta_cache():
+    import accel
+    import caching  # noqa: E402
+    from accel.testing import run_tiny, tiny_pipeline
+
+    pipe = tiny_pipeline("dit", num_layers=3)
+    m = accel.methods()
+    for k, w in ((2, 0), (3, 2), (5, 1)):
+        with accel.apply(pipe, m["interval-cache"](interval=k, warmup=w)) as h:
+            run_tiny(pipe, "dit", steps=8)
+            t = h.stats()["total"]
+        assert t["block_evals"] == 3 * caching.interval_computed(8, k, w)
+    for k, c in ((2, 2), (3, 3)):
+        with accel.apply(pipe, m["delta-cache"](interval=k, cached_blocks=c)) as h:
+            run_tiny(pipe, "dit", steps=8)
+            t = h.stats()["total"]
+        assert t["block_evals"] == caching.delta_evals(8, k, c, blocks=3)
+    assert caching.schedule_computed(20, 0.333) == 7 and caching.schedule_computed(50, 0.25) == 13
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("cache_dit"), reason="cache-dit not installed")
+def test_cache_dit_dmd_foca_and_scm_install_run_and_remove_cleanly():
+    import cache_dit
+    from accel.testing import run_tiny, tiny_pipeline
+    from peers import CacheDitDBCache, apply_with_peers
+
+    pipe = tiny_pipeline("dit", num_layers=3)
+    before = run_tiny(pipe, "dit", steps=8)
+    for cfg in (CacheDitDBCache(threshold=10.0, warmup=1, calibrator="dmd"),
+                CacheDitDBCache(threshold=10.0, warmup=1, calibrator="foca"),
+                CacheDitDBCache(threshold=0.0, scm="fast", scm_policy="static", steps=8)):
+        h = apply_with_peers(pipe, [cfg])
+        try:
+            out = run_tiny(pipe, "dit", steps=8)
+            t = h.stats()["total"]
+        finally:
+            h.remove()
+        assert torch.isfinite(out).all() and not torch.equal(out, before)
+        if cfg.scm:  # static: the mask's 0 steps run only block 0 (Fn=1), whatever the threshold
+            mask = cache_dit.steps_mask(mask_policy="fast", total_steps=8)
+            assert t["block_evals"] == 3 * sum(mask) + (8 - sum(mask))
+        else:  # threshold 10 reuses every step after the warm-up: block 0 runs on the other 7
+            assert t["block_evals"] == 3 + 7
+        assert torch.equal(run_tiny(pipe, "dit", steps=8), before)  # removed: the plain images again
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("cache_dit"), reason="cache-dit not installed")
+def test_cache_dit_calibrator_failing_on_sd3_is_kept_as_a_note_and_its_noenc_line_runs():
+    import caching  # noqa: E402
+    from accel.testing import run_tiny, tiny_pipeline
+
+    pipe = tiny_pipeline("sd3", num_layers=3)
+    settings = [s for s in caching.cache_dit_calibrator_settings(8, (10.0, 10.0, 10.0), 1, noenc=True)
+                if s.line in ("cache-dit-F1B0+dmd", "cache-dit-F1B0+dmd-noenc")]
+    notes: list[str] = []
+    ok = caching.applicable(pipe, settings, notes, smoke=lambda: run_tiny(pipe, "sd3", steps=8))
+    assert {s.line for s in ok} == {"cache-dit-F1B0+dmd-noenc"}
+    assert len(notes) == 1 and "State 'transformer_blocks_Bn_residual' not found" in notes[0]
+    assert "(line cache-dit-F1B0+dmd dropped)" in notes[0]
+
+
+def test_caching_table_sets_accels_4x_against_the_best_peer_at_3x():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def row(s, a, p):
+        return {"speedup": s, "best_accel": a and {"line": "schedule-cache+f1", "psnr": a, "fd": 1.0},
+                "best_peer": p and {"line": "cache-dit-F1B0+dmd", "psnr": p, "fd": 1.0}}
+
+    doc = {"workload": {"num_images": 100}, "records": [{"method": "baseline", "fd": 1.0}],
+           "matched_speed": [row(1.5, 40.0, 38.0), row(2.0, 36.0, 35.5), row(2.5, 33.0, None), row(3.0, 30.0, 27.0),
+                             row(4.0, 28.0, None)]}
+    assert caching_table.four_x(doc) == "28.0 vs 27.0"
+    assert caching_table.cell(doc, 2.0) == "**36.0 vs 35.5 (+0.5)**"  # under the 1 dB margin: bold
+    assert "4x schedule-cache+f1 / -" in caching_table.winners(doc) and caching_table._num_images(doc) == "100"
+    del doc["matched_speed"][-1]
+    assert caching_table.four_x(doc) == "no 4x row"
