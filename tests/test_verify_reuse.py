@@ -1,0 +1,125 @@
+"""Verify-then-reuse (`verify=`): per-sample decisions, independence of the batch, cost counted, undo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import accel
+from accel.caching import IntervalCacheConfig, ScheduleCacheConfig
+from accel.specs import build_config, parse_component
+from accel.testing import tiny_pipeline
+
+STEPS = 8
+CACHE = dict(min_steps=0, interval=4, warmup=1, forecast=1)  # steps 1 and 5 compute, 2-4 and 6-7 reuse
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline("dit", num_layers=4)
+
+
+def _call(pipe, labels: list[int], seeds: list[int]) -> torch.Tensor:
+    """Images for `labels`, one generator per image (so a sample's noise does not depend on the batch)."""
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    out = pipe(class_labels=labels, num_inference_steps=STEPS, guidance_scale=4.0, generator=gens, output_type="np")
+    return torch.as_tensor(out.images)
+
+
+def _run(pipe, config, labels, seeds, record: list | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    with accel.apply(pipe, config) as handle:
+        if record is not None:  # each check's computing rows (None: all reuse)
+            verifier = handle._installed[0][1].verifier
+            decide = verifier._decide
+
+            def recorded(r, prev, h):
+                decide(r, prev, h)
+                change = ((r - prev).abs().flatten(1).sum(1) / prev.abs().flatten(1).sum(1)).tolist()
+                record.append((None if verifier.rows is None else verifier.rows.tolist(), change))
+
+            verifier._decide = recorded
+        images = _call(pipe, labels, seeds)
+        return images, handle.stats()
+
+
+def _per_sample(rows: list[int] | None, sample: int, batch: int) -> bool:
+    """Whether `sample`'s rows computed in a check (rows [cond..., uncond...] of a CFG batch)."""
+    return rows is not None and sample in rows and sample + batch in rows
+
+
+def test_one_sample_computes_the_other_reuses_each_as_alone(pipe):
+    """A threshold between the two samples' changes: one sample's rows compute, the other's reuse, and each
+    sample decides and ends as it does alone. Not bitwise: the uncached pipeline itself gives a sample
+    ~6e-6 apart in a batch of 2 and alone on CPU (batched conv/GEMM), so the images agree to 5e-5."""
+    labels, seeds = [1, 7], [3, 11]
+    probe: list = []
+    _run(pipe, IntervalCacheConfig(**CACHE, verify=1e-9), labels, seeds, probe)
+    _, change = probe[0]  # rows: [cond 0, cond 1, uncond 0, uncond 1]
+    per_sample = [max(change[0], change[2]), max(change[1], change[3])]
+    assert per_sample[0] != per_sample[1]
+    config = IntervalCacheConfig(**CACHE, verify=sum(per_sample) / 2)
+    record: list = []
+    both, stats = _run(pipe, config, labels, seeds, record)
+    high = per_sample.index(max(per_sample))
+    assert record[0][0] == [high, high + 2]  # the sample over the threshold, both its CFG rows, alone
+    cache = stats["interval-cache"]["total"]
+    assert cache["verify_checks"] == 5 and 0 < cache["verify_rows_computed"] < cache["verify_rows"]
+    for i in range(2):
+        alone_record: list = []
+        alone, _ = _run(pipe, config, labels[i:i + 1], seeds[i:i + 1], alone_record)
+        assert [_per_sample(r, i, 2) for r, _ in record] == [_per_sample(r, 0, 1) for r, _ in alone_record]
+        torch.testing.assert_close(both[i], alone[0], rtol=0, atol=5e-5)
+    plain = _call(pipe, labels, seeds)
+    assert (both[1 - high] - plain[1 - high]).abs().max() > 1e-3  # the other sample did reuse
+
+
+def test_huge_threshold_is_the_cache_without_verify(pipe):
+    base, base_stats = _run(pipe, IntervalCacheConfig(**CACHE), [1, 7], [3, 11])
+    checked, stats = _run(pipe, IntervalCacheConfig(**CACHE, verify=1e9), [1, 7], [3, 11])
+    assert torch.equal(checked, base)
+    reused = 5  # steps 2-4, 6-7
+    cache, base_cache = stats["interval-cache"]["total"], base_stats["interval-cache"]["total"]
+    assert cache["verify_checks"] == reused and cache["verify_rows_computed"] == 0
+    # the check's cost: block 0 on every checked call, in block_evals (and the cache's own count)
+    assert stats["total"]["block_evals"] == base_stats["total"]["block_evals"] + reused
+    assert cache["blocks_computed"] == base_cache["blocks_computed"] + reused
+
+
+def test_tiny_threshold_computes_every_sample_as_uncached(pipe):
+    plain = _call(pipe, [1, 7], [3, 11])
+    checked, stats = _run(pipe, IntervalCacheConfig(**CACHE, verify=1e-9), [1, 7], [3, 11])
+    cache = stats["interval-cache"]["total"]
+    assert cache["verify_rows_computed"] == cache["verify_rows"] > 0 and cache["cached_calls"] == 0
+    assert stats["total"]["block_evals"] == stats["total"]["block_total"]
+    assert torch.equal(checked, plain)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), "0.1", True])
+def test_bad_verify_values_are_refused(bad):
+    for make in (IntervalCacheConfig, ScheduleCacheConfig):
+        with pytest.raises(ValueError, match="verify"):
+            make(verify=bad)
+
+
+def _parse(text: str) -> Any:
+    name, raw = parse_component(text, accel.methods())
+    return build_config(name, accel.methods()[name], raw)
+
+
+def test_method_string_sets_verify():
+    assert _parse("schedule-cache:budget=0.3,forecast=1,verify=0.05") == ScheduleCacheConfig(
+        budget=0.3, forecast=1, verify=0.05)
+    assert _parse("interval-cache:verify=none") == IntervalCacheConfig()
+    with pytest.raises(ValueError, match="verify"):
+        _parse("schedule-cache:verify=0")
+
+
+def test_remove_restores_the_model(pipe):
+    plain = _call(pipe, [1, 7], [3, 11])
+    handle = accel.apply(pipe, IntervalCacheConfig(**CACHE, verify=1e9))
+    cached = _call(pipe, [1, 7], [3, 11])
+    handle.remove()
+    assert not torch.equal(cached, plain)  # it did reuse
+    assert torch.equal(_call(pipe, [1, 7], [3, 11]), plain)
