@@ -28,18 +28,23 @@ def _call(pipe, labels: list[int], seeds: list[int]) -> torch.Tensor:
     return torch.as_tensor(out.images)
 
 
+def _record(handle: accel.Handle, record: list) -> None:
+    """Append (computing rows or None, per-row relative change) of each check to `record` (this instance only)."""
+    verifier = handle._installed[0][1].verifier
+    decide = verifier._decide
+
+    def recorded(r, prev, h):
+        decide(r, prev, h)
+        change = ((r - prev).abs().flatten(1).sum(1) / prev.abs().flatten(1).sum(1)).tolist()
+        record.append((None if verifier.rows is None else verifier.rows.tolist(), change))
+
+    verifier._decide = recorded
+
+
 def _run(pipe, config, labels, seeds, record: list | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     with accel.apply(pipe, config) as handle:
-        if record is not None:  # each check's computing rows (None: all reuse)
-            verifier = handle._installed[0][1].verifier
-            decide = verifier._decide
-
-            def recorded(r, prev, h):
-                decide(r, prev, h)
-                change = ((r - prev).abs().flatten(1).sum(1) / prev.abs().flatten(1).sum(1)).tolist()
-                record.append((None if verifier.rows is None else verifier.rows.tolist(), change))
-
-            verifier._decide = recorded
+        if record is not None:
+            _record(handle, record)
         images = _call(pipe, labels, seeds)
         return images, handle.stats()
 
@@ -123,3 +128,37 @@ def test_remove_restores_the_model(pipe):
     handle.remove()
     assert not torch.equal(cached, plain)  # it did reuse
     assert torch.equal(_call(pipe, [1, 7], [3, 11]), plain)
+
+
+def test_pair_blocks_text_stream_and_temb_cut_to_rows():
+    """SD3 (blocks return (text, image), take temb): a mixed check cuts every per-sample argument to the
+    computing rows and scatters both streams back; each sample's latents are the ones it gets alone."""
+    from accel.testing import pipeline_inputs
+
+    sd3 = tiny_pipeline("sd3", num_layers=3)
+    full = pipeline_inputs("sd3", batch=2, steps=STEPS)
+    full["output_type"] = "latent"
+    per_sample = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
+
+    def run(config, i: int | None, record: list | None = None) -> torch.Tensor:
+        kw = dict(full)
+        if i is not None:
+            kw.update({k: full[k][i:i + 1] for k in per_sample}, generator=[torch.Generator().manual_seed((5, 9)[i])])
+        else:
+            kw["generator"] = [torch.Generator().manual_seed(s) for s in (5, 9)]
+        with accel.apply(sd3, config) as handle:
+            if record is not None:
+                _record(handle, record)
+            return torch.as_tensor(sd3(**kw).images)
+
+    probe: list = []
+    run(IntervalCacheConfig(**CACHE, verify=1e-9), None, probe)
+    change = probe[0][1]
+    per = [max(change[0], change[2]), max(change[1], change[3])]
+    assert per[0] != per[1]
+    config = IntervalCacheConfig(**CACHE, verify=sum(per) / 2)
+    record: list = []
+    both = run(config, None, record)
+    assert len(record[0][0]) == 2  # one sample's two rows computed at the first check
+    for i in range(2):
+        torch.testing.assert_close(both[i], run(config, i)[0], rtol=0, atol=5e-5)
