@@ -54,6 +54,8 @@ class IntervalCacheConfig(MethodConfig):
     min_steps: pipeline calls with fewer scheduler steps are computed in full, with a warning in
         `.stats()` (on the default model the defaults give 6.5 dB PSNR at 4 DPM++ steps, 14.6 at 6,
         23.8 at 8, 26.8 at 12).
+    verify: verify-then-reuse per sample on the reused steps, as schedule-cache's `verify` (`verify.py`);
+        None (default) = off.
     """
 
     interval: int = 3

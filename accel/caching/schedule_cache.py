@@ -73,6 +73,9 @@ class ScheduleCacheConfig(MethodConfig):
         steps use 1: budget 33/25/20 gave 44.4/41.2/39.0 dB against 43.3/39.5/35.4 without
         forecast, and 40.9/41.0/39.3 with the reuse DP and no horizon cap as before (8-image
         calibration, 10 images; benchmarks/schedule_calibration.py variants).
+    verify: verify-then-reuse per sample (`verify.py`): on each step the schedule reuses, block 0 runs and
+        the batch rows whose block-0 residual changed by more than this relative L1 amount since the last
+        computed step compute the remaining blocks (alone); the others reuse. None (default) = off.
     """
 
     budget: int | float = 0.4
