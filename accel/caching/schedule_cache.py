@@ -153,7 +153,7 @@ class ScheduleCache(RunCache):
         self.config = config
         self.forecast = config.forecast if config is not None else 0
         self.all: Run = (0, self.num_blocks)
-        self.store_plan, self.skip_plan = self.whole_stack_plans(config.verify if config is not None else None)
+        self.store_plan, self.skip_plan = self.whole_stack_plans(getattr(config, "verify", None))
         self._call_setup: int | None = None
         self._computed: frozenset[int] = frozenset()
         self.key: CalibrationKey | None = None
@@ -246,7 +246,7 @@ class ScheduleCache(RunCache):
         out = super().stats()
         if self.config is not None:
             out.update(budget=self.config.budget, forecast=self.config.forecast, objective=self.config.objective)
-            if self.config.verify is not None:
+            if getattr(self.config, "verify", None) is not None:
                 out["verify"] = self.config.verify
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
