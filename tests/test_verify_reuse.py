@@ -162,3 +162,24 @@ def test_pair_blocks_text_stream_and_temb_cut_to_rows():
     assert len(record[0][0]) == 2  # one sample's two rows computed at the first check
     for i in range(2):
         torch.testing.assert_close(both[i], run(config, i)[0], rtol=0, atol=5e-5)
+
+
+def test_batch_change_mid_call_computes_instead_of_checking():
+    """SD3's CFG cut-off halves the batch after step 0: the checked step computes and re-stores (no check
+    against a residual of another shape), and the images are the uncached ones."""
+    from diffusers.callbacks import SD3CFGCutoffCallback
+
+    from accel.testing import pipeline_inputs
+
+    sd3 = tiny_pipeline("sd3", num_layers=3)
+
+    def call() -> torch.Tensor:
+        cut = SD3CFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=0)
+        return torch.as_tensor(sd3(**pipeline_inputs("sd3", steps=2), callback_on_step_end=cut).images)
+
+    reference = call()
+    with accel.apply(sd3, IntervalCacheConfig(min_steps=0, interval=2, warmup=0, verify=1e9)) as handle:
+        out = call()
+        stats = handle.stats()["interval-cache"]["total"]
+    assert stats["shape_recomputes"] == 1 and stats["blocks_reused"] == 0 and "verify_checks" not in stats
+    assert torch.equal(out, reference)

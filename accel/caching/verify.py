@@ -62,7 +62,8 @@ class Verifier:
             run = (0, cache.num_blocks)
             head = cache.state.head
             if head is None or head.shape != h.shape or not cache.state.fits(run, h, e):
-                cache.counters.add(cache.info.call, "shape_recomputes")  # the batch changed: compute, re-store
+                if head is not None:  # the batch changed within the call (CFG cut-off): compute, re-store
+                    cache.counters.add(cache.info.call, "shape_recomputes")
                 cache.switch(store_plan)
                 return cache.run_block(hook, store_plan.ops[0], args, kwargs)
             cache._inputs[run] = (h, e)
