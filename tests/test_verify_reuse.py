@@ -183,3 +183,21 @@ def test_batch_change_mid_call_computes_instead_of_checking():
         stats = handle.stats()["interval-cache"]["total"]
     assert stats["shape_recomputes"] == 1 and stats["blocks_reused"] == 0 and "verify_checks" not in stats
     assert torch.equal(out, reference)
+
+
+def test_select_rows_cuts_per_sample_arguments_and_keeps_the_rotary_table():
+    """Per-sample tensors (also inside a tuple/dict) are cut to the rows; the rotary table is per token and
+    passes whole even when its length equals the batch; other values pass as they are."""
+    from accel.families import blocks_of
+    from accel.testing import tiny_transformer
+
+    io = blocks_of(tiny_transformer("flux", num_layers=1))[0].io
+    assert io.rotary_arg == "image_rotary_emb"
+    b, rows = 3, torch.tensor([0, 2])
+    h, temb = torch.randn(b, 5, 4), torch.randn(b, 4)
+    rotary = (torch.randn(b, 2), torch.randn(b, 2))  # as many token rows as batch rows: must stay whole
+    args, kwargs = io.select_rows((h,), {"temb": temb, "image_rotary_emb": rotary, "extra": {"m": torch.ones(b)},
+                                         "scale": 1.0}, rows, b)
+    assert torch.equal(args[0], h[[0, 2]]) and torch.equal(kwargs["temb"], temb[[0, 2]])
+    assert kwargs["image_rotary_emb"] is rotary and kwargs["scale"] == 1.0
+    assert kwargs["extra"]["m"].shape == (2,)
