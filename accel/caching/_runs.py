@@ -38,6 +38,7 @@ from ..config import CallCounters, Installed, Target
 from ..context import StepInfo, tensor_bytes
 from ..hooks import HookSet
 from .forecast import Forecast, forecast_step, forecast_value, history_kept
+from .verify import HEAD, Verifier
 
 Run = tuple[int, int]  # [start, stop) in global block indices
 Delta = tuple[torch.Tensor, "torch.Tensor | None"]  # (hidden, encoder) offsets
@@ -153,8 +154,12 @@ class RunCache(Installed):
     min_steps = 0  # calls with fewer scheduler steps are computed in full (fixed schedules break there)
     forecast_cap = True  # extrapolate no farther than one spacing of the fitted steps (`forecast_step`)
 
+    verifier: Verifier | None = None  # verify-then-reuse (`verify.py`) on whole-stack skips
+    verify_plan: Plan | None = None
+
     def __init__(self, target: Target, hook_name: str):
         self.tracker = target.tracker
+        self.model = target.model
         self.num_blocks = len(target.blocks)
         self.plain = Plan(self.num_blocks)
         self.plan = self.plain
@@ -228,7 +233,24 @@ class RunCache(Installed):
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         raise NotImplementedError
 
+    def whole_stack_plans(self, verify: float | None = None) -> tuple[Plan, Plan]:
+        """(compute, reuse) plans of the whole stack as one run; with `verify` the compute plan also stores
+        block 0's residual and the reuse plan is checked per sample (`verify.py`)."""
+        whole = (0, self.num_blocks)
+        if verify is None:
+            return Plan(self.num_blocks, store=[whole]), Plan(self.num_blocks, skip=[whole])
+        if self.num_blocks < 2:
+            raise ValueError(f"verify needs a model of >= 2 blocks (block 0 is the check), this one has "
+                             f"{self.num_blocks}")
+        self.verifier = Verifier(self, verify)
+        self.verify_store = Plan(self.num_blocks, store=[whole, HEAD])
+        self.verify_plan = Plan(self.num_blocks, skip=[whole])
+        return self.verify_store, self.verify_plan
+
     def finished(self, run: Run, dh: torch.Tensor, de: torch.Tensor | None) -> None:
+        if run == HEAD and self.verifier is not None:  # the check's reference: block 0's residual
+            self.state.head = dh
+            return
         self.state.store(run, self.info.step, dh, de, history_kept(self.forecast))
         if self.forecast == "pc":
             self.state.used(run, (self.info.step, dh, de))
@@ -255,6 +277,8 @@ class RunCache(Installed):
 
     # -- per block --------------------------------------------------------------------------
     def run_block(self, hook: RunHook, op: BlockOp, args: tuple, kwargs: dict) -> Any:
+        if self.plan is self.verify_plan:
+            return self.verifier.block(hook, args, kwargs, self.verify_store)
         io = hook.io
         h, e = io.inputs(args, kwargs)
         for run in op.starts:

@@ -23,6 +23,7 @@ from ..config import MethodConfig, Target, check_int, register_method
 from ..context import StepInfo
 from .forecast import Forecast, check_forecast
 from ._runs import BranchState, Plan, RunCache
+from .verify import check_verify
 
 
 @register_method("interval-cache")
@@ -53,12 +54,15 @@ class IntervalCacheConfig(MethodConfig):
     min_steps: pipeline calls with fewer scheduler steps are computed in full, with a warning in
         `.stats()` (on the default model the defaults give 6.5 dB PSNR at 4 DPM++ steps, 14.6 at 6,
         23.8 at 8, 26.8 at 12).
+    verify: verify-then-reuse per sample on the reused steps, as schedule-cache's `verify` (`verify.py`);
+        None (default) = off.
     """
 
     interval: int = 3
     warmup: int = 1
     forecast: Forecast = 0
     min_steps: int = 8
+    verify: float | None = None
 
     kind = "cache"
     tunable = {"interval": (2, 3, 4, 5), "warmup": (1, 3), "forecast": (0, 1, 2)}
@@ -68,6 +72,7 @@ class IntervalCacheConfig(MethodConfig):
         check_int("warmup", self.warmup, 0)
         check_forecast(self.forecast)
         check_int("min_steps", self.min_steps, 0)
+        check_verify(self.verify)
 
     def install(self, target: Target) -> "IntervalCache":
         return IntervalCache(target, self)
@@ -80,8 +85,7 @@ class IntervalCache(RunCache):
         self.forecast = config.forecast
         self.min_steps = config.min_steps
         self.all = (0, self.num_blocks)
-        self.store_plan = Plan(self.num_blocks, store=[self.all])
-        self.skip_plan = Plan(self.num_blocks, skip=[self.all])
+        self.store_plan, self.skip_plan = self.whole_stack_plans(config.verify)
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
         k, warmup, s = self.config.interval, self.config.warmup, info.step
@@ -92,4 +96,5 @@ class IntervalCache(RunCache):
         return self.store_plan
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "interval": self.config.interval, "warmup": self.config.warmup}
+        out = {**super().stats(), "interval": self.config.interval, "warmup": self.config.warmup}
+        return out if self.config.verify is None else {**out, "verify": self.config.verify}

@@ -34,6 +34,7 @@ from ..errors import AccelError, InputError, SettingError, UnsupportedMethodErro
 from ..families import transformers_of
 from .forecast import Forecast, check_forecast
 from ._runs import BranchState, Plan, Run, RunCache
+from .verify import check_verify
 from ..fingerprints import model_fingerprint, scheduler_fingerprint
 from .schedule import (
     OBJECTIVES, CalibrationKey, best_schedule, cache_dir, can_resample, check_key, forecast_errors, forecast_matrix,
@@ -72,12 +73,16 @@ class ScheduleCacheConfig(MethodConfig):
         steps use 1: budget 33/25/20 gave 44.4/41.2/39.0 dB against 43.3/39.5/35.4 without
         forecast, and 40.9/41.0/39.3 with the reuse DP and no horizon cap as before (8-image
         calibration, 10 images; benchmarks/schedule_calibration.py variants).
+    verify: verify-then-reuse per sample (`verify.py`): on each step the schedule reuses, block 0 runs and
+        the batch rows whose block-0 residual changed by more than this relative L1 amount since the last
+        computed step compute the remaining blocks (alone); the others reuse. None (default) = off.
     """
 
     budget: int | float = 0.4
     schedule: str | None = None
     forecast: Forecast = 0
     objective: str = "sum"
+    verify: float | None = None
 
     kind = "cache"
     tunable = {"budget": (0.7, 0.5, 0.4, 0.3, 0.25, 0.2), "forecast": (0, 1)}
@@ -90,6 +95,7 @@ class ScheduleCacheConfig(MethodConfig):
             raise ValueError(f"budget must be a step count >= 1 or a fraction in (0, 1], got {b!r}")
         check_forecast(self.forecast)
         check_choice("objective", self.objective, OBJECTIVES)
+        check_verify(self.verify)
         if self.schedule is not None:
             if not isinstance(self.schedule, (str, os.PathLike)):  # nested data in place of a file: no repr of it
                 raise ValueError(f"schedule= must be the path of a calibration JSON file (from calibrate_schedule), "
@@ -147,8 +153,7 @@ class ScheduleCache(RunCache):
         self.config = config
         self.forecast = config.forecast if config is not None else 0
         self.all: Run = (0, self.num_blocks)
-        self.store_plan = Plan(self.num_blocks, store=[self.all])
-        self.skip_plan = Plan(self.num_blocks, skip=[self.all])
+        self.store_plan, self.skip_plan = self.whole_stack_plans(getattr(config, "verify", None))
         self._call_setup: int | None = None
         self._computed: frozenset[int] = frozenset()
         self.key: CalibrationKey | None = None
@@ -241,6 +246,8 @@ class ScheduleCache(RunCache):
         out = super().stats()
         if self.config is not None:
             out.update(budget=self.config.budget, forecast=self.config.forecast, objective=self.config.objective)
+            if getattr(self.config, "verify", None) is not None:
+                out["verify"] = self.config.verify
         out["computed_steps"] = sorted(self._computed) if self.key is not None else None
         out["calibration_file"] = None if self.calibration_file is None else str(self.calibration_file)
         if self.resampled_from is not None:

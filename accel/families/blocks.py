@@ -51,6 +51,7 @@ class BlockIO:
     def __init__(self, block: torch.nn.Module, stack: BlockStack):
         self.returns = stack.returns
         self.hidden_arg, self.encoder_arg = stack.hidden_arg, stack.encoder_arg
+        self.rotary_arg = stack.rotary_arg  # per-token, not per-sample: never cut to rows
         self.where = f"{type(block).__name__} in {stack.attr!r}"
         params = list(inspect.signature(type(block).forward).parameters)[1:]
         self._pos = {name: i for i, name in enumerate(params)}
@@ -95,6 +96,15 @@ class BlockIO:
             return hidden, encoder
         return hidden
 
+    def select_rows(self, args: tuple, kwargs: dict, rows: torch.Tensor, batch: int) -> tuple[tuple, dict]:
+        """The block's call arguments for the batch rows `rows` (an index tensor) alone: every tensor with
+        `batch` leading rows (hidden and text states, temb, timestep, labels, masks), also inside a tuple,
+        list or dict argument, is index-selected; the rotary table (per token) and anything else pass as they are."""
+        rotary = self._pos.get(self.rotary_arg) if self.rotary_arg else None
+        new_args = tuple(a if i == rotary else _rows(a, rows, batch) for i, a in enumerate(args))
+        new_kwargs = {k: v if k == self.rotary_arg else _rows(v, rows, batch) for k, v in kwargs.items()}
+        return new_args, new_kwargs
+
     def _learn(self, out: Any) -> None:
         h, e = self._seen if self._seen is not None else (None, None)
         if isinstance(out, torch.Tensor):
@@ -113,6 +123,17 @@ class BlockIO:
             f"auto-detection: cannot tell the return pattern of {self.where}: it returned a {got} that is "
             "not one hidden-states tensor nor a (hidden, text) pair told apart by shape. Register the class "
             "with BlockStack(..., returns='H' | 'HE' | 'EH') (accel.families.register).")
+
+
+def _rows(value: Any, rows: torch.Tensor, batch: int, depth: int = 0) -> Any:
+    """`value` cut to `rows` where it is a per-sample tensor (leading dim `batch`); containers one level deep."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, rows) if value.ndim and value.shape[0] == batch else value
+    if depth == 0 and isinstance(value, (tuple, list)):
+        return type(value)(_rows(v, rows, batch, 1) for v in value)
+    if depth == 0 and isinstance(value, dict):
+        return {k: _rows(v, rows, batch, 1) for k, v in value.items()}
+    return value
 
 
 @dataclass
