@@ -18,7 +18,8 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 Lines (one curve each, >= 4 settings spanning about 1.3-4x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
 delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
-and schedule-cache (forecast 0 and 1). The fixed-schedule caches get one setting per target speed
+and schedule-cache (forecast 0 and 1; also forecast 1 with per-sample verify-then-reuse, `+f1+verify`,
+`verify=0.13|0.2`, whose speed is measured, not set). The fixed-schedule caches get one setting per target speed
 (1.5, 2, 2.5, 3, 4x ideal within 0.15x, from their budgets arithmetic: `schedule_budgets`,
 `interval_grid`, `delta_grid`; what whole steps cannot reach is bracketed instead: 2.5 and 3x at 8
 steps, 4x at 50 steps, where 3.85x and 4.17x run); residual-cache's thresholds come from 2-image probes.
@@ -38,8 +39,8 @@ calibrators with their documented text-stream default, so the flow workloads add
 block 0 always run; the calibrator lines add their top threshold at warm-up 1 to go further).
 
 `--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
-schedule-cache +f1/+fpc, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc (31-39
-settings), and every peer setting (43-69), 82-100 settings per workload.
+schedule-cache +f1/+fpc/+f1+verify, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc
+(35-43 settings), and every peer setting (43-69), 86-104 settings per workload.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
 num_inference_steps=..., guidance_scale=...)` (its own 8 images, generator seeds 1000000+i),
@@ -304,6 +305,13 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f)) for b in schedule_budgets(steps)])
+    # verify-then-reuse per sample (accel/caching/verify.py): block 0 checks every reused step; rows whose
+    # residual moved more than `verify` compute. 0.13 at budget 0.4 was the one point on the front in a
+    # 10-image dpm50 probe (45.2 dB at 1.98x, budget 0.5 alone 45.1 dB at 2.00x); faster budgets beside it
+    vb = (4, 3, 2) if _few(steps) else (0.4, 0.333, 0.25)
+    out += _grid("schedule-cache+f1+verify", "accel", [
+        (f"budget={b},verify={v}", S(budget=b, forecast=1, verify=v))
+        for b, v in ((vb[0], 0.13), (vb[1], 0.13), (vb[2], 0.13), (vb[2], 0.2))])
     return out
 
 
@@ -410,7 +418,7 @@ def _matched(s: Setting) -> bool:
 
 # --settings frontier: accel's best lines (issue 32), each with one setting per target speed, and every peer line
 FRONTIER_LINES = ("schedule-cache+f1", "schedule-cache+fpc", "interval-cache+f1", "interval-cache+f2",
-                  "residual-cache+f1", "delta-cache+fpc")
+                  "residual-cache+f1", "delta-cache+fpc", "schedule-cache+f1+verify")
 
 
 def _frontier(s: Setting) -> bool:
