@@ -94,6 +94,15 @@ def test_distill_cli_writes_the_distilled_pipeline(folders, tmp_path):
                                                                           .splitlines()[0])
 
 
+def test_distill_quiet_prints_no_bar_while_sampling_the_teacher(folders, tmp_path, capfd):
+    """`--quiet`: the teacher's sampling (--teacher-samples) shows no progress bar either."""
+    assert main(["distill", "--teacher", str(folders / "teacher"), "--student", str(folders / "student"), "--out",
+                 str(tmp_path / "q"), "--teacher-samples", "2", "--sample-steps", "2", "--steps", "1",
+                 "--quiet"]) == 0
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "s/it" not in err and "%|" not in err, err[-500:]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--data", "/nonexistent/folder"], "--data"),
     (["--resume"], "--resume"),

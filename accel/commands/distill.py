@@ -187,7 +187,7 @@ def _distill(args: argparse.Namespace) -> int:
         data, data_info = distill_data(teacher_pipe, digits=digits, data_dir=args.data,
                                        teacher_samples=args.teacher_samples, sample_steps=args.sample_steps,
                                        seed=args.seed, prompts=teacher.prompts, fd_digits=teacher.fd_digits,
-                                       data_weight=args.data_weight)
+                                       data_weight=args.data_weight, progress=not args.quiet)
     except SettingError:
         raise  # names the setting (data_dir, teacher_samples): run() prints its flag
     except ValueError as exc:

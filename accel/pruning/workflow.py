@@ -113,7 +113,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
 def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.PathLike | None = None,
                  teacher_samples: int = 0, sample_steps: int = 20, seed: int = 0,
                  prompts: list[str] | None = None, fd_digits: bool = False,
-                 data_weight: float | None = None) -> tuple[Any, dict[str, Any]]:
+                 data_weight: float | None = None, progress: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """(training data, its description for distill.json).
 
     `data_dir`: "digits" (the embedded models' own training set: class labels for the default model,
@@ -121,7 +121,8 @@ def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.
     for a flow text-to-image pipeline: accel.pruning.data). `teacher_samples`: the transformer calls
     of that many images the teacher samples itself (`prompts` as in prune_pipeline). Both given: each
     step draws from the data with probability `data_weight` (default 0.5), else from the samples.
-    Neither: the digits set for digits models."""
+    Neither: the digits set for digits models. `progress` True/False shows/hides the teacher's sampling
+    bar (None: as the pipeline is set)."""
     from .data import MixedData, digits_flow_data, is_flow_text_pipeline, prompt_folder_data
 
     if data_weight is not None and not 0.0 <= data_weight <= 1.0:
@@ -152,7 +153,13 @@ def distill_data(teacher_pipe: Any, *, digits: bool = False, data_dir: str | os.
     samples = None
     if teacher_samples:
         inputs = calibration_inputs(teacher_pipe, teacher_samples, sample_steps, seed, digits=digits, prompts=prompts)
-        samples = RecordedCallData(record_calls(teacher_pipe, inputs))
+        if progress is not None:
+            teacher_pipe.set_progress_bar_config(disable=not progress, desc="teacher samples", leave=False)
+        try:
+            samples = RecordedCallData(record_calls(teacher_pipe, inputs))
+        finally:
+            if progress is not None:
+                teacher_pipe.set_progress_bar_config(disable=True)
         s_info = {"kind": "teacher-samples", "samples": teacher_samples, "calls": len(samples)}
         if real is None:
             return samples, s_info
