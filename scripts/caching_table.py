@@ -1,6 +1,10 @@
 """Print the caching table of the README and docs/results.md from the caching benchmark's JSON files.
 
-    python scripts/caching_table.py [--prefix benchmarks/results/caching2-] [--workloads dpm20,dpm50,ddim50,flow28,flow8]
+    python scripts/caching_table.py [--prefix benchmarks/results/caching2-] [--prefix benchmarks/results/caching-]
+        [--workloads dpm20,dpm50,ddim50,flow28,flow8]
+
+Each workload's row comes from the first PREFIX (in the order given) whose file exists; the notes
+under the table name the file of each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
 best accel line's PSNR against the best peer line's, and the margin (bold where accel is not >= 1.0 dB
@@ -80,26 +84,28 @@ def _num_images(doc: dict) -> str:
     return next((cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--num-images"), "200")  # the script's default
 
 
-def table(prefix: str, workloads: list[str]) -> str:
+def table(prefixes: str | list[str], workloads: list[str]) -> str:
     head = "| workload (images) | " + " | ".join(f"{s:g}x" for s in SPEEDS) + " | accel 4x vs peer 3x | FD-digits, worst |"
     out = [head, "|---" * (len(SPEEDS) + 3) + "|"]
     notes = []
     for w in workloads:
-        path = Path(f"{prefix}{w}.json")
-        if not path.exists():
+        paths = [Path(f"{p}{w}.json") for p in ([prefixes] if isinstance(prefixes, str) else prefixes)]
+        path = next((p for p in paths if p.exists()), None)
+        if path is None:
             out.append(f"| {w} | " + " | ".join(["not run"] * (len(SPEEDS) + 2)) + " |")
             continue
         doc = json.loads(path.read_text())
         n = _num_images(doc)
         out.append(f"| {w} ({n}) | " + " | ".join(cell(doc, s) for s in SPEEDS)
                    + f" | {four_x(doc)} | {fd_change(doc)} |")
-        notes.append(f"- {w}: {winners(doc)}")
+        notes.append(f"- {w} (`{path.name}`): {winners(doc)}")
     return "\n".join(out + [""] + notes)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prefix", default=str(REPO / "benchmarks" / "results" / "caching2-"))
+    ap.add_argument("--prefix", action="append", help="file prefix, repeatable: the first whose file exists is used "
+                    "(default: benchmarks/results/caching2-)")
     ap.add_argument("--workloads", default="dpm20,dpm50,ddim50,flow28,flow8")
     args = ap.parse_args()
-    print(table(args.prefix, args.workloads.split(",")))
+    print(table(args.prefix or [str(REPO / "benchmarks" / "results" / "caching2-")], args.workloads.split(",")))
