@@ -25,15 +25,15 @@ and one host sync per checked step for the decision.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..config import check_range
 from ..distributed import sum_across_ranks
 
-if TYPE_CHECKING:
-    from ._runs import Plan, RunCache, RunHook
+# the cache, its hooks and plans are `_runs.RunCache` / `RunHook` / `Plan`; typed Any here because _runs imports
+# this module (no import circle, TYPE_CHECKING ones included: tests/test_layering.py)
 
 HEAD = (0, 1)  # the check's run: block 0, whose residual is stored on scheduled computed steps
 
@@ -47,13 +47,13 @@ def check_verify(value: object) -> None:
 class Verifier:
     """Runs the checked skip plan of one whole-stack `RunCache` (`cache.verify_plan`)."""
 
-    def __init__(self, cache: "RunCache", threshold: float):
+    def __init__(self, cache: Any, threshold: float):
         self.cache = cache
         self.threshold = float(threshold)
         self.rows: torch.Tensor | None = None  # rows computing in the current call (None: none)
         self.batch = 0
 
-    def block(self, hook: "RunHook", args: tuple, kwargs: dict, store_plan: "Plan") -> Any:
+    def block(self, hook: Any, args: tuple, kwargs: dict, store_plan: Any) -> Any:
         """One block of a checked call: block 0 checks, the others compute the chosen rows."""
         cache, io = self.cache, hook.io
         h, e = io.inputs(args, kwargs)
