@@ -174,8 +174,10 @@ def _few(steps: int) -> bool:
 
 
 def schedule_computed(steps: int, budget: int | float) -> int:
-    """Steps schedule-cache computes for `budget` (its rule: an int is a count, a fraction rounds half up, >= 1)."""
-    return max(1, min(steps, budget if isinstance(budget, int) else int(budget * steps + 0.5)))
+    """Steps schedule-cache computes for `budget` (its own rule, `computed_step_count`)."""
+    from accel.caching.schedule_cache import computed_step_count
+
+    return computed_step_count(budget, steps)
 
 
 def interval_computed(steps: int, interval: int, warmup: int) -> int:

@@ -44,6 +44,12 @@ from .schedule import (
 _RECORD_ELEMENTS = 1 << 14  # per image row: a strided sample of Δ bounds calibration memory
 
 
+def computed_step_count(budget: int | float, steps: int) -> int:
+    """Steps a `budget` computes in a call of `steps`: an int is a count, a fraction of the steps rounds half
+    up; at least 1, at most all."""
+    return max(1, min(steps, budget if isinstance(budget, int) else int(budget * steps + 0.5)))
+
+
 @register_method("schedule-cache")
 @dataclass(frozen=True)
 class ScheduleCacheConfig(MethodConfig):
@@ -194,7 +200,7 @@ class ScheduleCache(RunCache):
             )
         self.calibration_file = path
         b = self.config.budget
-        count = max(1, min(key.steps, b if isinstance(b, int) else int(b * key.steps + 0.5)))
+        count = computed_step_count(b, key.steps)
         if count >= key.steps:
             self._warn(f"budget {b} computes all {key.steps} steps: nothing reused, no speedup; use a budget "
                        f"below {key.steps} steps (or a fraction below 1)")
