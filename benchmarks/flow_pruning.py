@@ -41,6 +41,7 @@ from accel.models import (  # noqa: E402
 )
 from accel.pipelines import load_model  # noqa: E402
 from accel.pipelines.calls import record_calls  # noqa: E402
+from accel.readers import read_json  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
@@ -56,6 +57,21 @@ def parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pruning-flow.json")
     return p.parse_args()
+
+
+def lineage(folder: str) -> dict | None:
+    """How a folder was made, from its own JSON files: the selector and kept blocks (pruning.json) and,
+    for a distilled folder, the optimizer steps, minutes and data (distill.json); None for the embedded model."""
+    root = Path(folder)
+    if not (root / "pruning.json").is_file():
+        return None
+    pr = read_json(root / "pruning.json", what="pruning.json")
+    out = {"selector": pr.get("selector"), "keep": pr.get("block_map") or pr.get("keep"), "distill": None}
+    if (root / "distill.json").is_file():
+        d = read_json(root / "distill.json", what="distill.json")
+        out["distill"] = {"steps": d.get("steps"), "train_seconds": d.get("train_seconds"),
+                          "data": (d.get("data") or {}).get("kind", "teacher samples")}
+    return out
 
 
 def main() -> None:
@@ -85,7 +101,7 @@ def main() -> None:
         rows[n] = {"blocks": len(tr.transformer_blocks), "params_m": sum(p.numel() for p in tr.parameters()) / 1e6,
                    "fd_digits": fd_digits(images[n], classifier),
                    "class_agreement": float((preds == asked).float().mean()),
-                   "marker": read_marker(n) if n != args.teacher else None}
+                   "marker": read_marker(n) if n != args.teacher else None, "lineage": lineage(n)}
         print(f"{n}: FD-digits {rows[n]['fd_digits']:.2f}, agreement {rows[n]['class_agreement']:.3f}", flush=True)
     base = images[args.teacher]
     for n in names:
