@@ -1,7 +1,7 @@
 """Block caching: accel's caches vs diffusers' and cache-dit's, full speed-fidelity curves per workload.
 
     python benchmarks/caching.py --workload dpm20|dpm50|ddim50|flow28|flow8 [--num-images 200] [--repeats 5]
-        [--settings full|quick|matched|frontier] [--lines LINE,...] [--batch-size 50] [--timing-images N] [--out PREFIX]
+        [--settings full|quick|matched|frontier] [--lines LINE,...] [--contenders SCREEN.json] [--batch-size 50] [--timing-images N] [--out PREFIX]
         [--speed measured|ideal] [--labels 1,3,5,7,9] [--calibration-labels 0,2,4,6,8] [--probe]
         [--flow-weights DIR]
 
@@ -41,6 +41,11 @@ block 0 always run; the calibrator lines add their top threshold at warm-up 1 to
 `--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
 schedule-cache +f1/+fpc/+f1+verify, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc
 (35-43 settings), and every peer setting (43-69), 86-104 settings per workload.
+`--contenders SCREEN.json [--margin 2]` makes the held-out run two-stage: SCREEN.json is an earlier run of
+the same workload (e.g. `--num-images 20`); a line more than `--margin` dB behind the best line of its own
+side at every matched speed there is not run again (its numbers stay in SCREEN.json; the notes list it),
+a line SCREEN.json lacks is run. A 100-image frontier run is 1-2+ h on one CPU thread; this spends that
+time on the lines that decide the table.
 
 Held out: schedule-cache is calibrated the documented way, `calibrate_schedule(pipe,
 num_inference_steps=..., guidance_scale=...)` (its own 8 images, generator seeds 1000000+i),
@@ -427,6 +432,19 @@ def _frontier(s: Setting) -> bool:
     return s.side == "peer" or s.line in FRONTIER_LINES
 
 
+def contenders(doc: dict, margin: float) -> tuple[set[str], set[str]]:
+    """(lines to run, lines screened out) from an earlier run's JSON: a line stays when, at some matched
+    speed, its PSNR is within `margin` dB of the best line of its own side there (accel's or the peers')."""
+    sides = {n: c["side"] for n, c in doc["curves"].items()}
+    keep: set[str] = set()
+    for row in doc["matched_speed"]:
+        for side in ("accel", "peer"):
+            best = row[f"best_{side}"]
+            keep |= {n for n, v in row["lines"].items()
+                     if best and v and sides.get(n) == side and v["psnr"] >= best["psnr"] - margin}
+    return keep, set(sides) - keep
+
+
 def select(settings: list[Setting], args) -> list[Setting]:
     keep = {"full": lambda s: True, "quick": lambda s: s.quick, "matched": _matched,
             "frontier": _frontier}[args.settings]
@@ -437,7 +455,23 @@ def select(settings: list[Setting], args) -> list[Setting]:
         if unknown:
             raise SystemExit(f"--lines: unknown {sorted(unknown)}; known: {sorted({s.line for s in settings})}")
         out = [s for s in out if s.line in wanted]
+    if getattr(args, "screened_out", None):  # --contenders; a line the screening run lacked is kept
+        out = [s for s in out if s.line not in args.screened_out]
     return out
+
+
+def read_contenders(args, notes: list[str]) -> None:
+    """--contenders FILE: the lines FILE screens out (`args.screened_out`), FILE checked to be this workload's."""
+    from accel.readers import read_json
+
+    doc = read_json(args.contenders, what="--contenders")
+    wl = (doc.get("workload") or {}).get("workload")
+    if wl != args.workload or "curves" not in doc:
+        raise SystemExit(f"--contenders {args.contenders}: a caching.py result of workload {wl!r}, not {args.workload!r}")
+    kept, args.screened_out = contenders(doc, args.margin)
+    notes.append(f"--contenders {args.contenders} ({doc['workload'].get('num_images')} images) --margin {args.margin}: "
+                 f"lines run {sorted(kept)}; screened out (more than {args.margin} dB behind their side's best at "
+                 f"every matched speed there) {sorted(args.screened_out)}; lines it lacked run too")
 
 
 def spec(s: Setting) -> MethodSpec:
@@ -570,6 +604,10 @@ def main() -> None:
                          "loaded machine); frontier: accel's best lines (FRONTIER_LINES, one setting per target speed "
                          "1.5-4x) and every peer line (the held-out run per workload)")
     ap.add_argument("--lines", default="", help="comma list of lines to run (default: all)")
+    ap.add_argument("--contenders", type=Path, default=None,
+                    help="an earlier run's JSON (e.g. a 20-image screening of the same workload): run only the lines "
+                         "within --margin dB of their side's best at some matched speed there, plus lines it lacks")
+    ap.add_argument("--margin", type=float, default=2.0, help="dB, with --contenders")
     ap.add_argument("--out", type=Path, default=None,
                     help="output prefix (default benchmarks/results/caching-WORKLOAD -> .json and .png)")
     ap.add_argument("--probe", action="store_true",
@@ -604,6 +642,8 @@ def main() -> None:
     model = load_model(args.workload, device, args.flow_weights)
     pipe, guidance = model.pipe, model.guidance
     notes: list[str] = []
+    if args.contenders:
+        read_contenders(args, notes)
     weights: dict = {}
     if model.prompts:
         from accel.models.flow import verify_flow_weights
@@ -633,7 +673,8 @@ def main() -> None:
     classes = [cal_labels[i % len(cal_labels)] for i in range(10)]
     t0 = time.perf_counter()
     mag_ratios = None
-    if not args.lines or "diffusers-magcache" in args.lines.split(","):
+    screened_magcache = "diffusers-magcache" in getattr(args, "screened_out", set())
+    if (not args.lines or "diffusers-magcache" in args.lines.split(",")) and not screened_magcache:
         mag_ratios = calibrate_magcache(
             pipe, lambda: model.images(classes, steps, torch.Generator().manual_seed(10_000)), steps)
         notes.append(f"diffusers-magcache: mag_ratios from its own calibration run (10 images, labels {cal_labels}, "

@@ -205,3 +205,43 @@ def test_caching_table_sets_accels_4x_against_the_best_peer_at_3x():
     assert "4x schedule-cache+f1 / -" in caching_table.winners(doc) and caching_table._num_images(doc) == "100"
     del doc["matched_speed"][-1]
     assert caching_table.four_x(doc) == "no 4x row"
+
+
+def test_contenders_keep_lines_near_their_sides_best_and_unscreened_lines(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    import caching  # noqa: E402
+
+    def row(speed, **psnr):
+        lines = {n: (None if v is None else {"psnr": v, "fd": 1.0}) for n, v in psnr.items()}
+        best = {side: max(((v, n) for n, v in psnr.items() if v is not None and n.startswith(side[0])), default=None)
+                for side in ("accel", "peer")}
+        return {"speedup": speed, "lines": lines,
+                **{f"best_{k}": b and {"line": b[1], "psnr": b[0], "fd": 1.0} for k, b in best.items()}}
+
+    # "a..." lines are accel's, "p..." the peers'; each side is measured against its own best
+    doc = {"workload": {"workload": "dpm20", "num_images": 20},
+           "curves": {n: {"side": "accel" if n[0] == "a" else "peer"} for n in ("a1", "a2", "p1", "p2", "p3")},
+           "matched_speed": [row(1.5, a1=40.0, a2=37.0, p1=30.0, p2=29.5, p3=20.0),
+                             row(3.0, a1=30.0, a2=31.0, p1=26.0, p2=25.0, p3=22.0),
+                             row(4.0, a1=None, a2=28.0, p1=None, p2=None, p3=None)]}
+    kept, dropped = caching.contenders(doc, margin=2.0)
+    assert kept == {"a1", "a2", "p1", "p2"} and dropped == {"p3"}  # a2 leads at 3x; p3 is > 2 dB behind at both
+    assert caching.contenders(doc, margin=0.0)[1] == {"p2", "p3"}
+
+    path = tmp_path / "screen.json"
+    path.write_text(json.dumps(doc))
+    settings = caching.accel_settings(20) + caching.peer_settings(20, (1.0,) * 20)
+    args = SimpleNamespace(settings="frontier", lines="", contenders=path, margin=2.0, workload="dpm20")
+    notes: list[str] = []
+    caching.read_contenders(args, notes)
+    assert args.screened_out == {"p3"} and "screened out" in notes[0]
+    doc["curves"]["diffusers-fbc"] = {"side": "peer"}  # screened out: no matched-speed value within the margin
+    path.write_text(json.dumps(doc))
+    caching.read_contenders(args, [])
+    chosen = caching.select(settings, args)
+    assert "diffusers-fbc" not in {s.line for s in chosen}
+    assert "cache-dit-F1B0+dmd" in {s.line for s in chosen}  # not in the screening file: kept
+    with pytest.raises(SystemExit, match="workload 'dpm20', not 'flow8'"):
+        caching.read_contenders(SimpleNamespace(contenders=path, margin=2.0, workload="flow8"), [])
