@@ -191,11 +191,33 @@ def test_learned_selector_finds_the_only_working_block():
             model.transformer_blocks[i].norm1.linear.bias.zero_()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cal = Calibration([((), transformer_inputs("dit", model, batch=2, seed=s)) for s in range(3)])
-    res = learned_keep(model, cal, 2, forced=[0], steps=30, seed=0)
-    assert res["keep"] == [0, 1]  # exactly k, the forced block included
+    res = learned_keep(model, cal, 2, forced=[0], steps=30, seed=0, mode="global")
+    assert res["keep"] == [0, 1] and res["learned_mode"] == "global"  # exactly k, the forced block included
     assert res["scores"][1] > max(res["scores"][2], res["scores"][3])
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the model is untouched
     assert not getattr(model, "_diffusers_hook", None) or not model._diffusers_hook._hook_order
+
+
+def test_learned_local_mode_keeps_n_of_every_m_and_finds_the_working_blocks():
+    from accel.pruning.importance import Calibration
+    from accel.pruning.learned import learned_keep, local_groups
+
+    assert [len(c) for _, c in local_groups(12, 6)] == [2] * 6  # 1 of 2
+    assert [len(c) for _, c in local_groups(12, 9)] == [4] * 3  # 3 of 4
+    assert local_groups(12, 6, forced=[11])[-1][1] == [(11,)]  # the forced block fixes its group
+    assert local_groups(12, 7) is None and local_groups(4, 2, forced=[0, 1]) is None  # 792 candidates; overfull
+    model = tiny_transformer("dit", num_layers=4)
+    with torch.no_grad():  # blocks 1 and 2 are identities: of the groups (0, 1) and (2, 3), 0 and 3 act
+        for i in (1, 2):
+            model.transformer_blocks[i].norm1.linear.weight.zero_()
+            model.transformer_blocks[i].norm1.linear.bias.zero_()
+    cal = Calibration([((), transformer_inputs("dit", model, batch=2, seed=s)) for s in range(3)])
+    res = learned_keep(model, cal, 2, steps=30, seed=0)
+    assert res["learned_mode"] == "local" and res["keep"] == [0, 3]
+    assert res["scores"][0] > res["scores"][1] and res["scores"][3] > res["scores"][2]
+    assert all(abs(res["keep_frequency"][a] + res["keep_frequency"][b] - 1) < 1e-9 for a, b in ((0, 1), (2, 3)))
+    with pytest.raises(ValueError, match="mode"):
+        learned_keep(model, cal, 2, mode="tiny")
 
 
 def test_prune_learned_keeps_k_and_loads_with_plain_diffusers(tmp_path):

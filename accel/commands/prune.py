@@ -32,8 +32,9 @@ def add_parser(sub: Any) -> None:
                    help="blocks to keep: a count (6) or a fraction (0.5) of the blocks, or of the total --cost")
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
                    help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "
-                        "search on calibration error; cosine (ShortGPT); learned: TinyFusion-style differentiable top-k "
-                        "block masks trained with a recoverability term (--learned-steps; --cost count); first; "
+                        "search on calibration error; cosine (ShortGPT); learned: TinyFusion-style differentiable "
+                        "masks (N of every M consecutive blocks, e.g. 1 of 2 at half depth, else top-k) trained "
+                        "with a recoverability term (--learned-steps; --cost count); first; "
                         "last; uniform; random")
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
                    help="per-block cost the --keep fraction budgets (default: count of blocks)")

@@ -1,9 +1,16 @@
 """`--selector learned`: a TinyFusion-style differentiable choice of the k blocks to keep.
 
-Every prunable block gets a keep logit θ_i. Each step draws Gumbel noise g, keeps the top-k of
-θ + g (hard 0/1 mask m, exactly k blocks) and passes gradients through a soft mask
-σ((θ + g − τ_k)/T) (straight-through; τ_k is midway between the k-th and (k+1)-th value, T anneals
-from 1 to 0.1). A gated block returns h + m_i (f_i(h) − h), so m_i = 0 is the bypassed block.
+Local mode (TinyFusion's N:M layer groups; the default where it applies): keeping k of n blocks is
+keeping N of every M consecutive blocks (N/M = k/n in lowest terms: 1 of 2 at 6/12, 3 of 4 at 9/12).
+Each group has one logit per candidate N-subset (those holding the group's forced blocks); each step
+draws one candidate per group by Gumbel-softmax (hard one-hot forward, soft probabilities backward,
+temperature T annealed from 1 to 0.1), and a block's mask is the summed weight of the candidates that
+keep it. Small categorical choices make the gradient far less noisy than one choice among C(n, k).
+Global mode (where no group pattern fits: too many candidates, or forced blocks overfill a group):
+every prunable block gets a keep logit θ_i; each step keeps the top-k of θ + Gumbel noise (hard 0/1
+mask, exactly k blocks) and passes gradients through σ((θ + g − τ_k)/T) (straight-through; τ_k midway
+between the k-th and (k+1)-th value). A gated block returns h + m_i (f_i(h) − h), so m_i = 0 is the
+bypassed block.
 The loss is the calibration output error against the full model; the kept blocks' weights of a
 copy are trained jointly (TinyFusion's recoverability term: a mask is judged by how well the model
 does after a short update, not only at once). At the end the top-k of θ is fixed; the pruned model
@@ -13,6 +20,8 @@ is built from the ORIGINAL weights, as with every selector, and distillation fol
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 from typing import Any, Sequence
 
 import torch
@@ -42,30 +51,51 @@ class _Gate(ModelHook):
         return io.pack(*mixed)
 
 
+MAX_CANDIDATES = 256  # per group; more and the local mode falls back to global top-k
+
+
+def local_groups(n: int, k: int, forced: Sequence[int] = ()) -> list[tuple[list[int], list[tuple[int, ...]]]] | None:
+    """TinyFusion's N:M groups for keeping k of n blocks: [(blocks, candidate kept subsets)], or None where
+    no group pattern fits (n/M groups of M consecutive blocks, N kept in each, N/M = k/n; each candidate
+    holds the group's forced blocks; at most MAX_CANDIDATES per group)."""
+    g = math.gcd(n, k)
+    m, keep_n = n // g, k // g
+    if math.comb(m, keep_n) > MAX_CANDIDATES:
+        return None
+    groups = []
+    for start in range(0, n, m):
+        blocks = list(range(start, start + m))
+        must = {b for b in forced if b in blocks}
+        cands = [c for c in itertools.combinations(blocks, keep_n) if must <= set(c)]
+        if not cands:
+            return None
+        groups.append((blocks, cands))
+    return groups
+
+
 def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, forced: Sequence[int] = (),
                  steps: int = 200, seed: int = 0, lr_logits: float = 0.05, lr_weights: float = 1e-4,
-                 recover: bool = True) -> dict[str, Any]:
+                 recover: bool = True, mode: str = "local") -> dict[str, Any]:
     """Learn which `k` blocks of `model` to keep (forced ones included); `model` is left unchanged.
+    `mode`: "local" (N:M groups where they fit, else global) or "global" (top-k of all blocks).
 
-    Returns {"keep", "scores" (θ, forced blocks +inf as None), "learned_losses", "keep_frequency"}.
+    Returns {"keep", "scores" (per block: its keep logit, or in local mode the probability that its
+    group keeps it; None for forced blocks), "learned_losses", "keep_frequency", "learned_mode"}.
     """
-    refs = blocks_of(model)
-    n = len(refs)
+    if mode not in ("local", "global"):
+        raise ValueError(f"learned: mode must be 'local' or 'global', not {mode!r}")
+    n = len(blocks_of(model))
     forced = sorted(set(forced))
     free = [i for i in range(n) if i not in forced]
     k_free = k - len(forced)
     if not 0 < k < n or k_free < 0:
         raise ValueError(f"learned: cannot keep {k} of {n} blocks with {len(forced)} forced")
-    with torch.no_grad():
-        reference = [prediction(model, c).detach().float() for c in calibration.calls]
-    student = copy.deepcopy(model).eval()
-    student.requires_grad_(recover)
-    g = torch.Generator().manual_seed(seed)
+    groups = local_groups(n, k, forced) if mode == "local" else None
+    if groups is not None:
+        return _learned_local(model, calibration, k, groups, forced, steps, seed, lr_logits, lr_weights, recover)
     theta = torch.zeros(len(free), requires_grad=True)
-    groups: list[dict[str, Any]] = [{"params": [theta], "lr": lr_logits}]
-    if recover:
-        groups.append({"params": [p for r in blocks_of(student) for p in r.module.parameters()], "lr": lr_weights})
-    opt = torch.optim.Adam(groups)
+    reference, student, opt = _setup(model, calibration, recover, [theta], lr_logits, lr_weights)
+    g = torch.Generator().manual_seed(seed)
     gates: dict[int, torch.Tensor] = {}
     hooks = HookSet(student)
     counts = [0] * n
@@ -104,4 +134,68 @@ def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, force
         scores[i] = float(theta.detach()[j])
     return {"keep": keep, "scores": scores, "learned_losses": losses[:: max(1, steps // 50)],
             "keep_frequency": [c / steps if i in free else 1.0 for i, c in enumerate(counts)],
-            "learned_steps": steps, "learned_recover": recover}
+            "learned_steps": steps, "learned_recover": recover, "learned_mode": "global"}
+
+
+def _setup(model: torch.nn.Module, calibration: Calibration, recover: bool, logits: list[torch.Tensor],
+           lr_logits: float, lr_weights: float) -> tuple[list[torch.Tensor], torch.nn.Module, Any]:
+    """The full model's reference predictions, the trainable copy and the optimizer of both modes."""
+    with torch.no_grad():
+        reference = [prediction(model, c).detach().float() for c in calibration.calls]
+    student = copy.deepcopy(model).eval()
+    student.requires_grad_(recover)
+    groups: list[dict[str, Any]] = [{"params": logits, "lr": lr_logits}]
+    if recover:
+        groups.append({"params": [p for r in blocks_of(student) for p in r.module.parameters()], "lr": lr_weights})
+    return reference, student, torch.optim.Adam(groups)
+
+
+def _learned_local(model: torch.nn.Module, calibration: Calibration, k: int,
+                   groups: list[tuple[list[int], list[tuple[int, ...]]]], forced: Sequence[int], steps: int,
+                   seed: int, lr_logits: float, lr_weights: float, recover: bool) -> dict[str, Any]:
+    """Local mode: one Gumbel-softmax categorical over each group's candidate subsets (see the module doc)."""
+    n = len(blocks_of(model))
+    phis = [torch.zeros(len(c), requires_grad=True) for _, c in groups]
+    reference, student, opt = _setup(model, calibration, recover, phis, lr_logits, lr_weights)
+    g = torch.Generator().manual_seed(seed)
+    gates: dict[int, torch.Tensor] = {}
+    hooks = HookSet(student)
+    counts = [0] * n
+    losses: list[float] = []
+    try:
+        for r in blocks_of(student):
+            hooks.add(r.module, _Gate(gates, r), GATE_HOOK)
+        for step in range(steps):
+            temp = 1.0 - 0.9 * step / max(1, steps - 1)
+            gates.clear()
+            for (blocks, cands), phi in zip(groups, phis):
+                u = torch.rand(len(cands), generator=g).clamp(1e-6, 1 - 1e-6)
+                soft = torch.softmax((phi - torch.log(-torch.log(u))) / temp, dim=0)
+                pick = int(torch.argmax(soft.detach()))
+                weight = soft - soft.detach()
+                weight = weight + torch.nn.functional.one_hot(torch.tensor(pick), len(cands)).float()
+                for b in blocks:
+                    gates[b] = sum((weight[j] for j, c in enumerate(cands) if b in c), torch.zeros(()))
+                for b in cands[pick]:
+                    counts[b] += 1
+            c = int(torch.randint(0, len(calibration.calls), (1,), generator=g))
+            loss = torch.nn.functional.mse_loss(prediction(student, calibration.calls[c]).float(), reference[c])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        hooks.remove()
+    keep: list[int] = []
+    scores: list[float | None] = [None] * n
+    for (blocks, cands), phi in zip(groups, phis):
+        probs = torch.softmax(phi.detach(), dim=0)
+        best = int(torch.argmax(probs))
+        keep += cands[best]
+        for b in blocks:
+            if b not in forced:
+                scores[b] = float(sum(probs[j] for j, c in enumerate(cands) if b in c))
+    assert len(keep) == k
+    return {"keep": sorted(keep), "scores": scores, "learned_losses": losses[:: max(1, steps // 50)],
+            "keep_frequency": [c / steps for c in counts], "learned_steps": steps, "learned_recover": recover,
+            "learned_mode": "local", "learned_groups": [[blocks, len(cands)] for blocks, cands in groups]}
