@@ -66,7 +66,8 @@ def lineage(folder: str) -> dict | None:
     if not (root / "pruning.json").is_file():
         return None
     pr = read_json(root / "pruning.json", what="pruning.json")
-    out = {"selector": pr.get("selector"), "keep": pr.get("block_map") or pr.get("keep"), "distill": None}
+    out = {"selector": pr.get("selector"), "keep": pr.get("block_map") or pr.get("keep"), "distill": None,
+           "learned_mode": pr.get("learned_mode")}
     if (root / "distill.json").is_file():
         d = read_json(root / "distill.json", what="distill.json")
         out["distill"] = {"steps": d.get("steps"), "train_seconds": d.get("train_seconds"),

@@ -196,7 +196,7 @@ def main() -> None:
                 res = learned_keep(teacher, fit, k, forced, steps=args.learned_steps, seed=args.seed)
                 keep = res["keep"]
                 extra = {"learned_steps": res["learned_steps"], "learned_scores": res["scores"],
-                         "keep_frequency": res["keep_frequency"]}
+                         "keep_frequency": res["keep_frequency"], "learned_mode": res["learned_mode"]}
             elif sel == "evo":
                 init = select_by_scores(scores["laptop"], budget, forced)
                 res = evolutionary_search(lambda m: fit_eval.error(m, evo_idx), n, budget, forced=forced,

@@ -20,6 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def label(selector: str, row: dict) -> str:
+    """The selector's name; `learned` with its sampling (files from before the N:M groups have no mode: global)."""
+    if selector != "learned":
+        return selector
+    return "learned (N:M groups)" if row.get("learned_mode") == "local" else "learned (global top-k)"
+
+
 def _cell(q: dict | None, teacher_fd: float) -> str:
     if q is None:
         return "not run"
@@ -36,7 +43,7 @@ def default_rows(doc: dict) -> list[dict]:
     for k, rows in doc["selection"].items():
         for sel, r in rows.items():
             d = distilled.get(k, {}).get(sel)
-            out.append({"model": "default", "keep": int(k), "selector": sel, "blocks": r["keep"], "before": r,
+            out.append({"model": "default", "keep": int(k), "selector": label(sel, r), "blocks": r["keep"], "before": r,
                         "after": None if d is None else d["after"],
                         "steps": None if d is None else d["steps"], "data": "digits (class labels)"})
     return out
@@ -49,8 +56,9 @@ def flow_rows(doc: dict) -> list[dict]:
         lin = r.get("lineage")
         if lin is None:
             continue
-        row = by_sel.setdefault((r["blocks"], lin["selector"]), {
-            "model": "flow", "keep": r["blocks"], "selector": lin["selector"], "blocks": lin["keep"],
+        name = label(lin["selector"], lin)
+        row = by_sel.setdefault((r["blocks"], name), {
+            "model": "flow", "keep": r["blocks"], "selector": name, "blocks": lin["keep"],
             "before": None, "after": None, "steps": None, "data": None})
         if lin["distill"] is None:
             row["before"] = r
@@ -66,40 +74,42 @@ def teacher_fd(doc: dict) -> float:
 
 
 def table(files: list[tuple[str, Path]]) -> str:
+    """Rows of every file grouped by model and depth (several files may add rows to one group; each row's
+    percentages are against its own file's teacher), the best distilled selector of each group bold."""
     lines = ["| model | keep | selector | kept blocks | pruned: FD-digits, agreement, PSNR | distilled (steps, data) |"
              " distilled: FD-digits, agreement, PSNR |", "|---|---|---|---|---|---|---|"]
-    notes = []
+    notes, rows = [], []
     for kind, path in files:
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         if not path.is_file():
-            notes.append(f"{path.name}: not run")
+            notes.append(f"`{shown}`: not run")
             continue
         doc = json.loads(path.read_text())
-        rows = default_rows(doc) if kind == "default" else flow_rows(doc)
         t = teacher_fd(doc)
-        for k in sorted({r["keep"] for r in rows}, reverse=True):
-            group = [r for r in rows if r["keep"] == k]
-            done = [r for r in group if r["after"] is not None]
-            best = min(done, key=lambda r: r["after"]["fd_digits"])["selector"] if done else None
-            for r in group:
-                after = _cell(r["after"], t)
-                if r["selector"] == best:
-                    after = f"**{after}**"
-                dist = "—" if r["steps"] is None else f"{r['steps']}, {r['data']}"
-                lines.append(f"| {r['model']} | {k}/12 | {r['selector']} | {r['blocks']} | {_cell(r['before'], t)} | "
-                             f"{dist} | {after} |")
-        notes.append(f"{kind} model: `{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`, "
-                     f"teacher FD-digits {t:.2f}")
+        rows += [dict(r, teacher_fd=t) for r in (default_rows(doc) if kind == "default" else flow_rows(doc))]
+        notes.append(f"{kind} model: `{shown}`, teacher FD-digits {t:.2f}")
+    for model, k in sorted({(r["model"], r["keep"]) for r in rows}, key=lambda mk: (mk[0], -mk[1])):
+        group = [r for r in rows if (r["model"], r["keep"]) == (model, k)]
+        done = [r for r in group if r["after"] is not None]
+        best = min(done, key=lambda r: r["after"]["fd_digits"] / r["teacher_fd"]) if done else None
+        for r in group:
+            after = _cell(r["after"], r["teacher_fd"])
+            dist = "—" if r["steps"] is None else f"{r['steps']}, {r['data']}"
+            lines.append(f"| {model} | {k}/12 | {r['selector']} | {r['blocks']} | {_cell(r['before'], r['teacher_fd'])} | "
+                         f"{dist} | {f'**{after}**' if r is best else after} |")
     return "\n".join(lines) + "\n\n" + "; ".join(notes)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--default", type=Path, default=RESULTS / "pruning-selectors-default.json")
+    ap.add_argument("--default", type=Path, action="append", default=None,
+                    help="benchmarks/pruning.py files (repeatable; default: pruning-selectors-default.json)")
     ap.add_argument("--flow", type=Path, action="append", default=None,
                     help="flow_pruning.py files (repeatable; default: pruning-selectors-flow28-keep6/9.json)")
     args = ap.parse_args()
     flows = args.flow or [RESULTS / "pruning-selectors-flow28-keep6.json", RESULTS / "pruning-selectors-flow28-keep9.json"]
-    print(table([("default", args.default)] + [("flow", f) for f in flows]))
+    defaults = args.default or [RESULTS / "pruning-selectors-default.json"]
+    print(table([("default", f) for f in defaults] + [("flow", f) for f in flows]))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,14 @@ def test_lineage_reads_the_folders_own_json(tmp_path):
     pruned, distilled = tmp_path / "p", tmp_path / "d"
     for d in (pruned, distilled):
         d.mkdir()
-        (d / "pruning.json").write_text(json.dumps({"selector": "learned", "keep": [0, 2], "block_map": [0, 2]}))
+        (d / "pruning.json").write_text(json.dumps({"selector": "learned", "keep": [0, 2], "block_map": [0, 2],
+                                                    "learned_mode": "local"}))
     (distilled / "distill.json").write_text(json.dumps({"steps": 200, "train_seconds": 9.5,
                                                          "data": {"kind": "digits"}}))
-    assert flow_pruning.lineage(str(pruned)) == {"selector": "learned", "keep": [0, 2], "distill": None}
+    assert flow_pruning.lineage(str(pruned)) == {"selector": "learned", "keep": [0, 2], "distill": None,
+                                                 "learned_mode": "local"}
+    assert pruning_table.label("learned", flow_pruning.lineage(str(pruned))) == "learned (N:M groups)"
+    assert pruning_table.label("learned", {}) == "learned (global top-k)"  # a file from before the groups
     assert flow_pruning.lineage(str(distilled))["distill"] == {"steps": 200, "train_seconds": 9.5, "data": "digits"}
     assert flow_pruning.lineage("flow") is None  # the embedded model: no folder
 
