@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from diffusers.hooks import ModelHook
@@ -94,60 +94,31 @@ def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, force
     if groups is not None:
         return _learned_local(model, calibration, k, groups, forced, steps, seed, lr_logits, lr_weights, recover)
     theta = torch.zeros(len(free), requires_grad=True)
-    reference, student, opt = _setup(model, calibration, recover, [theta], lr_logits, lr_weights)
-    g = torch.Generator().manual_seed(seed)
-    gates: dict[int, torch.Tensor] = {}
-    hooks = HookSet(student)
     counts = [0] * n
-    losses: list[float] = []
-    try:
-        for r in blocks_of(student):
-            if r.global_index in free:
-                hooks.add(r.module, _Gate(gates, r), GATE_HOOK)
-        for step in range(steps):
-            temp = 1.0 - 0.9 * step / max(1, steps - 1)
-            u = torch.rand(len(free), generator=g).clamp(1e-6, 1 - 1e-6)
-            y = theta + (-torch.log(-torch.log(u)))
-            order = torch.argsort(y.detach(), descending=True)
-            hard = torch.zeros(len(free))
-            hard[order[:k_free]] = 1.0
-            ys = y.detach()[order]
-            thr = (ys[k_free - 1] + ys[k_free]) / 2 if 0 < k_free < len(free) else ys[0] * 0
-            soft = torch.sigmoid((y - thr) / temp)
-            mask = hard + soft - soft.detach()
-            gates.clear()
-            gates.update({i: mask[j] for j, i in enumerate(free)})
-            for j, i in enumerate(free):
-                counts[i] += int(hard[j])
-            c = int(torch.randint(0, len(calibration.calls), (1,), generator=g))
-            loss = torch.nn.functional.mse_loss(prediction(student, calibration.calls[c]).float(), reference[c])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    finally:
-        hooks.remove()
+
+    def sample(temp: float, g: torch.Generator) -> dict[int, torch.Tensor]:  # top-k of θ + Gumbel, straight-through
+        u = torch.rand(len(free), generator=g).clamp(1e-6, 1 - 1e-6)
+        y = theta + (-torch.log(-torch.log(u)))
+        order = torch.argsort(y.detach(), descending=True)
+        hard = torch.zeros(len(free))
+        hard[order[:k_free]] = 1.0
+        ys = y.detach()[order]
+        thr = (ys[k_free - 1] + ys[k_free]) / 2 if 0 < k_free < len(free) else ys[0] * 0
+        soft = torch.sigmoid((y - thr) / temp)
+        mask = hard + soft - soft.detach()
+        for j, i in enumerate(free):
+            counts[i] += int(hard[j])
+        return {i: mask[j] for j, i in enumerate(free)}
+
+    losses = _train(model, calibration, [theta], set(free), sample, steps, seed, lr_logits, lr_weights, recover)
     top = torch.argsort(theta.detach(), descending=True)[:k_free].tolist()
-    keep = sorted(forced + [free[j] for j in top])
     scores: list[float | None] = [None] * n
     for j, i in enumerate(free):
         scores[i] = float(theta.detach()[j])
-    return {"keep": keep, "scores": scores, "learned_losses": losses[:: max(1, steps // 50)],
+    return {"keep": sorted(forced + [free[j] for j in top]), "scores": scores,
+            "learned_losses": losses[:: max(1, steps // 50)],
             "keep_frequency": [c / steps if i in free else 1.0 for i, c in enumerate(counts)],
             "learned_steps": steps, "learned_recover": recover, "learned_mode": "global"}
-
-
-def _setup(model: torch.nn.Module, calibration: Calibration, recover: bool, logits: list[torch.Tensor],
-           lr_logits: float, lr_weights: float) -> tuple[list[torch.Tensor], torch.nn.Module, Any]:
-    """The full model's reference predictions, the trainable copy and the optimizer of both modes."""
-    with torch.no_grad():
-        reference = [prediction(model, c).detach().float() for c in calibration.calls]
-    student = copy.deepcopy(model).eval()
-    student.requires_grad_(recover)
-    groups: list[dict[str, Any]] = [{"params": logits, "lr": lr_logits}]
-    if recover:
-        groups.append({"params": [p for r in blocks_of(student) for p in r.module.parameters()], "lr": lr_weights})
-    return reference, student, torch.optim.Adam(groups)
 
 
 def _learned_local(model: torch.nn.Module, calibration: Calibration, k: int,
@@ -156,28 +127,61 @@ def _learned_local(model: torch.nn.Module, calibration: Calibration, k: int,
     """Local mode: one Gumbel-softmax categorical over each group's candidate subsets (see the module doc)."""
     n = len(blocks_of(model))
     phis = [torch.zeros(len(c), requires_grad=True) for _, c in groups]
-    reference, student, opt = _setup(model, calibration, recover, phis, lr_logits, lr_weights)
+    counts = [0] * n
+
+    def sample(temp: float, g: torch.Generator) -> dict[int, torch.Tensor]:  # one candidate per group
+        gates: dict[int, torch.Tensor] = {}
+        for (blocks, cands), phi in zip(groups, phis):
+            u = torch.rand(len(cands), generator=g).clamp(1e-6, 1 - 1e-6)
+            soft = torch.softmax((phi - torch.log(-torch.log(u))) / temp, dim=0)
+            pick = int(torch.argmax(soft.detach()))
+            weight = soft - soft.detach() + torch.nn.functional.one_hot(torch.tensor(pick), len(cands)).float()
+            for b in blocks:
+                gates[b] = sum((weight[j] for j, c in enumerate(cands) if b in c), torch.zeros(()))
+            for b in cands[pick]:
+                counts[b] += 1
+        return gates
+
+    losses = _train(model, calibration, phis, set(range(n)), sample, steps, seed, lr_logits, lr_weights, recover)
+    keep: list[int] = []
+    scores: list[float | None] = [None] * n
+    for (blocks, cands), phi in zip(groups, phis):
+        probs = torch.softmax(phi.detach(), dim=0)
+        keep += cands[int(torch.argmax(probs))]
+        for b in blocks:
+            if b not in forced:
+                scores[b] = float(sum(probs[j] for j, c in enumerate(cands) if b in c))
+    assert len(keep) == k
+    return {"keep": sorted(keep), "scores": scores, "learned_losses": losses[:: max(1, steps // 50)],
+            "keep_frequency": [c / steps for c in counts], "learned_steps": steps, "learned_recover": recover,
+            "learned_mode": "local", "learned_groups": [[blocks, len(cands)] for blocks, cands in groups]}
+
+
+def _train(model: torch.nn.Module, calibration: Calibration, logits: list[torch.Tensor], gated: set[int],
+           sample: Callable[[float, torch.Generator], dict[int, torch.Tensor]], steps: int, seed: int,
+           lr_logits: float, lr_weights: float, recover: bool) -> list[float]:
+    """The loop both modes share: each step `sample(T, generator)` gives the block masks (T annealed 1 -> 0.1),
+    and the logits and (with `recover`) a copy's blocks take one step on a calibration call's output error
+    against the full model. `model` is left unchanged; returns the losses."""
+    with torch.no_grad():
+        reference = [prediction(model, c).detach().float() for c in calibration.calls]
+    student = copy.deepcopy(model).eval()
+    student.requires_grad_(recover)
+    params: list[dict[str, Any]] = [{"params": logits, "lr": lr_logits}]
+    if recover:
+        params.append({"params": [p for r in blocks_of(student) for p in r.module.parameters()], "lr": lr_weights})
+    opt = torch.optim.Adam(params)
     g = torch.Generator().manual_seed(seed)
     gates: dict[int, torch.Tensor] = {}
     hooks = HookSet(student)
-    counts = [0] * n
     losses: list[float] = []
     try:
         for r in blocks_of(student):
-            hooks.add(r.module, _Gate(gates, r), GATE_HOOK)
+            if r.global_index in gated:
+                hooks.add(r.module, _Gate(gates, r), GATE_HOOK)
         for step in range(steps):
-            temp = 1.0 - 0.9 * step / max(1, steps - 1)
             gates.clear()
-            for (blocks, cands), phi in zip(groups, phis):
-                u = torch.rand(len(cands), generator=g).clamp(1e-6, 1 - 1e-6)
-                soft = torch.softmax((phi - torch.log(-torch.log(u))) / temp, dim=0)
-                pick = int(torch.argmax(soft.detach()))
-                weight = soft - soft.detach()
-                weight = weight + torch.nn.functional.one_hot(torch.tensor(pick), len(cands)).float()
-                for b in blocks:
-                    gates[b] = sum((weight[j] for j, c in enumerate(cands) if b in c), torch.zeros(()))
-                for b in cands[pick]:
-                    counts[b] += 1
+            gates.update(sample(1.0 - 0.9 * step / max(1, steps - 1), g))
             c = int(torch.randint(0, len(calibration.calls), (1,), generator=g))
             loss = torch.nn.functional.mse_loss(prediction(student, calibration.calls[c]).float(), reference[c])
             opt.zero_grad(set_to_none=True)
@@ -186,16 +190,4 @@ def _learned_local(model: torch.nn.Module, calibration: Calibration, k: int,
             losses.append(float(loss.detach()))
     finally:
         hooks.remove()
-    keep: list[int] = []
-    scores: list[float | None] = [None] * n
-    for (blocks, cands), phi in zip(groups, phis):
-        probs = torch.softmax(phi.detach(), dim=0)
-        best = int(torch.argmax(probs))
-        keep += cands[best]
-        for b in blocks:
-            if b not in forced:
-                scores[b] = float(sum(probs[j] for j, c in enumerate(cands) if b in c))
-    assert len(keep) == k
-    return {"keep": sorted(keep), "scores": scores, "learned_losses": losses[:: max(1, steps // 50)],
-            "keep_frequency": [c / steps for c in counts], "learned_steps": steps, "learned_recover": recover,
-            "learned_mode": "local", "learned_groups": [[blocks, len(cands)] for blocks, cands in groups]}
+    return losses
