@@ -61,7 +61,7 @@ def parse() -> argparse.Namespace:
 
 def lineage(folder: str) -> dict | None:
     """How a folder was made, from its own JSON files: the selector and kept blocks (pruning.json) and,
-    for a distilled folder, the optimizer steps, minutes and data (distill.json); None for the embedded model."""
+    for a distilled folder, the optimizer steps, training seconds and data (distill.json); None for the embedded model."""
     root = Path(folder)
     if not (root / "pruning.json").is_file():
         return None
