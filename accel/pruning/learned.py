@@ -13,7 +13,8 @@ between the k-th and (k+1)-th value). A gated block returns h + m_i (f_i(h) − 
 bypassed block.
 The loss is the calibration output error against the full model; the kept blocks' weights of a
 copy are trained jointly (TinyFusion's recoverability term: a mask is judged by how well the model
-does after a short update, not only at once). At the end the top-k of θ is fixed; the pruned model
+does after a short update, not only at once). At the end the most likely candidate of each group (global
+mode: the top-k of θ) is fixed; the pruned model
 is built from the ORIGINAL weights, as with every selector, and distillation follows (`accel distill`).
 """
 
