@@ -242,6 +242,6 @@ def test_contenders_keep_lines_near_their_sides_best_and_unscreened_lines(tmp_pa
     caching.read_contenders(args, [])
     chosen = caching.select(settings, args)
     assert "diffusers-fbc" not in {s.line for s in chosen}
-    assert "cache-dit-F1B0+dmd" in {s.line for s in chosen}  # not in the screening file: kept
+    assert "diffusers-taylorseer" in {s.line for s in chosen}  # not in the screening file: kept (cache-dit may be absent)
     with pytest.raises(SystemExit, match="workload 'dpm20', not 'flow8'"):
         caching.read_contenders(SimpleNamespace(contenders=path, margin=2.0, workload="flow8"), [])
