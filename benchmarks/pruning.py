@@ -258,6 +258,12 @@ def main() -> None:
         rows = doc["selection"].get(str(k), {})
         for sel in targets:
             keep = rows[sel]["keep"]
+            twin = next((t for t, r in doc["distill"].get(str(k), {}).items() if r["keep"] == keep), None)
+            if twin is not None:  # same blocks, same seed and data: the same distillation, not run twice
+                doc["distill"][str(k)][sel] = {**doc["distill"][str(k)][twin], "same_as": twin}
+                doc["notes"].append(f"at keep {k} {sel} chose {twin}'s blocks: its distillation is {twin}'s")
+                save()
+                continue
             student = prune_model(teacher, keep)
             cfg = DistillConfig(steps=args.distill_steps, minutes=args.distill_minutes, batch_size=args.distill_batch,
                                 lr=args.distill_lr, save_every=10**9, seed=args.seed, progress=False)
