@@ -67,7 +67,7 @@ def lineage(folder: str) -> dict | None:
         return None
     pr = read_json(root / "pruning.json", what="pruning.json")
     out = {"selector": pr.get("selector"), "keep": pr.get("block_map") or pr.get("keep"), "distill": None,
-           "learned_mode": pr.get("learned_mode")}
+           "learned_mode": pr.get("learned_mode"), "learned_groups": pr.get("learned_groups")}
     if (root / "distill.json").is_file():
         d = read_json(root / "distill.json", what="distill.json")
         out["distill"] = {"steps": d.get("steps"), "train_seconds": d.get("train_seconds"),

@@ -74,6 +74,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--keeps", default="9,6", help="kept depths (of 12), comma list")
     p.add_argument("--selectors", default=",".join(SELECTORS))
     p.add_argument("--learned-steps", type=int, default=200, help="optimisation steps of the learned selector")
+    p.add_argument("--learned-group", type=int, default=None,
+                   help="the learned selector's N:M group size (default: the smallest that fits)")
     p.add_argument("--num-images", type=int, default=100, help="images per model (paired seeds/classes)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (DPM-Solver++, guidance 2.0)")
     p.add_argument("--batch-size", type=int, default=50)
@@ -193,10 +195,12 @@ def main() -> None:
             elif sel == "learned":  # TinyFusion-style masks on the fit calls (accel/pruning/learned.py)
                 from accel.pruning.learned import learned_keep
 
-                res = learned_keep(teacher, fit, k, forced, steps=args.learned_steps, seed=args.seed)
+                res = learned_keep(teacher, fit, k, forced, steps=args.learned_steps, seed=args.seed,
+                                   group=args.learned_group)
                 keep = res["keep"]
                 extra = {"learned_steps": res["learned_steps"], "learned_scores": res["scores"],
-                         "keep_frequency": res["keep_frequency"], "learned_mode": res["learned_mode"]}
+                         "keep_frequency": res["keep_frequency"], "learned_mode": res["learned_mode"],
+                         "learned_groups": res.get("learned_groups")}
             elif sel == "evo":
                 init = select_by_scores(scores["laptop"], budget, forced)
                 res = evolutionary_search(lambda m: fit_eval.error(m, evo_idx), n, budget, forced=forced,

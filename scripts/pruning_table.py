@@ -14,17 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def label(selector: str, row: dict) -> str:
-    """The selector's name; `learned` with its sampling (files from before the N:M groups have no mode: global)."""
+def label(selector: str, row: dict, num_blocks: int = 12) -> str:
+    """The selector's name; `learned` with its sampling: "learned (2:4 groups)" from the recorded groups (files
+    from before `learned_groups` was recorded used the smallest groups that fit `num_blocks`; files from before
+    the groups have no mode: global top-k)."""
     if selector != "learned":
         return selector
-    return "learned (N:M groups)" if row.get("learned_mode") == "local" else "learned (global top-k)"
+    if row.get("learned_mode") != "local":
+        return "learned (global top-k)"
+    k, groups = len(row["keep"]), row.get("learned_groups")
+    m = len(groups[0][0]) if groups else num_blocks // math.gcd(num_blocks, k)
+    return f"learned ({k * m // num_blocks}:{m} groups)"
 
 
 def _cell(q: dict | None, teacher_fd: float) -> str:

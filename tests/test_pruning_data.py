@@ -206,6 +206,14 @@ def test_learned_local_mode_keeps_n_of_every_m_and_finds_the_working_blocks():
     assert [len(c) for _, c in local_groups(12, 9)] == [4] * 3  # 3 of 4
     assert local_groups(12, 6, forced=[11])[-1][1] == [(11,)]  # the forced block fixes its group
     assert local_groups(12, 7) is None and local_groups(4, 2, forced=[0, 1]) is None  # 792 candidates; overfull
+    assert [len(c) for _, c in local_groups(12, 6, size=4)] == [6] * 3  # 2 of 4: may keep neighbours together
+    assert (0, 1) in local_groups(12, 6, size=4)[0][1] and (0, 1) not in local_groups(12, 6)[0][1]
+    assert [len(c) for _, c in local_groups(12, 9, size=12)] == [220]  # 9 of 12: one group
+    for size, message in ((5, "do not split"), (3, "do not split"), (0, "do not split")):  # 6/12: 1.5 of 3
+        with pytest.raises(ValueError, match=message):
+            local_groups(12, 6, size=size)
+    with pytest.raises(ValueError, match="924 candidate"):
+        local_groups(12, 6, size=12)
     model = tiny_transformer("dit", num_layers=4)
     with torch.no_grad():  # blocks 1 and 2 are identities: of the groups (0, 1) and (2, 3), 0 and 3 act
         for i in (1, 2):
@@ -218,6 +226,10 @@ def test_learned_local_mode_keeps_n_of_every_m_and_finds_the_working_blocks():
     assert all(abs(res["keep_frequency"][a] + res["keep_frequency"][b] - 1) < 1e-9 for a, b in ((0, 1), (2, 3)))
     with pytest.raises(ValueError, match="mode"):
         learned_keep(model, cal, 2, mode="tiny")
+    res4 = learned_keep(model, cal, 2, steps=30, seed=0, group=4)  # one group of 4: 2 of 4, six candidates
+    assert res4["learned_groups"] == [[[0, 1, 2, 3], 6]] and res4["keep"] == [0, 3]
+    with pytest.raises(ValueError, match="group size needs mode 'local'"):
+        learned_keep(model, cal, 2, mode="global", group=4)
 
 
 def test_prune_learned_keeps_k_and_loads_with_plain_diffusers(tmp_path):
@@ -234,6 +246,17 @@ def test_prune_learned_keeps_k_and_loads_with_plain_diffusers(tmp_path):
     assert DiTTransformer2DModel.from_pretrained(out / "transformer").config.num_layers == 2
     pipe = DiTPipeline.from_pretrained(out)
     assert len(pipe.transformer.transformer_blocks) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--selector", "learned", "--learned-group", "3"], "--learned-group 3: groups of 3 blocks do not split 4"),
+    (["--selector", "laptop", "--learned-group", "2"], "--learned-group is for --selector 'learned', not 'laptop'"),
+])
+def test_prune_learned_group_refused_before_calibrating(tmp_path, capsys, extra, message):
+    tiny_class_pipeline(num_layers=4).save_pretrained(tmp_path / "m")
+    assert main(["prune", "--model", str(tmp_path / "m"), "--keep", "2", *extra, "--calib-images", "2",
+                 "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
 def test_prune_learned_refuses_a_cost_budget_before_calibrating(tmp_path, capsys):

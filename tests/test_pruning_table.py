@@ -26,8 +26,11 @@ def test_lineage_reads_the_folders_own_json(tmp_path):
     (distilled / "distill.json").write_text(json.dumps({"steps": 200, "train_seconds": 9.5,
                                                          "data": {"kind": "digits"}}))
     assert flow_pruning.lineage(str(pruned)) == {"selector": "learned", "keep": [0, 2], "distill": None,
-                                                 "learned_mode": "local"}
-    assert pruning_table.label("learned", flow_pruning.lineage(str(pruned))) == "learned (N:M groups)"
+                                                 "learned_mode": "local", "learned_groups": None}
+    assert pruning_table.label("learned", flow_pruning.lineage(str(pruned)), num_blocks=4) == "learned (1:2 groups)"
+    grouped = {"learned_mode": "local", "keep": [0, 1, 5, 7, 8, 11], "learned_groups": [[[0, 1, 2, 3], 6]] * 3}
+    assert pruning_table.label("learned", grouped) == "learned (2:4 groups)"  # recorded groups, not inferred
+    assert pruning_table.label("learned", dict(grouped, learned_groups=None)) == "learned (1:2 groups)"
     assert pruning_table.label("learned", {}) == "learned (global top-k)"  # a file from before the groups
     assert flow_pruning.lineage(str(distilled))["distill"] == {"steps": 200, "train_seconds": 9.5, "data": "digits"}
     assert flow_pruning.lineage("flow") is None  # the embedded model: no folder

@@ -46,6 +46,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--evo-evaluations", type=positive_int, default=100, help="fitness evaluations of --selector evo")
     p.add_argument("--learned-steps", type=positive_int, default=200,
                    help="optimisation steps of --selector learned (one calibration call each)")
+    p.add_argument("--learned-group", type=positive_int, default=None, metavar="M",
+                   help="--selector learned: keep the same share of every M consecutive blocks (default: the "
+                        "smallest M that fits, 2 at half depth; 4 allows 2 of 4, keeping neighbours together)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads")
@@ -82,7 +85,7 @@ def _prune(args: argparse.Namespace) -> int:
         result = prune_pipeline(pipe, args.keep, digits=digits, selector=args.selector, cost=args.cost,
                                 calib_images=args.calib_images, calib_steps=args.calib_steps,
                                 calib_calls=args.calib_calls, seed=args.seed, evo_evaluations=args.evo_evaluations,
-                                learned_steps=args.learned_steps,
+                                learned_steps=args.learned_steps, learned_group=args.learned_group,
                                 prompts=source.prompts, source=args.model)
     except SettingError:
         raise  # names the setting (keep, selector, cost): run() prints its flag

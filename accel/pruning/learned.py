@@ -55,13 +55,21 @@ class _Gate(ModelHook):
 MAX_CANDIDATES = 256  # per group; more and the local mode falls back to global top-k
 
 
-def local_groups(n: int, k: int, forced: Sequence[int] = ()) -> list[tuple[list[int], list[tuple[int, ...]]]] | None:
+def local_groups(n: int, k: int, forced: Sequence[int] = (),
+                 size: int | None = None) -> list[tuple[list[int], list[tuple[int, ...]]]] | None:
     """TinyFusion's N:M groups for keeping k of n blocks: [(blocks, candidate kept subsets)], or None where
     no group pattern fits (n/M groups of M consecutive blocks, N kept in each, N/M = k/n; each candidate
-    holds the group's forced blocks; at most MAX_CANDIDATES per group)."""
-    g = math.gcd(n, k)
-    m, keep_n = n // g, k // g
+    holds the group's forced blocks; at most MAX_CANDIDATES per group). `size` is M (default: the smallest
+    that fits, 2 at 6/12; TinyFusion also tries larger groups, e.g. 2:4, which can keep neighbours together);
+    a `size` that does not fit raises ValueError."""
+    m = n // math.gcd(n, k) if size is None else size
+    if m < 1 or n % m or (k * m) % n:
+        raise ValueError(f"learned: groups of {m} blocks do not split {n} blocks into groups keeping {k}/{n} each")
+    keep_n = k * m // n
     if math.comb(m, keep_n) > MAX_CANDIDATES:
+        if size is not None:
+            raise ValueError(f"learned: groups of {m} blocks have {math.comb(m, keep_n)} candidate subsets each "
+                             f"(at most {MAX_CANDIDATES}); choose smaller groups")
         return None
     groups = []
     for start in range(0, n, m):
@@ -76,9 +84,10 @@ def local_groups(n: int, k: int, forced: Sequence[int] = ()) -> list[tuple[list[
 
 def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, forced: Sequence[int] = (),
                  steps: int = 200, seed: int = 0, lr_logits: float = 0.05, lr_weights: float = 1e-4,
-                 recover: bool = True, mode: str = "local") -> dict[str, Any]:
+                 recover: bool = True, mode: str = "local", group: int | None = None) -> dict[str, Any]:
     """Learn which `k` blocks of `model` to keep (forced ones included); `model` is left unchanged.
-    `mode`: "local" (N:M groups where they fit, else global) or "global" (top-k of all blocks).
+    `mode`: "local" (N:M groups where they fit, else global) or "global" (top-k of all blocks); `group`:
+    the local groups' size M (default: the smallest that fits; see `local_groups`).
 
     Returns {"keep", "scores" (per block: its keep logit, or in local mode the probability that its
     group keeps it; None for forced blocks), "learned_losses", "keep_frequency", "learned_mode"}.
@@ -91,7 +100,9 @@ def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, force
     k_free = k - len(forced)
     if not 0 < k < n or k_free < 0:
         raise ValueError(f"learned: cannot keep {k} of {n} blocks with {len(forced)} forced")
-    groups = local_groups(n, k, forced) if mode == "local" else None
+    if group is not None and mode != "local":
+        raise ValueError("learned: a group size needs mode 'local'")
+    groups = local_groups(n, k, forced, group) if mode == "local" else None
     if groups is not None:
         return _learned_local(model, calibration, k, groups, forced, steps, seed, lr_logits, lr_weights, recover)
     theta = torch.zeros(len(free), requires_grad=True)

@@ -189,13 +189,14 @@ SELECTORS = ("laptop", "evo", "cosine", "learned", "first", "last", "uniform", "
 
 
 def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibration: "Calibration | None" = None,
-                seed: int = 0, evo_evaluations: int = 100, learned_steps: int = 200) -> dict[str, Any]:
+                seed: int = 0, evo_evaluations: int = 100, learned_steps: int = 200,
+                learned_group: int | None = None) -> dict[str, Any]:
     """Run one selector on `model`; returns {"keep", "scores", "selector", ...} (scores: higher = keep).
 
     laptop: LAPTOP-Diff one-shot scores + exact knapsack; evo: EvoPress-style search on the
     calibration output error, started from the LAPTOP knapsack set; cosine: ShortGPT block
     influence + knapsack; learned: TinyFusion-style differentiable top-k masks trained `learned_steps` steps
-    with a recoverability term (accel/pruning/learned.py; count budgets); first / last / random: positional or seeded-random ranking + knapsack;
+    with a recoverability term (accel/pruning/learned.py; count budgets; `learned_group`: its N:M group size); first / last / random: positional or seeded-random ranking + knapsack;
     uniform: evenly spaced blocks (count budgets only).
     """
     from .importance import MaskEvaluator, cosine_scores, first_scores, last_scores, laptop_scores, random_scores
@@ -218,7 +219,8 @@ def select_keep(model: torch.nn.Module, selector: str, budget: Budget, calibrati
 
         if budget.kind != "count":
             raise SettingError("selector", "'learned' takes a block count (cost count)", also=("cost",))
-        out.update(learned_keep(model, calibration, int(budget.value), forced, steps=learned_steps, seed=seed))
+        out.update(learned_keep(model, calibration, int(budget.value), forced, steps=learned_steps, seed=seed,
+                                group=learned_group))
         return out
     if selector in ("laptop", "evo"):
         scores = laptop_scores(model, calibration)

@@ -31,7 +31,7 @@ from ..provenance import git_commit
 from .distill import DistillConfig, RecordedCallData, digits_data, distill, ema_model, image_folder_data
 from .importance import collect_calibration
 from .prune import SELECTORS, block_map, prune_model, select_keep
-from .select import Budget, block_costs, resolve_keep
+from .select import Budget, block_costs, forced_blocks, resolve_keep
 
 CALIBRATING_SELECTORS = ("laptop", "evo", "cosine", "learned")  # the selectors that score blocks on calibration calls
 CALIBRATING_COSTS = ("flops", "latency")  # the costs measured on a recorded call
@@ -50,7 +50,7 @@ class PruneResult:
 def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, selector: str = "laptop",
                    cost: str = "count", calib_images: int = 20, calib_steps: int = 20, calib_calls: int = 32,
                    seed: int = 0, calib_seed: int | None = None, evo_evaluations: int = 100, learned_steps: int = 200,
-                   prompts: list[str] | None = None, source: str | None = None,
+                   learned_group: int | None = None, prompts: list[str] | None = None, source: str | None = None,
                    progress: bool | None = None) -> PruneResult:
     """Score `pipe.transformer`'s blocks on calibration calls of the pipeline's own sampling (when the
     selector or cost needs them), keep `keep` of them (a count, or a fraction of the blocks / of the
@@ -59,7 +59,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     `digits`: the model is an embedded digits model or derived from one (its classes and guidance for
     calibration). `prompts`: a text-to-image model's calibration prompts (default
     `accel.pipelines.calls.DEFAULT_PROMPTS`). `calib_seed` (default `seed`) seeds the calibration images,
-    `seed` the selector.
+    `seed` the selector. `learned_group`: the learned selector's N:M group size (`learned.local_groups`).
     `source` is recorded as ``source_model``; `progress` True/False shows/hides the sampling bar during
     calibration (None leaves the pipeline's setting).
     """
@@ -70,6 +70,15 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     resolve_keep(keep, [1.0] * n, "count" if cost == "count" else cost)  # a bad keep fails before calibration
     if selector == "learned" and cost != "count":
         raise SettingError("selector", "'learned' takes a block count (cost count)", also=("cost",))
+    if learned_group is not None:  # a group size that cannot work fails before calibration
+        from .learned import local_groups
+
+        if selector != "learned":
+            raise SettingError("learned_group", f"is for selector 'learned', not {selector!r}", also=("selector",))
+        try:
+            local_groups(n, int(resolve_keep(keep, [1.0] * n, "count").value), forced_blocks(model), learned_group)
+        except ValueError as exc:
+            raise SettingError("learned_group", f"{learned_group}: {str(exc).removeprefix('learned: ')}") from None
     calib_seed = seed if calib_seed is None else calib_seed
     t0 = time.perf_counter()
     calibration = None
@@ -88,7 +97,7 @@ def prune_pipeline(pipe: Any, keep: int | float | str, *, digits: bool = False, 
     costs = block_costs(model, cost, first_call)
     budget = resolve_keep(keep, costs, cost)
     chosen = select_keep(model, selector, budget, calibration, seed=seed, evo_evaluations=evo_evaluations,
-                         learned_steps=learned_steps)
+                         learned_steps=learned_steps, learned_group=learned_group)
     pruned = prune_model(model, chosen["keep"])
     kept = chosen["keep"]
     info = {
