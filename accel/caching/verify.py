@@ -11,7 +11,7 @@ Rows with change > τ compute the remaining blocks on those rows alone (every pe
 argument index-selected by `BlockIO.select_rows`, the result scattered back); the others get the
 recorded input + the cache's Δ (or its forecast), exactly as an unchecked reuse. With CFG as one
 doubled batch the two halves of a sample have equal block-0 inputs (recognised from the data:
-the halves are `torch.equal`); their decisions are OR-ed, so a sample's cond and uncond rows
+the halves are equal, tested on the device); their decisions are OR-ed, so a sample's cond and uncond rows
 compute together: mixing a fresh and a reused half would feed the guidance difference one
 fresh and one stale prediction.
 
@@ -20,7 +20,7 @@ schedule's computed steps. So each sample's output is the one it gets when run a
 else is in the batch (a row that computes never changes what another row reuses). Cost: block 0
 on every checked step (counted in `block_evals`), all other blocks counted as evaluated on a step
 where any row computes (`verify_rows_computed` / `verify_rows` say which fraction of rows did),
-and one host sync per checked step for the decision.
+and one host sync per checked step (reading back which rows compute).
 """
 
 from __future__ import annotations
@@ -91,10 +91,11 @@ class Verifier:
         sums = torch.stack([(r.float() - prev.float()).abs().flatten(1).sum(1), prev.float().abs().flatten(1).sum(1)])
         num, den = sum_across_ranks(cache.model, sums)
         over = num > self.threshold * den
-        if b % 2 == 0 and b > 1 and torch.equal(h[: b // 2], h[b // 2:]):  # CFG doubled batch: one decision a sample
+        if b % 2 == 0 and b > 1:  # CFG doubled batch (equal halves): one decision a sample, decided on the device
+            paired = (h[: b // 2] == h[b // 2:]).all()
             half = over[: b // 2] | over[b // 2:]
-            over = torch.cat([half, half])
-        rows = torch.nonzero(over).flatten()
+            over = torch.where(paired, torch.cat([half, half]), over)
+        rows = torch.nonzero(over).flatten()  # the one host sync of a checked step
         k = len(rows)
         self.batch, self.rows = b, rows if k else None
         c, n = cache.info.call, cache.num_blocks
