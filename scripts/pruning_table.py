@@ -1,11 +1,11 @@
 """Print the selector table of docs/results.md (selector x keep x distillation data) from the pruning JSONs.
 
-    python scripts/pruning_table.py [--default benchmarks/results/pruning-selectors-default.json]
-        [--flow benchmarks/results/pruning-selectors-flow28-keep6.json --flow ...-keep9.json]
+    python scripts/pruning_table.py [--default FILE ...] [--flow FILE ...]
 
---default: benchmarks/pruning.py's file (default model: per-depth selections and their distillations).
+--default: benchmarks/pruning.py's files (default model: per-depth selections and their distillations).
 --flow: benchmarks/flow_pruning.py's files (flow model: one row per pruned or distilled folder, its
-selector and distillation read from the folder's own `lineage`). Every cell is FD-digits change vs the
+selector and distillation read from the folder's own `lineage`). Without them: issue 33's committed files
+(DEFAULT_FILES, FLOW_FILES); a selection in several files shows once, distilled where one file distilled it. Every cell is FD-digits change vs the
 teacher of the same file, class agreement and PSNR to the teacher's images; per depth the best selector
 after distillation (lowest FD-digits) is bold. A missing file or a selector not yet distilled prints as such.
 """
@@ -19,6 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_FILES = ("", "-learned", "-keep9", "-learned4")  # issue 33's runs, in the order they were made
+FLOW_FILES = ("keep6", "keep6-learned4", "keep9")
 
 
 def label(selector: str, row: dict, num_blocks: int = 12) -> str:
@@ -80,6 +82,17 @@ def teacher_fd(doc: dict) -> float:
     return next(r["fd_digits"] for r in doc["models"].values() if r.get("lineage") is None)
 
 
+def _unique(rows: list[dict]) -> list[dict]:
+    """One row per (model, depth, selector, kept blocks): a later file's row replaces an earlier one unless the
+    earlier one is distilled and the later one is not (a file that re-measures a selection before distilling it)."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["model"], r["keep"], r["selector"], tuple(r["blocks"]))
+        if key not in out or r["after"] is not None or out[key]["after"] is None:
+            out[key] = r
+    return list(out.values())
+
+
 def table(files: list[tuple[str, Path]]) -> str:
     """Rows of every file grouped by model and depth (several files may add rows to one group; each row's
     percentages are against its own file's teacher), the best distilled selector of each group bold."""
@@ -95,6 +108,7 @@ def table(files: list[tuple[str, Path]]) -> str:
         t = teacher_fd(doc)
         rows += [dict(r, teacher_fd=t) for r in (default_rows(doc) if kind == "default" else flow_rows(doc))]
         notes.append(f"{kind} model: `{shown}`, teacher FD-digits {t:.2f}")
+    rows = _unique(rows)
     for model, k in sorted({(r["model"], r["keep"]) for r in rows}, key=lambda mk: (mk[0], -mk[1])):
         group = [r for r in rows if (r["model"], r["keep"]) == (model, k)]
         done = [r for r in group if r["after"] is not None]
@@ -110,12 +124,12 @@ def table(files: list[tuple[str, Path]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--default", type=Path, action="append", default=None,
-                    help="benchmarks/pruning.py files (repeatable; default: pruning-selectors-default.json)")
+                    help="benchmarks/pruning.py files (repeatable; default: the committed pruning-selectors-default*.json)")
     ap.add_argument("--flow", type=Path, action="append", default=None,
-                    help="flow_pruning.py files (repeatable; default: pruning-selectors-flow28-keep6/9.json)")
+                    help="flow_pruning.py files (repeatable; default: the committed pruning-selectors-flow28-*.json)")
     args = ap.parse_args()
-    flows = args.flow or [RESULTS / "pruning-selectors-flow28-keep6.json", RESULTS / "pruning-selectors-flow28-keep9.json"]
-    defaults = args.default or [RESULTS / "pruning-selectors-default.json"]
+    flows = args.flow or [RESULTS / f"pruning-selectors-flow28-{name}.json" for name in FLOW_FILES]
+    defaults = args.default or [RESULTS / f"pruning-selectors-default{name}.json" for name in DEFAULT_FILES]
     print(table([("default", f) for f in defaults] + [("flow", f) for f in flows]))
 
 

@@ -62,3 +62,17 @@ def test_default_rows_from_either_file_layout():
     for doc in (new, old):
         rows = {r["selector"]: r for r in pruning_table.default_rows(doc)}
         assert rows["first"]["after"]["fd_digits"] == 11.0 and rows["laptop"]["after"] is None
+
+
+def test_a_distilled_row_from_a_later_file_replaces_its_undistilled_repeat(tmp_path):
+    sel = {"9": {"laptop": dict(_q(50.0), keep=[0, 1]), "first": dict(_q(40.0), keep=[0, 2])}}
+    before = {"config": {}, "teacher": _q(10.0), "selection": sel, "distill": {}}
+    after = dict(before, distill={"9": {"laptop": {"steps": 300, "after": _q(9.0)}}})
+    paths = []
+    for name, doc in (("a", before), ("b", after), ("c", before)):  # c re-measures without distilling
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    text = pruning_table.table([("default", p) for p in paths])
+    laptop = [line for line in text.splitlines() if "| laptop" in line]
+    assert len(laptop) == 1 and "**-10.0%" in laptop[0]  # one row, the distilled one
+    assert len([line for line in text.splitlines() if "| first" in line]) == 1
