@@ -202,12 +202,14 @@ def test_learned_local_mode_keeps_n_of_every_m_and_finds_the_working_blocks():
     from accel.pruning.importance import Calibration
     from accel.pruning.learned import learned_keep, local_groups
 
-    assert [len(c) for _, c in local_groups(12, 6)] == [2] * 6  # 1 of 2
+    assert [len(c) for _, c in local_groups(12, 6)] == [6] * 3  # 2 of 4 by default: may keep neighbours together
+    assert [len(c) for _, c in local_groups(12, 6, size=2)] == [2] * 6  # 1 of 2
     assert [len(c) for _, c in local_groups(12, 9)] == [4] * 3  # 3 of 4
-    assert local_groups(12, 6, forced=[11])[-1][1] == [(11,)]  # the forced block fixes its group
-    assert local_groups(12, 7) is None and local_groups(4, 2, forced=[0, 1]) is None  # 792 candidates; overfull
-    assert [len(c) for _, c in local_groups(12, 6, size=4)] == [6] * 3  # 2 of 4: may keep neighbours together
-    assert (0, 1) in local_groups(12, 6, size=4)[0][1] and (0, 1) not in local_groups(12, 6)[0][1]
+    assert [len(c) for _, c in local_groups(12, 8)] == [15] * 2 and len(local_groups(10, 5)) == 1  # 4 of 6; 5 of 10
+    assert local_groups(12, 6, forced=[11])[-1][1] == [(8, 11), (9, 11), (10, 11)]  # the forced block is in each
+    assert local_groups(12, 6, forced=[11], size=2)[-1][1] == [(11,)]
+    assert local_groups(12, 7) is None and local_groups(4, 2, forced=[0, 1], size=2) is None  # 792; overfull
+    assert (0, 1) in local_groups(12, 6)[0][1] and (0, 1) not in local_groups(12, 6, size=2)[0][1]
     assert [len(c) for _, c in local_groups(12, 9, size=12)] == [220]  # 9 of 12: one group
     for size, message in ((5, "do not split"), (3, "do not split"), (0, "do not split")):  # 6/12: 1.5 of 3
         with pytest.raises(ValueError, match=message):
@@ -220,13 +222,13 @@ def test_learned_local_mode_keeps_n_of_every_m_and_finds_the_working_blocks():
             model.transformer_blocks[i].norm1.linear.weight.zero_()
             model.transformer_blocks[i].norm1.linear.bias.zero_()
     cal = Calibration([((), transformer_inputs("dit", model, batch=2, seed=s)) for s in range(3)])
-    res = learned_keep(model, cal, 2, steps=30, seed=0)
+    res = learned_keep(model, cal, 2, steps=30, seed=0, group=2)
     assert res["learned_mode"] == "local" and res["keep"] == [0, 3]
     assert res["scores"][0] > res["scores"][1] and res["scores"][3] > res["scores"][2]
     assert all(abs(res["keep_frequency"][a] + res["keep_frequency"][b] - 1) < 1e-9 for a, b in ((0, 1), (2, 3)))
     with pytest.raises(ValueError, match="mode"):
         learned_keep(model, cal, 2, mode="tiny")
-    res4 = learned_keep(model, cal, 2, steps=30, seed=0, group=4)  # one group of 4: 2 of 4, six candidates
+    res4 = learned_keep(model, cal, 2, steps=30, seed=0)  # the default: one group of 4, 2 of 4, six candidates
     assert res4["learned_groups"] == [[[0, 1, 2, 3], 6]] and res4["keep"] == [0, 3]
     with pytest.raises(ValueError, match="group size needs mode 'local'"):
         learned_keep(model, cal, 2, mode="global", group=4)

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--selector", default="laptop", choices=SELECTORS,
                    help="laptop (default): one-shot output-loss scores + exact knapsack; evo: evolutionary "
                         "search on calibration error; cosine (ShortGPT); learned: TinyFusion-style differentiable "
-                        "masks (N of every M consecutive blocks, e.g. 1 of 2 at half depth, else top-k) trained "
+                        "masks (N of every M consecutive blocks, e.g. 2 of 4 at half depth, else top-k) trained "
                         "with a recoverability term (--learned-steps; --cost count); first; "
                         "last; uniform; random")
     p.add_argument("--cost", default="count", choices=("count", "params", "flops", "latency"),
@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
                    help="optimisation steps of --selector learned (one calibration call each)")
     p.add_argument("--learned-group", type=positive_int, default=None, metavar="M",
                    help="--selector learned: keep the same share of every M consecutive blocks (default: the "
-                        "smallest M that fits, 2 at half depth; 4 allows 2 of 4, keeping neighbours together)")
+                        "smallest M >= 4 that fits: 2 of 4 at half depth; 2 gives 1 of 2)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads")

@@ -1,7 +1,8 @@
 """`--selector learned`: a TinyFusion-style differentiable choice of the k blocks to keep.
 
 Local mode (TinyFusion's N:M layer groups; the default where it applies): keeping k of n blocks is
-keeping N of every M consecutive blocks (N/M = k/n in lowest terms: 1 of 2 at 6/12, 3 of 4 at 9/12).
+keeping N of every M consecutive blocks (N/M = k/n; groups of at least 4 where they fit: 2 of 4 at 6/12,
+3 of 4 at 9/12; `group` sets M, e.g. 2 for 1 of 2).
 Each group has one logit per candidate N-subset (those holding the group's forced blocks); each step
 draws one candidate per group by Gumbel-softmax (hard one-hot forward, soft probabilities backward,
 temperature T annealed from 1 to 0.1), and a block's mask is the summed weight of the candidates that
@@ -53,6 +54,20 @@ class _Gate(ModelHook):
 
 
 MAX_CANDIDATES = 256  # per group; more and the local mode falls back to global top-k
+# default groups hold at least this many blocks (2:4 at half depth, TinyFusion's setting): 1:2 can never keep two
+# neighbours; on the flow model at 6/12 2:4 distilled to +6.8% FD-digits vs 1:2's +24.9% (default model: +25.9%
+# vs +24.0%, a tie), docs/results.md#selectors-which-blocks-to-keep
+MIN_GROUP = 4
+
+
+def default_group_size(n: int, k: int) -> int:
+    """The smallest group size M that divides n, keeps a whole share k*M/n, holds >= MIN_GROUP blocks and has at
+    most MAX_CANDIDATES candidates; else the smallest that divides (n / gcd(n, k))."""
+    m0 = n // math.gcd(n, k)
+    for m in range(m0, n + 1, m0):
+        if m >= MIN_GROUP and n % m == 0 and math.comb(m, k * m // n) <= MAX_CANDIDATES:
+            return m
+    return m0
 
 
 def local_groups(n: int, k: int, forced: Sequence[int] = (),
@@ -60,9 +75,9 @@ def local_groups(n: int, k: int, forced: Sequence[int] = (),
     """TinyFusion's N:M groups for keeping k of n blocks: [(blocks, candidate kept subsets)], or None where
     no group pattern fits (n/M groups of M consecutive blocks, N kept in each, N/M = k/n; each candidate
     holds the group's forced blocks; at most MAX_CANDIDATES per group). `size` is M (default: the smallest
-    that fits, 2 at 6/12; TinyFusion also tries larger groups, e.g. 2:4, which can keep neighbours together);
+    that fits with at least MIN_GROUP blocks, else the smallest that fits: 2:4 at 6/12, 3:4 at 9/12);
     a `size` that does not fit raises ValueError."""
-    m = n // math.gcd(n, k) if size is None else size
+    m = default_group_size(n, k) if size is None else size
     if m < 1 or n % m or (k * m) % n:
         raise ValueError(f"learned: groups of {m} blocks do not split {n} blocks into groups keeping {k}/{n} each")
     keep_n = k * m // n
