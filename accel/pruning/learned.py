@@ -62,7 +62,7 @@ MIN_GROUP = 4
 
 def default_group_size(n: int, k: int) -> int:
     """The smallest group size M that divides n, keeps a whole share k*M/n, holds >= MIN_GROUP blocks and has at
-    most MAX_CANDIDATES candidates; else the smallest that divides (n / gcd(n, k))."""
+    most MAX_CANDIDATES candidates; else the smallest that fits, n / gcd(n, k)."""
     m0 = n // math.gcd(n, k)
     for m in range(m0, n + 1, m0):
         if m >= MIN_GROUP and n % m == 0 and math.comb(m, k * m // n) <= MAX_CANDIDATES:
@@ -102,7 +102,7 @@ def learned_keep(model: torch.nn.Module, calibration: Calibration, k: int, force
                  recover: bool = True, mode: str = "local", group: int | None = None) -> dict[str, Any]:
     """Learn which `k` blocks of `model` to keep (forced ones included); `model` is left unchanged.
     `mode`: "local" (N:M groups where they fit, else global) or "global" (top-k of all blocks); `group`:
-    the local groups' size M (default: the smallest that fits; see `local_groups`).
+    the local groups' size M (default: `default_group_size`, 2:4 at half depth; see `local_groups`).
 
     Returns {"keep", "scores" (per block: its keep logit, or in local mode the probability that its
     group keeps it; None for forced blocks), "learned_losses", "keep_frequency", "learned_mode"}.
