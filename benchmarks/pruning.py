@@ -75,7 +75,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--selectors", default=",".join(SELECTORS))
     p.add_argument("--learned-steps", type=int, default=200, help="optimisation steps of the learned selector")
     p.add_argument("--learned-group", type=int, default=None,
-                   help="the learned selector's N:M group size (default: the smallest that fits)")
+                   help="the learned selector's N:M group size (default: learned.default_group_size, 2:4 at 6/12)")
     p.add_argument("--num-images", type=int, default=100, help="images per model (paired seeds/classes)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (DPM-Solver++, guidance 2.0)")
     p.add_argument("--batch-size", type=int, default=50)
