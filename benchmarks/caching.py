@@ -18,7 +18,8 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 Lines (one curve each, >= 4 settings spanning about 1.3-4x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
 delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
-and schedule-cache (forecast 0 and 1; also forecast 1 with per-sample verify-then-reuse, `+f1+verify`,
+and schedule-cache (forecast 0 and 1; with the DP's minimax objective, `objective="max"`, `+f1+max` and
+`+fpc+max`; also forecast 1 with per-sample verify-then-reuse, `+f1+verify`,
 `verify=0.13|0.2`, whose speed is measured, not set). The fixed-schedule caches get one setting per target speed
 (1.5, 2, 2.5, 3, 4x ideal within 0.15x, from their budgets arithmetic: `schedule_budgets`,
 `interval_grid`, `delta_grid`; what whole steps cannot reach is bracketed instead: 2.5 and 3x at 8
@@ -312,6 +313,10 @@ def accel_settings(steps: int) -> list[Setting]:
         sfx = f"+f{f}" if f else ""
         out += _grid(f"schedule-cache{sfx}", "accel", [
             (f"budget={b}", S(budget=b, forecast=f)) for b in schedule_budgets(steps)])
+    # the DP's minimax objective (LeMiCa): the worst skipped step's predicted error, not their total
+    for f in (1, "pc"):
+        out += _grid(f"schedule-cache+f{f}+max", "accel", [
+            (f"budget={b},objective=max", S(budget=b, forecast=f, objective="max")) for b in schedule_budgets(steps)])
     # verify-then-reuse per sample (accel/caching/verify.py): block 0 checks every reused step; rows whose
     # residual moved more than `verify` compute. 0.13 at budget 0.4 was the one point on the front in a
     # 10-image dpm50 probe (45.2 dB at 1.98x, budget 0.5 alone 45.1 dB at 2.00x); faster budgets beside it

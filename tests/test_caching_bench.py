@@ -128,6 +128,22 @@ def test_frontier_selection_has_an_ideal_setting_near_every_target_speed(workloa
                 assert near, (line, t, speeds)
 
 
+@pytest.mark.parametrize("workload", ["dpm20", "flow8"])
+def test_minimax_lines_run_schedule_cache_budgets_with_the_max_objective(workload):
+    # +f1+max / +fpc+max pair with +f1 / +fpc: the same budgets (so the same block counts), only the DP's
+    # objective differs
+    import caching  # noqa: E402
+
+    steps = caching.WORKLOADS[workload][1]
+    settings = caching.accel_settings(steps)
+    for f in ("1", "pc"):
+        plain = [s.config for s in settings if s.line == f"schedule-cache+f{f}"]
+        minimax = [s.config for s in settings if s.line == f"schedule-cache+f{f}+max"]
+        assert [c.budget for c in minimax] == [c.budget for c in plain] and len(plain) >= 4
+        assert {c.objective for c in minimax} == {"max"} and {c.objective for c in plain} == {"sum"}
+        assert {c.forecast for c in minimax} == {c.forecast for c in plain}
+
+
 def test_ideal_arithmetic_matches_the_block_counts_of_interval_and_delta_cache():
     import accel
     import caching  # noqa: E402
