@@ -3,8 +3,9 @@
     python scripts/caching_table.py [--prefix benchmarks/results/caching2-] [--prefix benchmarks/results/caching-]
         [--workloads dpm20,dpm50,ddim50,flow28,flow8]
 
-Each workload's row comes from the first PREFIX (in the order given) whose file exists; the notes
-under the table name the file of each row.
+Each workload's row comes from the first PREFIX (in the order given) whose file exists, the held-out
+run (PREFIX<workload>.json) before its 20-image screen (PREFIX<workload>-20img.json, whose row says
+"(20)"); the notes under the table name the file of each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
 best accel line's PSNR against the best peer line's, and the margin (bold where accel is not >= 1.0 dB
@@ -21,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SPEEDS = (1.5, 2.0, 2.5, 3.0)
 MARGIN = 1.0  # dB: the issue-32 target
+SCREEN = "-20img"  # the suffix of a workload's 20-image screen (benchmarks/caching.py --contenders)
 
 
 def _row(doc: dict, speed: float) -> dict | None:
@@ -89,7 +91,8 @@ def table(prefixes: str | list[str], workloads: list[str]) -> str:
     out = [head, "|---" * (len(SPEEDS) + 3) + "|"]
     notes = []
     for w in workloads:
-        paths = [Path(f"{p}{w}.json") for p in ([prefixes] if isinstance(prefixes, str) else prefixes)]
+        paths = [Path(f"{p}{w}{s}.json") for p in ([prefixes] if isinstance(prefixes, str) else prefixes)
+                 for s in ("", SCREEN)]
         path = next((p for p in paths if p.exists()), None)
         if path is None:
             out.append(f"| {w} | " + " | ".join(["not run"] * (len(SPEEDS) + 2)) + " |")

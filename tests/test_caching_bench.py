@@ -1,5 +1,6 @@
 """The caching benchmark's curve arithmetic (benchmarks/_curves.py) on hand-made curves."""
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -221,6 +222,24 @@ def test_caching_table_sets_accels_4x_against_the_best_peer_at_3x():
     assert "4x schedule-cache+f1 / -" in caching_table.winners(doc) and caching_table._num_images(doc) == "100"
     del doc["matched_speed"][-1]
     assert caching_table.four_x(doc) == "no 4x row"
+
+
+def test_caching_table_takes_the_held_out_run_before_the_screen_and_the_screen_before_nothing(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def doc(n, psnr):
+        return {"workload": {"num_images": n}, "records": [{"method": "baseline", "fd": 1.0}],
+                "matched_speed": [{"speedup": 1.5, "best_accel": {"line": "a", "psnr": psnr, "fd": 1.0},
+                                   "best_peer": {"line": "p", "psnr": 30.0, "fd": 1.0}}]}
+
+    (tmp_path / "c-dpm20-20img.json").write_text(json.dumps(doc(20, 33.0)))
+    (tmp_path / "c-dpm50-20img.json").write_text(json.dumps(doc(20, 34.0)))
+    (tmp_path / "c-dpm50.json").write_text(json.dumps(doc(100, 35.0)))
+    rows = caching_table.table(str(tmp_path / "c-"), ["dpm20", "dpm50", "flow8"]).splitlines()
+    assert rows[2].startswith("| dpm20 (20) | 33.0 vs 30.0") and "`c-dpm20-20img.json`" in rows[-2]
+    assert rows[3].startswith("| dpm50 (100) | 35.0 vs 30.0") and "`c-dpm50.json`" in rows[-1]
+    assert rows[4].startswith("| flow8 | not run")
 
 
 def test_contenders_keep_lines_near_their_sides_best_and_unscreened_lines(tmp_path):

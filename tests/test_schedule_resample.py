@@ -88,3 +88,22 @@ def test_a_call_of_fewer_steps_uses_the_finer_calibration_from_the_cache_directo
     with accel.apply(pipe, ScheduleCacheConfig(budget=3)):
         with pytest.raises(ValueError, match="calibrate_schedule"):
             run_tiny(pipe, "dit", steps=12)
+
+
+def test_resample_table_pairs_each_setting_and_marks_the_rows_outside_half_a_db():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import resample_table  # noqa: E402
+
+    def row(cal, budget, psnr):
+        return {"workload": "default dpm28", "calibration": cal, "budget": budget, "forecast": 1, "psnr": psnr,
+                "ideal_speedup": 1 / budget}
+
+    doc = {"rows": [row("resampled from 50", 0.5, 37.0), row("made there", 0.5, 39.0),
+                    row("resampled from 50", 0.4, 34.8), row("made there", 0.4, 35.0)]}
+    lines = resample_table.table(doc).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "| default dpm28 (from 50) | 0.5 | 1 | 2.00 | 37.0 | 39.0 | -2.0 | **no** |"
+    assert lines[3].endswith("| 34.8 | 35.0 | -0.2 | yes |")
