@@ -63,3 +63,22 @@ def test_objective_is_validated_and_reported():
     with pytest.raises(ValueError, match="objective"):
         best_schedule(_errors(4, random.Random(0)), 2, objective="mean")
     assert accel.ScheduleCacheConfig(objective="max").objective == "max"
+
+
+def test_objective_table_pairs_sum_and_max_at_each_budget_and_bolds_the_better():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import objective_table  # noqa: E402
+
+    def rec(method, psnr, fd=0.0, speed=2.0):
+        return {"method": method, "psnr": psnr, "fd_vs_baseline_pct": fd, "ideal_speedup": speed}
+
+    run_max = {"records": [rec("baseline", None), rec("schedule-cache+f1:budget=0.5", 34.7),
+                           rec("schedule-cache+f1+max:budget=0.5,objective=max", 32.7, 1.6),
+                           rec("schedule-cache+f1+verify:budget=0.5,verify=0.13", 30.0)]}
+    run_sum = {"records": [rec("schedule-cache+f1:budget=0.5", 99.0), rec("schedule-cache+fpc:budget=0.5", 34.9)]}
+    lines = objective_table.table([run_max, run_sum]).splitlines()
+    assert len(lines) == 3  # the verify line is not a sum/max pair; the first file's f1 record wins
+    assert lines[2] == "| 0.5 | 2.00 | **34.7 (+0.0%)** | 32.7 (+1.6%) | **34.9 (+0.0%)** | - |"
