@@ -274,10 +274,18 @@ def _nearest(targets: tuple, candidates: list[tuple[float, tuple]]) -> list[tupl
 
 def interval_grid(steps: int) -> list[tuple[int, int]]:
     """(interval, warmup) per target speed: the smallest interval that reaches it, with the warm-up (>= 1)
-    that comes nearest (ties: the longer warm-up); at 8 steps warm-up 0 too, else 4x is out of reach."""
+    that comes nearest (ties: the longer warm-up); at 8 steps warm-up 0 too, else 4x is out of reach.
+    Beside them, per target, the smallest interval that reaches it from step 0 (warm-up 0), TaylorSeer's
+    uniform kind of schedule: at dpm20, 100 held-out images, interval 2 from step 0 gave 36.2 dB at 2x
+    against 30.9 dB for interval 3 after 5 steps (forecast 1)."""
     lo = 0 if _few(steps) else 1
-    return _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w), (k, w))
+    grid = _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w), (k, w))
                                     for k in range(2, 7) for w in range(lo, steps // 2 + 1)])
+    for t in TARGET_SPEEDS:
+        k = next((k for k in range(2, 7) if abs(ideal("interval", steps, k, 0) - t) <= DENSITY_TOLERANCE), None)
+        if k is not None and (k, 0) not in grid:
+            grid.append((k, 0))
+    return grid
 
 
 def delta_grid(steps: int) -> list[tuple[int, int]]:
