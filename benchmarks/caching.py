@@ -41,7 +41,7 @@ block 0 always run; the calibrator lines add their top threshold at warm-up 1 to
 
 `--settings frontier` (the held-out run per workload, issue 32): only accel's best lines,
 schedule-cache +f1/+fpc/+f1+verify, interval-cache +f1/+f2, residual-cache +f1 and delta-cache +fpc
-(35-43 settings), and every peer setting (43-69), 86-104 settings per workload.
+(36-47 settings), and every peer setting (58-69), 104-115 settings per workload.
 `--contenders SCREEN.json [--margin 2]` makes the held-out run two-stage: SCREEN.json is an earlier run of
 the same workload (e.g. `--num-images 20`); a line more than `--margin` dB behind the best line of its own
 side at every matched speed there is not run again (its numbers stay in SCREEN.json; the notes list it),
