@@ -4,7 +4,7 @@
         (default: benchmarks/results/caching2-dpm20-objective.json benchmarks/results/caching2-dpm20.json)
 
 Reads the records of benchmarks/caching.py runs on the same seeds and calibration (a record in several
-files must agree: the first is kept) and prints, per budget, the PSNR of schedule-cache with forecast 1
+files is the same measurement: the first file's is kept) and prints, per budget, the PSNR of schedule-cache with forecast 1
 and "pc" under `objective="sum"` (lines `+f1`, `+fpc`) and `"max"` (`+f1+max`, `+fpc+max`), the best
 of each forecast's pair in bold, and the FD-digits change of each in brackets.
 """
