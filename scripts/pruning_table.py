@@ -5,9 +5,9 @@
 --default: benchmarks/pruning.py's files (default model: per-depth selections and their distillations).
 --flow: benchmarks/flow_pruning.py's files (flow model: one row per pruned or distilled folder, its
 selector and distillation read from the folder's own `lineage`). Without them: issue 33's committed files
-(DEFAULT_FILES, FLOW_FILES); a selection in several files shows once, distilled where one file distilled it. Every cell is FD-digits change vs the
-teacher of the same file, class agreement and PSNR to the teacher's images; per depth the best selector
-after distillation (lowest FD-digits) is bold. A missing file or a selector not yet distilled prints as such.
+(DEFAULT_FILES, FLOW_FILES); a selection in several files shows once, distilled where one file distilled
+it. Every cell is FD-digits change vs the teacher of the same file, class agreement and PSNR to the
+teacher's images; per depth the best selector after distillation (lowest FD-digits) is bold. A missing file or a selector not yet distilled prints as such.
 """
 
 from __future__ import annotations
