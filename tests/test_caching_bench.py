@@ -224,6 +224,27 @@ def test_caching_table_sets_accels_4x_against_the_best_peer_at_3x():
     assert caching_table.four_x(doc) == "no 4x row"
 
 
+def test_caching_table_at_least_rule_takes_the_best_measured_setting_at_least_that_fast(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def pts(*sp):
+        return [{"speedup": s, "psnr": p, "fd": 100.0 + s} for s, p in sp]
+
+    doc = {"workload": {"num_images": 100}, "records": [{"method": "baseline", "fd": 100.0}],
+           "curves": {"a1": {"side": "accel", "points": pts((1.43, 47.0), (1.52, 44.0), (2.0, 42.0))},
+                      "a2": {"side": "accel", "points": pts((1.92, 45.0), (4.2, 30.0))},
+                      "p1": {"side": "peer", "points": pts((1.43, 46.0), (1.92, 42.5), (2.63, 37.0))}}}
+    rows = {r["speedup"]: r for r in caching_table.at_least_rows(doc)}
+    # 1.43x points are below 1.5x: not counted; a2's 1.92x point is the best at >= 1.5x
+    assert rows[1.5]["best_accel"] == {"line": "a2", "psnr": 45.0, "fd": 101.92}
+    assert rows[1.5]["best_peer"]["psnr"] == 42.5 and rows[2.0]["best_peer"]["psnr"] == 37.0
+    assert rows[3.0]["best_peer"] is None and rows[4.0]["best_accel"]["psnr"] == 30.0
+    (tmp_path / "c-dpm50.json").write_text(json.dumps(doc))
+    line = caching_table.table(str(tmp_path / "c-"), ["dpm50"], rule="at-least").splitlines()[2]
+    assert line.startswith("| dpm50 (100) | 45.0 vs 42.5 (+2.5) | 42.0 vs 37.0 (+5.0) |")
+
+
 def test_caching_table_takes_the_held_out_run_before_the_screen_and_the_screen_before_nothing(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import caching_table  # noqa: E402
