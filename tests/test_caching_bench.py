@@ -145,6 +145,25 @@ def test_minimax_lines_run_schedule_cache_budgets_with_the_max_objective(workloa
         assert {c.forecast for c in minimax} == {c.forecast for c in plain}
 
 
+def test_interval_grid_runs_each_warm_up_beside_its_same_cost_twin_at_the_other_phase():
+    import caching  # noqa: E402
+
+    assert caching.phase_twin(50, 2, 16) == 15 and caching.phase_twin(50, 2, 17) == 18
+    assert caching.phase_twin(50, 2, 0) is None  # step 0 always computes: no other phase
+    for steps in (8, 20, 28, 50):
+        grid = caching.interval_grid(steps)
+        for k, w in grid:
+            v = caching.phase_twin(steps, k, w)
+            if v is not None:
+                assert (k, v) in grid
+                assert caching.interval_computed(steps, k, v) == caching.interval_computed(steps, k, w)
+                assert caching.computes_last(steps, k, v) != caching.computes_last(steps, k, w)
+    # the arithmetic is interval-cache's own rule: step s computes if s < warmup or (s - warmup) % k == 0
+    for k, w in ((2, 15), (2, 16), (3, 4), (3, 5)):
+        assert caching.computes_last(50, k, w) == ((49 - w) % k == 0)
+        assert caching.interval_computed(50, k, w) == sum(s < w or (s - w) % k == 0 for s in range(50))
+
+
 def test_ideal_arithmetic_matches_the_block_counts_of_interval_and_delta_cache():
     import accel
     import caching  # noqa: E402
