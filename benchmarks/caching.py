@@ -277,7 +277,8 @@ def interval_grid(steps: int) -> list[tuple[int, int]]:
     that comes nearest (ties: the longer warm-up); at 8 steps warm-up 0 too, else 4x is out of reach.
     Beside them, per target, the smallest interval that reaches it from step 0 (warm-up 0), TaylorSeer's
     uniform kind of schedule: at dpm20, 100 held-out images, interval 2 from step 0 gave 36.2 dB at 2x
-    against 30.9 dB for interval 3 after 5 steps (forecast 1)."""
+    against 30.9 dB for interval 3 after 5 steps (forecast 1). And beside each warm-up (>= 1) its
+    `phase_twin`: the same cost, the other way at the last step."""
     lo = 0 if _few(steps) else 1
     grid = _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w), (k, w))
                                     for k in range(2, 7) for w in range(lo, steps // 2 + 1)])
