@@ -2,13 +2,16 @@
 
 A *line* is one method (e.g. ``interval-cache`` with ``forecast=1``) measured at several
 settings, each a point (measured speedup, PSNR, FD). Its *front* keeps the points no other
-point of the same line beats on both speed and PSNR (a user picks the best setting for a
-speed), sorted by speed. At a target speed between two front points the MSE (not the dB)
-is linearly interpolated, and FD too: what running the two settings on shares of the
-images gives, the best a user can get between them. (Linear in dB overstated that where
-the points are far apart: issue 23's dpm50 2x, 43.6 dB between 1.41x/48.5 and 2.46x/39.9
-dB, where the budget-0.5 setting itself gave 39.7 at 1.96x; mixing gives 41.9.) Outside
-the front's measured speed range the line does not reach that speed (no extrapolation).
+point of the same line beats on both speed and PSNR, sorted by speed (the settings a user
+would pick). At a target speed the line is credited with the best a user gets by running two
+of its settings on shares of the images: shares that make the average time per image
+1/speed, the MSE (not the dB) and FD mixed with those shares, the best pair taken (the lower
+convex hull of MSE over time per image, so a measured point never lowers a line's credit).
+(Linear in dB overstated that where the points are far apart: issue 23's dpm50 2x, 43.6 dB
+between 1.41x/48.5 and 2.46x/39.9 dB, where the budget-0.5 setting itself gave 39.7 at
+1.96x; mixing gives 41.9.) Given the baseline (`base`: speed 1, exact images), every line
+may mix with it too, so a line whose slowest setting is faster than the target still
+reaches it; beyond the line's fastest setting it does not (no extrapolation).
 """
 
 from __future__ import annotations
@@ -34,26 +37,30 @@ def _psnr(mse: float) -> float:
     return math.inf if mse <= 0 else -10 * math.log10(mse)
 
 
-def at_speed(points: Iterable[Point], speed: float) -> tuple[float, float | None] | None:
-    """(PSNR, FD) interpolated on the line's front at `speed`; None where the front does not span it."""
-    f = front(points)
-    if not f or not f[0][0] <= speed <= f[-1][0]:
-        return None
-    for (s0, p0, d0), (s1, p1, d1) in zip(f, f[1:]):
-        if s0 <= speed <= s1:
-            w = 0.0 if s1 == s0 else (speed - s0) / (s1 - s0)
+def at_speed(points: Iterable[Point], speed: float, base: Point | None = None) -> tuple[float, float | None] | None:
+    """(PSNR, FD) of the best mix of two of the line's settings (or `base`, the baseline: speed 1, PSNR
+    inf, its FD) on shares of the images averaging `speed`; None where no setting is that fast."""
+    pts = [p for p in list(points) + ([base] if base is not None else []) if p[0] is not None and p[1] is not None]
+    best: tuple[float, float | None] | None = None
+    for s0, p0, d0 in (p for p in pts if p[0] <= speed):
+        for s1, p1, d1 in (p for p in pts if p[0] >= speed):
+            w = 0.0 if s1 == s0 else (1 / s0 - 1 / speed) / (1 / s0 - 1 / s1)  # the faster setting's share
+            mse = (1 - w) * _mse(p0) + w * _mse(p1)
             fd = None if d0 is None or d1 is None else d0 + w * (d1 - d0)
-            return _psnr((1 - w) * _mse(p0) + w * _mse(p1)), fd
-    return f[0][1], f[0][2]  # a single-point front exactly at `speed`
+            if best is None or mse < best[0]:
+                best = (mse, fd)
+    return None if best is None else (_psnr(best[0]), best[1])
 
 
 def matched_speed_table(lines: dict[str, list[Point]], sides: dict[str, str],
-                        speeds: Sequence[float] = (1.5, 2.0, 2.5, 3.0)) -> list[dict]:
-    """Per target speed: every line's interpolated PSNR/FD, and the best line of each side
-    (``sides[line]`` is "accel" or "peer"; best = highest PSNR); None = not reached."""
+                        speeds: Sequence[float] = (1.5, 2.0, 2.5, 3.0), base_fd: float | None = None) -> list[dict]:
+    """Per target speed: every line's interpolated PSNR/FD (each mixing with the baseline, whose FD is
+    `base_fd`), and the best line of each side (``sides[line]`` is "accel" or "peer"; best = highest
+    PSNR); None = not reached."""
+    base = (1.0, math.inf, base_fd)
     rows = []
     for s in speeds:
-        per_line = {name: at_speed(pts, s) for name, pts in lines.items()}
+        per_line = {name: at_speed(pts, s, base) for name, pts in lines.items()}
         row: dict = {"speedup": s, "lines": {n: (None if v is None else {"psnr": v[0], "fd": v[1]})
                                              for n, v in per_line.items()}}
         for side in ("accel", "peer"):

@@ -66,8 +66,8 @@ Quality: PSNR to the baseline's images of the same seeds and FD-digits over all 
 
 Output: PREFIX.json (records, curves, matched-speed table, notes, meta), PREFIX.png (PSNR and
 FD-digits vs measured speedup, one line per method) and the tables on stdout. The matched-speed
-table interpolates PSNR along each line's measured front at 1.5/2/2.5/3/4x (benchmarks/_curves.py)
-and compares the best accel line with the best peer line ('not reached' where none spans it).
+table interpolates PSNR along each line's measured front at 1.5/2/2.5/3/4x, the baseline counted as
+every line's slowest point (benchmarks/_curves.py: two settings run on shares of the images), and compares the best accel line with the best peer line ('not reached' where none spans it).
 """
 
 from __future__ import annotations
@@ -802,7 +802,7 @@ def main() -> None:
     for r in records[1:]:
         lines.setdefault(r["line"], []).append((r[xkey], r["psnr"], r["fd"]))
         sides[r["line"]] = r["side"]
-    matched = matched_speed_table(lines, sides, TARGET_SPEEDS)
+    matched = matched_speed_table(lines, sides, TARGET_SPEEDS, base_fd)
     title = (f"{model.name}, {scheduler} {steps} steps, guidance {guidance}, {args.num_images} images, "
              f"timing {t_imgs} images x {args.repeats} repeats, {args.speed} speedup")
 

@@ -5,15 +5,19 @@
 
 Each workload's row comes from the first PREFIX (in the order given) whose file exists, the held-out
 run (PREFIX<workload>.json) before its 20-image screen (PREFIX<workload>-20img.json, whose row says
-"(20)"); the notes under the table name the file of each row.
+"(20)"); a held-out run's companions, more lines run apart on its own images (PREFIX<workload>-phase.json:
+interval-cache's phase twins; -dmd.json: cache-dit's DMD line), join its row's curves. The notes under the
+table name the files of each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
 best accel line's PSNR against the best peer line's, and the margin (bold where accel is not >= 1.0 dB
 ahead); the last column sets accel's 4x against the best peer at 3x (the issue-32 target). Lines and
 FD-digits per cell are in each JSON's `matched_speed`; the footnote row names the winning lines.
 
-Two rules for "accel's best at speed s": `matched` (default) interpolates each line's front at s (the
-JSON's `matched_speed`: running two settings on shares of the images); `at-least` is issue 32's own
+Two rules for "accel's best at speed s": `matched` (default) interpolates each line's front at s, the
+baseline counted as every line's slowest point (two settings run on shares of the images: recomputed from
+each JSON's `curves` with benchmarks/_curves.py, so every file follows today's rule, whatever rule its
+stored `matched_speed` was written with; a file without `curves` keeps its stored rows); `at-least` is issue 32's own
 rule, the best PSNR among the measured settings at least s times faster (each JSON's `curves`), which
 never credits a point that was not run but rewards the side whose settings sit just above s.
 """
@@ -22,16 +26,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _curves import matched_speed_table  # noqa: E402
 SPEEDS = (1.5, 2.0, 2.5, 3.0)
 MARGIN = 1.0  # dB: the issue-32 target
 SCREEN = "-20img"  # the suffix of a workload's 20-image screen (benchmarks/caching.py --contenders)
+COMPANIONS = ("-phase", "-dmd")  # runs of more lines on a held-out run's own images, merged into its row
 
 
 def _row(doc: dict, speed: float) -> dict | None:
     return next((r for r in doc["matched_speed"] if abs(r["speedup"] - speed) < 1e-9), None)
+
+
+def _base_fd(doc: dict) -> float | None:
+    return next((r["fd"] for r in doc["records"] if r["method"] == "baseline"), None)
+
+
+def matched_rows(doc: dict, speeds: tuple[float, ...] = SPEEDS + (4.0,)) -> list[dict]:
+    """`matched_speed` by today's rule (benchmarks/_curves.py) from the JSON's `curves` and baseline FD."""
+    curves = doc["curves"]
+    lines = {n: [(p["speedup"], p["psnr"], p.get("fd")) for p in c["points"]] for n, c in curves.items()}
+    return matched_speed_table(lines, {n: c["side"] for n, c in curves.items()}, speeds, _base_fd(doc))
 
 
 def at_least_rows(doc: dict, speeds: tuple[float, ...] = SPEEDS + (4.0,)) -> list[dict]:
@@ -77,7 +96,7 @@ def four_x(doc: dict) -> str:
 
 def fd_change(doc: dict) -> str:
     """The largest |FD-digits change| of accel's best line over the matched speeds, vs the baseline."""
-    base = next(r["fd"] for r in doc["records"] if r["method"] == "baseline")
+    base = _base_fd(doc)
     worst = None
     for s in SPEEDS + (4.0,):
         r = _row(doc, s)
@@ -106,6 +125,27 @@ def _num_images(doc: dict) -> str:
     return next((cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--num-images"), "200")  # the script's default
 
 
+def _images(doc: dict) -> tuple:
+    """What makes two runs' images the same: the workload block and the measured seeds and labels."""
+    cmd = doc.get("meta", {}).get("command") or []
+    flag = {a: cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a in ("--seed", "--labels")}
+    return (json.dumps(doc.get("workload"), sort_keys=True), flag.get("--seed", "20000"), flag.get("--labels", "1,3,5,7,9"))
+
+
+def merged(doc: dict, companions: list[dict]) -> dict:
+    """`doc` with the curve points of companion runs on the same images (same workload block, seeds and
+    labels; a line's points appended, repeats dropped): e.g. interval-cache's phase twins, or a peer line
+    run apart. A companion on other images is refused."""
+    curves = {n: {**c, "points": list(c["points"])} for n, c in doc["curves"].items()}
+    for other in companions:
+        if _images(other) != _images(doc):
+            raise ValueError("a companion run measured other images than the held-out run it would join")
+        for n, c in other["curves"].items():
+            line = curves.setdefault(n, {"side": c["side"], "points": []})
+            line["points"] += [p for p in c["points"] if p not in line["points"]]
+    return {**doc, "curves": curves}
+
+
 def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched") -> str:
     head = "| workload (images) | " + " | ".join(f"{s:g}x" for s in SPEEDS) + " | accel 4x vs peer 3x | FD-digits, worst |"
     out = [head, "|---" * (len(SPEEDS) + 3) + "|"]
@@ -118,12 +158,19 @@ def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched"
             out.append(f"| {w} | " + " | ".join(["not run"] * (len(SPEEDS) + 2)) + " |")
             continue
         doc = json.loads(path.read_text())
+        extra = [path.with_name(path.stem + c + ".json") for c in COMPANIONS] if not path.stem.endswith(SCREEN) else []
+        extra = [p for p in extra if p.exists()]
+        if extra and "curves" in doc:
+            doc = merged(doc, [json.loads(p.read_text()) for p in extra])
         if rule == "at-least":
             doc = {**doc, "matched_speed": at_least_rows(doc)}
+        elif "curves" in doc:
+            doc = {**doc, "matched_speed": matched_rows(doc)}
         n = _num_images(doc)
         out.append(f"| {w} ({n}) | " + " | ".join(cell(doc, s) for s in SPEEDS)
                    + f" | {four_x(doc)} | {fd_change(doc)} |")
-        notes.append(f"- {w} (`{path.name}`): {winners(doc)}")
+        names = ", ".join(f"`{p.name}`" for p in [path] + extra)
+        notes.append(f"- {w} ({names}): {winners(doc)}")
     return "\n".join(out + [""] + notes)
 
 

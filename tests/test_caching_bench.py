@@ -22,15 +22,36 @@ def _mixed(p0, p1, w):  # PSNR of running two settings on shares (1 - w, w) of t
     return -10 * math.log10((1 - w) * 10 ** (-p0 / 10) + w * 10 ** (-p1 / 10))
 
 
-def test_at_speed_interpolates_mse_and_fd_linearly_inside_the_span_only():
+def _share(s0, s1, s):  # the faster setting's share of the images for an average speed s (time per image)
+    return (1 / s0 - 1 / s) / (1 / s0 - 1 / s1)
+
+
+def test_at_speed_mixes_two_settings_by_time_per_image_inside_the_span_only():
     pts = [(1.0, 40.0, 2.0), (2.0, 30.0, 4.0), (3.0, 20.0, 10.0)]
-    assert at_speed(pts, 1.5) == pytest.approx((_mixed(40, 30, 0.5), 3.0))
+    w = _share(1.0, 2.0, 1.5)
+    assert w == pytest.approx(2 / 3)  # 1/1.5 s per image: 1/3 of the images at 1 s, 2/3 at 0.5 s
+    assert at_speed(pts, 1.5) == pytest.approx((_mixed(40, 30, w), 2.0 + 2.0 * w))
     assert at_speed(pts, 1.5)[0] < 35.0  # below the dB midpoint: the dB line overstates the mix
-    assert at_speed(pts, 2.5) == pytest.approx((_mixed(30, 20, 0.5), 7.0))
+    assert at_speed(pts, 2.5) == pytest.approx((_mixed(30, 20, _share(2, 3, 2.5)), 4.0 + 6.0 * _share(2, 3, 2.5)))
     assert at_speed(pts, 3.0) == pytest.approx((20.0, 10.0))
     assert at_speed(pts, 3.01) is None  # not reached: no extrapolation
     assert at_speed(pts, 0.9) is None
     assert at_speed([(2.0, 30.0, None)], 2.0) == (30.0, None)
+
+
+def test_at_speed_takes_the_best_pair_and_mixes_with_the_baseline_below_a_lines_slowest_setting():
+    # the middle point lies above the hull: mixing 1.0x and 3.0x beats it at 2x, so it must not lower the line
+    pts = [(1.0, 40.0, None), (2.0, 25.0, None), (3.0, 30.0, None)]
+    w = _share(1.0, 3.0, 2.0)
+    assert at_speed(pts, 2.0)[0] == pytest.approx(_mixed(40, 30, w))
+    assert at_speed(pts, 2.0)[0] > at_speed([pts[0], pts[1]], 2.0)[0]
+    # a line that starts at 1.92x reaches 1.5x by running the baseline (exact: MSE 0) on a share
+    base = (1.0, math.inf, 100.0)
+    psnr, fd = at_speed([(1.92, 46.9, 101.0)], 1.5, base)
+    w = _share(1.0, 1.92, 1.5)
+    assert psnr == pytest.approx(46.9 - 10 * math.log10(w)) and fd == pytest.approx(100.0 + w)
+    assert at_speed([(1.92, 46.9, 101.0)], 1.5) is None  # no baseline given: not reached
+    assert at_speed([(1.92, 46.9, 101.0)], 2.0, base) is None  # never beyond the fastest setting
 
 
 def test_matched_table_picks_best_line_per_side_and_says_not_reached():
@@ -42,17 +63,21 @@ def test_matched_table_picks_best_line_per_side_and_says_not_reached():
     sides = {"a1": "accel", "a2": "accel", "p1": "peer"}
     rows = matched_speed_table(lines, sides, (1.5, 2.0, 2.5, 3.0))
     r15, r20, r25, r30 = rows
-    # at 1.5x: a1 mixes to 36.8, a2 to 31.7 (the dB line would say 37.6: a2) -> a1 is best accel; p1 = 36.0
-    assert r15["best_accel"]["line"] == "a1" and r15["best_accel"]["psnr"] == pytest.approx(_mixed(38, 33, 1 / 7))
+    # at 1.5x: a1 mixes to 36.4, a2 to 28.7 (the dB line would say 37.6: a2) -> a1 is best accel; p1 = 36.0
+    assert r15["best_accel"]["line"] == "a1"
+    assert r15["best_accel"]["psnr"] == pytest.approx(_mixed(38, 33, _share(1.4, 2.1, 1.5)))
     assert r15["best_peer"]["psnr"] == pytest.approx(36.0) and r15["accel_ahead"] is True
     assert r20["best_accel"]["line"] == "a1"
     # at 2.5x only a2 spans on the accel side; the peer is ahead
-    assert r25["best_accel"]["psnr"] == pytest.approx(_mixed(40, 24, 0.65))
-    assert r25["best_peer"]["psnr"] == pytest.approx(_mixed(36, 31, 1 / 1.1))
+    assert r25["best_accel"]["psnr"] == pytest.approx(_mixed(40, 24, _share(1.2, 3.2, 2.5)))
+    assert r25["best_peer"]["psnr"] == pytest.approx(_mixed(36, 31, _share(1.5, 2.6, 2.5)))
     assert r25["accel_ahead"] is False
     assert r30["best_peer"] is None and r30["accel_ahead"] is None  # the peer's curve stops at 2.6x
     text = format_matched(rows, "FD")
     assert "not reached" in text.splitlines()[4] and "PEER" in text.splitlines()[3]
+    # with the baseline's FD given, every line reaches the speeds below its slowest setting
+    rows = matched_speed_table({"p1": [(1.92, 46.9, 101.0)]}, {"p1": "peer"}, (1.5,), base_fd=100.0)
+    assert rows[0]["best_peer"]["psnr"] > 46.9 and rows[0]["best_accel"] is None
 
 
 def test_flow_workload_asks_each_image_for_its_digit_in_words():
@@ -262,6 +287,33 @@ def test_caching_table_at_least_rule_takes_the_best_measured_setting_at_least_th
     (tmp_path / "c-dpm50.json").write_text(json.dumps(doc))
     line = caching_table.table(str(tmp_path / "c-"), ["dpm50"], rule="at-least").splitlines()[2]
     assert line.startswith("| dpm50 (100) | 45.0 vs 42.5 (+2.5) | 42.0 vs 37.0 (+5.0) |")
+    # the matched rule recomputes the rows from the curves (no stored matched_speed here): at 1.5x a2 runs
+    # the baseline on 30% of the images (46.6 dB) and p1 mixes 1.43x with 1.92x (45.1 dB)
+    line = caching_table.table(str(tmp_path / "c-"), ["dpm50"]).splitlines()[2]
+    assert line.startswith("| dpm50 (100) | 46.6 vs 45.1 (+1.5) |")
+
+
+def test_caching_table_merges_companion_runs_on_the_same_images_and_refuses_others(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def doc(seed, **curves):
+        return {"workload": {"workload": "dpm50", "num_images": 100}, "records": [{"method": "baseline", "fd": 1.0}],
+                "meta": {"command": ["python", "benchmarks/caching.py", "--seed", str(seed)]},
+                "curves": {n: {"side": "accel" if n[0] == "a" else "peer",
+                               "points": [{"speedup": s, "psnr": q, "fd": 1.0} for s, q in pts]}
+                           for n, pts in curves.items()}}
+
+    (tmp_path / "c-dpm50.json").write_text(json.dumps(doc(20020, a=[(2.0, 40.0)], p=[(2.0, 41.0)])))
+    before = caching_table.table(str(tmp_path / "c-"), ["dpm50"]).splitlines()[2]
+    assert "| **40.0 vs 41.0 (-1.0)** |" in before  # 2x: the peer leads
+    # the phase run adds a point to line a on the same images: it now leads at 2x
+    (tmp_path / "c-dpm50-phase.json").write_text(json.dumps(doc(20020, a=[(2.0, 40.0), (2.0, 43.0)])))
+    rows = caching_table.table(str(tmp_path / "c-"), ["dpm50"]).splitlines()
+    assert "| 43.0 vs 41.0 (+2.0) |" in rows[2] and "`c-dpm50-phase.json`" in rows[-1]
+    (tmp_path / "c-dpm50-phase.json").write_text(json.dumps(doc(20000, a=[(2.0, 43.0)])))  # other seeds
+    with pytest.raises(ValueError, match="other images"):
+        caching_table.table(str(tmp_path / "c-"), ["dpm50"])
 
 
 def test_caching_table_takes_the_held_out_run_before_the_screen_and_the_screen_before_nothing(tmp_path):
