@@ -6,7 +6,8 @@
 Each workload's row comes from the first PREFIX (in the order given) whose file exists, the held-out
 run (PREFIX<workload>.json) before its 20-image screen (PREFIX<workload>-20img.json, whose row says
 "(20)"); a held-out run's companions, more lines run apart on its own images (PREFIX<workload>-phase.json:
-interval-cache's phase twins; -dmd.json: cache-dit's DMD line), join its row's curves. The notes under the
+interval-cache's phase twins; -dmd.json: cache-dit's DMD line; -cooldown.json: interval-cache with the
+last step computed), join its row's curves. The notes under the
 table name the files of each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
@@ -35,7 +36,7 @@ from _curves import matched_speed_table  # noqa: E402
 SPEEDS = (1.5, 2.0, 2.5, 3.0)
 MARGIN = 1.0  # dB: the issue-32 target
 SCREEN = "-20img"  # the suffix of a workload's 20-image screen (benchmarks/caching.py --contenders)
-COMPANIONS = ("-phase", "-dmd")  # runs of more lines on a held-out run's own images, merged into its row
+COMPANIONS = ("-phase", "-dmd", "-cooldown")  # more lines run on a held-out run's own images: join its row
 
 
 def _row(doc: dict, speed: float) -> dict | None:

@@ -131,6 +131,23 @@ def test_interval_cache_schedule(dit4):
     assert ran == {(0, 0): ALL4, (1, 0): ALL4, (2, 0): [], (3, 0): [], (4, 0): ALL4, (5, 0): [], (6, 0): []}
     ran = _schedule(dit4, "dit", IntervalCacheConfig(min_steps=0, interval=2, warmup=0), steps=4)
     assert ran == {(0, 0): ALL4, (1, 0): [], (2, 0): ALL4, (3, 0): []}
+    # cooldown 2: the last two steps always computed, the interval pattern unchanged before them
+    ran = _schedule(dit4, "dit", IntervalCacheConfig(min_steps=0, interval=3, warmup=1, cooldown=2), steps=7)
+    assert ran == {(0, 0): ALL4, (1, 0): ALL4, (2, 0): [], (3, 0): [], (4, 0): ALL4, (5, 0): ALL4, (6, 0): ALL4}
+
+
+@torch.no_grad()
+def test_interval_cache_cooldown_on_a_bare_transformer_is_ignored_with_a_warning():
+    model = tiny_transformer("dit", num_layers=2)
+    inputs = transformer_inputs("dit", model)
+    with accel.apply(model, IntervalCacheConfig(min_steps=0, interval=2, warmup=0, cooldown=1)) as handle:
+        for t in (900, 800, 700):
+            model(**{**inputs, "timestep": torch.full((2,), t)})
+        stats = handle.stats()["interval-cache"]
+    assert stats["total"]["blocks_reused"] == 2  # step 1 reused as without cooldown; step 2 computed by the interval
+    assert any("cooldown=1 ignored" in w for w in stats["warnings"])
+    with pytest.raises(ValueError, match="cooldown"):
+        IntervalCacheConfig(cooldown=-1)
 
 
 def test_residual_cache_schedule_warmup_and_cap(dit4):

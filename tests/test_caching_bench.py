@@ -196,11 +196,12 @@ def test_ideal_arithmetic_matches_the_block_counts_of_interval_and_delta_cache()
 
     pipe = tiny_pipeline("dit", num_layers=3)
     m = accel.methods()
-    for k, w in ((2, 0), (3, 2), (5, 1)):
-        with accel.apply(pipe, m["interval-cache"](interval=k, warmup=w)) as h:
+    for k, w, c in ((2, 0, 0), (3, 2, 0), (5, 1, 0), (2, 0, 1), (3, 1, 2), (7, 0, 1)):
+        with accel.apply(pipe, m["interval-cache"](interval=k, warmup=w, cooldown=c, min_steps=0)) as h:
             run_tiny(pipe, "dit", steps=8)
             t = h.stats()["total"]
-        assert t["block_evals"] == 3 * caching.interval_computed(8, k, w)
+        assert t["block_evals"] == 3 * caching.interval_computed(8, k, w, c)
+    assert caching.interval_computed(8, 7, 0, 1) == 2 and caching.interval_computed(20, 2, 0, 1) == 11
     for k, c in ((2, 2), (3, 3)):
         with accel.apply(pipe, m["delta-cache"](interval=k, cached_blocks=c)) as h:
             run_tiny(pipe, "dit", steps=8)
