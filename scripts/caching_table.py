@@ -1,13 +1,15 @@
 """Print the caching table of the README and docs/results.md from the caching benchmark's JSON files.
 
     python scripts/caching_table.py [--prefix benchmarks/results/caching2-] [--prefix benchmarks/results/caching-]
-        [--workloads dpm20,dpm50,ddim50,flow28,flow8] [--rule matched|at-least]
+        [--workloads dpm20,dpm50,ddim50,flow28,flow8] [--rule matched|at-least] [--speed ideal|measured]
 
 Each workload's row comes from the first PREFIX (in the order given) whose file exists, the held-out
 run (PREFIX<workload>.json) before its 20-image screen (PREFIX<workload>-20img.json, whose row says
 "(20)"); a held-out run's companions, more lines run apart on its own images (PREFIX<workload>-phase.json:
 interval-cache's phase twins; -dmd.json: cache-dit's DMD line; -cooldown.json: interval-cache with the
-last step computed), join its row's curves. The notes under the
+last step computed), join its row's curves. With `--speed measured` every setting's speed comes from
+PREFIX<workload>-timing.json instead: benchmarks/caching.py run on 2 images with 5 timed repeats on one
+quiet thread, the same settings (`on_measured_speed`). The notes under the
 table name the files of each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
@@ -37,6 +39,7 @@ SPEEDS = (1.5, 2.0, 2.5, 3.0)
 MARGIN = 1.0  # dB: the issue-32 target
 SCREEN = "-20img"  # the suffix of a workload's 20-image screen (benchmarks/caching.py --contenders)
 COMPANIONS = ("-phase", "-dmd", "-cooldown")  # more lines run on a held-out run's own images: join its row
+TIMING = "-timing"  # a workload's quiet timing run of the same settings (--speed measured)
 
 
 def _row(doc: dict, speed: float) -> dict | None:
@@ -138,16 +141,41 @@ def merged(doc: dict, companions: list[dict]) -> dict:
     labels; a line's points appended, repeats dropped): e.g. interval-cache's phase twins, or a peer line
     run apart. A companion on other images is refused."""
     curves = {n: {**c, "points": list(c["points"])} for n, c in doc["curves"].items()}
+    records = list(doc["records"])
     for other in companions:
         if _images(other) != _images(doc):
             raise ValueError("a companion run measured other images than the held-out run it would join")
         for n, c in other["curves"].items():
             line = curves.setdefault(n, {"side": c["side"], "points": []})
             line["points"] += [p for p in c["points"] if p not in line["points"]]
-    return {**doc, "curves": curves}
+        seen = {r["method"] for r in records}
+        records += [r for r in other["records"] if r["method"] not in seen]
+    return {**doc, "curves": curves, "records": records}
 
 
-def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched") -> str:
+def on_measured_speed(doc: dict, timing: dict) -> dict:
+    """`doc` with its curves rebuilt on measured speed: each setting's speedup timed in the `timing` run
+    (the same settings, on a quiet thread), scaled by this run's block counts over the timed batch's where
+    an adaptive setting skipped differently there; PSNR and FD stay this run's. Settings the timing run
+    lacks are left out and named in `untimed`."""
+    timed = {r["method"]: r for r in timing["records"]}
+    curves: dict = {}
+    untimed = []
+    for r in doc["records"]:
+        if r["method"] == "baseline" or r.get("psnr") is None:
+            continue
+        t = timed.get(r["method"])
+        if t is None or t.get("speedup") is None:
+            untimed.append(r["method"])
+            continue
+        qi, ti = r.get("quality_ideal_speedup"), t.get("ideal_speedup")
+        speed = t["speedup"] * (qi / ti if qi and ti else 1.0)
+        line = curves.setdefault(r["line"], {"side": r["side"], "points": []})
+        line["points"].append({"speedup": speed, "psnr": r["psnr"], "fd": r["fd"]})
+    return {**doc, "curves": curves, "untimed": untimed}
+
+
+def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched", speed: str = "ideal") -> str:
     head = "| workload (images) | " + " | ".join(f"{s:g}x" for s in SPEEDS) + " | accel 4x vs peer 3x | FD-digits, worst |"
     out = [head, "|---" * (len(SPEEDS) + 3) + "|"]
     notes = []
@@ -163,6 +191,13 @@ def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched"
         extra = [p for p in extra if p.exists()]
         if extra and "curves" in doc:
             doc = merged(doc, [json.loads(p.read_text()) for p in extra])
+        if speed == "measured":
+            timing = path.with_name(path.stem + TIMING + ".json")
+            if not timing.exists():
+                out.append(f"| {w} | " + " | ".join(["no timing run"] * (len(SPEEDS) + 2)) + " |")
+                continue
+            doc = on_measured_speed(doc, json.loads(timing.read_text()))
+            extra.append(timing)
         if rule == "at-least":
             doc = {**doc, "matched_speed": at_least_rows(doc)}
         elif "curves" in doc:
@@ -171,7 +206,8 @@ def table(prefixes: str | list[str], workloads: list[str], rule: str = "matched"
         out.append(f"| {w} ({n}) | " + " | ".join(cell(doc, s) for s in SPEEDS)
                    + f" | {four_x(doc)} | {fd_change(doc)} |")
         names = ", ".join(f"`{p.name}`" for p in [path] + extra)
-        notes.append(f"- {w} ({names}): {winners(doc)}")
+        untimed = f" (untimed, left out: {', '.join(doc['untimed'])})" if doc.get("untimed") else ""
+        notes.append(f"- {w} ({names}): {winners(doc)}{untimed}")
     return "\n".join(out + [""] + notes)
 
 
@@ -183,6 +219,9 @@ if __name__ == "__main__":
     ap.add_argument("--rule", choices=("matched", "at-least"), default="matched",
                     help="matched: each line's front interpolated at the speed; at-least: the best measured setting "
                          "at least that fast (issue 32's rule)")
+    ap.add_argument("--speed", choices=("ideal", "measured"), default="ideal",
+                    help="ideal: each run's own speed axis (block evaluations); measured: the speedups of "
+                         "PREFIX<workload>-timing.json, a quiet one-thread timing run of the same settings")
     args = ap.parse_args()
     print(table(args.prefix or [str(REPO / "benchmarks" / "results" / "caching2-")], args.workloads.split(","),
-                args.rule))
+                args.rule, args.speed))

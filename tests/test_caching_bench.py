@@ -317,6 +317,35 @@ def test_caching_table_merges_companion_runs_on_the_same_images_and_refuses_othe
         caching_table.table(str(tmp_path / "c-"), ["dpm50"])
 
 
+def test_caching_table_on_measured_speed_takes_each_settings_timed_speedup(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import caching_table  # noqa: E402
+
+    def rec(method, line, side, psnr, qi):
+        return {"method": method, "line": line, "side": side, "psnr": psnr, "fd": 1.0, "quality_ideal_speedup": qi}
+
+    doc = {"workload": {"workload": "dpm50", "num_images": 100}, "curves": {},
+           "records": [{"method": "baseline", "fd": 1.0, "psnr": None},
+                       rec("a:x", "a", "accel", 44.0, 2.0), rec("p:y", "p", "peer", 43.0, 2.0),
+                       rec("p:z", "p", "peer", 40.0, 2.5), rec("a:new", "a", "accel", 50.0, 1.9)]}
+    timing = {"records": [{"method": "baseline", "speedup": 1.0, "ideal_speedup": 1.0},
+                          {"method": "a:x", "speedup": 1.8, "ideal_speedup": 2.0},
+                          {"method": "p:y", "speedup": 1.6, "ideal_speedup": 2.0},
+                          # an adaptive setting that skipped more in its timed batch: scaled to this run's counts
+                          {"method": "p:z", "speedup": 2.7, "ideal_speedup": 3.0}]}
+    out = caching_table.on_measured_speed(doc, timing)
+    assert out["curves"]["a"]["points"] == [{"speedup": 1.8, "psnr": 44.0, "fd": 1.0}]
+    assert [q["speedup"] for q in out["curves"]["p"]["points"]] == pytest.approx([1.6, 2.7 * 2.5 / 3.0])
+    assert out["untimed"] == ["a:new"]
+    (tmp_path / "c-dpm50.json").write_text(json.dumps(doc))
+    assert "no timing run" in caching_table.table(str(tmp_path / "c-"), ["dpm50"], speed="measured")
+    (tmp_path / "c-dpm50-timing.json").write_text(json.dumps(timing))
+    rows = caching_table.table(str(tmp_path / "c-"), ["dpm50"], speed="measured").splitlines()
+    # 1.5x: a at 1.8x (44.0) mixed with the baseline, p at 1.6x (43.0) likewise; "a:new" is left out
+    assert rows[2].startswith("| dpm50 (100) | 45.2 vs 43.5 (+1.7) |") and "untimed, left out: a:new" in rows[-1]
+    assert "`c-dpm50-timing.json`" in rows[-1]
+
+
 def test_caching_table_takes_the_held_out_run_before_the_screen_and_the_screen_before_nothing(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import caching_table  # noqa: E402
