@@ -50,7 +50,7 @@ class IntervalCacheConfig(MethodConfig):
         last is 9x the median step), so skipping them costs most. At 20 DPM++ steps (100 held-out
         images, forecast 1) interval 2 from step 0 gave 36.2 dB at 2.0x and with cooldown 1 38.6 dB
         at 1.82x (diffusers' TaylorSeer, interval 2: 36.7 dB at 1.82x); interval 3 after 1 step with
-        cooldown 1 34.1 dB at 2.5x, against 29.8 for interval 3 after 5 steps. Default 0.
+        cooldown 1 34.1 dB at 2.5x, against 29.8 for interval 3 after 2 steps. Default 0.
     forecast: order of the residual's forecast from the last computed steps (0 = reuse it,
         1 = linear, 2 = quadratic; FORA reuses, TaylorSeer forecasts; "exp" / "pc": the exponential
         fit and the predictor-corrector of accel/caching/forecast.py). Default 0: with the default
