@@ -17,8 +17,9 @@ on a stock diffusers pipeline: `DiTPipeline` holding the default model (cache-di
 
 Lines (one curve each, >= 4 settings spanning about 1.3-4x with --settings full):
 accel's delta-cache, interval-cache, residual-cache (forecast 0 and 1; interval-cache also 2;
-delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`)
-and schedule-cache (forecast 0 and 1; with the DP's minimax objective, `objective="max"`, `+f1+max` and
+delta-, interval- and schedule-cache also the exponential fit `+fexp` and the predictor-corrector `+fpc`;
+interval-cache also forecast 1 with the last step always computed, `+f1+cd1`, `cooldown=1`) and
+schedule-cache (forecast 0 and 1; with the DP's minimax objective, `objective="max"`, `+f1+max` and
 `+fpc+max`; also forecast 1 with per-sample verify-then-reuse, `+f1+verify`,
 `verify=0.13|0.2`, whose speed is measured, not set). The fixed-schedule caches get one setting per target speed
 (1.5, 2, 2.5, 3, 4x ideal within 0.15x, from their budgets arithmetic: `schedule_budgets`,
