@@ -60,6 +60,23 @@ def test_calibration_file_for_another_key_is_refused(tmp_path):
         load_calibration(path, CalibrationKey(key.model, "DPMSolverMultistepScheduler:1", 4))
 
 
+def test_a_calibration_read_before_is_not_parsed_again_until_its_bytes_change(tmp_path):
+    from accel.caching.schedule import read_calibration
+
+    key = CalibrationKey("DiT:abc:def", "DDIMScheduler:123", 4)
+    path = save_calibration(tmp_path / "cal.json", key, _random_errors(4, random.Random(1)), images=2)
+    first = read_calibration(path)
+    assert read_calibration(path) is first  # the same checked document, not a second parse
+    doc = json.loads(path.read_text())
+    doc["errors"][0][1] = 0.25  # same path, other bytes: read and checked again
+    path.write_text(json.dumps(doc))
+    assert read_calibration(path) is not first and read_calibration(path)["errors"][0][1] == 0.25
+    doc["errors"][0][1] = -1.0  # an invalid file is never served from what was read before
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="finite numbers >= 0"):
+        read_calibration(path)
+
+
 def test_calibration_then_the_best_schedule_for_each_budget(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCEL_CACHE_DIR", str(tmp_path))
     pipe = tiny_pipeline("dit", num_layers=2)
