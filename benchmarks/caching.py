@@ -67,8 +67,9 @@ Quality: PSNR to the baseline's images of the same seeds and FD-digits over all 
 
 Output: PREFIX.json (records, curves, matched-speed table, notes, meta), PREFIX.png (PSNR and
 FD-digits vs measured speedup, one line per method) and the tables on stdout. The matched-speed
-table interpolates PSNR along each line's measured front at 1.5/2/2.5/3/4x, the baseline counted as
-every line's slowest point (benchmarks/_curves.py: two settings run on shares of the images), and compares the best accel line with the best peer line ('not reached' where none spans it).
+table credits each line at 1.5/2/2.5/3/4x with its best mix of two measured settings, the baseline
+among them (benchmarks/_curves.py: two settings run on shares of the images), and compares the best
+accel line with the best peer line ('not reached' where none is that fast).
 """
 
 from __future__ import annotations
@@ -281,8 +282,8 @@ def interval_grid(steps: int, cooldown: int = 0) -> list[tuple[int, int]]:
     against 30.9 dB for interval 3 after 5 steps (forecast 1). And beside each warm-up (>= 1) its
     `phase_twin`: the same cost, the other way at the last step. With `cooldown` (the last steps always
     computed: no phase twins, the last step is computed either way) the same rule with that cooldown, and
-    every interval 2-6 (at 8 steps 2-7) from step 0 (at dpm20, 20 images: interval 2 from step 0 with the last step computed
-    gave 39.1 dB at 1.82x where TaylorSeer's interval 2 gave 36.7)."""
+    every interval 2-6 (at 8 steps 2-7) from step 0: at dpm20, 100 held-out images, interval 2 from step 0
+    with the last step computed gave 38.6 dB at 1.82x, TaylorSeer's interval 2 36.7."""
     lo = 0 if _few(steps) else 1
     grid = _nearest(TARGET_SPEEDS, [(ideal("interval", steps, k, w, cooldown), (k, w))
                                     for k in range(2, 7) for w in range(lo, steps // 2 + 1)])
@@ -473,8 +474,7 @@ def _matched(s: Setting) -> bool:
 
 # --settings frontier: accel's best lines (issue 32), each with one setting per target speed, and every peer line
 FRONTIER_LINES = ("schedule-cache+f1", "schedule-cache+fpc", "interval-cache+f1", "interval-cache+f1+cd1",
-                  "interval-cache+f2",
-                  "residual-cache+f1", "delta-cache+fpc", "schedule-cache+f1+verify")
+                  "interval-cache+f2", "residual-cache+f1", "delta-cache+fpc", "schedule-cache+f1+verify")
 
 
 def _frontier(s: Setting) -> bool:
