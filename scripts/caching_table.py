@@ -9,19 +9,19 @@ run (PREFIX<workload>.json) before its 20-image screen (PREFIX<workload>-20img.j
 interval-cache's phase twins; -dmd.json: cache-dit's DMD line; -cooldown.json: interval-cache with the
 last step computed), join its row's curves. With `--speed measured` every setting's speed comes from
 PREFIX<workload>-timing.json instead: benchmarks/caching.py run on 2 images with 5 timed repeats on one
-quiet thread, the same settings (`on_measured_speed`). The notes under the
-table name the files of each row.
+quiet thread, the same settings (`on_measured_speed`). The notes under the table name the files of
+each row.
 
 One row per workload (PREFIX<workload>.json, written by benchmarks/caching.py): at each matched speed the
 best accel line's PSNR against the best peer line's, and the margin (bold where accel is not >= 1.0 dB
 ahead); the last column sets accel's 4x against the best peer at 3x (the issue-32 target). Lines and
 FD-digits per cell are in each JSON's `matched_speed`; the footnote row names the winning lines.
 
-Two rules for "accel's best at speed s": `matched` (default) interpolates each line's front at s, the
-baseline counted as every line's slowest point (two settings run on shares of the images: recomputed from
-each JSON's `curves` with benchmarks/_curves.py, so every file follows today's rule, whatever rule its
-stored `matched_speed` was written with; a file without `curves` keeps its stored rows); `at-least` is issue 32's own
-rule, the best PSNR among the measured settings at least s times faster (each JSON's `curves`), which
+Two rules for "accel's best at speed s": `matched` (default) credits each line with its best mix of two
+measured settings at s, the baseline among them (two settings run on shares of the images: recomputed
+from each JSON's `curves` with benchmarks/_curves.py, so every file follows today's rule, whatever rule
+its stored `matched_speed` was written with; a file without `curves` keeps its stored rows); `at-least`
+is issue 32's own rule, the best PSNR among the measured settings at least s times faster (each JSON's `curves`), which
 never credits a point that was not run but rewards the side whose settings sit just above s.
 """
 
