@@ -21,8 +21,9 @@ Two rules for "accel's best at speed s": `matched` (default) credits each line w
 measured settings at s, the baseline among them (two settings run on shares of the images: recomputed
 from each JSON's `curves` with benchmarks/_curves.py, so every file follows today's rule, whatever rule
 its stored `matched_speed` was written with; a file without `curves` keeps its stored rows); `at-least`
-is issue 32's own rule, the best PSNR among the measured settings at least s times faster (each JSON's `curves`), which
-never credits a point that was not run but rewards the side whose settings sit just above s.
+is issue 32's own rule, the best PSNR among the measured settings at least s times faster (each JSON's
+`curves`), which never credits a point that was not run but rewards the side whose settings sit just
+above s.
 """
 
 from __future__ import annotations
