@@ -91,6 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
 from _common import write_json  # noqa: E402
 from _curves import format_matched, matched_speed_table  # noqa: E402
+from accel.caching.interval_cache import computes_step  # noqa: E402
 from accel.eval.methods import MethodSpec  # noqa: E402
 from peers import (  # noqa: E402
     CacheDitDBCache, DiffusersFBC, DiffusersMagCache, DiffusersTaylorSeer, apply_with_peers, cache_dit_available,
@@ -191,7 +192,7 @@ def schedule_computed(steps: int, budget: int | float) -> int:
 def interval_computed(steps: int, interval: int, warmup: int, cooldown: int = 0) -> int:
     """Steps interval-cache computes: every step below `warmup`, then every `interval`-th, and the last
     `cooldown`."""
-    return sum(s < warmup or s >= steps - cooldown or (s - warmup) % interval == 0 for s in range(steps))
+    return sum(computes_step(s, interval, warmup, cooldown, steps) for s in range(steps))
 
 
 def delta_evals(steps: int, interval: int, cached_blocks: int, blocks: int = BLOCKS) -> int:
@@ -304,7 +305,7 @@ def interval_grid(steps: int, cooldown: int = 0) -> list[tuple[int, int]]:
 
 def computes_last(steps: int, interval: int, warmup: int) -> bool:
     """Whether interval-cache computes the last step (rather than reusing or forecasting it)."""
-    return warmup >= steps or (steps - 1 - warmup) % interval == 0
+    return computes_step(steps - 1, interval, warmup)
 
 
 def phase_twin(steps: int, interval: int, warmup: int) -> int | None:

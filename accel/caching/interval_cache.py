@@ -28,6 +28,12 @@ from ._runs import BranchState, Plan, RunCache
 from .verify import check_verify
 
 
+def computes_step(step: int, interval: int, warmup: int, cooldown: int = 0, steps: int | None = None) -> bool:
+    """Whether interval-cache's schedule computes `step` (of a call of `steps`; None = unknown, when
+    `cooldown` cannot apply). The one statement of the rule: the cache and the benchmarks' arithmetic use it."""
+    return step < warmup or (step - warmup) % interval == 0 or (steps is not None and step >= steps - cooldown)
+
+
 @register_method("interval-cache")
 @dataclass(frozen=True)
 class IntervalCacheConfig(MethodConfig):
@@ -98,22 +104,15 @@ class IntervalCache(RunCache):
         self.store_plan, self.skip_plan = self.whole_stack_plans(config.verify)
 
     def choose(self, info: StepInfo, state: BranchState) -> Plan:
-        k, warmup, s = self.config.interval, self.config.warmup, info.step
-        if k == 1:
+        c = self.config
+        if c.interval == 1:
             return self.plain
-        if s >= warmup and (s - warmup) % k != 0 and self.all in state.deltas and not self._cooling(s):
+        steps = self.tracker.num_steps
+        if c.cooldown and steps is None:
+            self._warn(f"cooldown={c.cooldown} ignored: the call's step count is unknown (no pipeline scheduler)")
+        if not computes_step(info.step, c.interval, c.warmup, c.cooldown, steps) and self.all in state.deltas:
             return self.skip_plan
         return self.store_plan
-
-    def _cooling(self, step: int) -> bool:
-        """Whether `step` is one of the call's last `cooldown` steps (False where the step count is unknown)."""
-        cooldown, steps = self.config.cooldown, self.tracker.num_steps
-        if not cooldown:
-            return False
-        if steps is None:
-            self._warn(f"cooldown={cooldown} ignored: the call's step count is unknown (no pipeline scheduler)")
-            return False
-        return step >= steps - cooldown
 
     def stats(self) -> dict[str, Any]:
         out = {**super().stats(), "interval": self.config.interval, "warmup": self.config.warmup,
